@@ -1,0 +1,29 @@
+"""absgd_jax: ABSGD (attentional-biased SGD) for JAX and Optax.
+
+The core, importable with jax and optax alone:
+
+- :func:`absgd_weights`: per-sample weights exp(L_i / lam) / s with s carried in a state.
+- :func:`absgd`, :func:`abadam`: the optimizers the weights are paired with (Eqs. 2 and 9).
+- :func:`dro_objective`: the DRO risk ABSGD minimises (Eq. 6).
+- diagnostics: :func:`effective_sample_size`, :func:`class_mean_weights`, :func:`weight_stats`.
+- :mod:`absgd_jax.losses`: per-sample losses for imbalance and label noise.
+"""
+
+from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, weight_stats
+from absgd_jax.objective import dro_objective
+from absgd_jax.optimizers import abadam, absgd
+from absgd_jax.weights import AbsgdWeightsState, WeightTransform, absgd_weights
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AbsgdWeightsState",
+    "WeightTransform",
+    "abadam",
+    "absgd",
+    "absgd_weights",
+    "class_mean_weights",
+    "dro_objective",
+    "effective_sample_size",
+    "weight_stats",
+]

@@ -1,0 +1,73 @@
+"""What to log about ABSGD's weights: how concentrated they are, and on which classes."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from absgd_jax.weights import AbsgdWeightsState
+
+
+def effective_sample_size(weights: jax.Array) -> jax.Array:
+  r"""Kish's effective sample size :math:`(\sum w)^2 / \sum w^2` of a batch's weights ``[B]``.
+
+  B for uniform weights, 1 when one sample holds all the weight; 0 for an all-zero batch.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> absgd_jax.effective_sample_size(jnp.array([1.0, 1.0, 1.0, 1.0]))
+    Array(4., dtype=float32)
+    >>> absgd_jax.effective_sample_size(jnp.array([2.0, 0.0, 0.0, 0.0]))
+    Array(1., dtype=float32)
+  """
+  w = jnp.asarray(weights, jnp.float32)
+  sq = jnp.sum(w * w)
+  return jnp.where(sq > 0, jnp.sum(w) ** 2 / jnp.where(sq > 0, sq, 1.0), 0.0)
+
+
+def class_mean_weights(weights: jax.Array, labels: jax.Array, num_classes: int) -> tuple[
+    jax.Array, jax.Array]:
+  """Per-class sum of weights and per-class sample count over a batch (Figure 4, right).
+
+  Sums rather than means, so that batches and devices can be accumulated exactly; the mean
+  weight of class c is ``sums[c] / counts[c]`` where ``counts[c] > 0``.
+
+  Args:
+    weights: ``[B]`` weights.
+    labels: ``[B]`` integer labels in [0, num_classes).
+    num_classes: C.
+
+  Returns:
+    ``(sums [C], counts [C])``, float32.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> s, n = absgd_jax.class_mean_weights(jnp.array([0.5, 1.5, 2.0]), jnp.array([0, 0, 2]), 3)
+    >>> s / jnp.maximum(n, 1)
+    Array([1., 0., 2.], dtype=float32)
+  """
+  w = jnp.asarray(weights, jnp.float32)
+  sums = jax.ops.segment_sum(w, labels, num_segments=num_classes)
+  counts = jax.ops.segment_sum(jnp.ones_like(w), labels, num_segments=num_classes)
+  return sums, counts
+
+
+def weight_stats(weights: jax.Array, state: AbsgdWeightsState) -> dict[str, jax.Array]:
+  """Scalars to log each step: ESS, ESS as a fraction of B, the largest weight and log s.
+
+  ``log_s`` rather than ``s``: s = E exp(L/lam) overflows float32 whenever L/lam > 88.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> wt = absgd_jax.absgd_weights(1.0)
+    >>> w, st = wt.update(jnp.array([0.0, 0.0]), wt.init())
+    >>> {k: float(v) for k, v in absgd_jax.weight_stats(w, st).items()}
+    {'ess': 2.0, 'ess_fraction': 1.0, 'max_weight': 1.0, 'log_s': 0.0}
+  """
+  ess = effective_sample_size(weights)
+  return {
+      "ess": ess,
+      "ess_fraction": ess / weights.shape[0],
+      "max_weight": jnp.max(weights),
+      "log_s": state.log_s,
+  }

@@ -1,0 +1,159 @@
+"""The optimizer half of ABSGD and ABAdam, built from optax's own transforms.
+
+The attentional weights enter through the loss (``mean(w * L)``, see
+:mod:`absgd_jax.weights`), so what is left here is the update rule that the paper pairs them
+with: heavy-ball momentum with an L2 term (Eq. 2) and Adam with the L2 gradient outside the
+adaptive scaling (Eq. 9).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ScalarOrSchedule = optax.ScalarOrSchedule
+
+
+def _check_nonnegative(name: str, value: float, upper: float | None = None) -> None:
+  if callable(value):
+    return
+  value = float(value)
+  if not value >= 0.0 or (upper is not None and not value < upper):
+    rng = f"[0, {upper})" if upper is not None else "[0, inf)"
+    raise ValueError(f"{name} must lie in {rng}; got {value}.")
+
+
+def absgd(
+    learning_rate: ScalarOrSchedule,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    *,
+    weight_decay_mask: Any = None,
+) -> optax.GradientTransformation:
+  r"""Momentum SGD exactly as in the paper's Eq. (2).
+
+  .. math::
+     w_{t+1} = w_t - \eta_t (G_t + \mu w_t) + \beta (w_t - w_{t-1})
+
+  where :math:`G_t` is the gradient of ``mean(weights * losses)`` and :math:`\mu` the weight
+  decay (L2 on the gradient). The learning rate is applied *before* the momentum trace, so
+  each step's rate scales only that step's gradient, which is Eq. (2) to the letter also
+  when ``learning_rate`` is a schedule. (``optax.sgd`` and ``torch.optim.SGD`` scale the
+  whole trace instead; both agree with this one while the rate is constant.)
+
+  Args:
+    learning_rate: :math:`\eta`, a float or an optax schedule.
+    momentum: :math:`\beta` in [0, 1).
+    weight_decay: :math:`\mu \ge 0`, added to the gradient as :math:`\mu w`.
+    nesterov: use Nesterov momentum instead of heavy-ball.
+    weight_decay_mask: optional pytree (or callable) of booleans, as for
+      ``optax.add_decayed_weights``: where False, no weight decay (e.g. BatchNorm scales).
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax, absgd_jax
+    >>> opt = absgd_jax.absgd(0.1, momentum=0.5)
+    >>> params = {"w": jnp.array([1.0])}
+    >>> state = opt.init(params)
+    >>> grads = {"w": jnp.array([1.0])}
+    >>> u, state = opt.update(grads, state, params)
+    >>> u["w"]  # -0.1 * 1
+    Array([-0.1], dtype=float32)
+    >>> u, state = opt.update(grads, state, params)
+    >>> u["w"]  # -0.1 * 1 + 0.5 * (-0.1)
+    Array([-0.15], dtype=float32)
+  """
+  _check_nonnegative("momentum", momentum, 1.0)
+  _check_nonnegative("weight_decay", weight_decay)
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      optax.scale_by_learning_rate(learning_rate),
+      optax.trace(decay=momentum, nesterov=nesterov),
+  )
+
+
+class ScaleByAdamNoBiasCorrectionState(NamedTuple):
+  """State of Eq. (9)'s moment estimates, without bias correction."""
+
+  mu: optax.Updates  # First moment v_t, like the params.
+  nu: optax.Updates  # Second moment u_t, like the params.
+
+
+def _scale_by_adam_without_bias_correction(b1: float, b2: float,
+                                           eps: float) -> optax.GradientTransformation:
+  # optax.scale_by_adam always bias-corrects; Eq. (9) as printed does not.
+  def init_fn(params):
+    zeros = optax.tree_utils.tree_zeros_like(params)
+    return ScaleByAdamNoBiasCorrectionState(mu=zeros, nu=zeros)
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree_utils.tree_update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    new_updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+    return new_updates, ScaleByAdamNoBiasCorrectionState(mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def abadam(
+    learning_rate: ScalarOrSchedule,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    bias_correction: bool = True,
+    *,
+    weight_decay_mask: Any = None,
+) -> optax.GradientTransformation:
+  r"""Adam for ABSGD's weighted gradient, as in the paper's Eq. (9).
+
+  .. math::
+     v_{t+1} = \beta_1 v_t + (1-\beta_1) G_t,\quad
+     u_{t+1} = \beta_2 u_t + (1-\beta_2) G_t^2,\quad
+     w_{t+1} = w_t - \eta \Big(\frac{v_{t+1}}{\sqrt{u_{t+1}} + G_0} + \mu w_t\Big)
+
+  The L2 gradient :math:`\mu w_t` sits outside the adaptive scaling (decoupled, as in AdamW).
+  With ``bias_correction=True`` (default) :math:`v, u` are bias-corrected as in Adam, which
+  makes this ``optax.adamw``; with ``False`` it is Eq. (9) to the letter.
+
+  Args:
+    learning_rate: :math:`\eta`, a float or an optax schedule.
+    b1: :math:`\beta_1` in [0, 1).
+    b2: :math:`\beta_2` in [0, 1).
+    eps: :math:`G_0 \ge 0`, added to :math:`\sqrt{u}` for stability.
+    weight_decay: :math:`\mu \ge 0`.
+    bias_correction: whether to bias-correct the moments.
+    weight_decay_mask: optional pytree (or callable) of booleans, as for
+      ``optax.add_decayed_weights``.
+
+  Returns:
+    An ``optax.GradientTransformation``.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> opt = absgd_jax.abadam(0.1, bias_correction=False)
+    >>> params = {"w": jnp.array([1.0])}
+    >>> u, _ = opt.update({"w": jnp.array([2.0])}, opt.init(params), params)
+    >>> u["w"]  # -0.1 * (0.1 * 2) / sqrt(0.001 * 4)
+    Array([-0.316228], dtype=float32)
+  """
+  _check_nonnegative("b1", b1, 1.0)
+  _check_nonnegative("b2", b2, 1.0)
+  _check_nonnegative("eps", eps)
+  _check_nonnegative("weight_decay", weight_decay)
+  if bias_correction:
+    scale = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+  else:
+    scale = _scale_by_adam_without_bias_correction(b1, b2, eps)
+  return optax.chain(
+      scale,
+      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      optax.scale_by_learning_rate(learning_rate),
+  )

@@ -1,0 +1,215 @@
+"""ABSGD's per-sample weights: p_i = exp(L_i / lam) / s_{t+1} (Algorithm 1, steps 3 to 5).
+
+The transform is functional, in the style of an optax ``GradientTransformation``:
+``init()`` builds a small state, ``update(losses, state)`` returns ``(weights, new_state)``.
+The weights carry no gradient, so ``jnp.mean(weights * losses)`` is ABSGD's loss and one
+backward pass gives its gradient, exactly as in Eq. (2).
+
+Numerics. ``s`` is a moving average of exp(L / lam), which overflows float32 once
+L / lam > 88 (LDAM logits reach that with a small lam). The state therefore keeps ``log s``
+and every quantity is formed as a difference of logs, so for any finite loss and any lam:
+
+    log w_i = L_i / lam - log s_{t+1}  <=  log(B / gamma),
+
+since s_{t+1} >= gamma * exp(L_i / lam) / B. The weights are always finite.
+
+Non-finite losses. A sample whose loss is NaN or +-inf (or which ``mask`` marks as padding)
+gets weight 0 and is left out of the batch mean that updates ``s``. A batch without a single
+usable sample leaves ``log_s`` and ``lam`` untouched (only ``count`` advances), so the carried
+state never holds a NaN. The weighted loss of such a batch is still NaN (0 * NaN), which is
+what ``optax.apply_if_finite`` is there to catch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Sequence
+from typing import NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+# A lam that follows a schedule is a function of the update count, like an optax schedule.
+LamSchedule = Callable[[jax.Array], jax.typing.ArrayLike]
+AxisName = Union[Hashable, Sequence[Hashable]]
+
+
+class AbsgdWeightsState(NamedTuple):
+  """State of :func:`absgd_weights`: the log of the moving average ``s`` and its context."""
+
+  count: jax.Array  # int32 scalar: number of ``update`` calls so far (drives a lam schedule).
+  log_s: jax.Array  # float32 scalar: log s_t. -inf only for an explicit s0 = 0 before step 1.
+  lam: jax.Array  # float32 scalar: the lam that log_s was estimated with.
+  has_s: jax.Array  # bool scalar: False until a batch (or s0) has given s a value.
+
+
+class WeightTransform(NamedTuple):
+  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``."""
+
+  init: Callable[[], AbsgdWeightsState]
+  update: Callable[..., tuple[jax.Array, AbsgdWeightsState]]
+
+
+def _check_lam_value(lam: float, what: str = "lam") -> float:
+  lam = float(lam)
+  if math.isnan(lam) or lam == 0.0:
+    raise ValueError(
+        f"{what} must be a nonzero number (lam > 0 for imbalance, lam < 0 for label noise, "
+        f"+-inf for plain ERM); got {lam}."
+    )
+  return lam
+
+
+def _lam_fn(lam: float | LamSchedule) -> LamSchedule:
+  """Returns lam as a function of the count, validating a constant lam up front."""
+  if callable(lam):
+    try:  # Check the schedule's first value now when it can be evaluated eagerly.
+      first = lam(jnp.zeros([], jnp.int32))
+      _check_lam_value(first, "lam schedule's value at step 0")
+    except (jax.errors.ConcretizationTypeError, TypeError):
+      pass
+    return lam
+  value = _check_lam_value(lam)
+  return lambda count: value
+
+
+def _global_reduce(x: jax.Array, op: str, axis_name: AxisName | None) -> jax.Array:
+  if axis_name is None:
+    return x
+  return {"max": jax.lax.pmax, "sum": jax.lax.psum}[op](x, axis_name)
+
+
+def _log_mean_exp(z: jax.Array, valid: jax.Array, axis_name: AxisName | None):
+  """log(mean_i exp(z_i)) over the valid entries of the global batch, and their count.
+
+  Max-shifted so that nothing overflows; under ``axis_name`` the max, the shifted sum and
+  the count are reduced across devices, so every device gets the global batch's value.
+  """
+  neg_inf = jnp.asarray(-jnp.inf, z.dtype)
+  z_max = _global_reduce(jnp.max(jnp.where(valid, z, neg_inf)), "max", axis_name)
+  # An all-invalid batch has z_max = -inf; shift by 0 instead to keep exp() NaN-free.
+  shift = jnp.where(jnp.isfinite(z_max), z_max, 0.0)
+  total = _global_reduce(jnp.sum(jnp.where(valid, jnp.exp(z - shift), 0.0)), "sum", axis_name)
+  n = _global_reduce(jnp.sum(valid, dtype=jnp.float32), "sum", axis_name)
+  log_mean = shift + jnp.log(total) - jnp.log(jnp.maximum(n, 1.0))
+  return log_mean, n
+
+
+def absgd_weights(
+    lam: float | LamSchedule,
+    gamma: float = 0.9,
+    *,
+    s0: float | None = None,
+    axis_name: AxisName | None = None,
+) -> WeightTransform:
+  r"""ABSGD's attentional weights for a mini-batch of per-sample losses.
+
+  For losses :math:`L_1..L_B` the update computes (Algorithm 1, steps 3 to 5)
+
+  .. math::
+     s_{t+1} = (1 - \gamma) s_t + \gamma \frac{1}{B}\sum_i e^{L_i/\lambda}, \qquad
+     w_i = e^{L_i/\lambda} / s_{t+1}.
+
+  Args:
+    lam: the DRO temperature :math:`\lambda`, nonzero. ``lam > 0`` up-weights hard samples
+      (min-max DRO, Eq. 3: imbalance); ``lam < 0`` up-weights easy samples (min-min DRO,
+      Eq. 4: label noise); ``+-inf`` gives every weight exactly 1 (plain ERM). May also be a
+      schedule ``count -> lam`` (Section 3.6's two-stage strategy): whenever its value
+      changes, ``s`` is estimated afresh from the current batch. Changing value never
+      recompiles.
+    gamma: moving-average rate in (0, 1]; ``gamma = 1`` normalises by the current batch alone.
+    s0: initial ``s``. ``None`` (default) sets ``s`` from the first batch, so that batch's
+      weights average 1. A number ``>= 0`` is Algorithm 1's :math:`s_0`; ``s0=0`` matches the
+      authors' PyTorch code.
+    axis_name: under ``pmap`` or ``shard_map``, the mapped axis (or axes) the batch is split
+      over; the batch mean is then taken over the global batch, so that every device gets the
+      weights one device holding the whole batch would. Not needed under plain ``jax.jit``.
+
+  Returns:
+    A :class:`WeightTransform`. ``update(losses, state, *, mask=None)`` takes ``losses`` of
+    shape ``[B]`` (float32, bfloat16 or float16) and an optional boolean ``mask [B]`` that
+    marks real samples (padding gets weight 0); it returns float32 ``weights [B]`` with no
+    gradient, and the new :class:`AbsgdWeightsState`.
+
+  Raises:
+    ValueError: at construction, for lam = 0 or NaN, gamma outside (0, 1] or s0 < 0; at trace
+      time, for losses that are not a non-empty 1-D floating array.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> wt = absgd_jax.absgd_weights(lam=1.0, gamma=0.5)
+    >>> state = wt.init()
+    >>> w, state = wt.update(jnp.array([0.0, jnp.log(3.0)]), state)
+    >>> w  # exp(L) / mean(exp(L)) on the first batch: [1, 3] / 2
+    Array([0.5, 1.5], dtype=float32)
+    >>> w, state = wt.update(jnp.array([0.0, 0.0]), state)
+    >>> w  # s = 0.5 * 2 + 0.5 * 1 = 1.5
+    Array([0.6666667, 0.6666667], dtype=float32)
+  """
+  lam_fn = _lam_fn(lam)
+  gamma = float(gamma)
+  if not 0.0 < gamma <= 1.0:
+    raise ValueError(f"gamma must lie in (0, 1]; got {gamma}.")
+  if s0 is not None:
+    s0 = float(s0)
+    if not (s0 >= 0.0 and math.isfinite(s0)):
+      raise ValueError(f"s0 must be None or a finite number >= 0; got {s0}.")
+  log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
+  log_gamma = math.log(gamma)
+
+  def init_fn() -> AbsgdWeightsState:
+    lam0 = jnp.asarray(lam_fn(jnp.zeros([], jnp.int32)), jnp.float32)
+    return AbsgdWeightsState(
+        count=jnp.zeros([], jnp.int32),
+        log_s=jnp.asarray(0.0 if s0 is None else math.log(s0) if s0 > 0 else -math.inf,
+                          jnp.float32),
+        lam=lam0,
+        has_s=jnp.asarray(s0 is not None),
+    )
+
+  def update_fn(losses: jax.Array, state: AbsgdWeightsState, *,
+                mask: jax.Array | None = None) -> tuple[jax.Array, AbsgdWeightsState]:
+    losses = jnp.asarray(losses)
+    if losses.ndim != 1:
+      raise ValueError(
+          "absgd_weights expects a 1-D vector of per-sample losses of shape [batch]; got shape "
+          f"{losses.shape}. Reduce the other axes (e.g. mean over tokens) before weighting.")
+    if losses.shape[0] == 0:
+      raise ValueError("absgd_weights got an empty batch (losses of shape (0,)).")
+    if not jnp.issubdtype(losses.dtype, jnp.floating):
+      raise ValueError(f"losses must be floating point; got dtype {losses.dtype}.")
+    if mask is not None:
+      mask = jnp.asarray(mask)
+      if mask.shape != losses.shape:
+        raise ValueError(f"mask must have the shape of losses {losses.shape}; got {mask.shape}.")
+
+    lam_t = jnp.asarray(lam_fn(state.count), jnp.float32)
+    losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
+    valid = jnp.isfinite(losses)
+    if mask is not None:
+      valid = valid & mask.astype(bool)
+    erm = jnp.isinf(lam_t)
+    # z = L / lam; 0 for every sample at lam = +-inf (exp(0) = 1, the ERM weights).
+    z = jnp.where(erm, 0.0, losses / jnp.where(erm, 1.0, lam_t))
+    valid = valid & jnp.isfinite(z)  # A schedule reaching lam = 0 must not poison s either.
+    log_g, n_valid = _log_mean_exp(z, valid, axis_name)
+
+    restart = jnp.logical_not(state.has_s) | (lam_t != state.lam)
+    log_s_avg = jnp.logaddexp(log_keep + state.log_s, log_gamma + log_g)
+    log_s_new = jnp.where(restart, log_g, log_s_avg)
+    log_s_new = jnp.where(erm, 0.0, log_s_new)
+    any_valid = n_valid > 0
+    log_s_new = jnp.where(any_valid, log_s_new, state.log_s)
+
+    weights = jnp.where(erm, 1.0, jnp.exp(z - log_s_new))
+    weights = jax.lax.stop_gradient(jnp.where(valid, weights, 0.0))
+    new_state = AbsgdWeightsState(
+        count=optax.safe_increment(state.count),
+        log_s=log_s_new,
+        lam=jnp.where(any_valid, lam_t, state.lam),
+        has_s=state.has_s | any_valid,
+    )
+    return weights, new_state
+
+  return WeightTransform(init_fn, update_fn)
