@@ -81,10 +81,13 @@ def _global_reduce(x: jax.Array, op: str, axis_name: AxisName | None) -> jax.Arr
 
 
 def _log_mean_exp(z: jax.Array, valid: jax.Array, axis_name: AxisName | None):
-  """log(mean_i exp(z_i)) over the valid entries of the global batch, and their count.
+  """log(mean_i exp(z_i)) over the valid entries of the global batch, as ``shift + rel``.
 
-  Max-shifted so that nothing overflows; under ``axis_name`` the max, the shifted sum and
-  the count are reduced across devices, so every device gets the global batch's value.
+  Returns ``(shift, rel, n)``: the batch's max z, the log-mean relative to it, and the number
+  of valid samples. Keeping ``rel`` apart from ``shift`` matters: at |z| ~ 1e7 a float32 log
+  has an ulp of 1, so the weights are formed from relative quantities only. Under
+  ``axis_name`` the max, the shifted sum and the count are reduced across devices, so every
+  device gets the global batch's value.
   """
   neg_inf = jnp.asarray(-jnp.inf, z.dtype)
   z_max = _global_reduce(jnp.max(jnp.where(valid, z, neg_inf)), "max", axis_name)
@@ -92,8 +95,8 @@ def _log_mean_exp(z: jax.Array, valid: jax.Array, axis_name: AxisName | None):
   shift = jnp.where(jnp.isfinite(z_max), z_max, 0.0)
   total = _global_reduce(jnp.sum(jnp.where(valid, jnp.exp(z - shift), 0.0)), "sum", axis_name)
   n = _global_reduce(jnp.sum(valid, dtype=jnp.float32), "sum", axis_name)
-  log_mean = shift + jnp.log(total) - jnp.log(jnp.maximum(n, 1.0))
-  return log_mean, n
+  rel = jnp.log(total) - jnp.log(jnp.maximum(n, 1.0))
+  return shift, rel, n
 
 
 def absgd_weights(
@@ -193,16 +196,18 @@ def absgd_weights(
     # z = L / lam; 0 for every sample at lam = +-inf (exp(0) = 1, the ERM weights).
     z = jnp.where(erm, 0.0, losses / jnp.where(erm, 1.0, lam_t))
     valid = valid & jnp.isfinite(z)  # A schedule reaching lam = 0 must not poison s either.
-    log_g, n_valid = _log_mean_exp(z, valid, axis_name)
+    shift, log_g_rel, n_valid = _log_mean_exp(z, valid, axis_name)
 
+    # Step 4 in log space, relative to the batch max: log(s_{t+1}) - shift.
     restart = jnp.logical_not(state.has_s) | (lam_t != state.lam)
-    log_s_avg = jnp.logaddexp(log_keep + state.log_s, log_gamma + log_g)
-    log_s_new = jnp.where(restart, log_g, log_s_avg)
-    log_s_new = jnp.where(erm, 0.0, log_s_new)
+    log_s_rel = jnp.logaddexp(log_keep + (state.log_s - shift), log_gamma + log_g_rel)
+    log_s_rel = jnp.where(restart, log_g_rel, log_s_rel)
     any_valid = n_valid > 0
+    log_s_new = jnp.where(erm, 0.0, shift + log_s_rel)
     log_s_new = jnp.where(any_valid, log_s_new, state.log_s)
 
-    weights = jnp.where(erm, 1.0, jnp.exp(z - log_s_new))
+    # Step 5: w = exp(z - log s_{t+1}), formed from relative quantities.
+    weights = jnp.where(erm, 1.0, jnp.exp((z - shift) - log_s_rel))
     weights = jax.lax.stop_gradient(jnp.where(valid, weights, 0.0))
     new_state = AbsgdWeightsState(
         count=optax.safe_increment(state.count),
