@@ -22,7 +22,7 @@ def _check_nonnegative(name: str, value: float, upper: float | None = None) -> N
     return
   value = float(value)
   if not value >= 0.0 or (upper is not None and not value < upper):
-    rng = f"[0, {upper})" if upper is not None else "[0, inf)"
+    rng = f"[0, {upper:g})" if upper is not None else "[0, inf)"
     raise ValueError(f"{name} must lie in {rng}; got {value}.")
 
 
