@@ -1,0 +1,82 @@
+"""The data of one experiment, from its config: source, imbalance, validation split, noise."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+
+from absgd_jax import data
+from absgd_jax.train.config import Config
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentData:
+  """Training set (possibly imbalanced and noisy), its clean labels, validation and test sets."""
+
+  train: data.ArrayDataset  # Labels as trained on (noisy where noise is on).
+  clean_labels: np.ndarray  # [N_train] the true labels.
+  flipped: np.ndarray  # bool [N_train], True where the training label is wrong.
+  val: data.ArrayDataset | None  # Carved out of the training data before noise, if asked.
+  test: data.ArrayDataset  # Untouched and balanced.
+  train_class_counts: np.ndarray  # [C] of the labels as trained on.
+
+
+def _load_source(config: Config) -> tuple[data.ArrayDataset, data.ArrayDataset]:
+  if config.dataset == "digits":
+    return data.load_digits(seed=0)
+  if config.source == "tfds":
+    return (data.load_tfds(config.dataset, "train", data_dir=config.data_dir),
+            data.load_tfds(config.dataset, "test", data_dir=config.data_dir))
+  paths = [os.path.join(config.data_dir, f"{split}.zip") for split in ("train", "test")]
+  for p in paths:
+    if not os.path.exists(p):
+      raise FileNotFoundError(
+          f"{p} not found. Point data_dir at a folder holding train.zip and test.zip of "
+          f"<class>/<image> files (e.g. ../shared/data/cifar10-jpeg), or use source=tfds.")
+  train, test = (data.load_image_folder(p) for p in paths)
+  if train.num_classes != config.num_classes:
+    raise ValueError(f"{paths[0]} has {train.num_classes} classes; {config.dataset} needs "
+                     f"{config.num_classes}.")
+  return train, test
+
+
+def _split_validation(ds: data.ArrayDataset, fraction: float, seed: int):
+  """Holds out ``fraction`` of every class (at least one sample of a class that has two)."""
+  rng = np.random.default_rng([seed, 7])
+  val_idx = []
+  for c in range(ds.num_classes):
+    members = np.flatnonzero(ds.labels == c)
+    k = int(round(fraction * len(members)))
+    k = max(k, 1) if len(members) >= 2 else 0
+    val_idx.append(rng.choice(members, size=k, replace=False))
+  val_idx = np.sort(np.concatenate(val_idx))
+  keep = np.setdiff1d(np.arange(len(ds)), val_idx)
+  return ds.subset(keep), ds.subset(val_idx)
+
+
+def build(config: Config) -> ExperimentData:
+  """Loads, imbalances (seeded), splits off validation, then adds label noise (seeded)."""
+  train, test = _load_source(config)
+  if config.imbalance != "none":
+    train = data.make_imbalanced(train, config.rho, profile=config.imbalance, seed=config.seed)
+  val = None
+  if config.val_fraction > 0:
+    train, val = _split_validation(train, config.val_fraction, config.seed)
+  clean = train.labels.copy()
+  flipped = np.zeros(len(train), bool)
+  if config.noise == "sym":
+    noisy, flipped = data.symmetric_noise(clean, config.noise_rate, config.num_classes,
+                                          seed=config.seed)
+    train = train.with_labels(noisy)
+  elif config.noise == "asym":
+    mapping = {"digits": data.DIGITS_ASYM, "cifar10": data.CIFAR10_ASYM,
+               "cifar100": data.cifar100_asym_mapping()}[config.dataset]
+    noisy, flipped = data.asymmetric_noise(clean, config.noise_rate, mapping, seed=config.seed,
+                                           num_classes=config.num_classes)
+    train = train.with_labels(noisy)
+  return ExperimentData(train=train, clean_labels=clean, flipped=np.asarray(flipped, bool),
+                        val=val, test=test,
+                        train_class_counts=np.bincount(train.labels,
+                                                       minlength=config.num_classes))

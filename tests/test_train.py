@@ -1,0 +1,200 @@
+"""The training kit: device-count invariance, exact resume, no recompiles, divergence, freezing."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from absgd_jax.train import DivergenceError, Trainer, make_config
+from absgd_jax.train import experiment_data
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _cfg(tmp_path, **kw):
+  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "run"), batch_size=64)
+  base.update(kw)
+  return make_config("digits-lt", **base)
+
+
+def _params(trainer):
+  return jax.tree.map(np.asarray, jax.device_get(trainer.state.params))
+
+
+def _assert_trees_close(a, b, **kw):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **kw), a, b)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
+@pytest.mark.parametrize("preset_kw", [
+    dict(method="absgd", lam=0.5),
+    dict(method="absgd", lam=-1.0, noise="sym", noise_rate=0.4, imbalance="none"),
+])
+def test_eight_devices_match_one(tmp_path, preset_kw):
+  cfg = _cfg(tmp_path, epochs=1, **preset_kw)
+  exp = experiment_data.build(cfg)
+  one = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:1])
+  eight = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:8])
+  s1, s8 = one.fit(), eight.fit()
+  _assert_trees_close(_params(one), _params(eight), rtol=2e-4, atol=2e-6)
+  assert s1["final"]["log_s"] == pytest.approx(s8["final"]["log_s"], rel=1e-4, abs=1e-6)
+  assert s8["devices"] == 8
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
+def test_eight_devices_match_one_with_batchnorm(tmp_path):
+  # ResNet-8 has BatchNorm: its statistics must be those of the global batch on 8 devices.
+  # Three steps: float32 summation order differs between 1 and 8 devices, and ABSGD's
+  # exponential weights amplify that 1e-7 noise step by step (CNN4's max-pools on digits,
+  # with their many exactly tied zeros, amplify it far faster).
+  cfg = _cfg(tmp_path, epochs=1, model="resnet8", lam=2.0)
+  exp = experiment_data.build(cfg)
+  exp = dataclasses.replace(exp, train=exp.train.subset(np.arange(192)))
+  one = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:1])
+  eight = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:8])
+  one.fit(), eight.fit()
+  _assert_trees_close(_params(one), _params(eight), rtol=1e-3, atol=1e-5)
+  _assert_trees_close(jax.device_get(one.state.batch_stats),
+                      jax.device_get(eight.state.batch_stats), rtol=1e-3, atol=1e-5)
+
+
+def test_resume_continues_exactly(tmp_path):
+  straight = Trainer(_cfg(tmp_path / "a", epochs=3, checkpoint=True), progress=False)
+  straight.fit()
+  first = Trainer(_cfg(tmp_path / "b", epochs=1, checkpoint=True), progress=False)
+  first.fit()
+  resumed = Trainer(_cfg(tmp_path / "b", epochs=3, checkpoint=True), progress=False)
+  summary = resumed.fit()
+  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
+  assert int(resumed.state.step) == int(straight.state.step)
+  assert float(resumed.state.w_state.log_s) == float(straight.state.w_state.log_s)
+  assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+  assert summary["final"]["test_acc"] == straight.history[-1]["test_acc"]
+
+
+def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path):
+  cfg = _cfg(tmp_path, epochs=3, checkpoint=True, stage2_epoch=1, lr_decay_epochs=(2,),
+             warmup_epochs=1, lam=2.0)
+  t = Trainer(cfg, progress=False)
+  t.fit()
+  assert t.train_step._cache_size() == 1
+  # Restoring into the live trainer and training on reuses the compiled step.
+  t.restore()
+  t.train_epoch(2)
+  assert t.train_step._cache_size() == 1
+
+
+def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path):
+  cfg = _cfg(tmp_path, epochs=2, model="cnn4", stage2_epoch=1, stage2_trainable="fc", lam=1.0)
+  exp = experiment_data.build(cfg)
+  exp = dataclasses.replace(exp, train=exp.train.subset(np.arange(128)))
+  t = Trainer(cfg, exp=exp, progress=False, log=False)
+  t.history.append({"epoch": 0, **t.train_epoch(0)})
+  assert t.history[0]["log_s"] == 0.0  # stage 1: lam = inf, every weight 1
+  snap = jax.device_get((t.state.params, t.state.batch_stats))
+  rec = t.train_epoch(1)
+  params, stats = jax.device_get((t.state.params, t.state.batch_stats))
+  for name in params:
+    changed = not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(snap[0][name]),
+                                                           jax.tree.leaves(params[name])))
+    assert changed == (name == "head"), name
+  jax.tree.map(np.testing.assert_array_equal, snap[1], stats)
+  assert rec["log_s"] != 0.0 and rec["max_weight"] > 1.0  # stage 2: real weights
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  cfg = _cfg(tmp_path, epochs=3, checkpoint=True, lr_decay_epochs=(1,),
+             lr_decay_factor=1e12)  # epoch 1 runs at lr = 1e11
+  t = Trainer(cfg, progress=False)
+  with pytest.raises(DivergenceError, match="diverged in epoch 1"):
+    t.fit()
+  assert t.checkpointer.latest_epoch() == 0
+  again = Trainer(cfg, progress=False)
+  assert again.restore() == 1
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_params(again)))
+
+
+def test_metrics_files_and_noise_weights(tmp_path):
+  cfg = _cfg(tmp_path, epochs=2, imbalance="none", noise="sym", noise_rate=0.4, lam=-2.0,
+             checkpoint=False)
+  summary = Trainer(cfg, progress=False).fit()
+  lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 2
+  rec = json.loads(lines[-1])
+  for key in ("train_loss", "weighted_loss", "log_s", "ess_mean", "class_mean_weight",
+              "test_acc", "test_balanced_acc", "test_class_acc", "test_many_shot_acc",
+              "flipped_mean_weight", "clean_mean_weight"):
+    assert key in rec, key
+  # lam < 0 down-weights the samples whose (noisy) label disagrees with the model.
+  assert rec["flipped_mean_weight"] < rec["clean_mean_weight"]
+  assert json.loads((tmp_path / "run" / "summary.json").read_text())["final"]["epoch"] == 1
+  assert summary["final"]["test_acc"] == rec["test_acc"]
+
+
+def test_bad_config_values_list_the_choices():
+  with pytest.raises(ValueError, match="method='adamw' is not one of sgd, absgd"):
+    make_config("digits-lt", method="adamw")
+  with pytest.raises(ValueError, match="unknown config 'cifar7'.*digits-lt"):
+    make_config("cifar7")
+  with pytest.raises(ValueError, match="unknown setting 'lamda'"):
+    make_config("digits-lt", lamda=1.0)
+  with pytest.raises(ValueError, match="rho must be >= 1"):
+    make_config("digits-lt", rho=0.5)
+  with pytest.raises(ValueError, match="head='cosine'"):
+    make_config("digits-lt", loss="ldam")
+
+
+_WORKER = textwrap.dedent("""
+    import os, sys, json
+    import numpy as np
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    pid, nproc, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    if nproc > 1:
+      jax.distributed.initialize(f"localhost:{port}", num_processes=nproc, process_id=pid)
+    from absgd_jax.train import Trainer, make_config
+    cfg = make_config("digits-lt", epochs=1, batch_size=64, checkpoint=False, lam=0.5,
+                      out_dir=out + f"/run{pid}")
+    t = Trainer(cfg, progress=False, log=False)
+    t.fit()
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.state.params))]
+    np.savez(out + f"/params_{nproc}_{pid}.npz", *leaves)
+""")
+
+
+def _free_port():
+  import socket
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process(tmp_path):
+  script = tmp_path / "worker.py"
+  script.write_text(_WORKER)
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
+
+  def launch(nproc, devices_each):
+    e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+    port = str(_free_port())
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(nproc), port,
+                               str(tmp_path)], env=e, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT) for i in range(nproc)]
+    for p in procs:
+      out, _ = p.communicate(timeout=300)
+      assert p.returncode == 0, out.decode()[-3000:]
+
+  launch(1, 8)
+  launch(2, 4)
+  single = np.load(tmp_path / "params_1_0.npz")
+  for pid in range(2):
+    multi = np.load(tmp_path / f"params_2_{pid}.npz")
+    for k in single.files:
+      np.testing.assert_allclose(multi[k], single[k], rtol=2e-4, atol=2e-6)
