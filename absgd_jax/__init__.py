@@ -9,6 +9,7 @@ The core, importable with jax and optax alone:
 - :mod:`absgd_jax.losses`: per-sample losses for imbalance and label noise.
 """
 
+from absgd_jax import losses
 from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, weight_stats
 from absgd_jax.objective import dro_objective
 from absgd_jax.optimizers import abadam, absgd
@@ -25,5 +26,6 @@ __all__ = [
     "class_mean_weights",
     "dro_objective",
     "effective_sample_size",
+    "losses",
     "weight_stats",
 ]
