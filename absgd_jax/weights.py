@@ -210,7 +210,7 @@ def absgd_weights(
     weights = jnp.where(erm, 1.0, jnp.exp((z - shift) - log_s_rel))
     weights = jax.lax.stop_gradient(jnp.where(valid, weights, 0.0))
     new_state = AbsgdWeightsState(
-        count=optax.safe_increment(state.count),
+        count=optax.safe_int32_increment(state.count),
         log_s=log_s_new,
         lam=jnp.where(any_valid, lam_t, state.lam),
         has_s=state.has_s | any_valid,

@@ -116,7 +116,7 @@ def _zero_updates_from(step: int) -> optax.GradientTransformation:
     del params
     keep = (state.count < step).astype(jnp.float32)
     updates = jax.tree.map(lambda u: u * keep.astype(u.dtype), updates)
-    return updates, optax.ScaleByScheduleState(count=optax.safe_increment(state.count))
+    return updates, optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)
 
