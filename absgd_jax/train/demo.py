@@ -1,0 +1,133 @@
+"""The demo: momentum SGD vs ABSGD on scikit-learn's digits, imbalanced and with noisy labels.
+
+    python -m absgd_jax.train.demo [--seeds 0 1 2] [--out runs/demo]
+
+Offline, on a CPU, in a few minutes. For each setting it trains the same MLP with the same
+schedule by momentum SGD and by ABSGD, over several seeds, prints one table of test accuracy
+(mean +- std) and writes PNG plots: the accuracies side by side, and each class's mean ABSGD
+weight over training (the paper's Figure 4, right).
+
+Every hyper-parameter below comes from ``benchmarks/digits_sweep.py``, a sweep scored on a
+validation split carved out of the training data (never the test set) in which SGD's learning
+rate was tuned with the same budget as ABSGD's; ``benchmarks/RESULTS.md`` has the grid and
+the scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+# setting -> (preset, overrides shared by both methods, ABSGD's own overrides)
+SETTINGS: dict[str, tuple[str, dict, dict]] = {
+    "long-tailed, rho=50": ("digits-lt", dict(rho=50, lr=0.05), dict(lam=2.0, stage2_epoch=22)),
+    "step, rho=50": ("digits-st", dict(rho=50, lr=0.1), dict(lam=5.0, stage2_epoch=22)),
+    "40% symmetric noise": ("digits-noise", dict(noise_rate=0.4, lr=0.05),
+                            dict(lam=-2.0, stage2_epoch=0)),
+}
+COMMON = dict(epochs=30, lr_decay_epochs=(22,), checkpoint=False)
+
+
+def _fmt(values):
+  if len(values) == 1:
+    return f"{100 * values[0]:.2f}"
+  return f"{100 * statistics.mean(values):.2f} +- {100 * statistics.stdev(values):.2f}"
+
+
+def run(seeds=(0, 1, 2), out="runs/demo", progress=True):
+  from absgd_jax.train import Trainer, make_config
+  t0 = time.time()
+  results: dict[str, dict[str, list]] = {}
+  weight_history = None
+  jobs = [(s, m, seed) for s in SETTINGS for m in ("sgd", "absgd") for seed in seeds]
+  bar = None
+  if progress:
+    from tqdm.auto import tqdm
+    bar = tqdm(total=len(jobs), desc="demo runs")
+  for setting, method, seed in jobs:
+    preset, shared, absgd_only = SETTINGS[setting]
+    kw = dict(COMMON, **shared, method=method, seed=seed,
+              out_dir=os.path.join(out, f"{preset}-{method}-seed{seed}"))
+    if method == "absgd":
+      kw.update(absgd_only)
+    trainer = Trainer(make_config(preset, **kw), progress=False)
+    final = trainer.fit()["final"]
+    entry = results.setdefault(setting, {}).setdefault(method, [])
+    entry.append({"test_acc": final["test_acc"], "test_balanced_acc": final["test_balanced_acc"]})
+    if method == "absgd" and preset == "digits-lt" and weight_history is None:
+      weight_history = [(r["epoch"], r["class_mean_weight"]) for r in trainer.history]
+    if bar is not None:
+      bar.update(1)
+  if bar is not None:
+    bar.close()
+
+  header = f"{'setting':24}{'SGD':>18}{'ABSGD':>18}{'SGD balanced':>18}{'ABSGD balanced':>18}"
+  lines = [f"digits, MLP, {len(seeds)} seeds, test accuracy % (mean +- std)", header]
+  for setting, by_method in results.items():
+    cells = [_fmt([r[k] for r in by_method[m]]) for k in ("test_acc", "test_balanced_acc")
+             for m in ("sgd", "absgd")]
+    lines.append(f"{setting:24}" + "".join(f"{c:>18}" for c in cells))
+  table = "\n".join(lines)
+  print(table)
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "demo_results.json"), "w") as f:
+    json.dump({"seeds": list(seeds), "settings": {k: [v[0], v[1], v[2]] for k, v in
+                                                   SETTINGS.items()},
+               "results": results, "wall_time_s": time.time() - t0}, f, indent=1)
+  with open(os.path.join(out, "demo_table.txt"), "w") as f:
+    f.write(table + "\n")
+  _plot(results, weight_history, out)
+  print(f"plots and results in {out}/ ({time.time() - t0:.0f} s)")
+  return results
+
+
+def _plot(results, weight_history, out):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  fig, ax = plt.subplots(figsize=(7, 3.6))
+  names = list(results)
+  x = np.arange(len(names))
+  for i, method in enumerate(("sgd", "absgd")):
+    vals = [[r["test_acc"] * 100 for r in results[n][method]] for n in names]
+    ax.bar(x + (i - 0.5) * 0.38, [np.mean(v) for v in vals], 0.38,
+           yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3,
+           label=method.upper())
+  ax.set_xticks(x, names)
+  ax.set_ylabel("test accuracy (%)")
+  lo = min(np.mean([r["test_acc"] for r in results[n][m]]) for n in names
+           for m in ("sgd", "absgd")) * 100
+  ax.set_ylim(max(0, lo - 15), 100)
+  ax.legend()
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "demo_accuracy.png"), dpi=110)
+  plt.close(fig)
+  if weight_history:
+    epochs = [e for e, _ in weight_history]
+    w = np.array([[v if v is not None else np.nan for v in ws] for _, ws in weight_history])
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for c in range(w.shape[1]):
+      ax.plot(epochs, w[:, c], color=plt.cm.viridis(c / (w.shape[1] - 1)), label=str(c))
+    ax.set_xlabel("epoch"), ax.set_ylabel("mean ABSGD weight")
+    ax.set_title("long-tailed digits: class 0 largest, class 9 smallest")
+    ax.legend(ncol=2, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "demo_class_weights.png"), dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  ap.add_argument("--out", default="runs/demo")
+  ap.add_argument("--no-progress", action="store_true")
+  args = ap.parse_args(argv)
+  run(tuple(args.seeds), args.out, progress=not args.no_progress)
+
+
+if __name__ == "__main__":
+  main()
