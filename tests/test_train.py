@@ -198,3 +198,46 @@ def test_two_processes_match_one_process(tmp_path):
     multi = np.load(tmp_path / f"params_2_{pid}.npz")
     for k in single.files:
       np.testing.assert_allclose(multi[k], single[k], rtol=2e-4, atol=2e-6)
+
+
+def test_learning_rate_schedule_warmup_and_step_decay():
+  from absgd_jax.train.trainer import learning_rate_schedule
+  cfg = make_config("cifar10-lt", epochs=200)
+  sched = learning_rate_schedule(cfg, steps_per_epoch=10)
+  # 5-epoch linear warm-up from lr/50 to lr, then /100 at epoch 160 and again at 180.
+  assert float(sched(0)) == pytest.approx(0.1 / 50, rel=1e-5)
+  assert float(sched(49)) == pytest.approx(0.1, rel=1e-5)
+  assert float(sched(1599)) == pytest.approx(0.1, rel=1e-5)
+  assert float(sched(1600)) == pytest.approx(1e-3, rel=1e-5)
+  assert float(sched(1800)) == pytest.approx(1e-5, rel=1e-5)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
+def test_train_step_under_shard_map_matches_jit(tmp_path):
+  # The same step function, written with axis_name for users who shard_map it themselves,
+  # gives the global-batch step that plain jit gives.
+  from jax.sharding import Mesh, PartitionSpec as P
+  from absgd_jax.models import create_model
+  from absgd_jax.train import make_train_step
+  cfg = _cfg(tmp_path, epochs=1, model="resnet8", lam=1.5)
+  t = Trainer(cfg, progress=False, log=False, devices=jax.devices()[:1])
+  batch = next(t._train_batches(0))
+  batch = jax.tree.map(np.asarray, batch)
+  state0 = jax.device_get(t.state)
+  want, want_m = jax.jit(t.train_step)(state0, batch)
+
+  loss_fn = lambda logits, labels, step: __import__("absgd_jax").losses.cross_entropy(
+      logits, labels)
+  model = create_model("resnet8", 10, axis_name="data")
+  weigher = __import__("absgd_jax").absgd_weights(1.5, cfg.gamma, axis_name="data")
+  step = make_train_step(model, t.tx, weigher, loss_fn, num_classes=10, axis_name="data")
+  mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+  sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")),
+                                  out_specs=(P(), P()), check_vma=False))
+  got, got_m = sharded(state0, batch)
+  _assert_trees_close(jax.device_get(got.params), jax.device_get(want.params), rtol=1e-4,
+                      atol=1e-6)
+  _assert_trees_close(jax.device_get(got.batch_stats), jax.device_get(want.batch_stats),
+                      rtol=1e-4, atol=1e-6)
+  assert float(got_m["wloss_sum"]) == pytest.approx(float(want_m["wloss_sum"]), rel=1e-5)
+  assert float(got.w_state.log_s) == pytest.approx(float(want.w_state.log_s), rel=1e-5)
