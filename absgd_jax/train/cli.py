@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from absgd_jax.train.config import PRESETS, make_config
@@ -54,7 +55,11 @@ def main(argv: list[str] | None = None) -> int:
 
   import jax
   if args.distributed:
-    jax.distributed.initialize()
+    # jax reads JAX_COORDINATOR_ADDRESS itself and detects TPU pods, SLURM and Open MPI;
+    # elsewhere these two say which process this is.
+    kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
+                                             ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
+    jax.distributed.initialize(**kw)
   from absgd_jax.train.trainer import DivergenceError, Trainer
   trainer = Trainer(config, progress=not args.no_progress)
   try:
