@@ -37,17 +37,28 @@ def dro_objective(losses: jax.Array, lam: float | jax.Array) -> jax.Array:
     raise ValueError(f"dro_objective expects a non-empty 1-D array of losses; got shape "
                      f"{losses.shape}.")
   losses = losses.astype(jnp.float32)
-  log_n = math.log(losses.shape[0])
   if not isinstance(lam, jax.Array):
     lam = float(lam)
     if lam == 0.0 or math.isnan(lam):
       raise ValueError(f"lam must be nonzero and not NaN; got {lam}.")
     if math.isinf(lam):
       return jnp.mean(losses)
-    return lam * (jax.nn.logsumexp(losses / lam) - log_n)
+    return lam * _log_mean_exp(losses / lam)
   # A traced lam: keep both branches NaN-free so the unused one cannot leak NaN gradients.
   lam = jnp.asarray(lam, jnp.float32)
   erm = jnp.isinf(lam)
   safe_lam = jnp.where(erm, 1.0, lam)
-  tilted = safe_lam * (jax.nn.logsumexp(losses / safe_lam) - log_n)
-  return jnp.where(erm, jnp.mean(losses), tilted)
+  return jnp.where(erm, jnp.mean(losses), safe_lam * _log_mean_exp(losses / safe_lam))
+
+
+def _log_mean_exp(z: jax.Array) -> jax.Array:
+  """log(mean(exp(z))), accurate also when all z are tiny (large |lam|).
+
+  ``logsumexp(z) - log(n)`` subtracts two numbers near log(n) and then multiplies the
+  rounding error by lam, so at |lam| = 1e8 it returned 0 instead of about mean(L). Near that
+  limit ``log1p(mean(expm1(z - c)))`` keeps every digit.
+  """
+  c = jnp.max(z)
+  t = jnp.mean(jnp.exp(z - c))
+  near_one = jnp.log1p(jnp.mean(jnp.expm1(z - c)))
+  return c + jnp.where(t > 0.5, near_one, jnp.log(t))

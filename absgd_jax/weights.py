@@ -7,11 +7,14 @@ backward pass gives its gradient, exactly as in Eq. (2).
 
 Numerics. ``s`` is a moving average of exp(L / lam), which overflows float32 once
 L / lam > 88 (LDAM logits reach that with a small lam). The state therefore keeps ``log s``
-and every quantity is formed as a difference of logs, so for any finite loss and any lam:
+and every quantity is formed as a difference of logs relative to the batch maximum, so for
+any finite loss and any lam:
 
     log w_i = L_i / lam - log s_{t+1}  <=  log(B / gamma),
 
-since s_{t+1} >= gamma * exp(L_i / lam) / B. The weights are always finite.
+since s_{t+1} >= gamma * exp(L_i / lam) / B. The weights are always finite. Their relative
+accuracy is that of float32 logs: about ulp(|L / lam|) / gamma, i.e. 1e-5 at |L/lam| ~ 100,
+1e-3 at 1e4 and a few percent at 1e6, because log s is one float32 carried across steps.
 
 Non-finite losses. A sample whose loss is NaN or +-inf (or which ``mask`` marks as padding)
 gets weight 0 and is left out of the batch mean that updates ``s``. A batch without a single
@@ -28,6 +31,7 @@ from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 # A lam that follows a schedule is a function of the update count, like an optax schedule.
@@ -53,10 +57,11 @@ class WeightTransform(NamedTuple):
 
 def _check_lam_value(lam: float, what: str = "lam") -> float:
   lam = float(lam)
-  if math.isnan(lam) or lam == 0.0:
+  # Checked as the float32 it is computed in: 1e-46 would round to 0 there.
+  if math.isnan(lam) or float(np.float32(lam)) == 0.0:
     raise ValueError(
         f"{what} must be a nonzero number (lam > 0 for imbalance, lam < 0 for label noise, "
-        f"+-inf for plain ERM); got {lam}."
+        f"+-inf for plain ERM) representable in float32; got {lam}."
     )
   return lam
 
@@ -120,14 +125,18 @@ def absgd_weights(
       Eq. 4: label noise); ``+-inf`` gives every weight exactly 1 (plain ERM). May also be a
       schedule ``count -> lam`` (Section 3.6's two-stage strategy): whenever its value
       changes, ``s`` is estimated afresh from the current batch. Changing value never
-      recompiles.
+      recompiles. A schedule meant for stages (piecewise constant) is what fits: one that
+      changes every step restarts ``s`` every step, and ``gamma`` then has no effect.
     gamma: moving-average rate in (0, 1]; ``gamma = 1`` normalises by the current batch alone.
     s0: initial ``s``. ``None`` (default) sets ``s`` from the first batch, so that batch's
-      weights average 1. A number ``>= 0`` is Algorithm 1's :math:`s_0`; ``s0=0`` matches the
-      authors' PyTorch code.
+      weights average 1. A number ``>= 0`` is Algorithm 1's :math:`s_0`; ``s0=0`` is the
+      authors' PyTorch code for a constant lam (their ``robAlpha`` = 1). ``s0`` is used
+      once: every change of lam re-estimates ``s`` from the batch, whatever ``s0`` was.
     axis_name: under ``pmap`` or ``shard_map``, the mapped axis (or axes) the batch is split
       over; the batch mean is then taken over the global batch, so that every device gets the
       weights one device holding the whole batch would. Not needed under plain ``jax.jit``.
+      Inside a mapped function it must name the mapped axis: without it each shard would
+      silently normalise by its own s.
 
   Returns:
     A :class:`WeightTransform`. ``update(losses, state, *, mask=None)`` takes ``losses`` of
@@ -193,9 +202,12 @@ def absgd_weights(
     if mask is not None:
       valid = valid & mask.astype(bool)
     erm = jnp.isinf(lam_t)
-    # z = L / lam; 0 for every sample at lam = +-inf (exp(0) = 1, the ERM weights).
-    z = jnp.where(erm, 0.0, losses / jnp.where(erm, 1.0, lam_t))
-    valid = valid & jnp.isfinite(z)  # A schedule reaching lam = 0 must not poison s either.
+    # z = L / lam; 0 for every sample at lam = +-inf (exp(0) = 1, the ERM weights). A finite
+    # loss whose L / lam overflows float32 is clipped, so it still gets the largest weight.
+    fmax = jnp.finfo(jnp.float32).max
+    z = jnp.clip(jnp.where(erm, 0.0, losses / jnp.where(erm, 1.0, lam_t)), -fmax, fmax)
+    # A schedule that reaches lam = 0 or NaN gives no usable sample: s is left as it was.
+    valid = valid & (lam_t != 0) & jnp.logical_not(jnp.isnan(lam_t))
     shift, log_g_rel, n_valid = _log_mean_exp(z, valid, axis_name)
 
     # Step 4 in log space, relative to the batch max: log(s_{t+1}) - shift.

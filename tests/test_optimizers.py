@@ -155,3 +155,16 @@ def test_diagnostics_against_numpy():
     assert float(sums[c]) == pytest.approx(w[labels == c].sum(), rel=1e-5)
     assert int(counts[c]) == int((labels == c).sum())
   assert float(absgd_jax.effective_sample_size(jnp.zeros(3))) == 0.0
+
+
+@pytest.mark.parametrize("lam", [1e3, 1e5, 1e8, -1e4, -1e8])
+def test_dro_objective_keeps_its_digits_at_large_lam(lam):
+  # At large |lam| the objective tends to mean(L); a naive logsumexp - log(n) loses it.
+  L = np.random.default_rng(10).exponential(1.0, size=5000)
+  z = L / lam
+  want = lam * np.log(np.mean(np.exp(z)))  # float64 is exact enough here
+  got = float(absgd_jax.dro_objective(jnp.asarray(L, jnp.float32), lam))
+  assert got == pytest.approx(want, rel=5e-6)
+  assert float(jax.jit(absgd_jax.dro_objective)(jnp.asarray(L, jnp.float32),
+                                                jnp.float32(lam))) == pytest.approx(want,
+                                                                                     rel=5e-6)

@@ -232,12 +232,18 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
   weigher = __import__("absgd_jax").absgd_weights(1.5, cfg.gamma, axis_name="data")
   step = make_train_step(model, t.tx, weigher, loss_fn, num_classes=10, axis_name="data")
   mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
-  sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")),
-                                  out_specs=(P(), P()), check_vma=False))
-  got, got_m = sharded(state0, batch)
-  _assert_trees_close(jax.device_get(got.params), jax.device_get(want.params), rtol=1e-4,
-                      atol=1e-6)
-  _assert_trees_close(jax.device_get(got.batch_stats), jax.device_get(want.batch_stats),
-                      rtol=1e-4, atol=1e-6)
-  assert float(got_m["wloss_sum"]) == pytest.approx(float(want_m["wloss_sum"]), rel=1e-5)
-  assert float(got.w_state.log_s) == pytest.approx(float(want.w_state.log_s), rel=1e-5)
+  for check_vma in (True, False):  # shard_map's default, and the unchecked mode
+    sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")),
+                                    out_specs=(P(), P()), check_vma=check_vma))
+    got, got_m = sharded(state0, batch)
+    _assert_trees_close(jax.device_get(got.params), jax.device_get(want.params), rtol=1e-4,
+                        atol=1e-6)
+    _assert_trees_close(jax.device_get(got.batch_stats), jax.device_get(want.batch_stats),
+                        rtol=1e-4, atol=1e-6)
+    assert float(got_m["wloss_sum"]) == pytest.approx(float(want_m["wloss_sum"]), rel=1e-5)
+    assert float(got.w_state.log_s) == pytest.approx(float(want.w_state.log_s), rel=1e-5)
+  # And under pmap, with the batch split over a leading device axis.
+  split = jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[1:]), batch)
+  got, _ = jax.pmap(step, axis_name="data", in_axes=(None, 0))(state0, split)
+  _assert_trees_close(jax.device_get(jax.tree.map(lambda x: x[0], got.params)),
+                      jax.device_get(want.params), rtol=1e-4, atol=1e-6)

@@ -273,3 +273,23 @@ def test_vmap_over_independent_streams():
     for k in range(3):
       want = absgd_weights_reference(list(streams[k, :t + 1]), 0.9, 0.4)[-1][0]
       np.testing.assert_allclose(np.asarray(w[k]), want, rtol=2e-5)
+
+
+def test_float32_overflowing_ratio_still_gets_the_largest_weight():
+  # L / lam = 1e39 overflows float32; the sample is clipped, not dropped.
+  wt = absgd_jax.absgd_weights(1e-3, 0.5)
+  w, state = wt.update(jnp.array([1e36, 1.0], jnp.float32), wt.init())
+  w = np.asarray(w)
+  assert w[0] > 0 and w[0] > w[1] and np.isfinite(float(state.log_s))
+
+
+def test_lam_that_underflows_float32_is_rejected():
+  with pytest.raises(ValueError, match="representable in float32"):
+    absgd_jax.absgd_weights(1e-46)
+
+
+def test_schedule_reaching_zero_leaves_state_clean():
+  wt = absgd_jax.absgd_weights(lambda c: jnp.where(c < 1, 1.0, 0.0), 0.5)
+  w1, s1 = wt.update(jnp.array([1.0, 2.0]), wt.init())
+  w2, s2 = wt.update(jnp.array([1.0, 2.0]), s1)
+  assert np.all(np.asarray(w2) == 0) and float(s2.log_s) == float(s1.log_s)

@@ -6,6 +6,11 @@ or many) it is written for the global batch and XLA inserts the collectives. Und
 BatchNorm statistics (through the model's ``axis_name``) and the metrics are then reduced over
 that axis, so that every mode computes the same global-batch step.
 
+Two things differ between the modes by design. With ``augment=True`` a mapped step folds the
+device index into the augmentation key, so it draws other crops than ``jax.jit`` does. And
+train-mode BatchNorm sees the padding rows of an epoch's last, padded batch (they are real
+images repeated, with weight 0 in the loss), as flax's BatchNorm takes no mask here.
+
 The metrics are sums (of losses, of weights per class, of correct predictions...) so that
 they add up exactly across steps, devices and hosts; the loop divides at the end of an epoch.
 """
@@ -40,6 +45,20 @@ class TrainState(flax.struct.PyTreeNode):
 
 def _psum(x, axis_name):
   return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def _device_varying(tree, axis_name):
+  """Marks replicated params as per-device values before differentiating them.
+
+  Under ``shard_map`` with its default ``check_vma=True``, the gradient of a replicated
+  (device-invariant) input is already summed over the axis, so the explicit psum below would
+  count it once per device. Marking the params varying makes each device's gradient its own
+  term in every mode (``pmap``, and ``shard_map`` with or without the check).
+  """
+  pcast = getattr(jax.lax, "pcast", None)
+  if pcast is not None:
+    return pcast(tree, axis_name, to="varying")
+  return jax.lax.pvary(tree, axis_name)  # jax releases before pcast
 
 
 def make_train_step(
@@ -95,7 +114,8 @@ def make_train_step(
       return weighted, (new_stats, w_state, weights, losses, logits)
 
     grad_fn = jax.value_and_grad(objective, has_aux=True)
-    (wloss, (batch_stats, w_state, weights, losses, logits)), grads = grad_fn(state.params)
+    params_in = state.params if axis_name is None else _device_varying(state.params, axis_name)
+    (wloss, (batch_stats, w_state, weights, losses, logits)), grads = grad_fn(params_in)
     if axis_name is not None:
       grads = jax.lax.psum(grads, axis_name)  # Each shard's term is already / n_global.
       wloss = jax.lax.psum(wloss, axis_name)

@@ -1,0 +1,146 @@
+"""Issue 5's digits table: SGD vs ABSGD with the paper's losses, imbalance and label noise.
+
+    python benchmarks/digits_table.py            # trains what is missing (resumable), reports
+    python benchmarks/digits_table.py --report   # regenerates the table and plot from the JSON
+
+Each run's summary is saved as JSON under ``--out``; re-running skips the runs already there,
+and ``--report`` rebuilds ``digits_table.md`` and ``digits_table.png`` from those files alone.
+Hyper-parameters: the learning rate, lam and stage-2 epoch chosen by ``digits_sweep.py`` on a
+validation split for CE; the other losses reuse them (the same budget for every method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import statistics
+import time
+
+IMBALANCE = {"LT rho=10": dict(preset="digits-lt", rho=10),
+             "LT rho=50": dict(preset="digits-lt", rho=50),
+             "ST rho=10": dict(preset="digits-st", rho=10),
+             "ST rho=50": dict(preset="digits-st", rho=50)}
+NOISE = {"sym 0.2": dict(preset="digits-noise", noise="sym", noise_rate=0.2),
+         "sym 0.4": dict(preset="digits-noise", noise="sym", noise_rate=0.4),
+         "asym 0.4": dict(preset="digits-noise", noise="asym", noise_rate=0.4)}
+# name -> overrides. ABSGD rows take lam / stage2 from CHOSEN below.
+IMBALANCE_METHODS = {
+    "SGD (CE)": dict(method="sgd"),
+    "ABSGD (CE)": dict(method="absgd"),
+    "SGD (Focal)": dict(method="sgd", loss="focal"),
+    "ABSGD (Focal)": dict(method="absgd", loss="focal"),
+    "SGD (CB-CE, DRW)": dict(method="sgd", class_weighting="drw", drw_epoch=22),
+    "ABSGD (CB-CE)": dict(method="absgd", class_weighting="cb"),
+    "SGD (LDAM, DRW)": dict(method="sgd", loss="ldam", head="cosine", class_weighting="drw",
+                            drw_epoch=22),
+    "ABSGD (CB-LDAM)": dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb"),
+}
+NOISE_METHODS = {
+    "SGD (CE)": dict(method="sgd"),
+    "SGD (SCE)": dict(method="sgd", loss="sce"),
+    "SGD (GCE)": dict(method="sgd", loss="gce"),
+    "EG (SCE)": dict(method="eg", loss="sce"),
+    "ABSGD (SCE)": dict(method="absgd", loss="sce"),
+}
+# From benchmarks/results/digits_sweep/chosen.json (validation balanced accuracy, 3 seeds).
+CHOSEN = {"imbalance": dict(lr=0.05, lam=5.0, stage2_epoch=0),
+          "noise": dict(lr=0.05, lam=-2.0, stage2_epoch=0)}
+COMMON = dict(epochs=30, lr_decay_epochs=(22,), checkpoint=False)
+
+
+def _slug(text: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def run_all(seeds, out):
+  from absgd_jax.train import Trainer, make_config
+  os.makedirs(out, exist_ok=True)
+  for group, settings, methods in (("imbalance", IMBALANCE, IMBALANCE_METHODS),
+                                   ("noise", NOISE, NOISE_METHODS)):
+    for setting, spec in settings.items():
+      for name, over in methods.items():
+        for seed in seeds:
+          path = os.path.join(out, f"{_slug(setting)}__{_slug(name)}__seed{seed}.json")
+          if os.path.exists(path):
+            continue
+          spec_ = dict(spec)
+          preset = spec_.pop("preset")
+          kw = dict(COMMON, **spec_, **over, seed=seed, lr=CHOSEN[group]["lr"],
+                    out_dir=os.path.join(out, "runs", os.path.basename(path)[:-5]))
+          if over["method"] in ("absgd", "eg"):
+            kw.update(lam=CHOSEN[group]["lam"], stage2_epoch=CHOSEN[group]["stage2_epoch"])
+          t0 = time.time()
+          s = Trainer(make_config(preset, **kw), progress=False, log=False).fit()
+          rec = {"group": group, "setting": setting, "method": name, "seed": seed,
+                 "config": s["config"], "test_acc": s["final"]["test_acc"],
+                 "test_balanced_acc": s["final"]["test_balanced_acc"],
+                 "wall_s": time.time() - t0}
+          with open(path + ".tmp", "w") as f:
+            json.dump(rec, f)
+          os.replace(path + ".tmp", path)
+          print(f"{setting:10} {name:18} seed {seed}: test {rec['test_acc']:.4f} "
+                f"balanced {rec['test_balanced_acc']:.4f} ({rec['wall_s']:.1f}s)", flush=True)
+
+
+def report(out):
+  recs = [json.load(open(p)) for p in glob.glob(os.path.join(out, "*.json"))]
+  lines = []
+  for group, settings, methods in (("imbalance", IMBALANCE, IMBALANCE_METHODS),
+                                   ("noise", NOISE, NOISE_METHODS)):
+    cols = list(settings)
+    lines += [f"| {group} | " + " | ".join(cols) + " |", "| --- |" + " --- |" * len(cols)]
+    for name in methods:
+      cells = []
+      for setting in cols:
+        v = [100 * r["test_acc"] for r in recs if r["setting"] == setting and r["method"] == name]
+        cells.append(f"{statistics.mean(v):.2f} +- {statistics.stdev(v):.2f} (n={len(v)})"
+                     if len(v) > 1 else ("-" if not v else f"{v[0]:.2f} (n=1)"))
+      lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+  table = "\n".join(lines)
+  with open(os.path.join(out, "digits_table.md"), "w") as f:
+    f.write(table)
+  print(table)
+  _plot(recs, out)
+
+
+def _plot(recs, out):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+  fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+  for ax, (group, settings, methods) in zip(axes, (("imbalance", IMBALANCE, IMBALANCE_METHODS),
+                                                   ("noise", NOISE, NOISE_METHODS))):
+    width = 0.8 / len(methods)
+    for i, name in enumerate(methods):
+      means, stds = [], []
+      for setting in settings:
+        v = [100 * r["test_acc"] for r in recs if r["setting"] == setting and r["method"] == name]
+        means.append(np.mean(v) if v else np.nan)
+        stds.append(np.std(v, ddof=1) if len(v) > 1 else 0)
+      ax.bar(np.arange(len(settings)) + i * width, means, width, yerr=stds, capsize=2,
+             label=name)
+    ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, list(settings))
+    ax.set_ylabel("test accuracy (%)"), ax.set_ylim(40, 100), ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"digits, {group}")
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "digits_table.png"), dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None):
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+  ap.add_argument("--out", default="benchmarks/results/digits_table")
+  ap.add_argument("--report", action="store_true", help="only rebuild the table and plot")
+  args = ap.parse_args(argv)
+  if not args.report:
+    run_all(args.seeds, args.out)
+  report(args.out)
+
+
+if __name__ == "__main__":
+  main()
