@@ -5,7 +5,7 @@ trains on the rest and is scored by validation balanced accuracy, never the test
 run's summary JSON is saved, so re-running skips what is done and the table regenerates from
 the files.
 
-    python benchmarks/digits_sweep.py [--seeds 0 1 2] [--out benchmarks/results/digits_sweep]
+    python benchmarks/digits_sweep.py [--seeds 0 1 2 3 4] [--out benchmarks/results/digits_sweep]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_one(setting: str, method: str, lr: float, lam: float | None, seed: int, 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
   ap.add_argument("--settings", nargs="+", default=list(SETTINGS))
   ap.add_argument("--out", default="benchmarks/results/digits_sweep")
   args = ap.parse_args(argv)
