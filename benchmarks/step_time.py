@@ -54,7 +54,22 @@ def make_steps(model, opt, weigher):
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), batch_stats, opt_state, w_state, loss
 
-  return {"sgd": sgd_step, "absgd": absgd_step}
+  def l2rw_step(params, batch_stats, opt_state, w_state, images, labels):
+    # Learning to reweight: the validation batch here is the training batch itself (only its
+    # shape matters for the cost).
+    from absgd_jax.train.l2rw import l2rw_weights
+    ce = optax.softmax_cross_entropy_with_integer_labels
+    w = l2rw_weights(model.apply, params, batch_stats, ce, images, labels,
+                     jnp.ones(labels.shape, bool), images, labels, 0.1)
+
+    def loss_fn(p):
+      losses, bs = forward(p, batch_stats, images, labels)
+      return jnp.mean(w * losses), bs
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), batch_stats, opt_state, w_state, loss
+
+  return {"sgd": sgd_step, "absgd": absgd_step, "l2rw": l2rw_step}
 
 
 def main(argv=None):
@@ -66,6 +81,8 @@ def main(argv=None):
   ap.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
   ap.add_argument("--steps", type=int, default=5, help="steps per variant per round")
   ap.add_argument("--json", default=None, help="write the results here")
+  ap.add_argument("--l2rw", action="store_true",
+                  help="also time learning to reweight (Ren et al. 2018)")
   args = ap.parse_args(argv)
 
   model = create_model(args.model, args.classes)
@@ -76,6 +93,8 @@ def main(argv=None):
   opt = absgd_jax.absgd(0.1, momentum=0.9, weight_decay=2e-4)
   weigher = absgd_jax.absgd_weights(lam=5.0, gamma=0.9)
   steps = make_steps(model, opt, weigher)
+  if not args.l2rw:
+    del steps["l2rw"]
 
   def fresh_state():
     p = jax.tree.map(jnp.copy, variables["params"])
@@ -113,6 +132,9 @@ def main(argv=None):
       run(name, args.steps)
       times[name].append((time.perf_counter() - t0) / args.steps)
   ratios = [a / s for a, s in zip(times["absgd"], times["sgd"])]
+  if "l2rw" in times:
+    result["l2rw_over_absgd_median"] = statistics.median(
+        [m / a for m, a in zip(times["l2rw"], times["absgd"])])
   for name in steps:
     result["variants"][name]["median_step_s"] = statistics.median(times[name])
     result["variants"][name]["images_per_s"] = args.batch / statistics.median(times[name])
@@ -138,6 +160,8 @@ def main(argv=None):
           f"{v[name]['compile_s']:9.1f}s{(pk or 0) / 2**20:10.1f}")
   print(f"ABSGD / SGD step-time ratio: median of rounds {result['ratio_median']:.4f}, "
         f"ratio of medians {result['ratio_of_medians']:.4f}")
+  if "l2rw_over_absgd_median" in result:
+    print(f"L2RW / ABSGD step-time ratio: {result['l2rw_over_absgd_median']:.3f}")
   if args.json:
     with open(args.json, "w") as f:
       json.dump(result, f, indent=2)

@@ -16,7 +16,7 @@ DATASETS = ("digits", "cifar10", "cifar100")
 SOURCES = ("zip", "tfds")
 IMBALANCES = ("none", "exp", "step")
 NOISES = ("none", "sym", "asym")
-METHODS = ("sgd", "absgd", "adam", "abadam", "eg")
+METHODS = ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
 LOSSES = ("ce", "focal", "ldam", "sce", "gce", "tce")
 CLASS_WEIGHTING = ("none", "cb", "drw")
 TRAINABLE = ("all", "fc", "fc+lb")
@@ -64,6 +64,9 @@ class Config:
   # no lam, it only marks where stage2_trainable starts freezing.
   stage2_epoch: int = 0
   stage2_trainable: str = "all"  # What stage 2 trains: all, the classifier, or it + last block.
+  # Learning to reweight (method="l2rw"): a clean, balanced meta set carved from the training
+  # data, up to this many per class (at most half of a class).
+  meta_per_class: int = 10
   # Optimisation.
   epochs: int = 30
   batch_size: int = 128

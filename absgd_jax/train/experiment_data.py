@@ -19,6 +19,7 @@ class ExperimentData:
   clean_labels: np.ndarray  # [N_train] the true labels.
   flipped: np.ndarray  # bool [N_train], True where the training label is wrong.
   val: data.ArrayDataset | None  # Carved out of the training data before noise, if asked.
+  meta: data.ArrayDataset | None  # Learning to reweight's clean, balanced set, if needed.
   test: data.ArrayDataset  # Untouched and balanced.
   train_class_counts: np.ndarray  # [C] of the labels as trained on.
 
@@ -56,6 +57,18 @@ def _split_validation(ds: data.ArrayDataset, fraction: float, seed: int):
   return ds.subset(keep), ds.subset(val_idx)
 
 
+def _split_meta(ds: data.ArrayDataset, per_class: int, seed: int):
+  """Up to ``per_class`` samples of every class (at most half of it), as a balanced meta set."""
+  rng = np.random.default_rng([seed, 11])
+  meta_idx = []
+  for c in range(ds.num_classes):
+    members = np.flatnonzero(ds.labels == c)
+    k = min(per_class, len(members) // 2)
+    meta_idx.append(rng.choice(members, size=k, replace=False))
+  meta_idx = np.sort(np.concatenate(meta_idx))
+  return ds.subset(np.setdiff1d(np.arange(len(ds)), meta_idx)), ds.subset(meta_idx)
+
+
 def build(config: Config) -> ExperimentData:
   """Loads, imbalances (seeded), splits off validation, then adds label noise (seeded)."""
   train, test = _load_source(config)
@@ -64,6 +77,9 @@ def build(config: Config) -> ExperimentData:
   val = None
   if config.val_fraction > 0:
     train, val = _split_validation(train, config.val_fraction, config.seed)
+  meta = None
+  if config.method == "l2rw":
+    train, meta = _split_meta(train, config.meta_per_class, config.seed)
   clean = train.labels.copy()
   flipped = np.zeros(len(train), bool)
   if config.noise == "sym":
@@ -77,6 +93,6 @@ def build(config: Config) -> ExperimentData:
                                            num_classes=config.num_classes)
     train = train.with_labels(noisy)
   return ExperimentData(train=train, clean_labels=clean, flipped=np.asarray(flipped, bool),
-                        val=val, test=test,
+                        val=val, meta=meta, test=test,
                         train_class_counts=np.bincount(train.labels,
                                                        minlength=config.num_classes))

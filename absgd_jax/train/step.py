@@ -27,6 +27,7 @@ import optax
 
 import absgd_jax
 from absgd_jax.data.augment import augment_cifar
+from absgd_jax.train.l2rw import l2rw_weights
 
 Batch = dict[str, jax.Array]  # images [B, ...], labels [B], mask [B]; optional flipped [B].
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, step) -> [B]
@@ -72,6 +73,7 @@ def make_train_step(
     frozen_stats_mask: Any = None,
     freeze_from_step: int | None = None,
     axis_name: str | None = None,
+    l2rw_lr: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Builds ``train_step(state, batch) -> (state, metrics)``.
 
@@ -86,7 +88,13 @@ def make_train_step(
       so its BatchNorm statistics stop moving too.
     freeze_from_step: the step at which that freezing starts.
     axis_name: the mapped axis under ``pmap``/``shard_map``; None under ``jax.jit``.
+    l2rw_lr: for the learning-to-reweight baseline (:mod:`absgd_jax.train.l2rw`), the learning
+      rate schedule of its look-ahead step; the batch then carries ``val_images`` and
+      ``val_labels``. ``weigher`` must be None.
   """
+  if l2rw_lr is not None and (weigher is not None or axis_name is not None):
+    raise ValueError("learning to reweight replaces the ABSGD weights (weigher=None) and runs "
+                     "under jax.jit only (axis_name=None).")
 
   def train_step(state: TrainState, batch: Batch):
     images, labels, mask = batch["images"], batch["labels"], batch["mask"]
@@ -98,13 +106,23 @@ def make_train_step(
     else:
       images = images.astype(jnp.float32)
     n_global = _psum(jnp.sum(mask, dtype=jnp.float32), axis_name)
+    meta_weights = None
+    if l2rw_lr is not None:
+      val_images = batch["val_images"]
+      val_images = (augment_cifar(jax.random.fold_in(key, 1), val_images) if augment
+                    else val_images.astype(jnp.float32))
+      meta_weights = l2rw_weights(model.apply, state.params, state.batch_stats,
+                                  lambda lg, lb: loss_fn(lg, lb, state.step), images, labels,
+                                  mask, val_images, batch["val_labels"], l2rw_lr(state.step))
 
     def objective(params):
       logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats},
                                      images, train=True, mutable=["batch_stats"])
       logits = logits.astype(jnp.float32)
       losses = loss_fn(logits, labels, state.step)
-      if weigher is None:
+      if meta_weights is not None:
+        weights, w_state = meta_weights, state.w_state
+      elif weigher is None:
         weights, w_state = mask.astype(jnp.float32), state.w_state
       else:
         weights, w_state = weigher.update(losses, state.w_state, mask=mask)

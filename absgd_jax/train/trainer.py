@@ -124,7 +124,7 @@ def _zero_updates_from(step: int) -> optax.GradientTransformation:
 def make_optimizer(config: Config, steps_per_epoch: int, params: Any):
   """The optimizer; stage 2 may freeze all but the classifier (and last block) by masking."""
   lr = learning_rate_schedule(config, steps_per_epoch)
-  if config.method in ("sgd", "absgd", "eg"):
+  if config.method in ("sgd", "absgd", "eg", "l2rw"):
     tx = absgd_jax.absgd(lr, momentum=config.momentum, weight_decay=config.weight_decay)
   else:
     tx = absgd_jax.abadam(lr, weight_decay=config.weight_decay)
@@ -190,13 +190,18 @@ class Trainer:
         make_loss_fn(config, self.exp.train_class_counts, self.steps_per_epoch),
         num_classes=C, augment=self.is_cifar and config.augment,
         frozen_stats_mask=frozen_stats,
-        freeze_from_step=config.stage2_epoch * self.steps_per_epoch)
+        freeze_from_step=config.stage2_epoch * self.steps_per_epoch,
+        l2rw_lr=(learning_rate_schedule(config, self.steps_per_epoch)
+                 if config.method == "l2rw" else None))
     if self.is_cifar and not config.augment:
       inner = step_fn
 
       def step_fn(state, batch):  # Normalise without augmenting.
         from absgd_jax.data.augment import normalize
-        return inner(state, {**batch, "images": normalize(batch["images"])})
+        batch = {**batch, "images": normalize(batch["images"])}
+        if "val_images" in batch:
+          batch["val_images"] = normalize(batch["val_images"])
+        return inner(state, batch)
     self.train_step = jax.jit(step_fn, donate_argnums=0,
                               out_shardings=(self.replicated, self.replicated))
     self.eval_step = jax.jit(make_eval_step(self.model, num_classes=C,
@@ -211,13 +216,20 @@ class Trainer:
   def _train_batches(self, epoch: int):
     c, train = self.config, self.exp.train
     balanced = train.labels if c.sampler == "balanced" else None
-    for b in epoch_batches(len(train), c.batch_size, c.seed, epoch, balanced_labels=balanced):
+    batches = epoch_batches(len(train), c.batch_size, c.seed, epoch, balanced_labels=balanced)
+    for i, b in enumerate(batches):
       # Each process reads only its own share of the rows (the same split _global uses).
       idx = b.indices.reshape(self.num_processes, -1)[jax.process_index()]
       mask = b.mask.reshape(self.num_processes, -1)[jax.process_index()]
       local = {"images": train.images[idx], "labels": train.labels[idx], "mask": mask}
       if c.noise != "none":
         local["flipped"] = self.exp.flipped[idx]
+      if self.exp.meta is not None:  # A batch of the meta set, drawn with replacement.
+        rng = np.random.default_rng([c.seed, epoch, i, 13])
+        meta_idx = rng.integers(0, len(self.exp.meta), size=c.batch_size)
+        meta_idx = meta_idx.reshape(self.num_processes, -1)[jax.process_index()]
+        local["val_images"] = self.exp.meta.images[meta_idx]
+        local["val_labels"] = self.exp.meta.labels[meta_idx]
       yield self._global_local(local)
 
   def _global_local(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
