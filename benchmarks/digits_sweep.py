@@ -20,6 +20,10 @@ SETTINGS = {
     "lt50": dict(preset="digits-lt", rho=50),
     "st50": dict(preset="digits-st", rho=50),
     "sym40": dict(preset="digits-noise", noise_rate=0.4),
+    # LDAM's logits carry a scale of 30, so its losses (and the lam that suits them) are far
+    # larger than CE's: a grid of its own for ABSGD (CB-LDAM).
+    "lt50-cbldam": dict(preset="digits-lt", rho=50, loss="ldam", head="cosine",
+                        class_weighting="cb"),
 }
 # The grid: SGD has no lam; ABSGD's lam from the paper's ranges (Sections 4.1 and 5.1) and the
 # learning rate for both methods, so the baseline gets the same tuning budget.
@@ -28,7 +32,7 @@ LR_GRID = (0.05, 0.1)
 # at epoch 22 of 30, as the CIFAR protocol switches it on at the decay (epoch 160 of 200).
 STAGE2_GRID = (0, 22)
 LAM_GRID = {"lt50": (0.5, 1.0, 2.0, 5.0), "st50": (0.5, 1.0, 2.0, 5.0),
-            "sym40": (-1.0, -2.0, -3.0, -5.0)}
+            "sym40": (-1.0, -2.0, -3.0, -5.0), "lt50-cbldam": (20.0, 50.0, 100.0)}
 
 
 def run_one(setting: str, method: str, lr: float, lam: float | None, seed: int, out: str,
@@ -85,9 +89,15 @@ def main(argv=None):
   print("\nchosen (by validation balanced accuracy):")
   for (setting, method), (mean, lr, lam, s2) in best.items():
     print(f"  {setting:6} {method:6} lr={lr} lam={lam} stage2={s2}  val {mean:.4f}")
-  with open(os.path.join(args.out, "chosen.json"), "w") as f:
-    json.dump({f"{s}/{m}": {"lr": lr, "lam": lam, "stage2_epoch": s2, "val_balanced_acc": mean}
-               for (s, m), (mean, lr, lam, s2) in best.items()}, f, indent=1)
+  chosen_path = os.path.join(args.out, "chosen.json")
+  chosen = {}
+  if os.path.exists(chosen_path):  # keep the settings this invocation did not sweep
+    with open(chosen_path) as f:
+      chosen = json.load(f)
+  chosen.update({f"{s}/{m}": {"lr": lr, "lam": lam, "stage2_epoch": s2, "val_balanced_acc": mean}
+                 for (s, m), (mean, lr, lam, s2) in best.items()})
+  with open(chosen_path, "w") as f:
+    json.dump(chosen, f, indent=1)
   print(f"wall time {time.time() - t0:.0f} s")
 
 

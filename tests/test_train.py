@@ -247,3 +247,20 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
   got, _ = jax.pmap(step, axis_name="data", in_axes=(None, 0))(state0, split)
   _assert_trees_close(jax.device_get(jax.tree.map(lambda x: x[0], got.params)),
                       jax.device_get(want.params), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(method="adam", lr=1e-3),
+    dict(method="abadam", lr=1e-3, lam=2.0),
+    dict(method="eg", loss="sce"),
+    dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"),
+    # LDAM's losses are ~30x CE's (logit scale 30), so lam scales with them: lam = 5 collapses.
+    dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0),
+    dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"),
+    dict(method="sgd", loss="tce"),
+])
+def test_every_method_and_loss_trains(tmp_path, kw):
+  cfg = _cfg(tmp_path, epochs=2, **kw)
+  summary = Trainer(cfg, progress=False, log=False).fit()
+  final = summary["final"]
+  assert np.isfinite(final["train_loss"]) and final["test_acc"] > 0.15, final
