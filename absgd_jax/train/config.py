@@ -56,6 +56,8 @@ class Config:
   sce_alpha: float = 0.1
   sce_beta: float = 1.0
   gce_q: float = 0.7
+  # Truncated GCE has zero gradient wherever p_y <= tce_k, which from a random start is every
+  # sample when C > 2: start it from a model trained with gce.
   tce_k: float = 0.5
   # ABSGD.
   lam: float = 1.0
