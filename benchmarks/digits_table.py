@@ -25,7 +25,11 @@ IMBALANCE = {"LT rho=10": dict(preset="digits-lt", rho=10),
 NOISE = {"sym 0.2": dict(preset="digits-noise", noise="sym", noise_rate=0.2),
          "sym 0.4": dict(preset="digits-noise", noise="sym", noise_rate=0.4),
          "asym 0.4": dict(preset="digits-noise", noise="asym", noise_rate=0.4)}
-# name -> overrides. ABSGD rows take lam / stage2 from CHOSEN below.
+# The sweep's "lt50-cbldam" grid (digits_sweep/chosen.json): LDAM's losses are ~30x CE's,
+# so both LDAM rows get the learning rate, and ABSGD the lam, tuned with LDAM itself.
+LDAM_CHOSEN = dict(lr=0.1, lam=100.0, stage2_epoch=0)
+LDAM_CHOSEN_SGD_LR = 0.1
+# name -> overrides. The other ABSGD rows take lr / lam / stage2 from CHOSEN below.
 IMBALANCE_METHODS = {
     "SGD (CE)": dict(method="sgd"),
     "ABSGD (CE)": dict(method="absgd"),
@@ -34,8 +38,9 @@ IMBALANCE_METHODS = {
     "SGD (CB-CE, DRW)": dict(method="sgd", class_weighting="drw", drw_epoch=22),
     "ABSGD (CB-CE)": dict(method="absgd", class_weighting="cb"),
     "SGD (LDAM, DRW)": dict(method="sgd", loss="ldam", head="cosine", class_weighting="drw",
-                            drw_epoch=22),
-    "ABSGD (CB-LDAM)": dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb"),
+                            drw_epoch=22, lr=LDAM_CHOSEN_SGD_LR),
+    "ABSGD (CB-LDAM)": dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb",
+                            **LDAM_CHOSEN),
 }
 NOISE_METHODS = {
     "SGD (CE)": dict(method="sgd"),
@@ -70,7 +75,7 @@ def run_all(seeds, out):
           spec_ = dict(spec)
           preset = spec_.pop("preset")
           family = "absgd" if over["method"] in ("absgd", "eg") else "sgd"
-          kw = dict(COMMON, **spec_, **over, **CHOSEN[group][family], seed=seed,
+          kw = dict(COMMON, **spec_, **{**CHOSEN[group][family], **over}, seed=seed,
                     out_dir=os.path.join(out, "runs", os.path.basename(path)[:-5]))
           t0 = time.time()
           s = Trainer(make_config(preset, **kw), progress=False, log=False).fit()
