@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,9 +148,9 @@ def main(argv=None):
       platform=jax.default_backend(),
       device_count=jax.device_count(),
       host=platform.node(),
-      cpu_count=__import__("os").cpu_count(),
+      cpu_count=os.cpu_count(),
       versions={"python": sys.version.split()[0], "jax": jax.__version__,
-                "optax": optax.__version__, "flax": __import__("flax").__version__},
+                "optax": optax.__version__, "flax": flax.__version__},
   )
   v = result["variants"]
   print(f"{args.model} batch {args.batch} at {args.image}px on {result['device']} "

@@ -8,10 +8,10 @@ import sys
 import textwrap
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import absgd_jax
 from absgd_jax.train import DivergenceError, Trainer, make_config
 from absgd_jax.train import experiment_data
 
@@ -226,10 +226,9 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
   state0 = jax.device_get(t.state)
   want, want_m = jax.jit(t.train_step)(state0, batch)
 
-  loss_fn = lambda logits, labels, step: __import__("absgd_jax").losses.cross_entropy(
-      logits, labels)
+  loss_fn = lambda logits, labels, step: absgd_jax.losses.cross_entropy(logits, labels)
   model = create_model("resnet8", 10, axis_name="data")
-  weigher = __import__("absgd_jax").absgd_weights(1.5, cfg.gamma, axis_name="data")
+  weigher = absgd_jax.absgd_weights(1.5, cfg.gamma, axis_name="data")
   step = make_train_step(model, t.tx, weigher, loss_fn, num_classes=10, axis_name="data")
   mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
   for check_vma in (True, False):  # shard_map's default, and the unchecked mode

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import absgd_jax
 from absgd_jax import losses as L
 from absgd_jax.data import epoch_batches, num_batches
+from absgd_jax.data.augment import normalize
 from absgd_jax.models import create_model
 from absgd_jax.models.freezing import last_block_name, trainable_mask
 from absgd_jax.train import experiment_data
@@ -197,7 +198,6 @@ class Trainer:
       inner = step_fn
 
       def step_fn(state, batch):  # Normalise without augmenting.
-        from absgd_jax.data.augment import normalize
         batch = {**batch, "images": normalize(batch["images"])}
         if "val_images" in batch:
           batch["val_images"] = normalize(batch["val_images"])
@@ -218,7 +218,7 @@ class Trainer:
     balanced = train.labels if c.sampler == "balanced" else None
     batches = epoch_batches(len(train), c.batch_size, c.seed, epoch, balanced_labels=balanced)
     for i, b in enumerate(batches):
-      # Each process reads only its own share of the rows (the same split _global uses).
+      # Each process reads only its own rows of the global batch (the split _to_global undoes).
       idx = b.indices.reshape(self.num_processes, -1)[jax.process_index()]
       mask = b.mask.reshape(self.num_processes, -1)[jax.process_index()]
       local = {"images": train.images[idx], "labels": train.labels[idx], "mask": mask}
@@ -230,9 +230,9 @@ class Trainer:
         meta_idx = meta_idx.reshape(self.num_processes, -1)[jax.process_index()]
         local["val_images"] = self.exp.meta.images[meta_idx]
         local["val_labels"] = self.exp.meta.labels[meta_idx]
-      yield self._global_local(local)
+      yield self._to_global(local)
 
-  def _global_local(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
+  def _to_global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     out = {}
     for k, v in local.items():
       shape = (v.shape[0] * self.num_processes, *v.shape[1:])
@@ -268,7 +268,7 @@ class Trainer:
       rows = idx.reshape(self.num_processes, -1)[jax.process_index()]
       local = {"images": dataset.images[rows], "labels": dataset.labels[rows],
                "mask": mask.reshape(self.num_processes, -1)[jax.process_index()]}
-      out = jax.device_get(self.eval_step(self.state, self._global_local(local)))
+      out = jax.device_get(self.eval_step(self.state, self._to_global(local)))
       correct += out["class_correct"]
       count += out["class_count"]
     return eval_metrics(correct, count, self.exp.train_class_counts, prefix)
