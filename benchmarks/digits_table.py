@@ -41,6 +41,9 @@ IMBALANCE_METHODS = {
                             drw_epoch=22, lr=LDAM_CHOSEN_SGD_LR),
     "ABSGD (CB-LDAM)": dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb",
                             **LDAM_CHOSEN),
+    # Learning to reweight (Ren et al. 2018), the meta-learning family ("META" in the paper's
+    # tables): SGD's learning rate, and a clean balanced meta set carved from the training data.
+    "L2RW (CE)": dict(method="l2rw"),
 }
 NOISE_METHODS = {
     "SGD (CE)": dict(method="sgd"),
@@ -48,6 +51,7 @@ NOISE_METHODS = {
     "SGD (GCE)": dict(method="sgd", loss="gce"),
     "EG (SCE)": dict(method="eg", loss="sce"),
     "ABSGD (SCE)": dict(method="absgd", loss="sce"),
+    "L2RW (CE)": dict(method="l2rw"),
 }
 # From benchmarks/results/digits_sweep/chosen.json (validation balanced accuracy, 5 seeds,
 # at rho = 50 and 40% symmetric noise): each method family keeps its own best learning rate;
@@ -74,7 +78,7 @@ def run_all(seeds, out):
             continue
           spec_ = dict(spec)
           preset = spec_.pop("preset")
-          family = "absgd" if over["method"] in ("absgd", "eg") else "sgd"
+          family = "absgd" if over["method"] in ("absgd", "eg") else "sgd"  # l2rw: "sgd"
           kw = dict(COMMON, **spec_, **{**CHOSEN[group][family], **over}, seed=seed,
                     out_dir=os.path.join(out, "runs", os.path.basename(path)[:-5]))
           t0 = time.time()
