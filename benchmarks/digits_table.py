@@ -117,24 +117,16 @@ def report(out):
 
 
 def _plot(recs, out):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
+  from absgd_jax.train.plots import _pyplot, grouped_bars
+  plt = _pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(14, 4))
   for ax, (group, settings, methods) in zip(axes, (("imbalance", IMBALANCE, IMBALANCE_METHODS),
                                                    ("noise", NOISE, NOISE_METHODS))):
-    width = 0.8 / len(methods)
-    for i, name in enumerate(methods):
-      means, stds = [], []
-      for setting in settings:
-        v = [100 * r["test_acc"] for r in recs if r["setting"] == setting and r["method"] == name]
-        means.append(np.mean(v) if v else np.nan)
-        stds.append(np.std(v, ddof=1) if len(v) > 1 else 0)
-      ax.bar(np.arange(len(settings)) + i * width, means, width, yerr=stds, capsize=2,
-             label=name)
-    ax.set_xticks(np.arange(len(settings)) + 0.4 - width / 2, list(settings))
-    ax.set_ylabel("test accuracy (%)"), ax.set_ylim(40, 100), ax.legend(fontsize=7, ncol=2)
+    series = {name: [[100 * r["test_acc"] for r in recs
+                      if r["setting"] == setting and r["method"] == name]
+                     for setting in settings] for name in methods}
+    grouped_bars(ax, list(settings), series, capsize=2)
+    ax.set_ylabel("test accuracy (%)"), ax.set_ylim(0, 100), ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"digits, {group}")
   fig.tight_layout()
   fig.savefig(os.path.join(out, "digits_table.png"), dpi=110)

@@ -87,39 +87,21 @@ def run(seeds=(0, 1, 2, 3, 4), out="runs/demo", progress=True):
 
 
 def _plot(results, weight_history, out):
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  import numpy as np
-  fig, ax = plt.subplots(figsize=(7, 3.6))
+  from absgd_jax.train.plots import _pyplot, grouped_bars, plot_class_weights
+  plt = _pyplot()
   names = list(results)
-  x = np.arange(len(names))
-  for i, method in enumerate(("sgd", "absgd")):
-    vals = [[r["test_acc"] * 100 for r in results[n][method]] for n in names]
-    ax.bar(x + (i - 0.5) * 0.38, [np.mean(v) for v in vals], 0.38,
-           yerr=[np.std(v, ddof=1) if len(v) > 1 else 0 for v in vals], capsize=3,
-           label=method.upper())
-  ax.set_xticks(x, names)
-  ax.set_ylabel("test accuracy (%)")
-  lo = min(np.mean([r["test_acc"] for r in results[n][m]]) for n in names
-           for m in ("sgd", "absgd")) * 100
-  ax.set_ylim(max(0, lo - 15), 100)
-  ax.legend()
+  series = {m.upper(): [[100 * r["test_acc"] for r in results[n][m]] for n in names]
+            for m in ("sgd", "absgd")}
+  fig, ax = plt.subplots(figsize=(7, 3.6))
+  grouped_bars(ax, names, series)
+  lo = min(sum(v) / len(v) for per_group in series.values() for v in per_group)
+  ax.set_ylabel("test accuracy (%)"), ax.set_ylim(max(0, lo - 15), 100), ax.legend()
   fig.tight_layout()
   fig.savefig(os.path.join(out, "demo_accuracy.png"), dpi=110)
   plt.close(fig)
   if weight_history:
-    epochs = [e for e, _ in weight_history]
-    w = np.array([[v if v is not None else np.nan for v in ws] for _, ws in weight_history])
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for c in range(w.shape[1]):
-      ax.plot(epochs, w[:, c], color=plt.cm.viridis(c / (w.shape[1] - 1)), label=str(c))
-    ax.set_xlabel("epoch"), ax.set_ylabel("mean ABSGD weight")
-    ax.set_title("long-tailed digits: class 0 largest, class 9 smallest")
-    ax.legend(ncol=2, fontsize=7)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, "demo_class_weights.png"), dpi=110)
-    plt.close(fig)
+    plot_class_weights(weight_history, os.path.join(out, "demo_class_weights.png"),
+                       title="long-tailed digits: class 0 largest, class 9 smallest")
 
 
 def main(argv=None):

@@ -53,18 +53,50 @@ def plot_run(history: Sequence[dict[str, Any]], out_dir: str,
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-  # Figure 4 (right) of the paper: each class's mean ABSGD weight over training.
-  weights = [r["class_mean_weight"] for r in history]
+  paths.append(plot_class_weights(
+      [(r["epoch"], r["class_mean_weight"]) for r in history],
+      os.path.join(out_dir, "class_weights.png"), class_names))
+  return paths
+
+
+def plot_class_weights(weight_history: Sequence[tuple[int, Sequence[float | None]]], path: str,
+                       class_names: Sequence[str] | None = None,
+                       title: str | None = None) -> str:
+  """Each class's mean ABSGD weight over training (the paper's Figure 4, right); returns path.
+
+  ``weight_history`` is ``[(epoch, [mean weight of class c, or None]), ...]``.
+  """
+  plt = _pyplot()
+  epochs = [e for e, _ in weight_history]
+  num = len(weight_history[0][1])
   fig, ax = plt.subplots(figsize=(6, 3.6))
-  for c in range(len(weights[0])):
-    ax.plot(epochs, [w[c] if w[c] is not None else float("nan") for w in weights],
-            label=(class_names[c] if class_names else str(c)) if len(weights[0]) <= 10 else None,
-            color=plt.cm.viridis(c / max(1, len(weights[0]) - 1)))
+  for c in range(num):
+    label = (class_names[c] if class_names else str(c)) if num <= 10 else None
+    ax.plot(epochs, [w[c] if w[c] is not None else float("nan") for _, w in weight_history],
+            label=label, color=plt.cm.viridis(c / max(1, num - 1)))
   ax.set_xlabel("epoch"), ax.set_ylabel("mean ABSGD weight per class")
-  if len(weights[0]) <= 10:
+  if title:
+    ax.set_title(title)
+  if num <= 10:
     ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  paths.append(os.path.join(out_dir, "class_weights.png"))
-  fig.savefig(paths[-1], dpi=110)
+  fig.savefig(path, dpi=110)
   plt.close(fig)
-  return paths
+  return path
+
+
+def grouped_bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[Sequence[float]]],
+                 capsize: int = 3) -> None:
+  """Bars of mean +- sample std: one bar per series within each group.
+
+  ``series[name][g]`` holds the values (e.g. one per seed) of series ``name`` in group ``g``.
+  """
+  import numpy as np
+  width = 0.8 / len(series)
+  x = np.arange(len(groups))
+  for i, (name, per_group) in enumerate(series.items()):
+    means = [np.mean(v) if len(v) else np.nan for v in per_group]
+    stds = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_group]
+    ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=capsize,
+           label=name)
+  ax.set_xticks(x, list(groups))

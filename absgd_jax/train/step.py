@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import optax
 
 import absgd_jax
-from absgd_jax.data.augment import augment_cifar
+from absgd_jax.data.augment import augment_cifar, normalize
 from absgd_jax.train.l2rw import l2rw_weights
 
 Batch = dict[str, jax.Array]  # images [B, ...], labels [B], mask [B]; optional flipped [B].
@@ -145,8 +145,9 @@ def make_train_step(
                                  frozen_stats_mask, state.batch_stats, batch_stats)
 
     m = mask.astype(jnp.float32)
-    w_sum, w_count = absgd_jax.class_mean_weights(weights * m, labels, num_classes)
-    _, counts = absgd_jax.class_mean_weights(m, labels, num_classes)
+    # One pair of segment sums: per-class weight and per-class count of the real samples.
+    w_sum = jax.ops.segment_sum(weights * m, labels, num_segments=num_classes)
+    counts = jax.ops.segment_sum(m, labels, num_segments=num_classes)
     metrics = {
         "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
         "wloss_sum": wloss * n_global,
@@ -182,7 +183,6 @@ def make_train_step(
 def make_eval_step(model: Any, *, num_classes: int, normalize_cifar: bool = False,
                    axis_name: str | None = None):
   """Builds ``eval_step(state, batch) -> {per-class correct [C], per-class count [C]}``."""
-  from absgd_jax.data.augment import normalize
 
   def eval_step(state: TrainState, batch: Batch):
     images = batch["images"]
