@@ -26,30 +26,41 @@ def _check_nonnegative(name: str, value: float, upper: float | None = None) -> N
     raise ValueError(f"{name} must lie in {rng}; got {value}.")
 
 
+MOMENTUM_FORMS = ("paper", "pytorch")
+
+
 def absgd(
     learning_rate: ScalarOrSchedule,
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     nesterov: bool = False,
     *,
+    momentum_form: str = "paper",
     weight_decay_mask: Any = None,
 ) -> optax.GradientTransformation:
-  r"""Momentum SGD exactly as in the paper's Eq. (2).
+  r"""Momentum SGD with an L2 term: the paper's Eq. (2).
 
   .. math::
      w_{t+1} = w_t - \eta_t (G_t + \mu w_t) + \beta (w_t - w_{t-1})
 
   where :math:`G_t` is the gradient of ``mean(weights * losses)`` and :math:`\mu` the weight
-  decay (L2 on the gradient). The learning rate is applied *before* the momentum trace, so
-  each step's rate scales only that step's gradient, which is Eq. (2) to the letter also
-  when ``learning_rate`` is a schedule. (``optax.sgd`` and ``torch.optim.SGD`` scale the
-  whole trace instead; both agree with this one while the rate is constant.)
+  decay (L2 on the gradient). With a constant learning rate the two ``momentum_form`` s are the
+  same update; they differ when the rate changes:
+
+  - ``"paper"``: Eq. (2) to the letter. The rate scales each step's gradient before it enters
+    the momentum trace, so after a drop the trace still carries steps taken at the old rate
+    and keeps moving the weights at that scale for the ~1/(1 - beta) steps it takes to decay.
+  - ``"pytorch"``: ``torch.optim.SGD`` and ``optax.sgd``. The trace sums raw gradients and the
+    current rate scales all of it, so a drop takes effect at once. This is what the authors'
+    code ran. After the 100x drop of the CIFAR protocol, the ``"paper"`` form raised the
+    training loss for an epoch in our runs (benchmarks/RESULTS.md) and this one did not.
 
   Args:
     learning_rate: :math:`\eta`, a float or an optax schedule.
     momentum: :math:`\beta` in [0, 1).
     weight_decay: :math:`\mu \ge 0`, added to the gradient as :math:`\mu w`.
     nesterov: use Nesterov momentum instead of heavy-ball.
+    momentum_form: ``"paper"`` or ``"pytorch"``, as above.
     weight_decay_mask: optional pytree (or callable) of booleans, as for
       ``optax.add_decayed_weights``: where False, no weight decay (e.g. BatchNorm scales).
 
@@ -71,11 +82,14 @@ def absgd(
   """
   _check_nonnegative("momentum", momentum, 1.0)
   _check_nonnegative("weight_decay", weight_decay)
-  return optax.chain(
-      optax.add_decayed_weights(weight_decay, weight_decay_mask),
-      optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum, nesterov=nesterov),
-  )
+  if momentum_form not in MOMENTUM_FORMS:
+    raise ValueError(f"momentum_form must be one of {MOMENTUM_FORMS}; got {momentum_form!r}.")
+  decay = optax.add_decayed_weights(weight_decay, weight_decay_mask)
+  trace = optax.trace(decay=momentum, nesterov=nesterov)
+  rate = optax.scale_by_learning_rate(learning_rate)
+  if momentum_form == "paper":
+    return optax.chain(decay, rate, trace)
+  return optax.chain(decay, trace, rate)
 
 
 class ScaleByAdamNoBiasCorrectionState(NamedTuple):

@@ -68,6 +68,20 @@ def heavy_ball_reference(grads, w0, lrs, momentum, weight_decay):
   return path
 
 
+def pytorch_sgd_reference(grads, w0, lrs, momentum, weight_decay):
+  """torch.optim.SGD's rule: b_t = beta b_{t-1} + (g_t + wd w_t) (b_1 = g_1 + wd w_1);
+  w_{t+1} = w_t - lr_t b_t, float64."""
+  w = np.asarray(w0, np.float64)
+  b = None
+  path = []
+  for g, lr in zip(grads, lrs):
+    d = np.asarray(g, np.float64) + weight_decay * w
+    b = d if b is None else momentum * b + d
+    w = w - lr * b
+    path.append(w.copy())
+  return path
+
+
 def abadam_reference(grads, w0, lr, b1, b2, eps, weight_decay, bias_correction):
   """Eq. (9), optionally with Adam's bias correction of v and u, float64."""
   w = np.asarray(w0, np.float64)

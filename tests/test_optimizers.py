@@ -9,7 +9,7 @@ import optax
 import pytest
 
 import absgd_jax
-from reference import abadam_reference, heavy_ball_reference
+from reference import abadam_reference, heavy_ball_reference, pytorch_sgd_reference
 
 
 def _grads(seed, steps=12, dim=5):
@@ -50,6 +50,30 @@ def test_absgd_matches_optax_sgd_at_constant_rate():
   got = _run(absgd_jax.absgd(0.1, momentum=0.9, nesterov=True), grads, w0)
   want = _run(optax.sgd(0.1, momentum=0.9, nesterov=True), grads, w0)
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum, wd", [(0.9, 2e-4), (0.0, 1e-2)])
+def test_pytorch_form_is_torch_sgd_with_a_learning_rate_schedule(momentum, wd):
+  grads, w0 = _grads(5), np.linspace(-1, 1, 5)
+  sched = optax.piecewise_constant_schedule(0.1, {4: 0.01, 8: 0.1})
+  got = _run(absgd_jax.absgd(sched, momentum=momentum, weight_decay=wd,
+                             momentum_form="pytorch"), grads, w0)
+  want = pytorch_sgd_reference(grads, w0, [float(sched(t)) for t in range(12)], momentum, wd)
+  np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
+
+
+def test_the_two_momentum_forms_agree_until_the_rate_changes():
+  grads, w0 = _grads(6), np.ones(5)
+  sched = optax.piecewise_constant_schedule(0.1, {6: 0.01})
+  paper = np.array(_run(absgd_jax.absgd(sched, momentum=0.9), grads, w0))
+  torch_form = np.array(_run(absgd_jax.absgd(sched, momentum=0.9, momentum_form="pytorch"),
+                             grads, w0))
+  np.testing.assert_allclose(paper[:6], torch_form[:6], rtol=1e-5, atol=1e-6)
+  # After the 10x drop the paper's form still moves on the old rate's momentum: larger steps.
+  step = lambda path: np.abs(np.diff(path[5:], axis=0)).sum()
+  assert step(paper) > 2 * step(torch_form)
+  with pytest.raises(ValueError, match="momentum_form must be one of"):
+    absgd_jax.absgd(0.1, momentum_form="torch")
 
 
 def test_weight_decay_mask():
