@@ -412,6 +412,38 @@ def test_cifar10_jpeg_test_zip_smoke(tmp_path):
   np.testing.assert_allclose(mean, data.CIFAR10_MEAN, atol=0.01)
 
 
+# ----------------------------------------------------------------------------- downsampling
+
+
+def test_downsample_is_the_block_mean_rounded_half_up_and_close_to_pil_box():
+  rng = np.random.default_rng(4)
+  images = rng.integers(0, 256, (5, 12, 12, 3), dtype=np.uint8)
+  ds = data.ArrayDataset(images, np.arange(5) % 2, 2, ("a", "b"))
+  out = data.downsample(ds, 4).images
+  assert out.shape == (5, 4, 4, 3) and out.dtype == np.uint8
+  want = np.empty((5, 4, 4, 3))
+  for i in range(4):  # Each output pixel is the mean of its 3 x 3 block, in float64.
+    for j in range(4):
+      want[:, i, j] = images[:, 3 * i:3 * i + 3, 3 * j:3 * j + 3].astype(np.float64).mean((1, 2))
+  np.testing.assert_array_equal(out, np.floor(want + 0.5).astype(np.uint8))
+  pil = np.stack([np.asarray(Image.fromarray(im).resize((4, 4), Image.BOX)) for im in images])
+  assert np.abs(out.astype(int) - pil).max() <= 1  # PIL's fixed-point box filter.
+  assert data.downsample(ds, 12) is ds
+  assert data.downsample(ds, 4).meta["downsample"] == {"from": 12, "to": 4, "method": "area"}
+
+
+def test_downsample_keeps_float_images_and_rejects_bad_sizes():
+  images = np.random.default_rng(5).random((3, 4, 4, 1), dtype=np.float32)
+  ds = data.ArrayDataset(images, np.zeros(3, int), 1, ("a",))
+  np.testing.assert_allclose(data.downsample(ds, 1).images[:, 0, 0, 0], images.mean((1, 2, 3)),
+                             rtol=1e-6)
+  with pytest.raises(ValueError, match="positive divisor of the images' side 4"):
+    data.downsample(ds, 3)
+  flat = data.ArrayDataset(np.zeros((3, 16)), np.zeros(3, int), 1, ("a",))
+  with pytest.raises(ValueError, match="square"):
+    data.downsample(flat, 2)
+
+
 # ----------------------------------------------------------------------------- tensorflow-datasets
 
 

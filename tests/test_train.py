@@ -264,3 +264,37 @@ def test_every_method_and_loss_trains(tmp_path, kw):
   summary = Trainer(cfg, progress=False, log=False).fit()
   final = summary["final"]
   assert np.isfinite(final["train_loss"]) and final["test_acc"] > 0.15, final
+
+
+def _image_zip(path, per_class, side, seed):
+  """A CIFAR-shaped zip of PNG images (lossless, so the downsampled pixels are predictable)."""
+  import io
+  import zipfile
+  from PIL import Image
+  rng = np.random.default_rng(seed)
+  with zipfile.ZipFile(path, "w") as z:
+    for c in range(10):
+      for i in range(per_class):
+        buf = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(buf, "PNG")
+        z.writestr(f"class{c}/{i:03d}.png", buf.getvalue())
+
+
+def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(tmp_path,
+                                                                          monkeypatch):
+  monkeypatch.setenv("ABSGD_CACHE", str(tmp_path / "cache"))
+  _image_zip(tmp_path / "train.zip", 12, 16, 0)
+  _image_zip(tmp_path / "test.zip", 2, 16, 1)
+  cfg = make_config("cifar10-lt", data_dir=str(tmp_path), image_size=8, n_max=6, rho=3,
+                    crop_padding=1, model="resnet8", epochs=1, batch_size=16, warmup_epochs=0,
+                    checkpoint=False, out_dir=str(tmp_path / "run"))
+  exp = experiment_data.build(cfg)
+  assert exp.train.images.shape[1:] == (8, 8, 3) and exp.test.images.shape == (20, 8, 8, 3)
+  from absgd_jax.data import imbalanced_counts
+  assert exp.train.class_counts().tolist() == imbalanced_counts(6, 10, 3).tolist()
+  summary = Trainer(cfg, exp=exp, progress=False, log=False).fit()
+  assert np.isfinite(summary["final"]["train_loss"])
+  balanced = experiment_data.build(dataclasses.replace(cfg, imbalance="none", n_max=5))
+  assert balanced.train.class_counts().tolist() == [5] * 10
+  with pytest.raises(ValueError, match="crop_padding must be >= 0"):
+    make_config("cifar10-lt", crop_padding=-1)

@@ -7,6 +7,7 @@ augmentation, which is jax.numpy for use inside a jitted train step.
   (a folder or zip of ``<class>/<image>`` files, decoded once and cached as ``.npy``),
   :func:`load_tfds` (CIFAR-10/100 through tensorflow-datasets, an optional extra). Each gives an
   :class:`ArrayDataset`.
+- Downsampling by area averaging: :func:`downsample`.
 - Imbalance: :func:`imbalanced_counts`, :func:`imbalanced_subset`, :func:`make_imbalanced`.
 - Label noise: :func:`symmetric_noise`, :func:`asymmetric_noise` with :data:`CIFAR10_ASYM`,
   :func:`cifar100_asym_mapping` or :data:`DIGITS_ASYM`.
@@ -56,6 +57,7 @@ from absgd_jax.data.noise import (
     cifar100_asym_mapping,
     symmetric_noise,
 )
+from absgd_jax.data.resize import downsample
 from absgd_jax.data.tfds_source import load_tfds
 
 __all__ = [
@@ -80,6 +82,7 @@ __all__ = [
     "crop_flip",
     "crop_flip_params",
     "default_cache_dir",
+    "downsample",
     "epoch_batches",
     "imbalanced_counts",
     "imbalanced_subset",

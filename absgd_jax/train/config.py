@@ -24,6 +24,7 @@ SAMPLERS = ("uniform", "balanced")
 MODELS = ("mlp", "cnn4", "resnet8", "resnet20", "resnet32", "resnet18", "resnet34",
           "resnet50", "resnet152")
 HEADS = ("linear", "cosine")
+MOMENTUM_FORMS = ("paper", "pytorch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,12 +35,19 @@ class Config:
   dataset: str = "digits"
   source: str = "zip"  # CIFAR: "zip" (an image-folder zip) or "tfds".
   data_dir: str = "../shared/data/cifar10-jpeg"  # Holds train.zip / test.zip, or tfds data.
+  # Shrinks the images to image_size x image_size by area averaging (0 keeps them); it must
+  # divide the source's side. A CPU-sized protocol (benchmarks/cifar_table.py) uses 16.
+  image_size: int = 0
   imbalance: str = "none"
   rho: float = 100.0
+  # The head class's size before imbalance (0: the smallest class's, 5000 on CIFAR-10). With
+  # imbalance="none" a positive n_max keeps n_max images of every class.
+  n_max: int = 0
   noise: str = "none"
   noise_rate: float = 0.4
   val_fraction: float = 0.0  # Held out of the training set, per class, for tuning.
   augment: bool = True  # CIFAR crop + flip, on the accelerator inside the step.
+  crop_padding: int = 4  # The crop's zero padding, in pixels (4 at 32 px; 2 at 16 px).
   sampler: str = "uniform"
   # Model.
   model: str = "mlp"
@@ -74,6 +82,10 @@ class Config:
   batch_size: int = 128
   lr: float = 0.1
   momentum: float = 0.9
+  # How the learning rate meets the momentum (absgd_jax.absgd): "paper" is Eq. (2) to the
+  # letter; "pytorch" is torch.optim.SGD, which the authors' code ran. They differ only when
+  # the rate changes; the CIFAR presets, with their 100x drops, use "pytorch".
+  momentum_form: str = "paper"
   weight_decay: float = 2e-4
   warmup_epochs: int = 0
   lr_decay_epochs: tuple[int, ...] = ()
@@ -88,7 +100,8 @@ class Config:
     choices = {"dataset": DATASETS, "source": SOURCES, "imbalance": IMBALANCES,
                "noise": NOISES, "method": METHODS, "loss": LOSSES,
                "class_weighting": CLASS_WEIGHTING, "stage2_trainable": TRAINABLE,
-               "sampler": SAMPLERS, "model": MODELS, "head": HEADS}
+               "sampler": SAMPLERS, "model": MODELS, "head": HEADS,
+               "momentum_form": MOMENTUM_FORMS}
     for name, valid in choices.items():
       if getattr(self, name) not in valid:
         raise ValueError(f"{name}={getattr(self, name)!r} is not one of {', '.join(valid)}.")
@@ -102,6 +115,9 @@ class Config:
       raise ValueError(f"lam must be nonzero (+-inf for plain SGD); got {self.lam}.")
     if not 0 < self.gamma <= 1:
       raise ValueError(f"gamma must lie in (0, 1]; got {self.gamma}.")
+    for name in ("image_size", "n_max", "crop_padding"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")
     for name in ("epochs", "batch_size", "eval_every"):
       if getattr(self, name) < 1:
         raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
@@ -114,6 +130,9 @@ class Config:
   def num_classes(self) -> int:
     return {"digits": 10, "cifar10": 10, "cifar100": 100}[self.dataset]
 
+
+# The CIFAR presets take torch.optim.SGD's momentum form, as the authors' code does.
+_TORCH_SGD = dict(momentum_form="pytorch")
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The embedded default: scikit-learn digits, an MLP, a minute on a CPU. lr, lam and the
@@ -129,32 +148,32 @@ PRESETS: dict[str, dict[str, Any]] = {
                          gamma=0.9, stage2_epoch=22, lr_decay_epochs=(22,), augment=False),
     # Section 4.1: ResNet-32, 200 epochs, lr 0.1 with a 5-epoch warm-up, divided by 100 at
     # epochs 160 and 180, batch 128, weight decay 2e-4; ABSGD's lam switched on at 160.
-    "cifar10-lt": dict(dataset="cifar10", imbalance="exp", rho=100, model="resnet32",
+    "cifar10-lt": dict(_TORCH_SGD, dataset="cifar10", imbalance="exp", rho=100, model="resnet32",
                        epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, warmup_epochs=5,
                        lr_decay_epochs=(160, 180), lr_decay_factor=0.01, lam=5.0, gamma=0.9,
                        stage2_epoch=160, drw_epoch=160),
-    "cifar10-st": dict(dataset="cifar10", imbalance="step", rho=100, model="resnet32",
+    "cifar10-st": dict(_TORCH_SGD, dataset="cifar10", imbalance="step", rho=100, model="resnet32",
                        epochs=200, batch_size=128, lr=0.1, weight_decay=2e-4, warmup_epochs=5,
                        lr_decay_epochs=(160, 180), lr_decay_factor=0.01, lam=5.0, gamma=0.9,
                        stage2_epoch=160, drw_epoch=160),
-    "cifar100-lt": dict(dataset="cifar100", source="tfds", imbalance="exp", rho=100,
+    "cifar100-lt": dict(_TORCH_SGD, dataset="cifar100", source="tfds", imbalance="exp", rho=100,
                         model="resnet32", epochs=200, batch_size=128, lr=0.1,
                         weight_decay=2e-4, warmup_epochs=5, lr_decay_epochs=(160, 180),
                         lr_decay_factor=0.01, lam=5.0, gamma=0.9, stage2_epoch=160,
                         drw_epoch=160),
-    "cifar100-st": dict(dataset="cifar100", source="tfds", imbalance="step", rho=100,
+    "cifar100-st": dict(_TORCH_SGD, dataset="cifar100", source="tfds", imbalance="step", rho=100,
                         model="resnet32", epochs=200, batch_size=128, lr=0.1,
                         weight_decay=2e-4, warmup_epochs=5, lr_decay_epochs=(160, 180),
                         lr_decay_factor=0.01, lam=5.0, gamma=0.9, stage2_epoch=160,
                         drw_epoch=160),
     # Section 5.1: noisy CIFAR-10 with the SCE paper's 4-layer CNN, 120 epochs, lr decayed by
     # 10 at epochs 40 and 80, batch 128; lam < 0.
-    "cifar10-noise": dict(dataset="cifar10", noise="sym", noise_rate=0.4, model="cnn4",
+    "cifar10-noise": dict(_TORCH_SGD, dataset="cifar10", noise="sym", noise_rate=0.4, model="cnn4",
                           epochs=120, batch_size=128, lr=0.01, weight_decay=1e-4,
                           lr_decay_epochs=(40, 80), lr_decay_factor=0.1, loss="sce",
                           lam=-1.0, gamma=0.9),
-    "cifar100-noise": dict(dataset="cifar100", source="tfds", noise="sym", noise_rate=0.4,
-                           model="resnet18", epochs=120, batch_size=128, lr=0.1,
+    "cifar100-noise": dict(_TORCH_SGD, dataset="cifar100", source="tfds", noise="sym",
+                           noise_rate=0.4, model="resnet18", epochs=120, batch_size=128, lr=0.1,
                            weight_decay=5e-4, lr_decay_epochs=(40, 80), lr_decay_factor=0.1,
                            loss="sce", sce_alpha=6.0, sce_beta=0.1, lam=-1.0, gamma=0.9),
 }

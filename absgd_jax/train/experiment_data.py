@@ -70,10 +70,16 @@ def _split_meta(ds: data.ArrayDataset, per_class: int, seed: int):
 
 
 def build(config: Config) -> ExperimentData:
-  """Loads, imbalances (seeded), splits off validation, then adds label noise (seeded)."""
+  """Loads, downsamples, imbalances (seeded), splits off validation, then adds noise (seeded)."""
   train, test = _load_source(config)
+  if config.image_size:
+    train, test = data.downsample(train, config.image_size), data.downsample(test, config.image_size)
+  n_max = config.n_max or None
   if config.imbalance != "none":
-    train = data.make_imbalanced(train, config.rho, profile=config.imbalance, seed=config.seed)
+    train = data.make_imbalanced(train, config.rho, profile=config.imbalance, seed=config.seed,
+                                 n_max=n_max)
+  elif n_max is not None:  # A balanced subset of n_max per class.
+    train = data.make_imbalanced(train, 1.0, seed=config.seed, n_max=n_max)
   val = None
   if config.val_fraction > 0:
     train, val = _split_validation(train, config.val_fraction, config.seed)

@@ -70,6 +70,7 @@ def make_train_step(
     *,
     num_classes: int,
     augment: bool = False,
+    crop_padding: int = 4,
     frozen_stats_mask: Any = None,
     freeze_from_step: int | None = None,
     axis_name: str | None = None,
@@ -84,6 +85,7 @@ def make_train_step(
     loss_fn: per-sample loss ``(logits, labels, step) -> [B]`` (the step drives DRW).
     num_classes: C, for the per-class weight metrics.
     augment: CIFAR crop + flip + normalise on the device, keyed by (state.rng, step).
+    crop_padding: the crop's zero padding in pixels (4 for 32 px images).
     frozen_stats_mask: pytree like ``batch_stats``; True where the module is frozen in stage 2,
       so its BatchNorm statistics stop moving too.
     freeze_from_step: the step at which that freezing starts.
@@ -102,15 +104,17 @@ def make_train_step(
       key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
       if axis_name is not None:  # Each shard augments its own samples differently.
         key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-      images = augment_cifar(key, images)
+      images = augment_cifar(key, images, padding=crop_padding)
     else:
       images = images.astype(jnp.float32)
     n_global = _psum(jnp.sum(mask, dtype=jnp.float32), axis_name)
     meta_weights = None
     if l2rw_lr is not None:
       val_images = batch["val_images"]
-      val_images = (augment_cifar(jax.random.fold_in(key, 1), val_images) if augment
-                    else val_images.astype(jnp.float32))
+      if augment:
+        val_images = augment_cifar(jax.random.fold_in(key, 1), val_images, padding=crop_padding)
+      else:
+        val_images = val_images.astype(jnp.float32)
       meta_weights = l2rw_weights(model.apply, state.params, state.batch_stats,
                                   lambda lg, lb: loss_fn(lg, lb, state.step), images, labels,
                                   mask, val_images, batch["val_labels"], l2rw_lr(state.step))

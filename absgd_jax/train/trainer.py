@@ -126,7 +126,8 @@ def make_optimizer(config: Config, steps_per_epoch: int, params: Any):
   """The optimizer; stage 2 may freeze all but the classifier (and last block) by masking."""
   lr = learning_rate_schedule(config, steps_per_epoch)
   if config.method in ("sgd", "absgd", "eg", "l2rw"):
-    tx = absgd_jax.absgd(lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    tx = absgd_jax.absgd(lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                         momentum_form=config.momentum_form)
   else:
     tx = absgd_jax.abadam(lr, weight_decay=config.weight_decay)
   if config.stage2_trainable == "all" or config.stage2_epoch <= 0:
@@ -190,6 +191,7 @@ class Trainer:
         self.model, self.tx, self.weigher,
         make_loss_fn(config, self.exp.train_class_counts, self.steps_per_epoch),
         num_classes=C, augment=self.is_cifar and config.augment,
+        crop_padding=config.crop_padding,
         frozen_stats_mask=frozen_stats,
         freeze_from_step=config.stage2_epoch * self.steps_per_epoch,
         l2rw_lr=(learning_rate_schedule(config, self.steps_per_epoch)
