@@ -8,6 +8,8 @@ augmentation, which is jax.numpy for use inside a jitted train step.
   :func:`load_tfds` (CIFAR-10/100 through tensorflow-datasets, an optional extra). Each gives an
   :class:`ArrayDataset`.
 - Downsampling by area averaging: :func:`downsample`.
+- Files on disk: :func:`read_split_list` and :func:`read_inat_json` give a
+  :class:`FileDataset` (paths + labels), streamed by :mod:`absgd_jax.data.streaming` (grain).
 - Imbalance: :func:`imbalanced_counts`, :func:`imbalanced_subset`, :func:`make_imbalanced`.
 - Label noise: :func:`symmetric_noise`, :func:`asymmetric_noise` with :data:`CIFAR10_ASYM`,
   :func:`cifar100_asym_mapping` or :data:`DIGITS_ASYM`.
@@ -48,6 +50,7 @@ from absgd_jax.data.cifar import (
 )
 from absgd_jax.data.dataset import ArrayDataset, check_labels
 from absgd_jax.data.digits import DIGITS_CLASSES, load_digits
+from absgd_jax.data.file_list import FileDataset, read_inat_json, read_split_list
 from absgd_jax.data.image_folder import default_cache_dir, load_image_folder
 from absgd_jax.data.imbalance import imbalanced_counts, imbalanced_subset, make_imbalanced
 from absgd_jax.data.noise import (
@@ -62,6 +65,7 @@ from absgd_jax.data.tfds_source import load_tfds
 
 __all__ = [
     "ArrayDataset",
+    "FileDataset",
     "Batch",
     "CIFAR100_CLASSES",
     "CIFAR100_COARSE",
@@ -93,5 +97,7 @@ __all__ = [
     "normalize",
     "num_batches",
     "random_crop_flip",
+    "read_inat_json",
+    "read_split_list",
     "symmetric_noise",
 ]

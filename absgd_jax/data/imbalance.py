@@ -13,6 +13,7 @@ Only the training set is made imbalanced; the test set stays as it is (balanced)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
@@ -144,4 +145,4 @@ def make_imbalanced(dataset: ArrayDataset, rho: float, *, profile: str = "exp", 
   meta = dict(dataset.meta)
   meta["imbalance"] = {"profile": profile, "rho": float(rho), "seed": seed,
                        "counts": counts.tolist()}
-  return ArrayDataset(sub.images, sub.labels, sub.num_classes, sub.class_names, meta)
+  return dataclasses.replace(sub, meta=meta)

@@ -1,0 +1,172 @@
+"""Data sets that stay on disk: image files named by a split list, read as they are needed.
+
+ImageNet-LT, Places-LT and Clothing1M publish each split as a text file of
+``relative/path label`` lines; iNaturalist 2018 publishes COCO-style JSON. Both become a
+:class:`FileDataset`: the paths and labels only, a few MB for a million images. The images are
+decoded and augmented batch by batch by :mod:`absgd_jax.data.streaming`.
+
+A :class:`FileDataset` has the same ``labels``, ``num_classes``, ``class_counts``, ``subset``
+and ``with_labels`` as an in-memory :class:`~absgd_jax.data.ArrayDataset`, so imbalance, label
+noise and the validation split work on either.
+
+Examples:
+  >>> import os, tempfile
+  >>> d = tempfile.mkdtemp()
+  >>> with open(os.path.join(d, "train.txt"), "w") as f:
+  ...   _ = f.write("n01/a.jpg 0\\nn01/b.jpg 0\\nn02/c.jpg 1\\n")
+  >>> ds = read_split_list(os.path.join(d, "train.txt"), root=d)
+  >>> len(ds), ds.class_counts().tolist(), ds.paths[2]
+  (3, [2, 1], 'n02/c.jpg')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from absgd_jax.data.dataset import check_labels
+
+
+@dataclasses.dataclass(frozen=True)
+class FileDataset:
+  """Image files under ``root`` and their labels; the images themselves stay on disk.
+
+  Attributes:
+    root: the folder the paths are relative to.
+    paths: ``[N]`` relative paths (a NumPy array of ``str``).
+    labels: ``int32 [N]`` in ``[0, num_classes)``.
+    num_classes: ``C``; classes may be absent from a subset.
+    class_names: ``C`` names (``"0"``, ``"1"``, ... when the list gives none).
+    meta: free-form facts (the list file, imbalance, ...).
+  """
+
+  root: str
+  paths: np.ndarray
+  labels: np.ndarray
+  num_classes: int
+  class_names: tuple[str, ...] = ()
+  meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+
+  def __post_init__(self):
+    labels = check_labels(self.labels, self.num_classes)
+    paths = np.asarray(self.paths, dtype=str)
+    if paths.shape != labels.shape:
+      raise ValueError(f"paths and labels differ in length: {len(paths)} != {len(labels)}.")
+    names = tuple(str(n) for n in self.class_names) or tuple(map(str, range(self.num_classes)))
+    if len(names) != self.num_classes:
+      raise ValueError(
+          f"class_names has {len(names)} entries for num_classes = {self.num_classes}.")
+    object.__setattr__(self, "labels", labels)
+    object.__setattr__(self, "paths", paths)
+    object.__setattr__(self, "class_names", names)
+    object.__setattr__(self, "num_classes", int(self.num_classes))
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def class_counts(self) -> np.ndarray:
+    """The number of examples of each class, ``[C]``."""
+    return np.bincount(self.labels, minlength=self.num_classes)
+
+  def subset(self, indices: Sequence[int] | np.ndarray) -> FileDataset:
+    """The examples at ``indices``, in that order."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return dataclasses.replace(self, paths=self.paths[idx], labels=self.labels[idx])
+
+  def with_labels(self, labels: np.ndarray) -> FileDataset:
+    """The same files with other labels (e.g. noisy ones)."""
+    return dataclasses.replace(self, labels=labels)
+
+  def full_path(self, i: int) -> str:
+    return os.path.join(self.root, str(self.paths[i]))
+
+  def missing_files(self, limit: int = 5) -> list[str]:
+    """Up to ``limit`` paths that do not exist: a cheap check before a long run starts."""
+    out = []
+    for i in range(len(self)):
+      if not os.path.exists(self.full_path(i)):
+        out.append(self.full_path(i))
+        if len(out) >= limit:
+          break
+    return out
+
+
+def read_split_list(path: str | os.PathLike, root: str | os.PathLike, *,
+                    num_classes: int | None = None) -> FileDataset:
+  """Reads a ``relative/path label`` list (ImageNet-LT, Places-LT, Clothing1M style).
+
+  Args:
+    path: the list file. Blank lines are skipped; a path may contain spaces (the label is the
+      last field of the line).
+    root: the folder the paths are relative to.
+    num_classes: ``C``; by default the largest label + 1. Give it for a split (e.g. a small
+      validation list) that may lack the last classes.
+
+  Raises:
+    ValueError: for a line without a path and an integer label, naming the file and line.
+  """
+  paths, labels = [], []
+  with open(path, encoding="utf-8") as f:
+    for lineno, line in enumerate(f, 1):
+      line = line.strip()
+      if not line:
+        continue
+      head, _, last = line.rpartition(" ")
+      head = head.strip()
+      try:
+        label = int(last)
+      except ValueError:
+        label = None
+      if not head or label is None:
+        raise ValueError(f"{path}:{lineno}: expected 'relative/path label', got {line!r}.")
+      paths.append(head)
+      labels.append(label)
+  if not labels:
+    raise ValueError(f"{path} lists no images.")
+  labels = np.asarray(labels)
+  if labels.min() < 0:
+    raise ValueError(f"{path}: negative label {int(labels.min())}.")
+  C = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+  return FileDataset(str(root), np.asarray(paths), labels, C,
+                     meta={"list": os.fspath(path)})
+
+
+def read_inat_json(path: str | os.PathLike, root: str | os.PathLike) -> FileDataset:
+  """Reads an iNaturalist 2017/2018 split (COCO-style ``images`` + ``annotations`` JSON).
+
+  The label of an image is its annotation's ``category_id``; ``num_classes`` is the number of
+  categories in the file (8,142 for iNaturalist 2018), or the largest id + 1 if that is more.
+
+  Raises:
+    ValueError: for an image without exactly one annotation, naming its id.
+  """
+  with open(path, encoding="utf-8") as f:
+    doc = json.load(f)
+  for key in ("images", "annotations"):
+    if key not in doc:
+      raise ValueError(f"{path} has no {key!r}: is it an iNaturalist split file?")
+  label_of: dict[Any, int] = {}
+  for ann in doc["annotations"]:
+    if ann["image_id"] in label_of:
+      raise ValueError(f"{path}: image {ann['image_id']} has more than one annotation.")
+    label_of[ann["image_id"]] = int(ann["category_id"])
+  paths, labels = [], []
+  for img in doc["images"]:
+    if img["id"] not in label_of:
+      raise ValueError(f"{path}: image {img['id']} ({img['file_name']}) has no annotation.")
+    paths.append(img["file_name"])
+    labels.append(label_of[img["id"]])
+  categories = doc.get("categories") or []
+  C = max(len(categories), max(labels) + 1)
+  names = [""] * C
+  for cat in categories:
+    if 0 <= int(cat["id"]) < C:
+      names[int(cat["id"])] = str(cat.get("name", cat["id"]))
+  names = [n or str(i) for i, n in enumerate(names)]
+  return FileDataset(str(root), np.asarray(paths), np.asarray(labels), C, tuple(names),
+                     meta={"list": os.fspath(path)})
