@@ -23,6 +23,8 @@ name           model                                                  LB (last b
 
 The classifier is always ``params["head"]``; :func:`trainable_mask` builds the optax masks
 that freeze all but the head ("fc") or all but the head and the last block ("fc+lb").
+:func:`load_pretrained` loads torchvision / timm ImageNet weights into the ImageNet ResNets
+(:mod:`.pretrained`).
 """
 
 from absgd_jax.models.blocks import BasicBlock, Bottleneck
@@ -30,8 +32,21 @@ from absgd_jax.models.cnn import CNN4, cnn4
 from absgd_jax.models.freezing import MASK_CHOICES, last_block_name, trainable_mask
 from absgd_jax.models.heads import HEAD_KINDS, CosineClassifier, classifier_head
 from absgd_jax.models.mlp import MLP, mlp
+from absgd_jax.models.pretrained import (
+    flax_to_torch_state_dict,
+    load_pretrained,
+    read_state_dict,
+    torch_state_dict_to_flax,
+)
 from absgd_jax.models.registry import MODEL_NAMES, create_model
-from absgd_jax.models.resnet import ResNet, resnet18, resnet34, resnet50, resnet152
+from absgd_jax.models.resnet import (
+    ResNet,
+    resnet18,
+    resnet34,
+    resnet50,
+    resnet101,
+    resnet152,
+)
 from absgd_jax.models.resnet_cifar import CifarResNet, resnet8, resnet20, resnet32
 
 __all__ = [
@@ -48,14 +63,19 @@ __all__ = [
     "classifier_head",
     "cnn4",
     "create_model",
+    "flax_to_torch_state_dict",
     "last_block_name",
+    "load_pretrained",
     "mlp",
+    "read_state_dict",
     "resnet8",
     "resnet18",
     "resnet20",
     "resnet32",
     "resnet34",
     "resnet50",
+    "resnet101",
     "resnet152",
+    "torch_state_dict_to_flax",
     "trainable_mask",
 ]

@@ -8,7 +8,7 @@ import flax.linen as nn
 
 from absgd_jax.models.cnn import cnn4
 from absgd_jax.models.mlp import mlp
-from absgd_jax.models.resnet import resnet18, resnet34, resnet50, resnet152
+from absgd_jax.models.resnet import resnet18, resnet34, resnet50, resnet101, resnet152
 from absgd_jax.models.resnet_cifar import resnet8, resnet20, resnet32
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
@@ -18,6 +18,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18,  # ImageNet-style; cifar_stem=True for 32x32 inputs.
     "resnet34": resnet34,
     "resnet50": resnet50,  # ImageNet-LT, Places-LT, iNaturalist.
+    "resnet101": resnet101,
     "resnet152": resnet152,
     "cnn4": cnn4,  # The SCE paper's CNN for noisy CIFAR-10.
     "mlp": mlp,  # scikit-learn digits.

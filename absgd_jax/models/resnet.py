@@ -1,4 +1,4 @@
-"""ImageNet-style ResNets (He et al. 2016): ResNet-18/34 (basic blocks), -50/152 (bottlenecks).
+"""ImageNet-style ResNets (He et al. 2016): ResNet-18/34 (basic blocks), -50/101/152 (bottlenecks).
 
 The layout is torchvision's, so parameter counts agree with it (ResNet-50: 25,557,032 for
 1000 classes): a stem, four stages of 64, 128, 256, 512 (x4 for bottlenecks) channels whose
@@ -112,6 +112,12 @@ def resnet34(num_classes: int, **kwargs) -> ResNet:
 def resnet50(num_classes: int, **kwargs) -> ResNet:
   """ResNet-50: bottlenecks (3, 4, 6, 3); 25,557,032 parameters for 1000 classes."""
   return ResNet(num_classes=num_classes, stage_sizes=(3, 4, 6, 3), block="bottleneck", **kwargs)
+
+
+def resnet101(num_classes: int, **kwargs) -> ResNet:
+  """ResNet-101: bottlenecks (3, 4, 23, 3); 44,549,160 parameters for 1000 classes."""
+  return ResNet(num_classes=num_classes, stage_sizes=(3, 4, 23, 3), block="bottleneck",
+                **kwargs)
 
 
 def resnet152(num_classes: int, **kwargs) -> ResNet:
