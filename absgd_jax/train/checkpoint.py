@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -39,5 +40,62 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
+  def restore_variables(self, variables: dict[str, Any], *, head: str = "keep",
+                        epoch: int | None = None) -> dict[str, Any]:
+    """The checkpoint's ``params`` and ``batch_stats`` only, checked against ``variables``.
+
+    For the second stage of a two-stage run, whose optimizer (and so its state's structure)
+    differs from the first stage's: nothing but the weights is carried over. With
+    ``head="drop"`` the classifier keeps ``variables``' values (e.g. another class count).
+
+    Raises:
+      ValueError: naming the first parameter whose name or shape differs.
+    """
+    epoch = self.latest_epoch() if epoch is None else epoch
+    saved = self._manager.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore()))["state"]
+    out = dict(variables)
+    for collection in ("params", "batch_stats"):
+      if collection in variables:
+        out[collection] = fit_to_template(saved.get(collection, {}), variables[collection],
+                                          keep=("head",) if head == "drop" else (),
+                                          where=f"{self._manager.directory}:{collection}")
+    return out
+
   def close(self) -> None:
     self._manager.close()
+
+
+def fit_to_template(loaded: Any, template: Any, *, keep: tuple[str, ...] = (),
+                    where: str = "checkpoint") -> Any:
+  """``loaded`` (nested dicts of arrays) in ``template``'s structure and dtypes.
+
+  Top-level entries named in ``keep`` come from ``template`` instead. Every other leaf of the
+  template must be in ``loaded`` with the same shape, and ``loaded`` may hold nothing more.
+
+  Raises:
+    ValueError: naming the first missing, unexpected or mis-shaped entry.
+  """
+  def walk(got, want, path):
+    if not isinstance(want, dict):
+      if not hasattr(got, "shape"):
+        raise ValueError(f"{where}: {path} is not an array.")
+      if tuple(got.shape) != tuple(want.shape):
+        raise ValueError(f"{where}: {path} has shape {tuple(got.shape)}; the model needs "
+                         f"{tuple(want.shape)}. Is it the same architecture and class count "
+                         f"(init_head='drop' starts a new classifier)?")
+      return np.asarray(got).astype(want.dtype)
+    if not isinstance(got, dict):
+      raise ValueError(f"{where}: {path or 'the root'} is not a collection of parameters.")
+    extra = sorted(set(got) - set(want))
+    missing = sorted(set(want) - set(got))
+    if missing or extra:
+      raise ValueError(f"{where}: {path or 'the root'} " + (
+          f"lacks {missing}" if missing else f"has unexpected entries {extra}") +
+          ". Is it a checkpoint of the same model?")
+    return {k: walk(got[k], want[k], f"{path}/{k}" if path else k) for k in want}
+
+  loaded = {k: v for k, v in dict(loaded).items() if k not in keep}
+  out = walk(loaded, {k: v for k, v in template.items() if k not in keep}, "")
+  out.update({k: template[k] for k in keep if k in template})
+  return out

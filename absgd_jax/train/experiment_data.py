@@ -15,16 +15,55 @@ from absgd_jax.train.config import Config
 class ExperimentData:
   """Training set (possibly imbalanced and noisy), its clean labels, validation and test sets."""
 
-  train: data.ArrayDataset  # Labels as trained on (noisy where noise is on).
+  # In memory, or (file-list data sets) paths streamed from disk. Labels as trained on.
+  train: data.ArrayDataset | data.FileDataset
   clean_labels: np.ndarray  # [N_train] the true labels.
   flipped: np.ndarray  # bool [N_train], True where the training label is wrong.
-  val: data.ArrayDataset | None  # Carved out of the training data before noise, if asked.
+  val: data.ArrayDataset | data.FileDataset | None  # Carved out before noise, if asked.
   meta: data.ArrayDataset | None  # Learning to reweight's clean, balanced set, if needed.
-  test: data.ArrayDataset  # Untouched and balanced.
+  test: data.ArrayDataset | data.FileDataset  # Untouched.
   train_class_counts: np.ndarray  # [C] of the labels as trained on.
 
 
-def _load_source(config: Config) -> tuple[data.ArrayDataset, data.ArrayDataset]:
+# The split lists' names as their publishers ship them (Clothing1M's are ours: see
+# docs/large_scale.md for the one-line joins that make them from its key lists).
+DEFAULT_LISTS = {"imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
+                 "places-lt": ("Places_LT_train.txt", "Places_LT_test.txt"),
+                 "inat2018": ("train2018.json", "val2018.json"),
+                 "clothing1m": ("noisy_train.txt", "clean_test.txt"),
+                 "image-list": ("", "")}
+
+
+def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
+  path = name or default
+  if not path:
+    raise ValueError(f"dataset={config.dataset!r} needs train_list and test_list.")
+  if not os.path.isabs(path):
+    path = os.path.join(config.data_dir, path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"split list {path} not found: set data_dir to the data set's "
+                            f"folder, or train_list / test_list to the lists' paths.")
+  if path.endswith(".json"):
+    ds = data.read_inat_json(path, config.data_dir)
+  else:
+    ds = data.read_split_list(path, config.data_dir, num_classes=config.num_classes)
+  if ds.num_classes != config.num_classes:
+    raise ValueError(f"{path} has {ds.num_classes} classes; dataset={config.dataset!r} has "
+                     f"{config.num_classes}.")
+  # A cheap check before a long run: a sample of the files must exist.
+  sample = ds.subset(np.random.default_rng(0).choice(len(ds), min(64, len(ds)), replace=False))
+  missing = sample.missing_files()
+  if missing:
+    raise FileNotFoundError(f"{len(missing)} of 64 sampled files listed in {path} are missing, "
+                            f"e.g. {missing[0]}: is data_dir ({config.data_dir}) their root?")
+  return ds
+
+
+def _load_source(config: Config):
+  if config.streamed:
+    train_default, test_default = DEFAULT_LISTS[config.dataset]
+    return (_read_list(config, config.train_list, train_default),
+            _read_list(config, config.test_list, test_default))
   if config.dataset == "digits":
     return data.load_digits(seed=0)
   if config.source == "tfds":
@@ -73,7 +112,8 @@ def build(config: Config) -> ExperimentData:
   """Loads, downsamples, imbalances (seeded), splits off validation, then adds noise (seeded)."""
   train, test = _load_source(config)
   if config.image_size:
-    train, test = data.downsample(train, config.image_size), data.downsample(test, config.image_size)
+    size = config.image_size
+    train, test = data.downsample(train, size), data.downsample(test, size)
   n_max = config.n_max or None
   if config.imbalance != "none":
     train = data.make_imbalanced(train, config.rho, profile=config.imbalance, seed=config.seed,

@@ -27,6 +27,7 @@ import optax
 
 import absgd_jax
 from absgd_jax.data.augment import augment_cifar, normalize
+from absgd_jax.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from absgd_jax.train.l2rw import l2rw_weights
 
 Batch = dict[str, jax.Array]  # images [B, ...], labels [B], mask [B]; optional flipped [B].
@@ -185,12 +186,20 @@ def make_train_step(
 
 
 def make_eval_step(model: Any, *, num_classes: int, normalize_cifar: bool = False,
+                   normalize_stats: tuple[Any, Any] | None = None,
                    axis_name: str | None = None):
-  """Builds ``eval_step(state, batch) -> {per-class correct [C], per-class count [C]}``."""
+  """Builds ``eval_step(state, batch) -> {per-class correct [C], per-class count [C]}``.
+
+  The images are normalised with CIFAR's statistics (``normalize_cifar``), or with
+  ``normalize_stats = (mean, std)``, or only cast to float32.
+  """
+  if normalize_cifar and normalize_stats is None:
+    normalize_stats = (CIFAR10_MEAN, CIFAR10_STD)
 
   def eval_step(state: TrainState, batch: Batch):
     images = batch["images"]
-    images = normalize(images) if normalize_cifar else images.astype(jnp.float32)
+    images = (normalize(images, *normalize_stats) if normalize_stats is not None
+              else images.astype(jnp.float32))
     logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
                          train=False)
     m = batch["mask"].astype(jnp.float32)

@@ -27,6 +27,8 @@ import absgd_jax
 from absgd_jax import losses as L
 from absgd_jax.data import epoch_batches, num_batches
 from absgd_jax.data.augment import normalize
+from absgd_jax.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+from absgd_jax.data.imagenet_transforms import IMAGENET_MEAN, IMAGENET_STD
 from absgd_jax.models import create_model
 from absgd_jax.models.freezing import last_block_name, trainable_mask
 from absgd_jax.train import experiment_data
@@ -43,10 +45,14 @@ class DivergenceError(RuntimeError):
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
-  """Linear warm-up over ``warmup_epochs``, then step decay at ``lr_decay_epochs``."""
-  boundaries = {int(e * steps_per_epoch): config.lr_decay_factor
-                for e in config.lr_decay_epochs}
-  decay = optax.piecewise_constant_schedule(config.lr, boundaries)
+  """Linear warm-up over ``warmup_epochs``, then step decay at ``lr_decay_epochs`` or a cosine
+  decay to 0 at the last epoch (``lr_schedule``)."""
+  if config.lr_schedule == "cosine":
+    decay = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_epoch)
+  else:
+    boundaries = {int(e * steps_per_epoch): config.lr_decay_factor
+                  for e in config.lr_decay_epochs}
+    decay = optax.piecewise_constant_schedule(config.lr, boundaries)
   warmup_steps = config.warmup_epochs * steps_per_epoch
   if warmup_steps == 0:
     return decay
@@ -130,12 +136,30 @@ def make_optimizer(config: Config, steps_per_epoch: int, params: Any):
                          momentum_form=config.momentum_form)
   else:
     tx = absgd_jax.abadam(lr, weight_decay=config.weight_decay)
-  if config.stage2_trainable == "all" or config.stage2_epoch <= 0:
+  if config.stage2_trainable == "all":  # (stage2_epoch = 0 freezes from the first step.)
     return tx, None
   trainable = trainable_mask(params, config.stage2_trainable)
   frozen = jax.tree.map(lambda t: not t, trainable)
   freeze = optax.masked(_zero_updates_from(config.stage2_epoch * steps_per_epoch), frozen)
   return optax.chain(tx, freeze), trainable
+
+
+def initial_weights(config: Config, variables: dict) -> dict:
+  """``config.init_from``'s params and BatchNorm statistics, in the shape of ``variables``.
+
+  A directory is an absgd_jax run (stage 1 of a two-stage run): its latest checkpoint. A file
+  is a torchvision / timm ResNet state dict (see :mod:`absgd_jax.models.pretrained`).
+  """
+  path = config.init_from
+  if os.path.isdir(path):
+    ckpt = Checkpointer(os.path.join(path, "checkpoints"))
+    if ckpt.latest_epoch() is None:
+      raise FileNotFoundError(f"init_from={path!r} has no checkpoint under checkpoints/.")
+    loaded = ckpt.restore_variables(variables, head=config.init_head)
+  else:
+    from absgd_jax.models.pretrained import load_pretrained
+    loaded = load_pretrained(path, variables, head=config.init_head)
+  return loaded
 
 
 class Trainer:
@@ -167,12 +191,21 @@ class Trainer:
     train = self.exp.train
     self.steps_per_epoch = num_batches(len(train), config.batch_size)
     C = config.num_classes
-    self.model = create_model(config.model, C, head=config.head)
-    self.is_cifar = config.dataset != "digits"
+    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
+    self.model = create_model(config.model, C, head=config.head, dtype=dtype)
+    self.is_cifar = config.dataset in ("cifar10", "cifar100")
+    # Images reach the step as uint8 (CIFAR, file lists) and are normalised there.
+    self.norm_stats = ((IMAGENET_MEAN, IMAGENET_STD) if config.streamed
+                       else (CIFAR10_MEAN, CIFAR10_STD) if self.is_cifar else None)
 
     key = jax.random.key(config.seed)
-    sample = jnp.asarray(train.images[:1]).astype(jnp.float32)
+    if config.streamed:
+      sample = jnp.zeros((1, config.crop_size, config.crop_size, 3), jnp.float32)
+    else:
+      sample = jnp.asarray(train.images[:1]).astype(jnp.float32)
     variables = jax.jit(lambda k: self.model.init(k, sample, train=False))(key)
+    if config.init_from:
+      variables = initial_weights(config, variables)
     params = variables["params"]
     self.tx, trainable = make_optimizer(config, self.steps_per_epoch, params)
     self.weigher = make_weigher(config, self.steps_per_epoch)
@@ -196,18 +229,18 @@ class Trainer:
         freeze_from_step=config.stage2_epoch * self.steps_per_epoch,
         l2rw_lr=(learning_rate_schedule(config, self.steps_per_epoch)
                  if config.method == "l2rw" else None))
-    if self.is_cifar and not config.augment:
-      inner = step_fn
+    if self.norm_stats is not None and not (self.is_cifar and config.augment):
+      inner, stats = step_fn, self.norm_stats
 
-      def step_fn(state, batch):  # Normalise without augmenting.
-        batch = {**batch, "images": normalize(batch["images"])}
+      def step_fn(state, batch):  # Normalise without augmenting (on the device).
+        batch = {**batch, "images": normalize(batch["images"], *stats)}
         if "val_images" in batch:
-          batch["val_images"] = normalize(batch["val_images"])
+          batch["val_images"] = normalize(batch["val_images"], *stats)
         return inner(state, batch)
     self.train_step = jax.jit(step_fn, donate_argnums=0,
                               out_shardings=(self.replicated, self.replicated))
     self.eval_step = jax.jit(make_eval_step(self.model, num_classes=C,
-                                            normalize_cifar=self.is_cifar),
+                                            normalize_stats=self.norm_stats),
                              out_shardings=self.replicated)
     self.history: list[dict[str, Any]] = []
     self.checkpointer = (Checkpointer(os.path.join(config.out_dir, "checkpoints"))
@@ -215,10 +248,18 @@ class Trainer:
 
   # --- data -------------------------------------------------------------------------------
 
+  def _stream_options(self):
+    from absgd_jax.data.streaming import StreamOptions
+    c = self.config
+    return StreamOptions(image_size=c.crop_size, resize=c.resize_size, workers=c.data_workers)
+
   def _train_batches(self, epoch: int):
     c, train = self.config, self.exp.train
     balanced = train.labels if c.sampler == "balanced" else None
     batches = epoch_batches(len(train), c.batch_size, c.seed, epoch, balanced_labels=balanced)
+    if c.streamed:
+      yield from self._streamed_train_batches(list(batches), epoch)
+      return
     for i, b in enumerate(batches):
       # Each process reads only its own rows of the global batch (the split _to_global undoes).
       idx = b.indices.reshape(self.num_processes, -1)[jax.process_index()]
@@ -233,6 +274,26 @@ class Trainer:
         local["val_images"] = self.exp.meta.images[meta_idx]
         local["val_labels"] = self.exp.meta.labels[meta_idx]
       yield self._to_global(local)
+
+  def _streamed_train_batches(self, batches, epoch: int):
+    """This process's rows of each global batch, decoded and cropped by grain workers.
+
+    A row's crop is drawn from its position in the global epoch order, so the global batch
+    is the same, pixel for pixel, for any number of processes and workers.
+    """
+    from absgd_jax.data.streaming import stream_images
+    c, train, p = self.config, self.exp.train, jax.process_index()
+    local = c.batch_size // self.num_processes
+    rows = [b.indices.reshape(self.num_processes, -1)[p] for b in batches]
+    positions = [i * c.batch_size + p * local + np.arange(local) for i in range(len(batches))]
+    images = stream_images(train, rows, train=True, seed=(c.seed, epoch), positions=positions,
+                           options=self._stream_options())
+    for b, idx, imgs in zip(batches, rows, images):
+      local_batch = {"images": imgs, "labels": train.labels[idx],
+                     "mask": b.mask.reshape(self.num_processes, -1)[p]}
+      if c.noise != "none":
+        local_batch["flipped"] = self.exp.flipped[idx]
+      yield self._to_global(local_batch)
 
   def _to_global(self, local: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     out = {}
@@ -262,14 +323,20 @@ class Trainer:
     B = self.config.batch_size
     correct = np.zeros(self.config.num_classes)
     count = np.zeros(self.config.num_classes)
-    n = len(dataset)
+    n, p = len(dataset), jax.process_index()
+    rows, masks = [], []
     for start in range(0, n, B):
       idx = np.arange(start, start + B)
       mask = idx < n
-      idx = np.where(mask, idx, 0)
-      rows = idx.reshape(self.num_processes, -1)[jax.process_index()]
-      local = {"images": dataset.images[rows], "labels": dataset.labels[rows],
-               "mask": mask.reshape(self.num_processes, -1)[jax.process_index()]}
+      rows.append(np.where(mask, idx, 0).reshape(self.num_processes, -1)[p])
+      masks.append(mask.reshape(self.num_processes, -1)[p])
+    if self.config.streamed:
+      from absgd_jax.data.streaming import stream_images
+      images = stream_images(dataset, rows, train=False, options=self._stream_options())
+    else:
+      images = (dataset.images[r] for r in rows)
+    for r, mask, imgs in zip(rows, masks, images):
+      local = {"images": imgs, "labels": dataset.labels[r], "mask": mask}
       out = jax.device_get(self.eval_step(self.state, self._to_global(local)))
       correct += out["class_correct"]
       count += out["class_count"]
