@@ -19,15 +19,45 @@ def slug(text: str) -> str:
   return "".join(c if c.isalnum() else "_" for c in text)
 
 
-def train_once(path: str, config: Any, fields: dict[str, Any]) -> dict[str, Any]:
+def claim(path: str) -> bool:
+  """Claims the run whose record is ``path`` for this process (a ``.lock`` file made with
+  O_EXCL), so that several workers share one queue without training a run twice. A lock
+  whose process has died is taken over."""
+  lock = path + ".lock"
+  os.makedirs(os.path.dirname(lock) or ".", exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(lock) as f:
+          pid = int(f.read().strip() or 0)
+        os.kill(pid, 0)  # Raises if that process is gone.
+        return False
+      except (ProcessLookupError, ValueError, FileNotFoundError):
+        try:
+          os.remove(lock)
+        except FileNotFoundError:
+          pass
+        continue
+    with os.fdopen(fd, "w") as f:
+      f.write(str(os.getpid()))
+    return True
+  return False
+
+
+def train_once(path: str, config: Any, fields: dict[str, Any]) -> dict[str, Any] | None:
   """Trains ``config`` unless ``path`` holds its record already; returns the record.
 
   The record holds ``fields`` (what the table groups by), the config, the final metrics, and
-  the per-epoch history of the test accuracy and of the per-class mean ABSGD weight.
+  the per-epoch history of the test accuracy and of the per-class mean ABSGD weight. Returns
+  None if another worker is training it.
   """
   if os.path.exists(path):
     with open(path) as f:
       return json.load(f)
+  if not claim(path):
+    return None
   from absgd_jax.train import Trainer
   t0 = time.time()
   trainer = Trainer(config, progress=False, log=False)
@@ -43,6 +73,7 @@ def train_once(path: str, config: Any, fields: dict[str, Any]) -> dict[str, Any]
   with open(path + ".tmp", "w") as f:
     json.dump(record, f)
   os.replace(path + ".tmp", path)
+  os.remove(path + ".lock")
   return record
 
 
