@@ -1,6 +1,7 @@
 """Large-scale data: split lists, ImageNet-style transforms, grain streaming, and training on
 streamed files on 1 and 8 devices and 2 processes, two-stage from a checkpoint."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -228,6 +229,24 @@ def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(tmp_path):
     Trainer(bad, progress=False, log=False)
   assert Trainer(_list_config(tmp_path, init_from=str(tmp_path / "stage1"), classes=5,
                               init_head="drop"), progress=False, log=False)
+
+
+def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(tmp_path):
+  from absgd_jax.models import create_model, flax_to_torch_state_dict
+  from absgd_jax.train import Trainer
+  source = create_model("resnet18", 1000)  # An "ImageNet" model with 1000 classes.
+  src = source.init(jax.random.key(7), np.zeros((1, 24, 24, 3), np.float32), train=False)
+  np.savez(tmp_path / "r18.npz", **flax_to_torch_state_dict(src))
+  cfg = _list_config(tmp_path, model="resnet18", init_from=str(tmp_path / "r18.npz"),
+                     init_head="drop")
+  t = Trainer(cfg, progress=False, log=False)
+  got = jax.device_get(t.state.params)
+  np.testing.assert_array_equal(got["stem_conv"]["kernel"], src["params"]["stem_conv"]["kernel"])
+  np.testing.assert_array_equal(jax.device_get(t.state.batch_stats)["stage4_block2"]["bn2"]["var"],
+                                src["batch_stats"]["stage4_block2"]["bn2"]["var"])
+  assert got["head"]["kernel"].shape == (512, 4)
+  with pytest.raises(ValueError, match="fc"):  # 1000 classes into 4, without init_head=drop.
+    Trainer(dataclasses.replace(cfg, init_head="keep"), progress=False, log=False)
 
 
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
