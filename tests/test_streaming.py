@@ -206,6 +206,22 @@ def test_streamed_training_is_the_same_on_one_and_eight_devices(tmp_path):
   assert s1["train_size"] == 90
 
 
+def test_a_streamed_run_resumed_from_its_checkpoint_continues_exactly(tmp_path):
+  from absgd_jax.train import Trainer
+  straight = Trainer(_list_config(tmp_path, epochs=2, out_dir=str(tmp_path / "a")),
+                     progress=False, log=False)
+  straight.fit()
+  first = Trainer(_list_config(tmp_path, epochs=1, checkpoint=True, out_dir=str(tmp_path / "b")),
+                  progress=False, log=False)
+  first.fit()
+  resumed = Trainer(_list_config(tmp_path, epochs=2, checkpoint=True,
+                                 out_dir=str(tmp_path / "b")), progress=False, log=False)
+  resumed.fit()
+  assert [r["epoch"] for r in resumed.history] == [0, 1]
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state.params),
+               jax.device_get(resumed.state.params))
+
+
 def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(tmp_path):
   from absgd_jax.train import Trainer
   stage1 = Trainer(_list_config(tmp_path, method="sgd", checkpoint=True,
