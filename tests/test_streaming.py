@@ -47,8 +47,11 @@ def test_split_list_reads_paths_with_spaces_and_names_bad_lines(tmp_path):
   path = make_image_list(str(tmp_path), counts=(3, 2))
   ds = data.read_split_list(path, tmp_path)
   assert len(ds) == 5 and ds.class_counts().tolist() == [3, 2]
-  assert ds.paths[0] == "class 0/train_000.jpg" and os.path.exists(ds.full_path(0))
+  assert ds.path(0) == "class 0/train_000.jpg" and os.path.exists(ds.full_path(0))
+  assert ds.paths.dtype.kind == "S"  # One byte per character.
   assert data.read_split_list(path, tmp_path, num_classes=4).num_classes == 4
+  (tmp_path / "places.txt").write_text("/a/abbey/1.jpg\t3\n")  # Tab, leading slash.
+  assert data.read_split_list(tmp_path / "places.txt", tmp_path).path(0) == "a/abbey/1.jpg"
   (tmp_path / "bad.txt").write_text("a.jpg 0\n\nb.jpg x\n")
   with pytest.raises(ValueError, match=r"bad.txt:3: expected 'relative/path label'"):
     data.read_split_list(tmp_path / "bad.txt", tmp_path)
@@ -65,7 +68,8 @@ def test_inat_json_labels_come_from_annotations(tmp_path):
                         {"id": 2, "name": "plant"}]}
   (tmp_path / "train2018.json").write_text(json.dumps(doc))
   ds = data.read_inat_json(tmp_path / "train2018.json", tmp_path)
-  assert ds.paths.tolist() == ["train_val2018/Plantae/2/a.jpg", "train_val2018/Aves/0/b.jpg"]
+  assert [ds.path(0), ds.path(1)] == ["train_val2018/Plantae/2/a.jpg",
+                                      "train_val2018/Aves/0/b.jpg"]
   assert ds.labels.tolist() == [2, 0] and ds.num_classes == 3
   assert ds.class_names == ("bird", "x", "plant")
   doc["annotations"].pop()
@@ -274,7 +278,12 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
   assert t.state.w_state.log_s.dtype == np.float32
   logits = t.model.apply({"params": t.state.params, "batch_stats": t.state.batch_stats},
                          np.zeros((1, 24, 24, 3), np.float32), train=False)
-  assert logits.dtype == jax.numpy.bfloat16
+  assert logits.dtype == np.float32  # The head computes in float32 ...
+  conv_out = t.model.apply({"params": t.state.params, "batch_stats": t.state.batch_stats},
+                           np.zeros((1, 24, 24, 3), np.float32), train=False,
+                           capture_intermediates=True, mutable=["intermediates"])[1]
+  dtypes = {x.dtype for x in jax.tree.leaves(conv_out["intermediates"])}
+  assert np.dtype(jax.numpy.bfloat16) in dtypes  # ... the body in bfloat16.
 
 
 _WORKER = textwrap.dedent("""

@@ -105,7 +105,10 @@ def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path):
     changed = not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(snap[0][name]),
                                                            jax.tree.leaves(params[name])))
     assert changed == (name == "head"), name
-  jax.tree.map(np.testing.assert_array_equal, snap[1], stats)
+  # The frozen layers' BatchNorm statistics go on tracking the data (torch's behaviour), so
+  # training and testing normalise the head's features alike.
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(snap[1]),
+                                                      jax.tree.leaves(stats)))
   assert rec["log_s"] != 0.0 and rec["max_weight"] > 1.0  # stage 2: real weights
 
 

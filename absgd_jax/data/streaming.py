@@ -37,7 +37,6 @@ from absgd_jax.data.imagenet_transforms import decode_rgb, random_resized_crop, 
 
 try:
   import grain.python as grain
-  from grain._src.python.record import RecordMetadata  # What a grain sampler returns.
 except ImportError as e:
   raise ImportError("streaming image files needs grain: pip install 'absgd_jax[scale]' "
                     "(or pip install grain).") from e
@@ -79,7 +78,7 @@ class _FileSource:
       with open(path, "rb") as f:
         data = f.read()
     except OSError as e:
-      raise FileNotFoundError(f"cannot read {path} (listed as {self._ds.paths[int(i)]!r} "
+      raise FileNotFoundError(f"cannot read {path} (listed as {self._ds.path(int(i))!r} "
                               f"under root {self._ds.root!r}): {e}") from e
     return {"data": data, "label": np.int32(self._ds.labels[int(i)]), "path": path}
 
@@ -98,8 +97,9 @@ class _ListSampler:
       raise IndexError(index)
     rng = None
     if self._seeds is not None:
-      rng = np.random.default_rng([*self._base, int(self._seeds[index])])
-    return RecordMetadata(index=index, record_key=int(self._keys[index]), rng=rng)
+      # The 1 keeps [seed, epoch, 1, pos] apart from the [seed, epoch] of the epoch's permutation.
+      rng = np.random.default_rng([*self._base, 1, int(self._seeds[index])])
+    return grain.RecordMetadata(index=index, record_key=int(self._keys[index]), rng=rng)
 
 
 class _TrainTransform(grain.RandomMapTransform):
@@ -150,7 +150,7 @@ def stream_images(dataset: FileDataset, rows: Sequence[np.ndarray], *, train: bo
     train: random-resized crop + flip (True) or resize + center crop (False).
     seed: with ``positions``, seeds the training crops; e.g. ``(run seed, epoch)``.
     positions: per batch, each row's position in the global epoch order; a training crop is
-      drawn from ``default_rng([*seed, position])``. Required when ``train``.
+      drawn from ``default_rng([*seed, 1, position])``. Required when ``train``.
     options: sizes and parallelism.
   """
   if not rows:

@@ -63,7 +63,7 @@ class CNN4(nn.Module):
     widths: channels of the conv blocks.
     hidden: width of the dense layer before the head.
     head: "linear" or "cosine" (see :mod:`absgd_jax.models.heads`).
-    dtype: computation dtype, e.g. ``jnp.bfloat16``; the logits have it.
+    dtype: computation dtype, e.g. ``jnp.bfloat16``; the classifier head computes in float32.
     param_dtype: dtype of the parameters and BatchNorm statistics.
     axis_name: pmap / shard_map axis for global BatchNorm statistics, or None.
 

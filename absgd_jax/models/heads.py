@@ -91,7 +91,8 @@ def classifier_head(
   Args:
     kind: "linear" (a dense layer with bias) or "cosine" (:class:`CosineClassifier`).
     num_classes: number of outputs.
-    dtype: computation dtype (and dtype of the logits).
+    dtype: computation dtype, raised to at least float32: the logits feed the losses and
+      the ABSGD weights exp(L / lam), where bfloat16 would round a logit of 20 by 0.06.
     param_dtype: dtype of the parameters.
     linear_init: kernel initialiser of the "linear" head; None for PyTorch's ``nn.Linear``
       default. The "cosine" head always starts from U(-1, 1): only directions matter to it.
@@ -103,6 +104,7 @@ def classifier_head(
   Raises:
     ValueError: for an unknown ``kind``, listing the valid ones.
   """
+  dtype = jnp.promote_types(dtype, jnp.float32)
   if kind == "linear":
     return nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype,
                     kernel_init=linear_init or torch_linear_default, name=name)

@@ -26,7 +26,7 @@ class MLP(nn.Module):
     num_classes: number of classes.
     hidden: widths of the hidden layers.
     head: "linear" or "cosine" (see :mod:`absgd_jax.models.heads`).
-    dtype: computation dtype, e.g. ``jnp.bfloat16``; the logits have it.
+    dtype: computation dtype, e.g. ``jnp.bfloat16``; the classifier head computes in float32.
     param_dtype: dtype of the parameters.
     axis_name: unused (no BatchNorm); kept for a uniform model interface.
 

@@ -49,7 +49,7 @@ class ResNet(nn.Module):
     cifar_stem: 3x3/stride-1 stem without max-pool (True) or 7x7/stride-2 + max-pool (False).
     zero_init_residual: start each block's last BN scale at 0.
     head: "linear" or "cosine" (see :mod:`absgd_jax.models.heads`).
-    dtype: computation dtype, e.g. ``jnp.bfloat16``; the logits have it.
+    dtype: computation dtype, e.g. ``jnp.bfloat16``; the classifier head computes in float32.
     param_dtype: dtype of the parameters and BatchNorm statistics.
     axis_name: pmap / shard_map axis for global BatchNorm statistics, or None.
 

@@ -38,7 +38,8 @@ class CifarResNet(nn.Module):
     widths: channels of the 3 stages.
     shortcut: "A" (zero-padding identity, default, as the authors' code) or "B" (1x1 conv + BN).
     head: "linear" or "cosine" (see :mod:`absgd_jax.models.heads`).
-    dtype: computation dtype, e.g. ``jnp.bfloat16`` for mixed precision; the logits have it.
+    dtype: computation dtype, e.g. ``jnp.bfloat16`` for mixed precision; the head computes
+      in float32.
     param_dtype: dtype of the parameters and BatchNorm statistics.
     axis_name: pmap / shard_map axis for global BatchNorm statistics, or None.
 

@@ -12,14 +12,20 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
 
 class Checkpointer:
   """Saves after every epoch (keeping the newest ``keep``) and restores the latest."""
 
   def __init__(self, directory: str, keep: int = 2):
+    # Local paths are made absolute (orbax wants that); gs:// and other URLs are kept as they
+    # are, so that every host of a pod writes to the one shared location.
+    directory = str(directory)
+    if "://" not in directory:
+      directory = os.path.abspath(directory)
     self._manager = ocp.CheckpointManager(
-        os.path.abspath(directory),
+        epath.Path(directory),
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
     )
 
@@ -52,8 +58,18 @@ class Checkpointer:
       ValueError: naming the first parameter whose name or shape differs.
     """
     epoch = self.latest_epoch() if epoch is None else epoch
-    saved = self._manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore()))["state"]
+    path = epath.Path(self._manager.directory) / str(epoch) / "state"
+    # Only these two collections, read as host NumPy arrays: no sharding is taken from the
+    # file, so a stage-1 checkpoint of 64 chips restores on 8, and the optimizer state (of
+    # another optimizer) is not read at all.
+    checkpointer = ocp.PyTreeCheckpointer()
+    meta = checkpointer.metadata(path)
+    meta = getattr(meta, "item_metadata", meta)  # orbax versions differ in the wrapping.
+    tree = getattr(meta, "tree", meta)
+    wanted = {k: tree[k] for k in ("params", "batch_stats") if k in tree}
+    saved = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
+        item=wanted, partial_restore=True,
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)))
     out = dict(variables)
     for collection in ("params", "batch_stats"):
       if collection in variables:

@@ -69,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
     return 2
   if not args.no_plots and jax.process_index() == 0 and trainer.history:
     from absgd_jax.train.plots import plot_run
-    plot_run(trainer.history, config.out_dir, trainer.exp.train.class_names)
+    if "://" in config.out_dir:  # matplotlib writes local files: plot, then copy them over.
+      import tempfile
+      from etils import epath
+      with tempfile.TemporaryDirectory() as tmp:
+        for path in plot_run(trainer.history, tmp, trainer.exp.train.class_names):
+          with open(path, "rb") as f:
+            (epath.Path(config.out_dir) / os.path.basename(path)).write_bytes(f.read())
+    else:
+      plot_run(trainer.history, config.out_dir, trainer.exp.train.class_names)
   final = summary["final"]
   print(json.dumps({k: final.get(k) for k in ("epoch", "train_loss", "test_acc",
                                               "test_balanced_acc", "test_many_shot_acc",

@@ -149,6 +149,12 @@ class Config:
     if self.dataset in FILE_DATASETS and self.method == "l2rw":
       raise ValueError("method='l2rw' needs an in-memory meta set; it is not available for "
                        "streamed file-list data sets.")
+    if not 0 < self.crop_size <= self.resize_size:
+      raise ValueError(f"need 0 < crop_size <= resize_size; got crop_size={self.crop_size}, "
+                       f"resize_size={self.resize_size}.")
+    if self.lr_schedule == "cosine" and self.lr_decay_epochs:
+      raise ValueError("lr_schedule='cosine' decays to 0 by itself; drop lr_decay_epochs "
+                       f"({self.lr_decay_epochs}) or use lr_schedule='step'.")
     for name in ("image_size", "n_max", "crop_padding", "classes", "data_workers"):
       if getattr(self, name) < 0:
         raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}.")

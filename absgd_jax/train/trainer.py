@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import absgd_jax
@@ -30,7 +31,7 @@ from absgd_jax.data.augment import normalize
 from absgd_jax.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from absgd_jax.data.imagenet_transforms import IMAGENET_MEAN, IMAGENET_STD
 from absgd_jax.models import create_model
-from absgd_jax.models.freezing import last_block_name, trainable_mask
+from absgd_jax.models.freezing import trainable_mask
 from absgd_jax.train import experiment_data
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import Config
@@ -150,16 +151,27 @@ def initial_weights(config: Config, variables: dict) -> dict:
   A directory is an absgd_jax run (stage 1 of a two-stage run): its latest checkpoint. A file
   is a torchvision / timm ResNet state dict (see :mod:`absgd_jax.models.pretrained`).
   """
-  path = config.init_from
-  if os.path.isdir(path):
-    ckpt = Checkpointer(os.path.join(path, "checkpoints"))
+  path = epath.Path(config.init_from)
+  if not path.exists():
+    raise FileNotFoundError(
+        f"init_from={config.init_from!r} is neither a run directory nor a weights file. For "
+        f"stage 2, run stage 1 first (its out_dir); for ImageNet weights, see "
+        f"docs/large_scale.md.")
+  if path.is_dir():
+    ckpt = Checkpointer(str(path / "checkpoints"))
     if ckpt.latest_epoch() is None:
-      raise FileNotFoundError(f"init_from={path!r} has no checkpoint under checkpoints/.")
-    loaded = ckpt.restore_variables(variables, head=config.init_head)
-  else:
-    from absgd_jax.models.pretrained import load_pretrained
-    loaded = load_pretrained(path, variables, head=config.init_head)
-  return loaded
+      raise FileNotFoundError(f"init_from={config.init_from!r} has no checkpoint under "
+                              f"checkpoints/: did its run finish an epoch?")
+    return ckpt.restore_variables(variables, head=config.init_head)
+  from absgd_jax.models.pretrained import load_pretrained
+  return load_pretrained(config.init_from, variables, head=config.init_head)
+
+
+def _write_atomically(path: epath.Path, text: str) -> None:
+  """Writes ``text`` to ``path`` through a temporary file (local disk, GCS, ...)."""
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text(text)
+  tmp.replace(path)
 
 
 class Trainer:
@@ -209,11 +221,11 @@ class Trainer:
     params = variables["params"]
     self.tx, trainable = make_optimizer(config, self.steps_per_epoch, params)
     self.weigher = make_weigher(config, self.steps_per_epoch)
+    # Frozen layers keep their weights but, in train mode, go on normalising with batch
+    # statistics and tracking them, as torch's requires_grad=False under model.train() does
+    # (the authors' code). Freezing the running statistics instead would train the head on
+    # batch-normalised features and test it on differently normalised ones.
     batch_stats = variables.get("batch_stats", {})
-    frozen_stats = None
-    if trainable is not None and batch_stats:
-      keep = {"head", last_block_name(params)} if config.stage2_trainable == "fc+lb" else {"head"}
-      frozen_stats = {k: jax.tree.map(lambda _: k not in keep, v) for k, v in batch_stats.items()}
     w_state = (self.weigher or absgd_jax.absgd_weights(1.0)).init()
     state = TrainState(step=jnp.zeros([], jnp.int32), params=params, batch_stats=batch_stats,
                        opt_state=self.tx.init(params), w_state=w_state,
@@ -225,8 +237,6 @@ class Trainer:
         make_loss_fn(config, self.exp.train_class_counts, self.steps_per_epoch),
         num_classes=C, augment=self.is_cifar and config.augment,
         crop_padding=config.crop_padding,
-        frozen_stats_mask=frozen_stats,
-        freeze_from_step=config.stage2_epoch * self.steps_per_epoch,
         l2rw_lr=(learning_rate_schedule(config, self.steps_per_epoch)
                  if config.method == "l2rw" else None))
     if self.norm_stats is not None and not (self.is_cifar and config.augment):
@@ -243,7 +253,7 @@ class Trainer:
                                             normalize_stats=self.norm_stats),
                              out_shardings=self.replicated)
     self.history: list[dict[str, Any]] = []
-    self.checkpointer = (Checkpointer(os.path.join(config.out_dir, "checkpoints"))
+    self.checkpointer = (Checkpointer(str(epath.Path(config.out_dir) / "checkpoints"))
                          if config.checkpoint else None)
 
   # --- data -------------------------------------------------------------------------------
@@ -353,7 +363,9 @@ class Trainer:
   def fit(self) -> dict[str, Any]:
     """Trains to ``config.epochs`` (resuming from the latest checkpoint) and returns a summary."""
     c = self.config
-    os.makedirs(c.out_dir, exist_ok=True)
+    out = epath.Path(c.out_dir)  # A local folder or a gs:// (etc.) location.
+    if jax.process_index() == 0 and self.log:
+      out.mkdir(parents=True, exist_ok=True)
     start = self.restore()
     t0 = time.perf_counter()
     epochs = range(start, c.epochs)
@@ -369,7 +381,7 @@ class Trainer:
             f"training diverged in epoch {epoch}: the mean training loss is "
             f"{record['train_loss']}. Lower lr (now {c.lr}) or raise |lam| (now {c.lam}). "
             + ("The last good checkpoint is kept in "
-               f"{os.path.join(c.out_dir, 'checkpoints')}." if self.checkpointer else ""))
+               f"{out / 'checkpoints'}." if self.checkpointer else ""))
       record["epoch_time_s"] = time.perf_counter() - te
       record["images_per_s"] = len(self.exp.train) / record["epoch_time_s"]
       if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
@@ -378,8 +390,10 @@ class Trainer:
           record.update(self.evaluate(self.exp.val, "val"))
       self.history.append(record)
       if jax.process_index() == 0 and self.log:
-        with open(os.path.join(c.out_dir, "metrics.jsonl"), "a") as f:
-          f.write(json.dumps(record) + "\n")
+        # The whole history, rewritten: it matches the checkpoint after a resume, and object
+        # stores such as GCS cannot append.
+        _write_atomically(out / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in self.history))
       if self.checkpointer is not None:
         self.checkpointer.save(epoch, self.state, {"epoch": epoch, "history": self.history})
       if bar is not None:
@@ -399,8 +413,8 @@ class Trainer:
         "platform": jax.default_backend(),
     }
     if jax.process_index() == 0 and self.log:
-      with open(os.path.join(c.out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=1, default=_json_default)
+      _write_atomically(out / "summary.json",
+                        json.dumps(summary, indent=1, default=_json_default))
     return summary
 
 
