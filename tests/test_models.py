@@ -25,6 +25,7 @@ INPUTS = {  # name -> (input shape, extra kwargs)
     "resnet18": (CIFAR, {"cifar_stem": True}),
     "resnet34": (CIFAR, {"cifar_stem": False}),
     "resnet50": ((1, 32, 32, 3), {}),
+    "resnet101": ((1, 32, 32, 3), {}),
     "resnet152": ((1, 32, 32, 3), {}),
     "cnn4": (CIFAR, {}),
     "mlp": ((2, 8, 8), {}),
@@ -71,7 +72,8 @@ def test_output_shape_and_dtypes(name):
   shape, kwargs = INPUTS[name]
   x = jnp.zeros(shape)
   combos = (("linear", jnp.float32), ("cosine", jnp.bfloat16))
-  for head, dtype in combos[:1] if name == "resnet152" else combos:  # 152 traces slowly.
+  slow = name in ("resnet101", "resnet152")  # They trace slowly.
+  for head, dtype in combos[:1] if slow else combos:
     model = models.create_model(name, 7, head=head, dtype=dtype, **kwargs)
     variables = abstract_variables(model, x)
     logits = jax.eval_shape(functools.partial(model.apply, train=False), variables, x)
@@ -154,6 +156,7 @@ def test_cifar_resnet_parameter_count(name, n, shortcut, k):
     ("resnet18", 11_689_512),
     ("resnet34", 21_797_672),
     ("resnet50", 25_557_032),
+    ("resnet101", 44_549_160),
     ("resnet152", 60_192_808),
 ])
 def test_imagenet_resnet_parameter_count(name, expected):
