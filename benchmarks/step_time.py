@@ -85,6 +85,9 @@ def main(argv=None):
   ap.add_argument("--json", default=None, help="write the results here")
   ap.add_argument("--l2rw", action="store_true",
                   help="also time learning to reweight (Ren et al. 2018)")
+  ap.add_argument("--shard", action="store_true",
+                  help="shard the batch over every device (e.g. N CPU devices from XLA_FLAGS="
+                       "--xla_force_host_platform_device_count=N), the state replicated")
   args = ap.parse_args(argv)
 
   model = create_model(args.model, args.classes)
@@ -92,6 +95,12 @@ def main(argv=None):
   images = jnp.asarray(rng.normal(size=(args.batch, args.image, args.image, 3)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, args.classes, size=args.batch), jnp.int32)
   variables = jax.jit(lambda k: model.init(k, images[:1], train=False))(jax.random.key(0))
+  if args.shard:
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    images = jax.device_put(images, NamedSharding(mesh, PartitionSpec("data")))
+    labels = jax.device_put(labels, NamedSharding(mesh, PartitionSpec("data")))
+    variables = jax.device_put(variables, NamedSharding(mesh, PartitionSpec()))
   opt = absgd_jax.absgd(0.1, momentum=0.9, weight_decay=2e-4)
   weigher = absgd_jax.absgd_weights(lam=5.0, gamma=0.9)
   steps = make_steps(model, opt, weigher)
