@@ -21,21 +21,12 @@ import optax
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from cpu_conv_variants import timed  # noqa: E402
 from vs_pytorch import torch_resnet32  # noqa: E402
 
 from absgd_jax.models import create_model  # noqa: E402
 
 B = 128
-
-
-def jax_median(f, *args, n=5):
-  jax.block_until_ready(f(*args))
-  times = []
-  for _ in range(n):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def torch_median(f, n=5):
@@ -61,8 +52,8 @@ def main():
     return optax.softmax_cross_entropy_with_integer_labels(logits, yj).mean()
 
   p, bs = variables["params"], variables["batch_stats"]
-  print("jax fwd %.3f fwd+bwd %.3f" % (jax_median(jax.jit(loss), p, bs),
-                                        jax_median(jax.jit(jax.grad(loss)), p, bs)))
+  print("jax fwd %.3f fwd+bwd %.3f" % (timed(jax.jit(loss), p, bs, n=5) / 1e3,
+                                        timed(jax.jit(jax.grad(loss)), p, bs, n=5) / 1e3))
 
   net = torch_resnet32(torch).to(memory_format=torch.channels_last)
   xt = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
@@ -75,7 +66,7 @@ def main():
   xin = jnp.asarray(np.random.default_rng(3).normal(size=(B, 32, 32, 16)).astype(np.float32))
   conv = jax.jit(lambda a, b: jax.lax.conv_general_dilated(
       a, b, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")))
-  print("jax conv3x3 16ch fwd %.4f" % jax_median(conv, xin, w, n=20))
+  print("jax conv3x3 16ch fwd %.4f" % (timed(conv, xin, w, n=20) / 1e3))
   c = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
   xi = torch.randn(B, 16, 32, 32).contiguous(memory_format=torch.channels_last)
   with torch.no_grad():

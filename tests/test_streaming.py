@@ -4,8 +4,6 @@ streamed files on 1 and 8 devices and 2 processes, two-stage from a checkpoint."
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -15,6 +13,7 @@ from PIL import Image
 
 from absgd_jax import data
 from absgd_jax.data import imagenet_transforms as T
+from processes import launch
 
 pytest.importorskip("grain", reason="the streaming pipeline needs grain (absgd_jax[scale])")
 from absgd_jax.data.streaming import StreamOptions, stream_images  # noqa: E402
@@ -319,23 +318,8 @@ def test_two_processes_stream_their_own_rows_and_match_one(tmp_path):
   cfg = _list_config(tmp_path)  # Writes the image lists.
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-
-  def launch(nproc, devices_each):
-    import socket
-    with socket.socket() as s:
-      s.bind(("localhost", 0))
-      port = str(s.getsockname()[1])
-    e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
-    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(nproc), port,
-                               str(tmp_path), cfg.data_dir], env=e, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for i in range(nproc)]
-    for p in procs:
-      out, _ = p.communicate(timeout=300)
-      assert p.returncode == 0, out.decode()[-3000:]
-
-  launch(1, 2)
-  launch(2, 1)
+  launch(script, 1, 2, str(tmp_path), cfg.data_dir)
+  launch(script, 2, 1, str(tmp_path), cfg.data_dir)
   single = np.load(tmp_path / "params_1_0.npz")
   for pid in range(2):
     multi = np.load(tmp_path / f"params_2_{pid}.npz")

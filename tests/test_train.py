@@ -3,8 +3,6 @@
 import dataclasses
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import jax
@@ -14,6 +12,7 @@ import pytest
 import absgd_jax
 from absgd_jax.train import DivergenceError, Trainer, make_config
 from absgd_jax.train import experiment_data
+from processes import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -172,30 +171,11 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def _free_port():
-  import socket
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
 def test_two_processes_match_one_process(tmp_path):
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT)
-
-  def launch(nproc, devices_each):
-    e = dict(env, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
-    port = str(_free_port())
-    procs = [subprocess.Popen([sys.executable, str(script), str(i), str(nproc), port,
-                               str(tmp_path)], env=e, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT) for i in range(nproc)]
-    for p in procs:
-      out, _ = p.communicate(timeout=300)
-      assert p.returncode == 0, out.decode()[-3000:]
-
-  launch(1, 8)
-  launch(2, 4)
+  launch(script, 1, 8, str(tmp_path))
+  launch(script, 2, 4, str(tmp_path))
   single = np.load(tmp_path / "params_1_0.npz")
   for pid in range(2):
     multi = np.load(tmp_path / f"params_2_{pid}.npz")

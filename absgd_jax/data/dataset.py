@@ -57,8 +57,34 @@ def check_labels(labels: Any, num_classes: int, *, name: str = "labels") -> np.n
   return arr.astype(np.int32)
 
 
+class LabelledRows:
+  """What every data set here shares: labelled rows that can be counted, subset and relabelled.
+
+  A subclass is a frozen dataclass with ``labels`` and ``num_classes`` and names its per-row
+  fields in ``ROW_FIELDS``; imbalance, label noise and the splits use only these methods.
+  """
+
+  ROW_FIELDS: tuple[str, ...] = ("labels",)
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def class_counts(self) -> np.ndarray:
+    """The number of examples of each class, ``[C]``."""
+    return np.bincount(self.labels, minlength=self.num_classes)
+
+  def subset(self, indices: Sequence[int] | np.ndarray):
+    """The examples at ``indices``, in that order (copies of the arrays)."""
+    idx = np.asarray(indices, dtype=np.int64)
+    return dataclasses.replace(self, **{f: getattr(self, f)[idx] for f in self.ROW_FIELDS})
+
+  def with_labels(self, labels: np.ndarray):
+    """The same examples with other labels (e.g. noisy ones), checked against ``num_classes``."""
+    return dataclasses.replace(self, labels=labels)
+
+
 @dataclasses.dataclass(frozen=True)
-class ArrayDataset:
+class ArrayDataset(LabelledRows):
   """Images and labels held as NumPy arrays, with the class names.
 
   Attributes:
@@ -83,6 +109,7 @@ class ArrayDataset:
   num_classes: int
   class_names: tuple[str, ...]
   meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+  ROW_FIELDS = ("images", "labels")
 
   def __post_init__(self):
     labels = check_labels(self.labels, self.num_classes)
@@ -98,18 +125,3 @@ class ArrayDataset:
     object.__setattr__(self, "class_names", names)
     object.__setattr__(self, "num_classes", int(self.num_classes))
 
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def class_counts(self) -> np.ndarray:
-    """The number of examples of each class, ``[C]``."""
-    return np.bincount(self.labels, minlength=self.num_classes)
-
-  def subset(self, indices: Sequence[int] | np.ndarray) -> ArrayDataset:
-    """The examples at ``indices``, in that order (copies of the arrays)."""
-    idx = np.asarray(indices, dtype=np.int64)
-    return dataclasses.replace(self, images=self.images[idx], labels=self.labels[idx])
-
-  def with_labels(self, labels: np.ndarray) -> ArrayDataset:
-    """The same images with other labels (e.g. noisy ones), checked against ``num_classes``."""
-    return dataclasses.replace(self, labels=labels)

@@ -26,16 +26,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from absgd_jax.data.dataset import check_labels
+from absgd_jax.data.dataset import LabelledRows, check_labels
 
 
 @dataclasses.dataclass(frozen=True)
-class FileDataset:
+class FileDataset(LabelledRows):
   """Image files under ``root`` and their labels; the images themselves stay on disk.
 
   Attributes:
@@ -54,6 +54,7 @@ class FileDataset:
   num_classes: int
   class_names: tuple[str, ...] = ()
   meta: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False)
+  ROW_FIELDS = ("paths", "labels")
 
   def __post_init__(self):
     labels = check_labels(self.labels, self.num_classes)
@@ -70,22 +71,6 @@ class FileDataset:
     object.__setattr__(self, "paths", paths)
     object.__setattr__(self, "class_names", names)
     object.__setattr__(self, "num_classes", int(self.num_classes))
-
-  def __len__(self) -> int:
-    return len(self.labels)
-
-  def class_counts(self) -> np.ndarray:
-    """The number of examples of each class, ``[C]``."""
-    return np.bincount(self.labels, minlength=self.num_classes)
-
-  def subset(self, indices: Sequence[int] | np.ndarray) -> FileDataset:
-    """The examples at ``indices``, in that order."""
-    idx = np.asarray(indices, dtype=np.int64)
-    return dataclasses.replace(self, paths=self.paths[idx], labels=self.labels[idx])
-
-  def with_labels(self, labels: np.ndarray) -> FileDataset:
-    """The same files with other labels (e.g. noisy ones)."""
-    return dataclasses.replace(self, labels=labels)
 
   def path(self, i: int) -> str:
     """The ``i``-th relative path."""
