@@ -40,7 +40,8 @@ def test_absgd_is_eq2(momentum, wd):
 def test_absgd_is_eq2_with_a_learning_rate_schedule():
   grads, w0 = _grads(1), np.ones(5)
   sched = optax.piecewise_constant_schedule(0.1, {4: 0.01, 8: 0.1})
-  got = _run(absgd_jax.absgd(sched, momentum=0.9, weight_decay=2e-4), grads, w0)
+  got = _run(absgd_jax.absgd(sched, momentum=0.9, weight_decay=2e-4, momentum_form="paper"),
+             grads, w0)
   want = heavy_ball_reference(grads, w0, [float(sched(t)) for t in range(12)], 0.9, 2e-4)
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
 
@@ -56,18 +57,20 @@ def test_absgd_matches_optax_sgd_at_constant_rate():
 def test_pytorch_form_is_torch_sgd_with_a_learning_rate_schedule(momentum, wd):
   grads, w0 = _grads(5), np.linspace(-1, 1, 5)
   sched = optax.piecewise_constant_schedule(0.1, {4: 0.01, 8: 0.1})
-  got = _run(absgd_jax.absgd(sched, momentum=momentum, weight_decay=wd,
-                             momentum_form="pytorch"), grads, w0)
+  got = _run(absgd_jax.absgd(sched, momentum=momentum, weight_decay=wd), grads, w0)
   want = pytorch_sgd_reference(grads, w0, [float(sched(t)) for t in range(12)], momentum, wd)
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
+  # The default form is optax's own SGD with coupled weight decay, under a schedule too.
+  optax_sgd = optax.chain(optax.add_decayed_weights(wd), optax.sgd(sched, momentum=momentum))
+  np.testing.assert_allclose(np.array(got), np.array(_run(optax_sgd, grads, w0)),
+                             rtol=1e-5, atol=1e-6)
 
 
 def test_the_two_momentum_forms_agree_until_the_rate_changes():
   grads, w0 = _grads(6), np.ones(5)
   sched = optax.piecewise_constant_schedule(0.1, {6: 0.01})
-  paper = np.array(_run(absgd_jax.absgd(sched, momentum=0.9), grads, w0))
-  torch_form = np.array(_run(absgd_jax.absgd(sched, momentum=0.9, momentum_form="pytorch"),
-                             grads, w0))
+  paper = np.array(_run(absgd_jax.absgd(sched, momentum=0.9, momentum_form="paper"), grads, w0))
+  torch_form = np.array(_run(absgd_jax.absgd(sched, momentum=0.9), grads, w0))
   np.testing.assert_allclose(paper[:6], torch_form[:6], rtol=1e-5, atol=1e-6)
   # After the 10x drop the paper's form still moves on the old rate's momentum: larger steps.
   step = lambda path: np.abs(np.diff(path[5:], axis=0)).sum()
