@@ -3,6 +3,7 @@
 The core, importable with jax and optax alone:
 
 - :func:`absgd_weights`: per-sample weights exp(L_i / lam) / s with s carried in a state.
+- :func:`weighted_mean`: the loss of Eq. (2), mean(w * L) over the valid samples.
 - :func:`absgd`, :func:`abadam`: the optimizers the weights are paired with (Eqs. 2 and 9).
 - :func:`dro_objective`: the DRO risk ABSGD minimises (Eq. 6).
 - diagnostics: :func:`effective_sample_size`, :func:`class_mean_weights`, :func:`weight_stats`.
@@ -13,6 +14,7 @@ from absgd_jax import losses
 from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, weight_stats
 from absgd_jax.objective import dro_objective
 from absgd_jax.optimizers import abadam, absgd
+from absgd_jax.weighted_loss import weighted_mean
 from absgd_jax.weights import AbsgdWeightsState, WeightTransform, absgd_weights
 
 __version__ = "0.1.0"
@@ -28,4 +30,5 @@ __all__ = [
     "effective_sample_size",
     "losses",
     "weight_stats",
+    "weighted_mean",
 ]

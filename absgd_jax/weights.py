@@ -53,6 +53,9 @@ class WeightTransform(NamedTuple):
 
   init: Callable[[], AbsgdWeightsState]
   update: Callable[..., tuple[jax.Array, AbsgdWeightsState]]
+  # The mapped axis the batch is split over, so that the loss side (weighted_mean) can take
+  # its denominator over the same global batch as the weights.
+  axis_name: AxisName | None = None
 
 
 def _check_lam_value(lam: float, what: str = "lam") -> float:
@@ -229,4 +232,4 @@ def absgd_weights(
     )
     return weights, new_state
 
-  return WeightTransform(init_fn, update_fn)
+  return WeightTransform(init_fn, update_fn, axis_name)
