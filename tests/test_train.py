@@ -27,7 +27,10 @@ ONE = jax.devices()[:1]
 
 
 def _cfg(tmp_path, **kw):
-  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "run"), batch_size=64)
+  # The epoch-valued fields are given, so that they do not follow `epochs` (a resume may
+  # extend a run): no decay and no DRW within these short runs.
+  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "run"), batch_size=64,
+              lr_decay_epochs=(), drw_epoch=160)
   base.update(kw)
   return make_config("digits-lt", **base)
 

@@ -43,7 +43,8 @@ def prepare(out: epath.Path, config: Config, *, new_run: bool = False,
       holds a run with other settings and ``new_run`` is False.
   """
   record = out / "config.json"
-  has_checkpoints = (out / "checkpoints").exists()
+  ckpts = out / "checkpoints"
+  has_checkpoints = ckpts.exists() and any(ckpts.iterdir())
   if new_run:
     if write:
       for name in RECORDS:

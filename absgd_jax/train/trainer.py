@@ -37,9 +37,9 @@ class DivergenceError(RuntimeError):
 class Trainer:
   """Runs a :class:`Config`: epochs of jitted steps, evaluation, metrics, checkpoints.
 
-  ``fit()`` resumes from ``out_dir``'s latest checkpoint when its settings are those of the
-  config, and refuses otherwise, naming the settings that differ; ``new_run=True`` starts
-  afresh, deleting that run's checkpoints and records.
+  ``fit()`` resumes from ``out_dir``'s latest checkpoint. A Trainer whose settings differ from
+  those of the run in ``out_dir`` refuses to be made, naming the settings that differ;
+  ``new_run=True`` starts afresh instead, deleting that run's checkpoints and records.
 
   Examples:
     >>> from absgd_jax.train import make_config, Trainer
@@ -52,7 +52,7 @@ class Trainer:
   def __init__(self, config: Config, *, exp: experiment_data.ExperimentData | None = None,
                progress: bool = True, log: bool = True, devices: list | None = None,
                new_run: bool = False):
-    self.config, self.progress, self.log, self.new_run = config, progress, log, new_run
+    self.config, self.progress, self.log = config, progress, log
     self.exp = exp if exp is not None else experiment_data.build(config)
     devices = jax.devices() if devices is None else list(devices)
     if config.batch_size % len(devices):
@@ -84,6 +84,7 @@ class Trainer:
                                            self.exp.train.class_names)
     self.history: list[dict[str, Any]] = []
     self.out = epath.Path(config.out_dir)  # A local folder or a gs:// (etc.) location.
+    runs.prepare(self.out, config, new_run=new_run, write=jax.process_index() == 0 and log)
     self.checkpointer = (Checkpointer(str(self.out / "checkpoints"))
                          if config.checkpoint else None)
 
@@ -143,7 +144,6 @@ class Trainer:
   def fit(self) -> dict[str, Any]:
     """Trains to ``config.epochs`` (resuming from the latest checkpoint) and returns a summary."""
     c, t0 = self.config, time.perf_counter()
-    runs.prepare(self.out, c, new_run=self.new_run, write=jax.process_index() == 0 and self.log)
     start = self.restore()
     if start:
       self._say(f"resumed from epoch {start - 1} (checkpoint in {self.out / 'checkpoints'})")
