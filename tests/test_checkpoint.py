@@ -112,3 +112,35 @@ def test_find_run_checkpoints_resolves_a_preset_folder(tmp_path):
   with pytest.raises(FileNotFoundError, match="has no checkpoints"):
     find_run_checkpoints(str(tmp_path / "nothing"))
   assert os.path.isdir(run)
+
+
+def test_resume_passes_over_diverged_checkpoints_and_saves_past_them(tmp_path):
+  ckpt = Checkpointer(str(tmp_path), keep=2)
+  for epoch in range(3):
+    ckpt.save(epoch, _state(epoch), {"epoch": epoch}, healthy=True)
+  for epoch in (3, 4):
+    ckpt.save(epoch, _state(epoch), {"epoch": epoch}, healthy=False)
+  fresh = Checkpointer(str(tmp_path), keep=2)
+  with pytest.warns(UserWarning, match=r"checkpoints \[3, 4\] .* diverged; resuming from the "
+                                       r"last healthy one, epoch 2"):
+    state, meta = fresh.restore(_state(0))
+  assert meta["epoch"] == 2 and float(state["w"][0]) == 2.0
+  # The run goes on from epoch 3: the diverged 3 and 4 make way (orbax would otherwise skip a
+  # save behind its latest step, silently).
+  fresh.save(3, _state(30), {"epoch": 3}, healthy=True)
+  assert fresh.latest_epoch() == 3
+  assert float(fresh.restore(_state(0))[0]["w"][0]) == 30.0
+  only_bad = Checkpointer(str(tmp_path / "bad"), keep=2)
+  only_bad.save(0, _state(0), {}, healthy=False)
+  with pytest.raises(CheckpointError, match="saved after the run diverged: none is worth"):
+    only_bad.restore(_state(0))
+
+
+def test_delete_all_empties_the_folder_for_a_new_run(tmp_path):
+  ckpt = Checkpointer(str(tmp_path), keep=2)
+  for epoch in range(3):
+    ckpt.save(epoch, _state(epoch), {"epoch": epoch}, metric=0.1 * epoch)
+  ckpt.delete_all()
+  assert ckpt.all_epochs() == [] and ckpt.latest_epoch() is None
+  ckpt.save(0, _state(5), {"epoch": 0})
+  assert float(Checkpointer(str(tmp_path)).restore(_state(0))[0]["w"][0]) == 5.0

@@ -262,3 +262,17 @@ def test_config_reads_the_data_facts():
     assert cfg.streamed == f.streamed
   with pytest.raises(ValueError, match="noise='asym' has no mapping for dataset='places-lt'"):
     Config(dataset="places-lt", noise="asym")
+
+
+def test_claim_run_dir_records_and_guards_the_folder(tmp_path):
+  cfg = make_config("digits-lt", out_dir=str(tmp_path / "run"))
+  assert C.claim_run_dir(cfg, last_epoch=None) is None
+  saved = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert saved["fingerprint"] == fingerprint(cfg) and saved["method"] == "absgd"
+  assert C.claim_run_dir(cfg, last_epoch=4)["fingerprint"] == fingerprint(cfg)
+  other = dataclasses.replace(cfg, method="sgd")
+  with pytest.raises(RunMismatchError, match="method: 'absgd' in the saved run, 'sgd' now"):
+    C.claim_run_dir(other, last_epoch=4)
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "absgd"
+  C.claim_run_dir(other, last_epoch=4, new_run=True)  # Asked for: the folder is the new run's.
+  assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sgd"

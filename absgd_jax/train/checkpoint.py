@@ -141,6 +141,11 @@ class Checkpointer:
         validation split; the best such healthy checkpoint is kept apart.
     """
     metric = None if metric is None or not math.isfinite(float(metric)) else float(metric)
+    # Checkpoints at or after this epoch belong to an abandoned future (the run resumed from
+    # an earlier, healthy or readable, one). Orbax would silently skip this save behind them.
+    for stale in self.all_epochs():
+      if stale >= epoch:
+        self._manager.delete(stale)
     self._manager.save(
         epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                        meta=ocp.args.JsonSave(meta)),
@@ -153,16 +158,28 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
     return out["state"], out["meta"]
 
+  def is_healthy(self, epoch: int) -> bool:
+    """Whether ``epoch`` was saved as healthy (checkpoints without the record count as so)."""
+    m = self._metrics(epoch)
+    return True if m is None else bool(m.get("healthy", True))
+
+  def latest_healthy_epoch(self) -> int | None:
+    """The newest checkpoint saved as healthy, or None."""
+    healthy = [e for e in self.all_epochs() if self.is_healthy(e)]
+    return healthy[-1] if healthy else None
+
   def restore(self, state_like: Any, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores onto the structure, dtypes and shardings of ``state_like``.
 
-    Without ``epoch``, the newest checkpoint that reads: one that does not (corrupt, cut
-    short) is skipped for the one before it, with a warning naming both. ``meta["epoch"]``
-    says which one was restored.
+    Without ``epoch``, the newest healthy checkpoint that reads. Checkpoints saved as
+    unhealthy are passed over with a warning (resuming from a diverged state would diverge
+    again), and one that does not read (corrupt, cut short) is skipped for the one before it,
+    with a warning naming both. ``meta["epoch"]`` says which one was restored; the next
+    :meth:`save` drops the newer ones.
 
     Raises:
-      CheckpointError: when no checkpoint reads (or the given ``epoch`` does not), with the
-        reason in one line and what to do; the full error is chained.
+      CheckpointError: when no healthy checkpoint reads (or the given ``epoch`` does not),
+        with the reason in one line and what to do; the full error is chained.
     """
     if epoch is not None:
       try:
@@ -172,6 +189,17 @@ class Checkpointer:
     epochs = self.all_epochs()[::-1]
     if not epochs:
       raise CheckpointError(f"{self.directory} holds no checkpoint.")
+    unhealthy = [e for e in epochs if not self.is_healthy(e)]
+    epochs = [e for e in epochs if e not in unhealthy]
+    if not epochs:
+      raise CheckpointError(
+          f"every checkpoint in {self.directory} (epochs {sorted(unhealthy)}) was saved after "
+          "the run diverged: none is worth resuming. Start afresh (--new-run, or another "
+          "out_dir), e.g. with a lower lr.")
+    if unhealthy and unhealthy[0] > epochs[0]:
+      warnings.warn(f"checkpoints {sorted(unhealthy)} in {self.directory} were saved after "
+                    f"the run diverged; resuming from the last healthy one, epoch {epochs[0]}.",
+                    stacklevel=2)
     failed: list[tuple[int, BaseException]] = []
     for i, ep in enumerate(epochs):
       try:
@@ -199,6 +227,8 @@ class Checkpointer:
                         epoch: int | None = None) -> dict[str, Any]:
     """The checkpoint's ``params`` and ``batch_stats`` only, checked against ``variables``.
 
+    By default from the newest healthy checkpoint.
+
     For the second stage of a two-stage run, whose optimizer (and so its state's structure)
     differs from the first stage's: nothing but the weights is carried over. With
     ``head="drop"`` the classifier keeps ``variables``' values (e.g. another class count).
@@ -206,7 +236,9 @@ class Checkpointer:
     Raises:
       ValueError: naming the first parameter whose name or shape differs.
     """
-    epoch = self.latest_epoch() if epoch is None else epoch
+    epoch = self.latest_healthy_epoch() if epoch is None else epoch
+    if epoch is None:
+      raise CheckpointError(f"{self.directory} holds no healthy checkpoint to start from.")
     path = epath.Path(self._manager.directory) / str(epoch) / "state"
     # Only these two collections, read as host NumPy arrays: no sharding is taken from the
     # file, so a stage-1 checkpoint of 64 chips restores on 8, and the optimizer state (of
@@ -226,6 +258,11 @@ class Checkpointer:
                                           keep=("head",) if head == "drop" else (),
                                           where=f"{self._manager.directory}:{collection}")
     return out
+
+  def delete_all(self) -> None:
+    """Deletes every checkpoint (a new run in the same folder: ``--new-run``)."""
+    for epoch in self.all_epochs():
+      self._manager.delete(epoch)
 
   def close(self) -> None:
     self._manager.close()

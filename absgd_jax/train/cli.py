@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
   from absgd_jax.train.config import RunMismatchError
   from absgd_jax.train.trainer import DivergenceError, Trainer
   try:
-    trainer = Trainer(config, progress=not args.no_progress, new_run=args.new_run)
+    kw = {"new_run": True} if args.new_run else {}
+    trainer = Trainer(config, progress=not args.no_progress, **kw)
     summary = trainer.fit()
   except (DivergenceError, RunMismatchError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -690,6 +690,26 @@ def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
         f"{config.epochs}-epoch run. Use another out_dir, or --new-run to start afresh there.")
 
 
+def claim_run_dir(config: Config, *, last_epoch: int | None,
+                  new_run: bool = False) -> dict[str, Any] | None:
+  """Checks ``config.out_dir``'s saved settings against ``config`` and records ``config`` there.
+
+  The loop's one call before it restores anything: :func:`read_run_config`,
+  :func:`check_resume`, then :func:`write_run_config`. With ``new_run`` the caller must also
+  drop the old checkpoints (:meth:`absgd_jax.train.checkpoint.Checkpointer.delete_all`).
+
+  Returns:
+    The settings that were saved there before (None for a fresh folder).
+
+  Raises:
+    RunMismatchError: see :func:`check_resume`.
+  """
+  saved = read_run_config(config.out_dir)
+  check_resume(saved, config, last_epoch=last_epoch, new_run=new_run)
+  write_run_config(config)
+  return saved
+
+
 def validate_for_data(config: Config, n_train: int, n_devices: int,
                       n_processes: int = 1) -> None:
   """Checks the batch size against the training split and the devices, before the first step.
