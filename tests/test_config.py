@@ -276,3 +276,12 @@ def test_claim_run_dir_records_and_guards_the_folder(tmp_path):
   assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "absgd"
   C.claim_run_dir(other, last_epoch=4, new_run=True)  # Asked for: the folder is the new run's.
   assert json.loads((tmp_path / "run" / "config.json").read_text())["method"] == "sgd"
+
+
+def test_without_a_preset_nothing_is_scaled():
+  # The bare defaults are no protocol: a run extended from 1 to 2 epochs keeps its settings
+  # (and so its fingerprint), as a resume needs.
+  a = make_config(dataset="digits", epochs=1)
+  b = make_config(dataset="digits", epochs=2)
+  assert a.drw_epoch == b.drw_epoch == Config.drw_epoch
+  assert fingerprint(a) == fingerprint(b)

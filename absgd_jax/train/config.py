@@ -10,9 +10,10 @@ A run is its settings. :func:`fingerprint` hashes the fields that change what a 
 run directory keeps the resolved config (:func:`write_run_config`), so that a resume with other
 settings is refused, naming the keys that differ (:func:`check_resume`).
 
-Schedules follow the run's length. When ``epochs`` is overridden and an epoch-valued field
-(``warmup_epochs``, ``stage2_epoch``, ``drw_epoch``, ``lr_decay_epochs``) is not,
-:func:`make_config` scales that field with the run (:func:`scale_epochs` states the rule). Any
+Schedules follow the run's length. When a preset's ``epochs`` is overridden and one of its
+epoch-valued fields (``warmup_epochs``, ``stage2_epoch``, ``drw_epoch``, ``lr_decay_epochs``)
+is not, :func:`make_config` scales that field with the run (:func:`scale_epochs` states the
+rule). Any
 epoch-valued field that the run would never reach is an error when it matters, e.g. a
 ``stage2_epoch`` at or after ``epochs`` with ``method="absgd"``, whose weights would then never
 switch on.
@@ -472,8 +473,9 @@ def make_config(preset: str | None = None, overrides: dict[str, Any] | None = No
                 **kwargs: Any) -> Config:
   """A :class:`Config` from a preset plus overrides (strings are parsed to the field's type).
 
-  When ``epochs`` is overridden, the epoch-valued fields that are not follow it
-  (:func:`scale_epochs`). Without ``out_dir``, the run gets :func:`default_out_dir`.
+  When a preset's ``epochs`` is overridden, the preset's epoch-valued fields that are not
+  overridden follow it (:func:`scale_epochs`); without a preset nothing is scaled. Without
+  ``out_dir``, the run gets :func:`default_out_dir`.
 
   Examples:
     >>> make_config("digits-lt", {"lam": "2.5"}).lam
@@ -496,13 +498,13 @@ def make_config(preset: str | None = None, overrides: dict[str, Any] | None = No
     if key not in fields:
       raise ValueError(f"unknown setting {key!r}; valid settings: {', '.join(fields)}.")
     given[key] = _coerce(fields[key], value) if isinstance(value, str) else value
-  base = {f.name: f.default for f in fields.values()
-          if f.default is not dataclasses.MISSING}
-  base.update(values)
-  if "epochs" in given and isinstance(given["epochs"], int) and given["epochs"] >= 1 \
-     and given["epochs"] != base["epochs"]:
-    keep = {k: base[k] for k in EPOCH_FIELDS if k not in given}
-    values.update(scale_epochs(keep, base["epochs"], given["epochs"]))
+  # A preset is a protocol whose schedule is laid out over its epochs; the bare defaults are
+  # not (nothing is scaled without a preset).
+  epochs = given.get("epochs")
+  if preset is not None and isinstance(epochs, int) and epochs >= 1 \
+     and epochs != values.get("epochs", fields["epochs"].default):
+    keep = {k: values.get(k, fields[k].default) for k in EPOCH_FIELDS if k not in given}
+    values.update(scale_epochs(keep, values.get("epochs", fields["epochs"].default), epochs))
   values.update(given)
   return Config(**values)
 
