@@ -181,6 +181,13 @@ def test_every_range_is_checked_naming_key_value_and_range(key, value, allowed):
     make_config("digits-lt", **{key: value})
 
 
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "rho", "ldam_scale"])
+def test_infinite_values_are_refused_except_lam(key):
+  with pytest.raises(ValueError, match=rf"{key}=inf must be finite"):
+    make_config("digits-lt", **{key: float("inf")})
+  assert make_config("digits-lt", lam=float("-inf")).lam == float("-inf")
+
+
 def test_momentum_and_weight_decay_are_caught_before_any_data(monkeypatch, capsys):
   # Issue 11, case 5: momentum=1.5 and weight_decay=-1 came only after the data had loaded.
   from absgd_jax import data

@@ -219,6 +219,8 @@ class Config:
       if not _in_range(value, *bounds):
         raise ValueError(f"{name}={value!r} is outside the allowed range: {name} must be "
                          f"{_range_text(*bounds)}.")
+      if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} must be finite.")
     if self.lam == 0 or math.isnan(self.lam):
       raise ValueError(f"lam={self.lam} is not allowed: lam must be nonzero (> 0 for "
                        "imbalance, < 0 for noisy labels, +-inf for plain SGD).")
