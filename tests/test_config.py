@@ -246,6 +246,10 @@ def test_wrong_python_types_name_the_key():
   with pytest.raises(ValueError, match="lr expects a number; got '0.1'"):
     Config(lr="0.1")
   assert make_config("digits-lt", lr_decay_epochs=[10, 20]).lr_decay_epochs == (10, 20)
+  import pathlib
+  assert make_config("digits-lt", out_dir=pathlib.Path("/tmp/r")).out_dir == "/tmp/r"
+  with pytest.raises(ValueError, match="model expects a string; got 32"):
+    make_config("digits-lt", model=32)
 
 
 def test_presets_share_a_base_and_keep_the_paper_numbers():

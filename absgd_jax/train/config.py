@@ -26,6 +26,7 @@ import hashlib
 import json
 import math
 import numbers
+import os
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -313,6 +314,8 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
       raise bad("a number")
     return float(value)
   if hint is str:
+    if isinstance(value, os.PathLike):  # A pathlib.Path for data_dir, out_dir, ...
+      value = os.fspath(value)
     if not isinstance(value, str):
       raise bad("a string")
     return value
