@@ -607,14 +607,12 @@ def default_out_dir(config: Config) -> str:
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-  """Every field, JSON-ready (tuples as lists, infinities as "inf"), plus ``fingerprint``."""
-  out = {k: _jsonable(v) for k, v in _as_dict(config).items()}
-  out["fingerprint"] = fingerprint(config)
-  return out
+  """Every field, JSON-ready (tuples as lists, infinities as "inf")."""
+  return {k: _jsonable(v) for k, v in _as_dict(config).items()}
 
 
 def config_from_dict(d: Mapping[str, Any]) -> Config:
-  """The :class:`Config` of :func:`config_to_dict`'s output (``fingerprint`` is ignored)."""
+  """The :class:`Config` of :func:`config_to_dict`'s output (unknown keys are ignored)."""
   fields = {f.name: f for f in dataclasses.fields(Config)}
   hints = typing.get_type_hints(Config)
   values = {}
@@ -633,26 +631,35 @@ CONFIG_FILE = "config.json"
 
 
 def write_run_config(config: Config, out_dir: str | None = None) -> None:
-  """Writes ``config_to_dict(config)`` to ``out_dir/config.json`` (a local path or a URL)."""
+  """Writes ``{"config": <every field>, "fingerprint": ...}`` to ``out_dir/config.json``.
+
+  ``out_dir`` (default ``config.out_dir``) may be a local path or a URL (gs://...).
+  """
   from etils import epath
   out = epath.Path(out_dir or config.out_dir)
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / (CONFIG_FILE + ".tmp")
-  tmp.write_text(json.dumps(config_to_dict(config), indent=1, sort_keys=True))
+  tmp.write_text(json.dumps({"config": config_to_dict(config),
+                             "fingerprint": fingerprint(config)}, indent=1))
   tmp.replace(out / CONFIG_FILE)
 
 
 def read_run_config(out_dir: str) -> dict[str, Any] | None:
-  """The saved ``out_dir/config.json``, or None where there is none."""
+  """The settings saved in ``out_dir/config.json`` (its ``"config"``), or None if none.
+
+  Raises:
+    ValueError: for a file that is not JSON, saying what to do.
+  """
   from etils import epath
   path = epath.Path(out_dir) / CONFIG_FILE
   if not path.exists():
     return None
   try:
-    return json.loads(path.read_text())
+    record = json.loads(path.read_text())
   except json.JSONDecodeError as e:
     raise ValueError(f"{path} is not valid JSON ({e}): restore it, or pass --new-run "
                      "(new_run=True) to start this run again in that folder.") from None
+  return record.get("config", record)
 
 
 class RunMismatchError(ValueError):
