@@ -54,7 +54,7 @@ def test_fingerprint_covers_result_fields_only():
   base = make_config("digits-lt")
   # Fields that do not change what is computed leave it alone ...
   for kw in (dict(out_dir="elsewhere"), dict(eval_every=5), dict(checkpoint=False),
-             dict(data_workers=2), dict(data_dir="/mnt/copy")):
+             dict(data_workers=2), dict(data_dir="/mnt/copy"), dict(collapse_steps=0)):
     assert fingerprint(make_config("digits-lt", **kw)) == fingerprint(base), kw
   # ... every other field changes it.
   for kw in (dict(method="sgd"), dict(lr=0.05), dict(lam=2.0), dict(seed=1),
@@ -175,6 +175,7 @@ def test_scale_rule():
     ("focal_gamma", -1.0, ">= 0"), ("gce_q", 0.0, r"\(0, 1\]"), ("tce_k", 1.0, r"\(0, 1\)"),
     ("seed", -1, ">= 0"), ("warmup_epochs", -1, ">= 0"), ("stage2_epoch", -1, ">= 0"),
     ("meta_per_class", 0, ">= 1"), ("data_workers", -1, ">= 0"), ("crop_padding", -2, ">= 0"),
+    ("collapse_weight", 1.0, r"\[0, 1\)"), ("collapse_steps", -1, ">= 0"),
 ])
 def test_every_range_is_checked_naming_key_value_and_range(key, value, allowed):
   with pytest.raises(ValueError, match=rf"{key}={value!r} is outside .*{allowed}"):

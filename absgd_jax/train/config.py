@@ -6,7 +6,7 @@ command line, or ``make_config(preset, lr=0.05)``). Every field is validated in 
 
 A run is its settings. :func:`fingerprint` hashes the fields that change what a run computes
 (:func:`result_fields`: not ``out_dir``, ``eval_every``, ``checkpoint``, ``data_workers``,
-``data_dir``, ``preset``); the default ``out_dir`` carries it (:func:`default_out_dir`), and a
+``data_dir``, ``preset``, the collapse guard's thresholds); the default ``out_dir`` carries it (:func:`default_out_dir`), and a
 run directory keeps the resolved config (:func:`write_run_config`), so that a resume with other
 settings is refused, naming the keys that differ (:func:`check_resume`).
 
@@ -92,6 +92,8 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "crop_padding": (0, None, True, False),
     "classes": (0, None, True, False),
     "data_workers": (0, None, True, False),
+    "collapse_weight": (0, 1, True, False),
+    "collapse_steps": (0, None, True, False),
 }
 
 
@@ -197,6 +199,11 @@ class Config:
   lr_schedule: str = "step"  # "step": lr_decay_epochs; "cosine": to 0 at the last epoch.
   lr_decay_epochs: tuple[int, ...] = ()
   lr_decay_factor: float = 0.1
+  # The lam < 0 guard (absgd_jax.train.health.ClassCollapseGuard): warn when a class's mean
+  # weight (1 is the batch's mean) stays below collapse_weight for collapse_steps steps in a
+  # row while lam < 0, the sign of a class given up. collapse_steps=0 turns the guard off.
+  collapse_weight: float = 0.05
+  collapse_steps: int = 50
   # Run.
   seed: int = 0
   eval_every: int = 1
@@ -517,10 +524,10 @@ def make_config(preset: str | None = None, overrides: dict[str, Any] | None = No
 # --- a run is its settings -----------------------------------------------------------------
 
 # Fields that do not change what a run computes: where it writes and reads from, how often it
-# evaluates or checkpoints, how many processes decode images, and the preset's name (the
-# resolved values are what count).
+# evaluates or checkpoints, how many processes decode images, when the class-collapse guard
+# warns, and the preset's name (the resolved values are what count).
 NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_workers",
-                               "data_dir", "preset"})
+                               "data_dir", "preset", "collapse_weight", "collapse_steps"})
 
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
