@@ -22,6 +22,9 @@ import numpy as np
 # A loss this many times the median of the earlier epochs' is a blow-up, not noise: a healthy
 # run's mean loss rarely rises 10x between epochs, while a diverging one climbs by decades.
 LOSS_BLOWUP_FACTOR = 100.0
+# Above this many times the median the run goes on, but its checkpoint is not marked healthy:
+# the Checkpointer keeps the last healthy one apart, and a resume passes over such ones.
+LOSS_SUSPECT_FACTOR = 10.0
 # |log s| this many times its earlier size (and above LOG_S_FLOOR) is a jump of orders of
 # magnitude. log s ~ L / lam, so the floor keeps small lam's large but steady log s quiet.
 LOG_S_JUMP_FACTOR = 100.0
@@ -67,6 +70,23 @@ def divergence(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str
     before = abs(history[-1].get("log_s") or 0.0)
     if abs(log_s) > LOG_S_JUMP_FACTOR * max(before, LOG_S_FLOOR):
       return f"log s jumped from {history[-1]['log_s']:.3g} to {log_s:.3g} at the same lam"
+  return None
+
+
+def suspect(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str | None:
+  """Why epoch ``record``'s state is not one to fall back on, though not diverged; or None.
+
+  Examples:
+    >>> suspect({"train_loss": 30.0}, [{"train_loss": 2.0}])
+    'the mean training loss 30 is 15 times the median of the earlier epochs'
+  """
+  earlier = [r["train_loss"] for r in history if r.get("train_loss") is not None]
+  level = float(np.median(earlier)) if earlier else 0.0
+  if level > 0 and record["train_loss"] > LOSS_SUSPECT_FACTOR * level:
+    return (f"the mean training loss {record['train_loss']:.3g} is "
+            f"{record['train_loss'] / level:.3g} times the median of the earlier epochs")
+  if record.get("ess_min", 1.0) < 1.0 and math.isfinite(record.get("lam", math.inf)):
+    return "a step had every ABSGD weight at 0"
   return None
 
 

@@ -23,7 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from absgd_jax.data import num_batches
 from absgd_jax.models import create_model
-from absgd_jax.train import experiment_data, health, inputs, runs, setup
+from absgd_jax.train import config as config_lib
+from absgd_jax.train import experiment_data, health, inputs, setup
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import Config
 from absgd_jax.train.metrics import eval_metrics, train_epoch_metrics
@@ -55,9 +56,8 @@ class Trainer:
     self.config, self.progress, self.log = config, progress, log
     self.exp = exp if exp is not None else experiment_data.build(config)
     devices = jax.devices() if devices is None else list(devices)
-    if config.batch_size % len(devices):
-      raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
-                       f"{len(devices)} devices, so that the batch splits evenly.")
+    config_lib.validate_for_data(config, len(self.exp.train), len(devices),
+                                 jax.process_count())
     self.mesh = Mesh(np.array(devices), ("data",))
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     replicated = NamedSharding(self.mesh, P())
@@ -84,9 +84,24 @@ class Trainer:
                                            self.exp.train.class_names)
     self.history: list[dict[str, Any]] = []
     self.out = epath.Path(config.out_dir)  # A local folder or a gs:// (etc.) location.
-    runs.prepare(self.out, config, new_run=new_run, write=jax.process_index() == 0 and log)
     self.checkpointer = (Checkpointer(str(self.out / "checkpoints"))
                          if config.checkpoint else None)
+    self._claim(new_run)
+
+  def _claim(self, new_run: bool) -> None:
+    """Refuses an ``out_dir`` holding a run with other settings; records this run's there."""
+    last = None if self.checkpointer is None else self.checkpointer.latest_epoch()
+    if not (jax.process_index() == 0 and self.log):
+      config_lib.check_resume(config_lib.read_run_config(self.config.out_dir), self.config,
+                              last_epoch=last, new_run=new_run)
+      return
+    config_lib.claim_run_dir(self.config, last_epoch=last, new_run=new_run)
+    if new_run:
+      if self.checkpointer is not None:
+        self.checkpointer.delete_all()
+      for name in ("metrics.jsonl", "summary.json"):
+        if (self.out / name).exists():
+          (self.out / name).unlink()
 
   def _say(self, line: str) -> None:
     """One line on the console (process 0, when ``progress`` is on)."""
@@ -138,8 +153,10 @@ class Trainer:
     return int(meta["epoch"]) + 1
 
   def _write(self, name: str, text: str) -> None:
-    if jax.process_index() == 0 and self.log:
-      runs.write_atomically(self.out / name, text)
+    if jax.process_index() == 0 and self.log:  # Through a temporary file (disk, GCS...).
+      tmp = self.out / (name + ".tmp")
+      tmp.write_text(text)
+      tmp.replace(self.out / name)
 
   def fit(self) -> dict[str, Any]:
     """Trains to ``config.epochs`` (resuming from the latest checkpoint) and returns a summary."""
@@ -162,15 +179,16 @@ class Trainer:
         record.update(self.evaluate(self.exp.test, "test"))
         if self.exp.val is not None:
           record.update(self.evaluate(self.exp.val, "val"))
-      record["healthy"] = not record["collapsed_classes"]
+      record["health_note"] = health.suspect(record, self.history)
+      record["healthy"] = record["health_note"] is None
       self.history.append(record)
       # The whole history, rewritten: it matches the checkpoint after a resume, and object
       # stores such as GCS cannot append.
       self._write("metrics.jsonl", "".join(json.dumps(r, default=_json_default) + "\n"
                                            for r in self.history))
       if self.checkpointer is not None:
-        self.checkpointer.save(epoch, self.state, {"epoch": epoch, "history": self.history,
-                                                   "healthy": record["healthy"]})
+        self.checkpointer.save(epoch, self.state, {"epoch": epoch, "history": self.history},
+                               healthy=record["healthy"], metric=record.get("val_acc"))
       self._say(_epoch_line(record))
     steps_run = c.epochs * self.steps_per_epoch
     summary = {
@@ -191,10 +209,11 @@ class Trainer:
     c = self.config
     msg = (f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or raise |lam| "
            f"(now {c.lam}).")
-    good = [r["epoch"] for r in self.history if r.get("healthy", True)]
-    if self.checkpointer is not None and good:
-      msg += (f" The last healthy checkpoint is epoch {good[-1]}, kept in "
-              f"{self.out / 'checkpoints'}; nothing after it was saved.")
+    if self.checkpointer is not None and self.checkpointer.best_epoch() is not None:
+      msg += (f" The last healthy checkpoint is epoch {self.checkpointer.latest_healthy_epoch()}"
+              f" (the best, kept apart from the rolling ones: epoch "
+              f"{self.checkpointer.best_epoch()}) in {self.checkpointer.directory}; this epoch "
+              f"was not saved, and a resume starts from the last healthy one.")
     return msg
 
 
