@@ -105,10 +105,13 @@ class ClassCollapseGuard:
     ...         "lam": -1.0}
     >>> guard.update(step, global_step=0)
     []
-    >>> guard.update(step, global_step=1)
-    [(1, 'dog', 0.01)]
+    >>> hits = guard.update(step, global_step=1)
+    >>> hits
+    [{'step': 1, 'class': 1, 'name': 'dog', 'mean_weight': 0.01}]
     >>> guard.update(step, global_step=2)  # reported once until it recovers
     []
+    >>> guard.message(hits[0])[:60]
+    'class 1 (dog) has had a mean weight below 0.05 for 2 steps ('
   """
 
   def __init__(self, threshold: float, steps: int, class_names: Sequence[str]):
@@ -118,9 +121,8 @@ class ClassCollapseGuard:
     self.run = np.zeros(len(self.class_names), np.int64)
     self.reported = np.zeros(len(self.class_names), bool)
 
-  def update(self, step: dict[str, Any], global_step: int) -> list[tuple[int, str, float]]:
-    """Takes one step's metrics; returns ``(class, name, mean weight)`` for each new collapse."""
-    del global_step  # for the caller's messages; the guard counts steps itself
+  def update(self, step: dict[str, Any], global_step: int) -> list[dict[str, Any]]:
+    """Takes one step's metrics; returns a record of each class that has just collapsed."""
     lam = float(step["lam"])
     if self.steps <= 0 or not (lam < 0 and math.isfinite(lam)):
       return []
@@ -134,4 +136,11 @@ class ClassCollapseGuard:
     self.reported &= ~high
     new = np.flatnonzero((self.run >= self.steps) & ~self.reported)
     self.reported[new] = True
-    return [(int(c), self.class_names[c], float(mean[c])) for c in new]
+    return [{"step": int(global_step), "class": int(c), "name": self.class_names[c],
+             "mean_weight": float(mean[c])} for c in new]
+
+  def message(self, hit: dict[str, Any]) -> str:
+    return (f"class {hit['class']} ({hit['name']}) has had a mean weight below "
+            f"{self.threshold:g} for {self.steps} steps (now {hit['mean_weight']:.3g} at step "
+            f"{hit['step']}): lam < 0 is giving it up. Switch lam on later, from a stable "
+            f"point (stage2_epoch), or use a larger |lam|.")

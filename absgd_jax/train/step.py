@@ -126,8 +126,9 @@ def make_train_step(
     # Each shard's term is already divided by the global count: the psum is the global mean.
     grads, loss = _psum((grads, loss), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state, w_state=w_state)
+    new_state = state.replace(step=state.step + 1, batch_stats=batch_stats,
+                              params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state, w_state=w_state)
     metrics = step_metrics(batch, losses, weights, logits, w_state, num_classes, axis_name)
     return new_state, {**metrics, "wloss_sum": loss * metrics["count"]}
 

@@ -110,32 +110,20 @@ class Trainer:
 
   def train_epoch(self, epoch: int) -> dict[str, Any]:
     """One epoch of steps; the epoch's metrics, with the class-collapse warnings it raised."""
-    bar = None
-    if self.progress and jax.process_index() == 0:
-      from tqdm.auto import tqdm
-      bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}", leave=False)
+    from tqdm.auto import tqdm
     step_metrics = []
-    for batch in inputs.train_batches(self.config, self.exp, epoch, self.batch_sharding):
+    for batch in tqdm(inputs.train_batches(self.config, self.exp, epoch, self.batch_sharding),
+                      total=self.steps_per_epoch, desc=f"epoch {epoch}", leave=False,
+                      disable=not (self.progress and jax.process_index() == 0)):
       self.state, m = self.train_step(self.state, batch)
       step_metrics.append(m)
-      if bar is not None:
-        bar.update(1)
-    if bar is not None:
-      bar.close()
     step_metrics = jax.device_get(step_metrics)
-    record = train_epoch_metrics(step_metrics)
     first = epoch * self.steps_per_epoch
-    record["collapsed_classes"] = [
-        dict(step=first + i, **{"class": c, "name": name, "mean_weight": w})
-        for i, m in enumerate(step_metrics) for c, name, w in self.guard.update(m, first + i)]
-    for hit in record["collapsed_classes"]:
-      msg = (f"class {hit['class']} ({hit['name']}) has had a mean weight below "
-             f"{self.config.collapse_weight} for {self.config.collapse_steps} steps (now "
-             f"{hit['mean_weight']:.3g} at step {hit['step']}): lam={self.config.lam} < 0 is "
-             f"giving it up. Switch lam on later, from a stable point, or use a larger |lam|.")
-      warnings.warn(msg, RuntimeWarning, stacklevel=2)
-      self._say("warning: " + msg)
-    return record
+    hits = [hit for i, m in enumerate(step_metrics) for hit in self.guard.update(m, first + i)]
+    for hit in hits:
+      warnings.warn(self.guard.message(hit), RuntimeWarning, stacklevel=2)
+      self._say("warning: " + self.guard.message(hit))
+    return {**train_epoch_metrics(step_metrics), "collapsed_classes": hits}
 
   def evaluate(self, dataset, prefix: str = "test") -> dict[str, Any]:
     correct = count = 0.0
@@ -163,7 +151,8 @@ class Trainer:
     c, t0 = self.config, time.perf_counter()
     start = self.restore()
     if start:
-      self._say(f"resumed from epoch {start - 1} (checkpoint in {self.out / 'checkpoints'})")
+      self._say(f"resumed from epoch {start - 1} (its checkpoint in {self.out / 'checkpoints'})"
+                f"; training on from epoch {start}")
     for epoch in range(start, c.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
         self._say(f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
@@ -190,18 +179,7 @@ class Trainer:
         self.checkpointer.save(epoch, self.state, {"epoch": epoch, "history": self.history},
                                healthy=record["healthy"], metric=record.get("val_acc"))
       self._say(_epoch_line(record))
-    steps_run = c.epochs * self.steps_per_epoch
-    summary = {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()},
-        "final": self.history[-1] if self.history else {},
-        "weights": {"method": c.method, "first_step": self.weights_from,
-                    "on": self.weights_from is not None and self.weights_from < steps_run},
-        "train_class_counts": self.exp.train_class_counts.tolist(),
-        "train_size": len(self.exp.train),
-        "wall_time_s": time.perf_counter() - t0,
-        "devices": self.mesh.size,
-        "platform": jax.default_backend(),
-    }
+    summary = _summary(self, time.perf_counter() - t0)
     self._write("summary.json", json.dumps(summary, indent=1, default=_json_default))
     return summary
 
@@ -215,6 +193,24 @@ class Trainer:
               f"{self.checkpointer.best_epoch()}) in {self.checkpointer.directory}; this epoch "
               f"was not saved, and a resume starts from the last healthy one.")
     return msg
+
+
+def _summary(t: Trainer, wall_time_s: float) -> dict[str, Any]:
+  """What ``summary.json`` records: the settings, the last epoch, and whether the weights
+  were on (issue 11: a shortened preset once ran plain SGD labelled as ABSGD)."""
+  c = t.config
+  steps_run = c.epochs * t.steps_per_epoch
+  return {
+      "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()},
+      "final": t.history[-1] if t.history else {},
+      "weights": {"method": c.method, "first_step": t.weights_from,
+                  "on": t.weights_from is not None and t.weights_from < steps_run},
+      "train_class_counts": t.exp.train_class_counts.tolist(),
+      "train_size": len(t.exp.train),
+      "wall_time_s": wall_time_s,
+      "devices": t.mesh.size,
+      "platform": jax.default_backend(),
+  }
 
 
 def _epoch_line(r: dict[str, Any]) -> str:
