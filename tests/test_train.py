@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import textwrap
-import warnings
 
 import jax
 import jax.numpy as jnp
