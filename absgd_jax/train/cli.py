@@ -5,8 +5,9 @@ any field of :class:`absgd_jax.train.Config`. A run writes ``metrics.jsonl``, ``
 PNG plots and orbax checkpoints under ``out_dir``, by default
 ``runs/<preset>/<method>[-lam<lam>]-<fingerprint>``, one folder per setting. Running the same
 command again resumes from the latest checkpoint; a resume with other settings is refused,
-naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed`` joins a multi-host job (TPU pod, GPU cluster) through
-``jax.distributed.initialize()`` before anything touches the devices.
+naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed``
+joins a multi-host job (TPU pod, GPU cluster) through ``jax.distributed.initialize()`` before
+anything touches the devices.
 """
 
 from __future__ import annotations

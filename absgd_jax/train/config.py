@@ -6,9 +6,10 @@ command line, or ``make_config(preset, lr=0.05)``). Every field is validated in 
 
 A run is its settings. :func:`fingerprint` hashes the fields that change what a run computes
 (:func:`result_fields`: not ``out_dir``, ``eval_every``, ``checkpoint``, ``data_workers``,
-``data_dir``, ``preset``, the collapse guard's thresholds); the default ``out_dir`` carries it (:func:`default_out_dir`), and a
-run directory keeps the resolved config (:func:`write_run_config`), so that a resume with other
-settings is refused, naming the keys that differ (:func:`check_resume`).
+``data_dir``, ``preset``, the collapse guard's thresholds); the default ``out_dir`` carries
+it (:func:`default_out_dir`), and a run directory keeps the resolved config
+(:func:`write_run_config`), so that a resume with other settings is refused, naming the keys
+that differ (:func:`check_resume`).
 
 Schedules follow the run's length. When a preset's ``epochs`` is overridden and one of its
 epoch-valued fields (``warmup_epochs``, ``stage2_epoch``, ``drw_epoch``, ``lr_decay_epochs``)
@@ -747,7 +748,8 @@ def validate_for_data(config: Config, n_train: int, n_devices: int,
                      f"({config.dataset} after imbalance and splits): choose batch_size <= "
                      f"{n_train}.")
   if B % n_devices:
+    fit = max(n_devices, B - B % n_devices)
     raise ValueError(f"batch_size={B} must be a multiple of the {n_devices} devices, so that "
-                     f"the batch splits evenly: e.g. batch_size={max(n_devices, B - B % n_devices)}.")
+                     f"the batch splits evenly: e.g. batch_size={fit}.")
   if B % n_processes:
     raise ValueError(f"batch_size={B} must be a multiple of the {n_processes} processes.")
