@@ -426,9 +426,9 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
   The rule: each keeps its fraction of the run, ``round(old * epochs / base_epochs)`` (halves
   up), and
 
-  - a stage start (``stage2_epoch``, ``drw_epoch``) that was after the first epoch stays at 1
-    or later, so a two-stage run stays two-stage (and :class:`Config` refuses it when no epoch
-    is left for stage 2);
+  - a stage start (``stage2_epoch``, ``drw_epoch``) that was after the first epoch stays in
+    ``1 .. epochs - 1``, so a two-stage run keeps an epoch of each stage (a one-epoch run
+    cannot, and :class:`Config` refuses it for the methods that need stage 2);
   - a warm-up that was there lasts at least one epoch and ends before the last one;
   - a learning-rate decay is kept only if it falls in ``1 .. epochs - 1``: a one-epoch run has
     no decay.
@@ -451,8 +451,8 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
       out[name] = 0 if old == 0 else max(1, min(_round_half_up(old * r), epochs - 1))
       if epochs == 1:
         out[name] = 0
-    else:
-      out[name] = 0 if old == 0 else max(1, _round_half_up(old * r))
+    else:  # Stage 1 and stage 2 keep at least an epoch each, where the run has two.
+      out[name] = 0 if old == 0 else max(1, min(_round_half_up(old * r), epochs - 1))
   return out
 
 
