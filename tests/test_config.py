@@ -144,8 +144,8 @@ def test_epoch_fields_the_run_never_reaches_are_named(kw, match):
 
 
 def test_scale_rule():
-  # round(old * new / base), halves up; stage starts stay in 1..epochs-1; decays outside 1..epochs-1
-  # are dropped; warm-up stays >= 1 and < epochs.
+  # round(old * new / base), halves up; stage starts stay in 1..epochs-1; decays outside
+  # 1..epochs-1 are dropped; warm-up stays >= 1 and < epochs.
   v = {"stage2_epoch": 22, "drw_epoch": 0, "lr_decay_epochs": (22, 29), "warmup_epochs": 2}
   # 29 * 15 / 30 = 14.5 rounds up to 15 = epochs: a decay the run would never reach, dropped.
   assert scale_epochs(v, 30, 15) == {"stage2_epoch": 11, "drw_epoch": 0,
