@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh, PartitionSpec as P
-from scipy.optimize import brentq
 
 import absgd_jax
 
@@ -55,9 +54,17 @@ def kl_uniform(losses, lam):
 
 
 def budget_root(losses, rho, sign=1):
-  """|lam| with KL(softmax(L / lam) || uniform) = rho, by bisection (Brent) in log |lam|."""
-  f = lambda u: kl_uniform(losses, sign * math.exp(u)) - rho
-  return math.exp(brentq(f, -20.0, 20.0, xtol=1e-12))
+  """|lam| with KL(softmax(L / lam) || uniform) = rho, by bisection in log |lam|.
+
+  KL falls strictly as |lam| grows (docs/kl_budget.md, section 1), so the root is bracketed
+  by |lam| = e^-20 (KL near its maximum) and e^20 (KL near 0).
+  """
+  lo, hi = -20.0, 20.0
+  assert kl_uniform(losses, sign * math.exp(lo)) > rho > kl_uniform(losses, sign * math.exp(hi))
+  for _ in range(200):
+    mid = 0.5 * (lo + hi)
+    lo, hi = (mid, hi) if kl_uniform(losses, sign * math.exp(mid)) > rho else (lo, mid)
+  return math.exp(0.5 * (lo + hi))
 
 
 def _run(wt, stream, **kw):
