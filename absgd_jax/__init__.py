@@ -3,6 +3,7 @@
 The core, importable with jax and optax alone:
 
 - :func:`absgd_weights`: per-sample weights exp(L_i / lam) / s with s carried in a state.
+- :func:`kl_absgd_weights`: the same weights with lam set online by a KL budget rho.
 - :func:`absgd`, :func:`abadam`: the optimizers the weights are paired with (Eqs. 2 and 9).
 - :func:`dro_objective`: the DRO risk ABSGD minimises (Eq. 6).
 - diagnostics: :func:`effective_sample_size`, :func:`class_mean_weights`, :func:`weight_stats`.
@@ -11,6 +12,7 @@ The core, importable with jax and optax alone:
 
 from absgd_jax import losses
 from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, weight_stats
+from absgd_jax.kl_weights import KlAbsgdWeightsState, kl_absgd_weights, kl_lam
 from absgd_jax.objective import dro_objective
 from absgd_jax.optimizers import abadam, absgd
 from absgd_jax.weights import AbsgdWeightsState, WeightTransform, absgd_weights
@@ -19,6 +21,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbsgdWeightsState",
+    "KlAbsgdWeightsState",
     "WeightTransform",
     "abadam",
     "absgd",
@@ -26,6 +29,8 @@ __all__ = [
     "class_mean_weights",
     "dro_objective",
     "effective_sample_size",
+    "kl_absgd_weights",
+    "kl_lam",
     "losses",
     "weight_stats",
 ]
