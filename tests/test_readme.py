@@ -164,3 +164,16 @@ def test_equinox_example_runs_and_learns():
   assert int(out["w_state"].count) == 80
   assert np.mean(out["losses"][-10:]) < np.mean(out["losses"][:10])
   assert out["clean_accuracy"] > 0.85  # two blobs 3 sigma apart; 30% of labels flipped
+
+
+def test_main_docstrings_cite_the_paper():
+  # Issue 14, case 7: a References section naming the paper in each main entry point.
+  import absgd_jax.objective
+  import absgd_jax.optimizers
+  import absgd_jax.weighted_loss
+  import absgd_jax.weights
+  for obj in (absgd_jax, absgd_jax.weights, absgd_jax.absgd_weights, absgd_jax.absgd,
+              absgd_jax.abadam, absgd_jax.optimizers, absgd_jax.weighted_loss,
+              absgd_jax.objective):
+    doc = obj.__doc__
+    assert "References:" in doc and "arXiv:2012.06951" in doc, obj
