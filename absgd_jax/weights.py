@@ -79,7 +79,11 @@ class AbsgdWeightsState(NamedTuple):
 
 
 class WeightTransform(NamedTuple):
-  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``."""
+  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``.
+
+  Not an optax ``GradientTransformation``: ``init`` takes no params, and ``update`` takes
+  per-sample losses, not gradients. Pass it to :func:`absgd_jax.weighted_mean`.
+  """
 
   init: Callable[[], AbsgdWeightsState]
   update: Callable[..., tuple[jax.Array, AbsgdWeightsState]]
