@@ -41,7 +41,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from absgd_jax.weights import AxisName, WeightTransform, _global_reduce, _log_mean_exp
+from absgd_jax.weights import (AxisName, WeightTransform, _check_losses_and_mask, _global_reduce,
+                               _log_mean_exp, _refuse_init_args)
 
 # Largest change of log|lam| in one step (a factor e^0.5 = 1.65): a trust region for the first
 # steps, when the losses spread out faster than lam follows and KL_t / rho can be 30 or more.
@@ -187,7 +188,8 @@ def kl_absgd_weights(
   log_gamma = math.log(gamma)
   fmax = float(jnp.finfo(jnp.float32).max)
 
-  def init_fn() -> KlAbsgdWeightsState:
+  def init_fn(*args, **kwargs) -> KlAbsgdWeightsState:
+    _refuse_init_args("kl_absgd_weights", args, kwargs)
     return KlAbsgdWeightsState(
         count=jnp.zeros([], jnp.int32),
         log_s=jnp.zeros([], jnp.float32),
@@ -222,19 +224,7 @@ def kl_absgd_weights(
 
   def update_fn(losses: jax.Array, state: KlAbsgdWeightsState, *,
                 mask: jax.Array | None = None) -> tuple[jax.Array, KlAbsgdWeightsState]:
-    losses = jnp.asarray(losses)
-    if losses.ndim != 1:
-      raise ValueError(
-          "kl_absgd_weights expects a 1-D vector of per-sample losses of shape [batch]; got "
-          f"shape {losses.shape}. Reduce the other axes (e.g. mean over tokens) first.")
-    if losses.shape[0] == 0:
-      raise ValueError("kl_absgd_weights got an empty batch (losses of shape (0,)).")
-    if not jnp.issubdtype(losses.dtype, jnp.floating):
-      raise ValueError(f"losses must be floating point; got dtype {losses.dtype}.")
-    if mask is not None:
-      mask = jnp.asarray(mask)
-      if mask.shape != losses.shape:
-        raise ValueError(f"mask must have the shape of losses {losses.shape}; got {mask.shape}.")
+    losses, mask = _check_losses_and_mask("kl_absgd_weights", losses, mask)
 
     losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
     valid = jnp.isfinite(losses)
@@ -296,4 +286,4 @@ def kl_absgd_weights(
     )
     return jax.lax.stop_gradient(weights), new_state
 
-  return WeightTransform(init_fn, update_fn)
+  return WeightTransform(init_fn, update_fn, axis_name)
