@@ -6,6 +6,7 @@ import numpy as np
 import optax
 import pytest
 
+import absgd_jax
 from absgd_jax.models import create_model
 from absgd_jax.train import Trainer, make_config
 from absgd_jax.train.l2rw import l2rw_weights
@@ -41,7 +42,7 @@ def test_weights_are_the_clipped_normalised_gradient_alignment():
 def test_l2rw_trains_and_down_weights_flipped_labels(tmp_path):
   cfg = make_config("digits-noise", method="l2rw", epochs=3, checkpoint=False,
                     out_dir=str(tmp_path / "run"))
-  t = Trainer(cfg, progress=False)
+  t = Trainer(cfg, progress=False, devices=jax.devices()[:1])
   summary = t.fit()
   assert t.exp.meta is not None and len(t.exp.meta) == 100  # 10 per class, clean labels
   assert np.bincount(t.exp.meta.labels, minlength=10).tolist() == [10] * 10
@@ -50,9 +51,12 @@ def test_l2rw_trains_and_down_weights_flipped_labels(tmp_path):
   assert final["test_acc"] > 0.5
 
 
-def test_l2rw_refuses_a_weigher_or_an_axis_name():
-  import absgd_jax
-  from absgd_jax.train import make_train_step
-  with pytest.raises(ValueError, match="replaces the ABSGD weights"):
-    make_train_step(create_model("mlp", 3), absgd_jax.absgd(0.1), absgd_jax.absgd_weights(1.0),
-                    lambda *a: None, num_classes=3, l2rw_lr=lambda s: 0.1)
+def test_l2rw_refuses_an_axis_name():
+  # L2RW is a weighting strategy of its own (it cannot be combined with an ABSGD weigher by
+  # construction); it has no mapped-axis reductions, so a mapped step refuses it.
+  from absgd_jax.train import make_train_step, weighting
+  model = create_model("mlp", 3)
+  l2rw = weighting.l2rw(model.apply, lambda *a: None, lambda s: 0.1)
+  with pytest.raises(ValueError, match="learning to reweight runs under jax.jit only"):
+    make_train_step(model, absgd_jax.absgd(0.1), lambda *a: None, l2rw, num_classes=3,
+                    axis_name="data")

@@ -1,26 +1,59 @@
-"""The training kit: device-count invariance, exact resume, no recompiles, divergence, freezing."""
+"""The training kit: device-count invariance, exact resume, no recompiles, divergence, freezing.
+
+Trainers run on one device unless the test is about parallelism, and the tests that only
+continue a short run share one (``digits_run``), copied into their own folder.
+"""
 
 import dataclasses
 import json
 import os
+import shutil
 import textwrap
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import absgd_jax
 from absgd_jax.train import DivergenceError, Trainer, make_config
-from absgd_jax.train import experiment_data
+from absgd_jax.train import experiment_data, health, inputs, setup
+from absgd_jax.train.config import RunMismatchError
 from processes import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ONE = jax.devices()[:1]
 
 
 def _cfg(tmp_path, **kw):
-  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "run"), batch_size=64)
+  # The epoch-valued fields are given, so that they do not follow `epochs` (a resume may
+  # extend a run): no decay and no DRW within these short runs.
+  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "run"), batch_size=64,
+              lr_decay_epochs=(), drw_epoch=160)
   base.update(kw)
   return make_config("digits-lt", **base)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+  """One checkpointed epoch of digits-lt (ABSGD, lam = 5): the start that resumes continue."""
+  path = tmp_path_factory.mktemp("digits_run")
+  t = Trainer(_cfg(path, epochs=1, checkpoint=True), progress=False, devices=ONE)
+  t.fit()
+  return path / "run", t.history
+
+
+def _copy_run(digits_run, tmp_path):
+  shutil.copytree(digits_run[0], tmp_path / "run")
+  return tmp_path
+
+
+@pytest.fixture
+def fast_compile():
+  """XLA without most optimisations, for tests that check wiring rather than speed."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
 
 
 def _params(trainer):
@@ -64,12 +97,13 @@ def test_eight_devices_match_one_with_batchnorm(tmp_path):
                       jax.device_get(eight.state.batch_stats), rtol=1e-3, atol=1e-5)
 
 
-def test_resume_continues_exactly(tmp_path):
-  straight = Trainer(_cfg(tmp_path / "a", epochs=3, checkpoint=True), progress=False)
+def test_resume_continues_exactly(tmp_path, digits_run):
+  straight = Trainer(_cfg(tmp_path / "a", epochs=3, checkpoint=True), progress=False,
+                     devices=ONE)
   straight.fit()
-  first = Trainer(_cfg(tmp_path / "b", epochs=1, checkpoint=True), progress=False)
-  first.fit()
-  resumed = Trainer(_cfg(tmp_path / "b", epochs=3, checkpoint=True), progress=False)
+  _copy_run(digits_run, tmp_path / "b")  # the first epoch, run and checkpointed alone
+  resumed = Trainer(_cfg(tmp_path / "b", epochs=3, checkpoint=True), progress=False,
+                    devices=ONE)
   summary = resumed.fit()
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
   assert int(resumed.state.step) == int(straight.state.step)
@@ -78,23 +112,59 @@ def test_resume_continues_exactly(tmp_path):
   assert summary["final"]["test_acc"] == straight.history[-1]["test_acc"]
 
 
-def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path):
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, digits_run, capsys):
+  # Issue 11, case 4: a corrupt checkpoint gave a TensorStore dump and no fall-back. The
+  # shared run goes on to epoch 2 (checkpoints 0 and 1); epoch 1's is then cut short, and a
+  # resume to 3 epochs starts again from epoch 0's, retracing epoch 1 exactly.
+  _copy_run(digits_run, tmp_path)
+  first = Trainer(_cfg(tmp_path, epochs=2, checkpoint=True), progress=False, devices=ONE)
+  first.fit()
+  hit = 0
+  for path in (tmp_path / "run" / "checkpoints" / "1" / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":  # the array data files
+      path.write_bytes(b"\x00garbage" * 7)
+      hit += 1
+  assert hit
+  again = Trainer(_cfg(tmp_path, epochs=3, checkpoint=True), progress=True, devices=ONE)
+  with pytest.warns(UserWarning, match=r"checkpoints/1 does not read .*falling back to the "
+                                       r"previous one, epoch 0"):
+    again.fit()
+  assert "resumed from epoch 0" in capsys.readouterr().out
+  assert [r["epoch"] for r in again.history] == [0, 1, 2]
+  assert again.history[1]["train_loss"] == first.history[1]["train_loss"]  # retraced exactly
+  assert again.checkpointer.latest_epoch() == 2
+
+
+def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
   cfg = _cfg(tmp_path, epochs=3, checkpoint=True, stage2_epoch=1, lr_decay_epochs=(2,),
              warmup_epochs=1, lam=2.0)
-  t = Trainer(cfg, progress=False)
-  t.fit()
+  t = Trainer(cfg, progress=True, devices=ONE)
+  summary = t.fit()
   assert t.train_step._cache_size() == 1
   # Restoring into the live trainer and training on reuses the compiled step.
   t.restore()
   t.train_epoch(2)
   assert t.train_step._cache_size() == 1
+  # The console: a line per epoch, and one where the lam stage begins (issue 11, case 6).
+  out = capsys.readouterr().out
+  for epoch in range(3):
+    line = next(l for l in out.splitlines() if l.startswith(f"epoch {epoch}: loss"))
+    assert "ESS" in line and "test acc" in line and line.endswith("s")
+  spe = -(-len(t.exp.train) // cfg.batch_size)
+  assert f"epoch 1: absgd weights on from step {spe} (lam=2.0)" in out
+  # summary.json says from which step the weights were on (issue 11, case 3).
+  assert summary["weights"] == {"method": "absgd", "first_step": spe, "on": True}
+  assert json.loads((tmp_path / "run" / "summary.json").read_text())["weights"]["on"]
+  # A rerun of the finished run resumes and says so.
+  Trainer(cfg, progress=True, devices=ONE).fit()
+  assert "resumed from epoch 2" in capsys.readouterr().out
 
 
 def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path):
   cfg = _cfg(tmp_path, epochs=2, model="cnn4", stage2_epoch=1, stage2_trainable="fc", lam=1.0)
   exp = experiment_data.build(cfg)
   exp = dataclasses.replace(exp, train=exp.train.subset(np.arange(128)))
-  t = Trainer(cfg, exp=exp, progress=False, log=False)
+  t = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE)
   t.history.append({"epoch": 0, **t.train_epoch(0)})
   assert t.history[0]["log_s"] == 0.0  # stage 1: lam = inf, every weight 1
   snap = jax.device_get((t.state.params, t.state.batch_stats))
@@ -111,22 +181,130 @@ def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path):
   assert rec["log_s"] != 0.0 and rec["max_weight"] > 1.0  # stage 2: real weights
 
 
-def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  cfg = _cfg(tmp_path, epochs=3, checkpoint=True, lr_decay_epochs=(1,),
-             lr_decay_factor=1e12)  # epoch 1 runs at lr = 1e11
-  t = Trainer(cfg, progress=False)
-  with pytest.raises(DivergenceError, match="diverged in epoch 1"):
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  cfg = _cfg(tmp_path, epochs=3, checkpoint=True)
+  spe = -(-len(experiment_data.build(cfg).train) // cfg.batch_size)
+  # Epoch 1 runs at lr = 1e11 (a config may not raise lr by a decay factor > 1).
+  monkeypatch.setattr(setup, "learning_rate_schedule",
+                      lambda config, steps: lambda s: jnp.where(s < spe, 0.1, 1e11))
+  t = Trainer(cfg, progress=False, devices=ONE)
+  with pytest.raises(DivergenceError, match="diverged in epoch 1") as err:
     t.fit()
+  assert "last healthy checkpoint is epoch 0" in str(err.value)
   assert t.checkpointer.latest_epoch() == 0
-  again = Trainer(cfg, progress=False)
+  again = Trainer(cfg, progress=False, devices=ONE)
   assert again.restore() == 1
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(_params(again)))
+
+
+def _resume_with(tmp_path, digits_run, poke):
+  """Resumes the shared run to 3 epochs with ``poke(state)`` applied to the restored state."""
+  _copy_run(digits_run, tmp_path)
+  t = Trainer(_cfg(tmp_path, epochs=3, checkpoint=True), progress=False, devices=ONE)
+  restore = t.restore
+
+  def restore_and_poke():
+    epoch = restore()
+    t.state = poke(t.state)
+    return epoch
+
+  t.restore = restore_and_poke
+  return t
+
+
+def test_a_finite_blowup_stops_naming_the_healthy_checkpoint(tmp_path, digits_run):
+  # Issue 11, case 2: losses of 1e16 (no NaN) were checkpointed over the good epochs. Here the
+  # classifier's scale is blown up by 1e6: the loss stays finite but leaves its running level.
+  def blow_up(state):
+    params = dict(state.params)
+    params["head"] = jax.tree.map(lambda x: x * 1e6, params["head"])
+    return state.replace(params=params)
+  t = _resume_with(tmp_path, digits_run, blow_up)
+  with pytest.raises(DivergenceError, match="diverged in epoch 1") as err:
+    t.fit()
+  assert "times the median of the earlier epochs" in str(err.value)
+  assert "last healthy checkpoint is epoch 0" in str(err.value)
+  assert t.checkpointer.latest_epoch() == 0  # the blown-up epoch was not saved
+
+
+def test_a_log_s_blowup_that_zeroes_every_weight_stops(tmp_path, digits_run):
+  # Issue 11, case 2: log s reached 6.9e30, every weight was 0 and the model froze silently.
+  t = _resume_with(tmp_path, digits_run, lambda state: state.replace(
+      w_state=state.w_state._replace(log_s=jnp.asarray(6.9e30, jnp.float32))))
+  with pytest.raises(DivergenceError, match="every ABSGD weight has collapsed to 0") as err:
+    t.fit()
+  assert "last healthy checkpoint is epoch 0" in str(err.value)
+  assert t.checkpointer.latest_epoch() == 0
+
+
+def test_divergence_rules_on_hand_made_epochs():
+  ok = {"train_loss": 1.0, "weighted_loss": 0.9, "ess_mean": 50.0, "log_s": 0.3, "lam": 5.0}
+  history = [ok, {**ok, "train_loss": 3.0}, {**ok, "train_loss": 2.0}]  # median 2
+  assert health.divergence(ok, history) is None
+  assert health.divergence({**ok, "train_loss": 199.0}, history) is None  # < 100 x median
+  assert "125 times the median" in health.divergence({**ok, "train_loss": 250.0}, history)
+  assert "nan" in health.divergence({**ok, "train_loss": float("nan")}, history)
+  assert "inf" in health.divergence({**ok, "weighted_loss": float("inf")}, history)
+  assert "collapsed to 0" in health.divergence({**ok, "ess_mean": 0.5}, history)
+  assert "weighted loss is 0" in health.divergence({**ok, "weighted_loss": 0.0}, history)
+  # log s: a jump of orders of magnitude at the same lam, but not at a lam switch.
+  assert "log s jumped" in health.divergence({**ok, "log_s": 1001.0}, history)
+  assert health.divergence({**ok, "log_s": 999.0}, history) is None  # < 100 x max(0.3, 10)
+  assert health.divergence({**ok, "log_s": 5e3, "lam": 0.001}, history) is None
+  assert "log s is inf" in health.divergence({**ok, "log_s": float("inf")}, history)
+  # Short of divergence, a checkpoint is still not marked healthy (the Checkpointer keeps the
+  # last healthy one apart) when the loss is 10x its level, or a step zeroed every weight.
+  assert health.suspect({**ok, "train_loss": 19.0}, history) is None
+  assert "12.5 times the median" in health.suspect({**ok, "train_loss": 25.0}, history)
+  assert "every ABSGD weight at 0" in health.suspect({**ok, "ess_min": 0.0}, history)
+  # ... but not for learning to reweight (lam = inf), whose all-zero steps are Ren et al.'s.
+  assert health.suspect({**ok, "ess_min": 0.0, "lam": float("inf")}, history) is None
+
+
+def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_run):
+  # Issue 11, case 1: method=sgd lr=0.5 in an ABSGD run's folder trained a hybrid (or 0
+  # epochs) and relabelled ABSGD's result as SGD's.
+  _copy_run(digits_run, tmp_path)
+  before = (tmp_path / "run" / "summary.json").read_text()
+  other = _cfg(tmp_path, epochs=3, checkpoint=True, method="sgd", lr=0.5)
+  with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run, 0\.5 now; "
+                     r"method: 'absgd' in the saved run, 'sgd' now"):
+    Trainer(other, progress=False, devices=ONE).fit()
+  assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing rewritten
+  # Asked for, a new run starts from epoch 0 with its own settings.
+  t = Trainer(dataclasses.replace(other, epochs=1), progress=False, devices=ONE, new_run=True)
+  summary = t.fit()
+  assert [r["epoch"] for r in t.history] == [0]
+  assert summary["config"]["method"] == "sgd"
+  assert summary["weights"] == {"method": "sgd", "first_step": None, "on": False}
+  stored = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+  assert stored["method"] == "sgd" and stored["lr"] == 0.5
+
+
+def test_a_class_given_up_by_negative_lam_is_named(tmp_path, capsys):
+  # Issue 16: lam < 0 from step 0 locks classes out (their mean weight falls to ~0).
+  cfg = _cfg(tmp_path, epochs=1, imbalance="none", lam=-0.3, collapse_steps=10,
+             collapse_weight=0.05)
+  t = Trainer(cfg, progress=True, devices=ONE)
+  with pytest.warns(RuntimeWarning, match=r"class \d \(\d\) has had a mean weight below 0\.05 "
+                    r"for 10 steps"):
+    t.fit()
+  hits = t.history[0]["collapsed_classes"]
+  assert hits and all(h["mean_weight"] < 0.05 and h["step"] >= 9 for h in hits)
+  assert f"warning: class {hits[0]['class']}" in capsys.readouterr().out
+  logged = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+  assert logged["collapsed_classes"] == hits
+
+
+def test_positive_lam_never_trips_the_class_guard(digits_run):
+  assert [r["collapsed_classes"] for r in digits_run[1]] == [[]]
+  assert digits_run[1][0]["healthy"]
 
 
 def test_metrics_files_and_noise_weights(tmp_path):
   cfg = _cfg(tmp_path, epochs=2, imbalance="none", noise="sym", noise_rate=0.4, lam=-2.0,
              checkpoint=False)
-  summary = Trainer(cfg, progress=False).fit()
+  summary = Trainer(cfg, progress=False, devices=ONE).fit()
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 2
   rec = json.loads(lines[-1])
@@ -138,6 +316,7 @@ def test_metrics_files_and_noise_weights(tmp_path):
   assert rec["flipped_mean_weight"] < rec["clean_mean_weight"]
   assert json.loads((tmp_path / "run" / "summary.json").read_text())["final"]["epoch"] == 1
   assert summary["final"]["test_acc"] == rec["test_acc"]
+  assert summary["weights"] == {"method": "absgd", "first_step": 0, "on": True}
 
 
 def test_bad_config_values_list_the_choices():
@@ -184,9 +363,8 @@ def test_two_processes_match_one_process(tmp_path):
 
 
 def test_learning_rate_schedule_warmup_and_step_decay():
-  from absgd_jax.train.trainer import learning_rate_schedule
   cfg = make_config("cifar10-lt", epochs=200)
-  sched = learning_rate_schedule(cfg, steps_per_epoch=10)
+  sched = setup.learning_rate_schedule(cfg, steps_per_epoch=10)
   # 5-epoch linear warm-up from lr/50 to lr, then /100 at epoch 160 and again at 180.
   assert float(sched(0)) == pytest.approx(0.1 / 50, rel=1e-5)
   assert float(sched(49)) == pytest.approx(0.1, rel=1e-5)
@@ -204,7 +382,7 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
   from absgd_jax.train import make_train_step
   cfg = _cfg(tmp_path, epochs=1, model="resnet8", lam=1.5)
   t = Trainer(cfg, progress=False, log=False, devices=jax.devices()[:1])
-  batch = next(t._train_batches(0))
+  batch = next(inputs.train_batches(cfg, t.exp, 0, t.batch_sharding))
   batch = jax.tree.map(np.asarray, batch)
   state0 = jax.device_get(t.state)
   want, want_m = jax.jit(t.train_step)(state0, batch)
@@ -212,7 +390,7 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
   loss_fn = lambda logits, labels, step: absgd_jax.losses.cross_entropy(logits, labels)
   model = create_model("resnet8", 10, axis_name="data")
   weigher = absgd_jax.absgd_weights(1.5, cfg.gamma, axis_name="data")
-  step = make_train_step(model, t.tx, weigher, loss_fn, num_classes=10, axis_name="data")
+  step = make_train_step(model, t.tx, loss_fn, weigher, num_classes=10, axis_name="data")
   mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
   for check_vma in (True, False):  # shard_map's default, and the unchecked mode
     sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")),
@@ -224,6 +402,10 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
                         rtol=1e-4, atol=1e-6)
     assert float(got_m["wloss_sum"]) == pytest.approx(float(want_m["wloss_sum"]), rel=1e-5)
     assert float(got.w_state.log_s) == pytest.approx(float(want.w_state.log_s), rel=1e-5)
+    # The metrics are of the global batch in both modes (ESS, per-class weight sums).
+    for k in ("ess", "max_weight", "class_weight_sum", "class_count", "loss_sum"):
+      np.testing.assert_allclose(np.asarray(got_m[k]), np.asarray(want_m[k]), rtol=1e-4,
+                                 atol=1e-5, err_msg=k)
   # And under pmap, with the batch split over a leading device axis.
   split = jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[1:]), batch)
   got, _ = jax.pmap(step, axis_name="data", in_axes=(None, 0))(state0, split)
@@ -242,9 +424,9 @@ def test_train_step_under_shard_map_matches_jit(tmp_path):
     # Not tce: from scratch every p_y is below k = 0.5, so its gradient is 0 everywhere.
     dict(method="sgd", loss="gce"),
 ])
-def test_every_method_and_loss_trains(tmp_path, kw):
+def test_every_method_and_loss_trains(tmp_path, kw, fast_compile):
   cfg = _cfg(tmp_path, epochs=2, **kw)
-  summary = Trainer(cfg, progress=False, log=False).fit()
+  summary = Trainer(cfg, progress=False, log=False, devices=ONE).fit()
   final = summary["final"]
   assert np.isfinite(final["train_loss"]) and final["test_acc"] > 0.15, final
 
@@ -270,12 +452,12 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(tmp_p
   _image_zip(tmp_path / "test.zip", 2, 16, 1)
   cfg = make_config("cifar10-lt", data_dir=str(tmp_path), image_size=8, n_max=6, rho=3,
                     crop_padding=1, model="resnet8", epochs=1, batch_size=16, warmup_epochs=0,
-                    checkpoint=False, out_dir=str(tmp_path / "run"))
+                    stage2_epoch=0, checkpoint=False, out_dir=str(tmp_path / "run"))
   exp = experiment_data.build(cfg)
   assert exp.train.images.shape[1:] == (8, 8, 3) and exp.test.images.shape == (20, 8, 8, 3)
   from absgd_jax.data import imbalanced_counts
   assert exp.train.class_counts().tolist() == imbalanced_counts(6, 10, 3).tolist()
-  summary = Trainer(cfg, exp=exp, progress=False, log=False).fit()
+  summary = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE).fit()
   assert np.isfinite(summary["final"]["train_loss"])
   balanced = experiment_data.build(dataclasses.replace(cfg, imbalance="none", n_max=5))
   assert balanced.train.class_counts().tolist() == [5] * 10

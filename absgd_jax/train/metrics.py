@@ -20,24 +20,32 @@ def _ratio(a: float, b: float) -> float | None:
 def train_epoch_metrics(step_metrics: Sequence[dict[str, np.ndarray]]) -> dict[str, Any]:
   """Averages over an epoch: train loss, weighted loss, ESS, log s, per-class mean weight.
 
+  The sums (``*_sum``, ``count``, ``correct``, ``class_*``) add up over the steps; ESS is the
+  mean of the steps' ESS (and ``ess_min`` the smallest), ``max_weight`` the largest, and
+  ``log_s`` and ``lam`` are the last step's.
+
   Examples:
     >>> m = {"loss_sum": 2.0, "wloss_sum": 1.0, "count": 4.0, "correct": 3.0, "ess": 4.0,
-    ...      "max_weight": 1.0, "log_s": 0.0, "class_weight_sum": np.array([1.0, 3.0]),
-    ...      "class_count": np.array([1.0, 3.0])}
+    ...      "max_weight": 1.0, "log_s": 0.0, "lam": 5.0,
+    ...      "class_weight_sum": np.array([1.0, 3.0]), "class_count": np.array([1.0, 3.0])}
     >>> out = train_epoch_metrics([m, m])
     >>> out["train_loss"], out["class_mean_weight"]
     (0.5, [1.0, 1.0])
   """
+  per_step = ("ess", "log_s", "max_weight", "lam")
   total = {k: sum(np.asarray(m[k], np.float64) for m in step_metrics)
-           for k in step_metrics[0] if k not in ("ess", "log_s", "max_weight")}
+           for k in step_metrics[0] if k not in per_step}
   n = float(total["count"])
+  ess = [float(m["ess"]) for m in step_metrics]
   out = {
       "train_loss": _ratio(total["loss_sum"], n),
       "weighted_loss": _ratio(total["wloss_sum"], n),
       "train_acc": _ratio(total["correct"], n),
-      "ess_mean": float(np.mean([m["ess"] for m in step_metrics])),
+      "ess_mean": float(np.mean(ess)),
+      "ess_min": float(np.min(ess)),
       "max_weight": float(np.max([m["max_weight"] for m in step_metrics])),
       "log_s": float(step_metrics[-1]["log_s"]),
+      "lam": float(step_metrics[-1]["lam"]),
       "class_mean_weight": [_ratio(s, c) for s, c in zip(total["class_weight_sum"],
                                                          total["class_count"])],
   }

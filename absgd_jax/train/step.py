@@ -2,17 +2,19 @@
 
 One step serves every setting. Under ``jax.jit`` with a batch sharded over devices (one host
 or many) it is written for the global batch and XLA inserts the collectives. Under ``pmap`` or
-``shard_map``, pass ``axis_name``: the weights, the normaliser of the loss, the gradients,
-BatchNorm statistics (through the model's ``axis_name``) and the metrics are then reduced over
-that axis, so that every mode computes the same global-batch step.
+``shard_map``, pass ``axis_name`` (and a weigher and model built with it): the weights, the
+normaliser of the loss, the gradients, BatchNorm statistics and the metrics are then reduced
+over that axis, so that every mode computes the same global-batch step.
 
-Two things differ between the modes by design. With ``augment=True`` a mapped step folds the
-device index into the augmentation key, so it draws other crops than ``jax.jit`` does. And
-train-mode BatchNorm sees the padding rows of an epoch's last, padded batch (they are real
-images repeated, with weight 0 in the loss), as flax's BatchNorm takes no mask here.
+Two things differ between the modes by design. A mapped step folds the device index into the
+augmentation key, so it draws other crops than ``jax.jit`` does. And train-mode BatchNorm sees
+the padding rows of an epoch's last, padded batch (they are real images repeated, with weight
+0 in the loss), as flax's BatchNorm takes no mask here.
 
 The metrics are sums (of losses, of weights per class, of correct predictions...) so that
 they add up exactly across steps, devices and hosts; the loop divides at the end of an epoch.
+The per-step scalars (ESS, the largest weight, log s, lam) come from
+:func:`absgd_jax.weight_stats`.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ import jax.numpy as jnp
 import optax
 
 import absgd_jax
-from absgd_jax.data.augment import augment_cifar, normalize
-from absgd_jax.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-from absgd_jax.train.l2rw import l2rw_weights
+from absgd_jax.train.weighting import Weighting, as_weighting, uniform
 
 Batch = dict[str, jax.Array]  # images [B, ...], labels [B], mask [B]; optional flipped [B].
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, step) -> [B]
+# (batch, key or None, train) -> batch with float32 "images" (and "val_images") ready for the model.
+Preprocess = Callable[[Batch, jax.Array | None, bool], Batch]
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -45,17 +47,24 @@ class TrainState(flax.struct.PyTreeNode):
   rng: jax.Array  # uint32 [2]: raw key data (checkpoint-friendly), for augmentation.
 
 
-def _psum(x, axis_name):
-  return x if axis_name is None else jax.lax.psum(x, axis_name)
+def cast_images(batch: Batch, key: jax.Array | None = None, train: bool = False) -> Batch:
+  """The default preprocessing: images (and validation images) as float32, nothing else."""
+  del key, train
+  return {k: v.astype(jnp.float32) if k in ("images", "val_images") else v
+          for k, v in batch.items()}
+
+
+def _psum(tree, axis_name):
+  return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
 
 def _device_varying(tree, axis_name):
   """Marks replicated params as per-device values before differentiating them.
 
   Under ``shard_map`` with its default ``check_vma=True``, the gradient of a replicated
-  (device-invariant) input is already summed over the axis, so the explicit psum below would
-  count it once per device. Marking the params varying makes each device's gradient its own
-  term in every mode (``pmap``, and ``shard_map`` with or without the check).
+  (device-invariant) input is already summed over the axis, so the explicit psum of the step
+  would count it once per device. Marking the params varying makes each device's gradient its
+  own term in every mode (``pmap``, and ``shard_map`` with or without the check).
   """
   pcast = getattr(jax.lax, "pcast", None)
   if pcast is not None:
@@ -66,148 +75,122 @@ def _device_varying(tree, axis_name):
 def make_train_step(
     model: Any,
     tx: optax.GradientTransformation,
-    weigher: absgd_jax.WeightTransform | None,
     loss_fn: LossFn,
+    weigher: Weighting | absgd_jax.WeightTransform | None = None,
+    preprocess: Preprocess = cast_images,
     *,
     num_classes: int,
-    augment: bool = False,
-    crop_padding: int = 4,
-    frozen_stats_mask: Any = None,
-    freeze_from_step: int | None = None,
     axis_name: str | None = None,
-    l2rw_lr: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Builds ``train_step(state, batch) -> (state, metrics)``.
 
   Args:
     model: a Flax Linen module called as ``model.apply(vars, x, train=...)``.
     tx: the optax optimizer (freezing, if any, is already inside it).
-    weigher: ``absgd_weights(...)`` for ABSGD/ABAdam/EG, or None for unweighted SGD/Adam.
     loss_fn: per-sample loss ``(logits, labels, step) -> [B]`` (the step drives DRW).
+    weigher: a :class:`~absgd_jax.train.weighting.Weighting` (none, ABSGD, EG, L2RW), a bare
+      ``absgd_jax.absgd_weights(...)``, or None for uniform weights (SGD, Adam).
+    preprocess: ``(batch, key, train) -> batch``: augmentation and normalisation, the same
+      function the eval step is given (with ``train=False``).
     num_classes: C, for the per-class weight metrics.
-    augment: CIFAR crop + flip + normalise on the device, keyed by (state.rng, step).
-    crop_padding: the crop's zero padding in pixels (4 for 32 px images).
-    frozen_stats_mask: pytree like ``batch_stats``; True where the module is frozen in stage 2,
-      so its BatchNorm statistics stop moving too.
-    freeze_from_step: the step at which that freezing starts.
     axis_name: the mapped axis under ``pmap``/``shard_map``; None under ``jax.jit``.
-    l2rw_lr: for the learning-to-reweight baseline (:mod:`absgd_jax.train.l2rw`), the learning
-      rate schedule of its look-ahead step; the batch then carries ``val_images`` and
-      ``val_labels``. ``weigher`` must be None.
   """
-  if l2rw_lr is not None and (weigher is not None or axis_name is not None):
-    raise ValueError("learning to reweight replaces the ABSGD weights (weigher=None) and runs "
-                     "under jax.jit only (axis_name=None).")
+  weigher = uniform(axis_name) if weigher is None else as_weighting(weigher)
+  if weigher.axis_name != axis_name:
+    raise ValueError(
+        f"make_train_step(axis_name={axis_name!r}) got a weigher that reduces over "
+        f"{weigher.axis_name!r}: build it with axis_name={axis_name!r}, or each shard would "
+        f"normalise by its own s (learning to reweight runs under jax.jit only).")
 
   def train_step(state: TrainState, batch: Batch):
-    images, labels, mask = batch["images"], batch["labels"], batch["mask"]
-    if augment:
-      key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-      if axis_name is not None:  # Each shard augments its own samples differently.
-        key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-      images = augment_cifar(key, images, padding=crop_padding)
-    else:
-      images = images.astype(jnp.float32)
-    n_global = _psum(jnp.sum(mask, dtype=jnp.float32), axis_name)
-    meta_weights = None
-    if l2rw_lr is not None:
-      val_images = batch["val_images"]
-      if augment:
-        val_images = augment_cifar(jax.random.fold_in(key, 1), val_images, padding=crop_padding)
-      else:
-        val_images = val_images.astype(jnp.float32)
-      meta_weights = l2rw_weights(model.apply, state.params, state.batch_stats,
-                                  lambda lg, lb: loss_fn(lg, lb, state.step), images, labels,
-                                  mask, val_images, batch["val_labels"], l2rw_lr(state.step))
+    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+    if axis_name is not None:  # Each shard augments its own samples differently.
+      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+    batch = preprocess(batch, key, True)
+    labels, mask = batch["labels"], batch["mask"]
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    batch_weigher = weigher.for_batch(batch, variables, state.step)
 
     def objective(params):
-      logits, new_vars = model.apply({"params": params, "batch_stats": state.batch_stats},
-                                     images, train=True, mutable=["batch_stats"])
-      logits = logits.astype(jnp.float32)
-      losses = loss_fn(logits, labels, state.step)
-      if meta_weights is not None:
-        weights, w_state = meta_weights, state.w_state
-      elif weigher is None:
-        weights, w_state = mask.astype(jnp.float32), state.w_state
-      else:
-        weights, w_state = weigher.update(losses, state.w_state, mask=mask)
-      # Padding rows get no weight; where() keeps a NaN in a real row visible (divergence).
-      weighted = jnp.sum(jnp.where(mask, weights * losses, 0.0)) / jnp.maximum(n_global, 1.0)
+      logits, new_vars = model.apply({**variables, "params": params}, batch["images"],
+                                     train=True, mutable=["batch_stats"])
+      losses = loss_fn(logits.astype(jnp.float32), labels, state.step)
+      loss, (w_state, weights) = absgd_jax.weighted_mean(losses, state.w_state, batch_weigher,
+                                                         where=mask)
       new_stats = new_vars.get("batch_stats", state.batch_stats)  # an MLP has none
-      return weighted, (new_stats, w_state, weights, losses, logits)
+      return loss, (new_stats, w_state, weights, losses, logits)
 
-    grad_fn = jax.value_and_grad(objective, has_aux=True)
     params_in = state.params if axis_name is None else _device_varying(state.params, axis_name)
-    (wloss, (batch_stats, w_state, weights, losses, logits)), grads = grad_fn(params_in)
-    if axis_name is not None:
-      grads = jax.lax.psum(grads, axis_name)  # Each shard's term is already / n_global.
-      wloss = jax.lax.psum(wloss, axis_name)
+    (loss, (batch_stats, w_state, weights, losses, logits)), grads = jax.value_and_grad(
+        objective, has_aux=True)(params_in)
+    # Each shard's term is already divided by the global count: the psum is the global mean.
+    grads, loss = _psum((grads, loss), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    if frozen_stats_mask is not None and freeze_from_step is not None:
-      frozen_now = state.step >= freeze_from_step
-      batch_stats = jax.tree.map(lambda f, old, new: jnp.where(f & frozen_now, old, new),
-                                 frozen_stats_mask, state.batch_stats, batch_stats)
-
-    m = mask.astype(jnp.float32)
-    # One pair of segment sums: per-class weight and per-class count of the real samples.
-    w_sum = jax.ops.segment_sum(weights * m, labels, num_segments=num_classes)
-    counts = jax.ops.segment_sum(m, labels, num_segments=num_classes)
-    metrics = {
-        "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
-        "wloss_sum": wloss * n_global,
-        "count": jnp.sum(m),
-        "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * m),
-        "class_weight_sum": w_sum,
-        "class_count": counts,
-        "weight_sq_sum": jnp.sum((weights * m) ** 2),
-        "weight_sum": jnp.sum(weights * m),
-        "max_weight": jnp.max(weights * m),
-    }
-    if "flipped" in batch:
-      flipped = batch["flipped"].astype(jnp.float32) * m
-      metrics["flipped_weight_sum"] = jnp.sum(weights * flipped)
-      metrics["flipped_count"] = jnp.sum(flipped)
-      metrics["clean_weight_sum"] = jnp.sum(weights * (m - flipped))
-      metrics["clean_count"] = jnp.sum(m - flipped)
-    if axis_name is not None:
-      maxw = jax.lax.pmax(metrics.pop("max_weight"), axis_name)
-      metrics = jax.lax.psum(metrics, axis_name)
-      metrics["max_weight"] = maxw
-      metrics["wloss_sum"] = wloss * n_global
-    # ESS and log s are per step: the loop averages ESS over the epoch's steps.
-    metrics["ess"] = metrics["weight_sum"] ** 2 / jnp.maximum(metrics["weight_sq_sum"], 1e-30)
-    metrics["log_s"] = w_state.log_s
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+    new_state = state.replace(step=state.step + 1, batch_stats=batch_stats,
+                              params=optax.apply_updates(state.params, updates),
                               opt_state=opt_state, w_state=w_state)
-    return new_state, metrics
+    metrics = step_metrics(batch, losses, weights, logits, w_state, num_classes, axis_name)
+    return new_state, {**metrics, "wloss_sum": loss * metrics["count"]}
 
   return train_step
 
 
-def make_eval_step(model: Any, *, num_classes: int, normalize_cifar: bool = False,
-                   normalize_stats: tuple[Any, Any] | None = None,
+def step_metrics(batch: Batch, losses: jax.Array, weights: jax.Array, logits: jax.Array,
+                 w_state: absgd_jax.AbsgdWeightsState, num_classes: int,
+                 axis_name: str | None = None) -> dict[str, jax.Array]:
+  """One step's sums over the real rows, and its weight statistics over the global batch."""
+  mask, labels = batch["mask"], batch["labels"]
+  m = mask.astype(jnp.float32)
+  # class_mean_weights drops out-of-range labels: padding rows are sent to class C.
+  class_weight_sum, class_count = absgd_jax.class_mean_weights(
+      weights, jnp.where(mask, labels, num_classes), num_classes)
+  sums = {
+      "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
+      "count": jnp.sum(m),
+      "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * m),
+      "class_weight_sum": class_weight_sum,
+      "class_count": class_count,
+  }
+  if "flipped" in batch:  # Two groups, clean (0) and flipped (1), as two "classes".
+    group_weight, group_count = absgd_jax.class_mean_weights(
+        weights, jnp.where(mask, batch["flipped"].astype(jnp.int32), 2), 2)
+    sums.update(clean_weight_sum=group_weight[0], clean_count=group_count[0],
+                flipped_weight_sum=group_weight[1], flipped_count=group_count[1])
+  sums = _psum(sums, axis_name)
+  if axis_name is not None:  # ESS and the largest weight are of the global batch.
+    weights = _gather_replicated(weights, axis_name)
+  stats = absgd_jax.weight_stats(weights, w_state)
+  return {**sums, "ess": stats["ess"], "max_weight": stats["max_weight"],
+          "log_s": stats["log_s"], "lam": w_state.lam}
+
+
+def _gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:
+  """The global ``[B]`` from each shard's rows, as a value shard_map knows is replicated.
+
+  Each shard writes its rows into zeros at its offset and a psum joins them (all_gather's
+  result is typed as varying, which shard_map's out_specs=P() refuses).
+  """
+  n, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+  full = jnp.zeros((n * x.shape[0], *x.shape[1:]), x.dtype)
+  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(full, x, i * x.shape[0], 0),
+                      axis_name)
+
+
+def make_eval_step(model: Any, *, num_classes: int, preprocess: Preprocess = cast_images,
                    axis_name: str | None = None):
   """Builds ``eval_step(state, batch) -> {per-class correct [C], per-class count [C]}``.
 
-  The images are normalised with CIFAR's statistics (``normalize_cifar``), or with
-  ``normalize_stats = (mean, std)``, or only cast to float32.
+  ``preprocess`` is the train step's, called with ``train=False`` (normalisation only).
   """
-  if normalize_cifar and normalize_stats is None:
-    normalize_stats = (CIFAR10_MEAN, CIFAR10_STD)
 
   def eval_step(state: TrainState, batch: Batch):
-    images = batch["images"]
-    images = (normalize(images, *normalize_stats) if normalize_stats is not None
-              else images.astype(jnp.float32))
-    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, images,
-                         train=False)
-    m = batch["mask"].astype(jnp.float32)
-    correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32) * m
-    out = {
-        "class_correct": jax.ops.segment_sum(correct, batch["labels"], num_classes),
-        "class_count": jax.ops.segment_sum(m, batch["labels"], num_classes),
-    }
-    return jax.tree.map(lambda x: _psum(x, axis_name), out)
+    batch = preprocess(batch, None, False)
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
+                         batch["images"], train=False)
+    correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
+    # Per-class sums of "correct" over the real rows (padding is sent to the dropped class C).
+    class_correct, class_count = absgd_jax.class_mean_weights(
+        correct, jnp.where(batch["mask"], batch["labels"], num_classes), num_classes)
+    return _psum({"class_correct": class_correct, "class_count": class_count}, axis_name)
 
   return eval_step

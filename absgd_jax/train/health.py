@@ -1,0 +1,147 @@
+"""Is the run healthy? Divergence beyond NaN, and classes that lam < 0 has locked out.
+
+Host-side checks on the metrics the steps already return; they cost nothing on the device.
+
+- :func:`divergence` looks at one epoch against the epochs before it. Besides a non-finite
+  loss it flags a loss far above its running level, weights that have all collapsed to 0
+  (ESS 0, weighted loss 0: the model no longer moves), and ``log s`` jumping by orders of
+  magnitude (a carried ``log s`` of 1e30 zeroes every later weight, which float32 cannot undo).
+- :class:`ClassCollapseGuard` watches each class's mean weight per step. With lam < 0 a class
+  whose loss is high when lam starts acting gets ever smaller weights and is given up ("rich
+  get richer"); the paper is silent on it, and it is the failure users meet first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# A loss this many times the median of the earlier epochs' is a blow-up, not noise: a healthy
+# run's mean loss rarely rises 10x between epochs, while a diverging one climbs by decades.
+LOSS_BLOWUP_FACTOR = 100.0
+# Above this many times the median the run goes on, but its checkpoint is not marked healthy:
+# the Checkpointer keeps the last healthy one apart, and a resume passes over such ones.
+LOSS_SUSPECT_FACTOR = 10.0
+# |log s| this many times its earlier size (and above LOG_S_FLOOR) is a jump of orders of
+# magnitude. log s ~ L / lam, so the floor keeps small lam's large but steady log s quiet.
+LOG_S_JUMP_FACTOR = 100.0
+LOG_S_FLOOR = 10.0
+
+
+def divergence(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str | None:
+  """Why epoch ``record`` has diverged given the earlier ``history``, or None if healthy.
+
+  Examples:
+    >>> ok = {"train_loss": 2.0, "weighted_loss": 2.0, "ess_mean": 60.0, "log_s": 0.4,
+    ...       "lam": 5.0}
+    >>> divergence(ok, [ok]) is None
+    True
+    >>> divergence({**ok, "train_loss": 1e16}, [ok])
+    'the mean training loss 1e+16 is 5e+15 times the median of the earlier epochs (2)'
+    >>> divergence({**ok, "ess_mean": 0.0, "weighted_loss": 0.0}, [ok])[:37]
+    'every ABSGD weight has collapsed to 0'
+  """
+  loss = record.get("train_loss")
+  if loss is None or not math.isfinite(loss):
+    return f"the mean training loss is {loss}"
+  wloss = record.get("weighted_loss")
+  if wloss is None or not math.isfinite(wloss):
+    return f"the weighted training loss is {wloss}"
+  earlier = [r["train_loss"] for r in history if r.get("train_loss") is not None]
+  if earlier:
+    level = float(np.median(earlier))
+    if level > 0 and loss > LOSS_BLOWUP_FACTOR * level:
+      return (f"the mean training loss {loss:.3g} is {loss / level:.3g} times the median of "
+              f"the earlier epochs ({level:.3g})")
+  if loss > 0 and record.get("ess_mean", 1.0) < 1.0:
+    # Kish's ESS is >= 1 whenever one weight is nonzero; below 1 most steps had none.
+    return (f"every ABSGD weight has collapsed to 0 (mean ESS {record['ess_mean']:.3g}, "
+            f"log s {record.get('log_s'):.3g}): the model no longer moves")
+  if loss > 0 and wloss == 0.0:
+    return (f"the weighted loss is 0 while the loss is {loss:.3g}: the weight sits on samples "
+            f"the model already fits exactly, so it no longer moves")
+  log_s = record.get("log_s")
+  if log_s is not None and not math.isfinite(log_s):
+    return f"log s is {log_s}"
+  if history and log_s is not None and record.get("lam") == history[-1].get("lam"):
+    before = abs(history[-1].get("log_s") or 0.0)
+    if abs(log_s) > LOG_S_JUMP_FACTOR * max(before, LOG_S_FLOOR):
+      return f"log s jumped from {history[-1]['log_s']:.3g} to {log_s:.3g} at the same lam"
+  return None
+
+
+def suspect(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str | None:
+  """Why epoch ``record``'s state is not one to fall back on, though not diverged; or None.
+
+  Examples:
+    >>> suspect({"train_loss": 30.0}, [{"train_loss": 2.0}])
+    'the mean training loss 30 is 15 times the median of the earlier epochs'
+  """
+  earlier = [r["train_loss"] for r in history if r.get("train_loss") is not None]
+  level = float(np.median(earlier)) if earlier else 0.0
+  if level > 0 and record["train_loss"] > LOSS_SUSPECT_FACTOR * level:
+    return (f"the mean training loss {record['train_loss']:.3g} is "
+            f"{record['train_loss'] / level:.3g} times the median of the earlier epochs")
+  if record.get("ess_min", 1.0) < 1.0 and math.isfinite(record.get("lam", math.inf)):
+    return "a step had every ABSGD weight at 0"
+  return None
+
+
+class ClassCollapseGuard:
+  """Warns, once per episode, when a class's mean weight stays below ``threshold``.
+
+  Fed the per-step sums the train step returns (``class_weight_sum [C]``, ``class_count [C]``,
+  ``lam``). Only steps with lam < 0 count: with lam > 0 a small weight marks a class already
+  learnt, which is what the weights are for. A class counts one step each time it is in the
+  batch with a mean weight below ``threshold`` (1 is the batch's mean weight); after ``steps``
+  such steps in a row it is reported. A step at or above the threshold resets its count. The
+  counts live on the host and start afresh when a run resumes.
+
+  Examples:
+    >>> guard = ClassCollapseGuard(threshold=0.05, steps=2, class_names=["cat", "dog"])
+    >>> step = {"class_weight_sum": np.array([1.9, 0.02]), "class_count": np.array([2.0, 2.0]),
+    ...         "lam": -1.0}
+    >>> guard.update(step, global_step=0)
+    []
+    >>> hits = guard.update(step, global_step=1)
+    >>> hits
+    [{'step': 1, 'class': 1, 'name': 'dog', 'mean_weight': 0.01}]
+    >>> guard.update(step, global_step=2)  # reported once until it recovers
+    []
+    >>> guard.message(hits[0])[:60]
+    'class 1 (dog) has had a mean weight below 0.05 for 2 steps ('
+  """
+
+  def __init__(self, threshold: float, steps: int, class_names: Sequence[str]):
+    self.threshold = float(threshold)
+    self.steps = int(steps)
+    self.class_names = list(class_names)
+    self.run = np.zeros(len(self.class_names), np.int64)
+    self.reported = np.zeros(len(self.class_names), bool)
+
+  def update(self, step: dict[str, Any], global_step: int) -> list[dict[str, Any]]:
+    """Takes one step's metrics; returns a record of each class that has just collapsed."""
+    lam = float(step["lam"])
+    if self.steps <= 0 or not (lam < 0 and math.isfinite(lam)):
+      return []
+    count = np.asarray(step["class_count"], np.float64)
+    present = count > 0
+    mean = np.where(present, np.asarray(step["class_weight_sum"], np.float64)
+                    / np.where(present, count, 1.0), np.inf)
+    low = present & (mean < self.threshold)
+    high = present & ~low
+    self.run = np.where(low, self.run + 1, np.where(high, 0, self.run))
+    self.reported &= ~high
+    new = np.flatnonzero((self.run >= self.steps) & ~self.reported)
+    self.reported[new] = True
+    return [{"step": int(global_step), "class": int(c), "name": self.class_names[c],
+             "mean_weight": float(mean[c])} for c in new]
+
+  def message(self, hit: dict[str, Any]) -> str:
+    return (f"class {hit['class']} ({hit['name']}) has had a mean weight below "
+            f"{self.threshold:g} for {self.steps} steps (now {hit['mean_weight']:.3g} at step "
+            f"{hit['step']}): lam < 0 is giving it up. Switch lam on later, from a stable "
+            f"point (stage2_epoch), or use a larger |lam|.")
