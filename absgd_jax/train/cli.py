@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--list", action="store_true", help="list the presets and exit")
   ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+  ap.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                  help="train one model per value (lam, gamma, seed; repeat for a grid) in one "
+                       "compiled program, and pick the winner on the validation split")
   ap.add_argument("--distributed", action="store_true",
                   help="call jax.distributed.initialize() first (multi-host)")
   args = ap.parse_args(argv)
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides["out_dir"] = f"runs/{args.config}"
   try:
     config = make_config(args.config, overrides)
+    if args.sweep:  # The grid is checked before any device or data is touched.
+      from absgd_jax.train import sweep
+      sweep.member_configs(config, grid := sweep.parse_sweep(args.sweep))
   except ValueError as e:
     ap.error(str(e))
 
@@ -60,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
     jax.distributed.initialize(**kw)
+  if args.sweep:  # absgd_jax.train.sweep: a folder per member, sweep.jsonl, a table.
+    return sweep.main(config, grid, progress=not args.no_progress)
   from absgd_jax.train.trainer import DivergenceError, Trainer
   trainer = Trainer(config, progress=not args.no_progress)
   try:

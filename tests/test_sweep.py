@@ -1,0 +1,152 @@
+"""A sweep as one program: each member equals its single run, one compile, clear refusals.
+
+The single runs are :class:`absgd_jax.train.Trainer` with the member's own config, on one
+device; the tolerance is that of the one-vs-eight-device tests in test_train.py (the vmapped
+program sums in another order than the single one, and ABSGD's exponential weights carry
+such float32 differences from step to step).
+"""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from absgd_jax.train import Trainer, cli, make_config, sweep
+from absgd_jax.train.sweep import Sweep, member_configs, parse_sweep
+
+ONE = jax.devices()[:1]
+PARAM_TOL = dict(rtol=2e-4, atol=2e-6)  # test_train.test_eight_devices_match_one's
+
+
+def _cfg(tmp_path, **kw):
+  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "sweep"), batch_size=64)
+  base.update(kw)
+  return make_config("digits-lt", **base)
+
+
+def _member(tree, i):
+  return jax.tree.map(lambda x: np.asarray(x)[i], jax.device_get(tree))
+
+
+def _assert_trees_close(a, b, **kw):
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, **kw), a, b)
+
+
+def _max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+@pytest.mark.parametrize("grid, kw", [
+    # lam from the first step, with a validation split to choose the winner on.
+    ({"lam": ["0.5", "5"]}, dict(val_fraction=0.2)),
+    # lam (traced inside the stage-2 schedule) x seed: own init, data and batch order.
+    ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1)),
+    # gamma, one weigher per value chosen by lax.switch.
+    ({"gamma": ["0.5", "1.0"]}, dict(lam=1.0)),
+])
+def test_members_equal_their_single_runs(tmp_path, grid, kw):
+  cfg = _cfg(tmp_path, **kw)
+  sw = Sweep(cfg, grid, progress=False, devices=ONE)
+  out = sw.fit()
+  singles = []
+  for i, m in enumerate(sw.members):
+    single = Trainer(m.config, progress=False, log=False, devices=ONE)
+    single.fit()
+    singles.append(single)
+    _assert_trees_close(_member(sw.state.params, i), jax.device_get(single.state.params),
+                        **PARAM_TOL)
+    assert float(_member(sw.state.w_state.log_s, i)) == pytest.approx(
+        float(single.state.w_state.log_s), rel=1e-4, abs=1e-6)
+    assert int(_member(sw.state.step, i)) == int(single.state.step)
+    got, want = out["members"][i]["final"], single.history[-1]
+    for key in ("train_loss", "weighted_loss", "ess_mean"):
+      assert got[key] == pytest.approx(want[key], rel=1e-4), key
+    assert got["test_acc"] == pytest.approx(want["test_acc"], abs=1.5 / len(single.exp.test))
+  # The members are different runs: a sweep that trained one model M times would fail here.
+  for a in range(len(singles)):
+    for b in range(a):
+      assert _max_diff(jax.device_get(singles[a].state.params),
+                       jax.device_get(singles[b].state.params)) > 1e-3
+
+
+def test_winner_on_validation_and_records(tmp_path):
+  cfg = _cfg(tmp_path, epochs=1, val_fraction=0.25)
+  out = Sweep(cfg, {"lam": [0.5, 2, 20]}, progress=False, devices=ONE).fit()
+  scores = []
+  for m in member_configs(cfg, {"lam": [0.5, 2, 20]}):
+    t = Trainer(m.config, progress=False, log=False, devices=ONE)
+    t.fit()
+    scores.append(t.history[-1]["val_balanced_acc"])
+  assert out["selected_on"] == "val_balanced_acc"
+  best = int(np.argmax(scores))  # the first of equal scores, as the sweep's rule
+  assert out["winner"] == f"lam={[0.5, 2, 20][best]:g}"
+  rows = [json.loads(line) for line in (tmp_path / "sweep" / "sweep.jsonl").read_text().splitlines()]
+  assert [r["config"]["lam"] for r in rows] == [0.5, 2.0, 20.0]
+  assert [r["winner"] for r in rows] == [i == best for i in range(3)]
+  for r, s in zip(rows, scores):
+    assert r["score"] == pytest.approx(s, abs=1e-9) and r["status"] == "ok"
+    folder = tmp_path / "sweep" / r["label"]
+    assert json.loads((folder / "config.json").read_text())["config"]["lam"] == r["sweep"]["lam"]
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1
+    assert json.loads((folder / "summary.json").read_text())["final"]["epoch"] == 0
+  assert "winner: lam=" in sweep.table(out)
+
+
+def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch):
+  traces = {"train": 0, "eval": 0}
+  real_train, real_eval = sweep.make_train_step, sweep.make_eval_step
+
+  def counting_train(*args, **kwargs):  # built once per trace of the vmapped member step
+    traces["train"] += 1
+    return real_train(*args, **kwargs)
+
+  def counting_eval(*args, **kwargs):
+    step = real_eval(*args, **kwargs)
+
+    def eval_step(state, batch):
+      traces["eval"] += 1
+      return step(state, batch)
+
+    return eval_step
+
+  monkeypatch.setattr(sweep, "make_train_step", counting_train)
+  monkeypatch.setattr(sweep, "make_eval_step", counting_eval)
+  cfg = _cfg(tmp_path, epochs=3, val_fraction=0.2)
+  sw = Sweep(cfg, {"lam": [1, 2, 5], "gamma": [0.5, 0.9]}, progress=False, log=False,
+             devices=ONE)
+  sw.fit()
+  # 3 epochs of steps for 6 members, evaluated on test and val each epoch: one trace each.
+  assert traces == {"train": 1, "eval": 1}
+  assert np.asarray(sw.state.step).tolist() == [3 * sw.steps_per_epoch] * 6
+
+
+@pytest.mark.parametrize("items, preset_kw, key", [
+    (["foo=1,2"], {}, "foo"),
+    (["model=mlp,resnet8"], {}, "model"),
+    (["batch_size=32,64"], {}, "batch_size"),
+    (["lam="], {}, "lam"),
+    (["lam=1", "lam=2"], {}, "lam"),
+    (["lam=1,1"], {}, "lam"),
+    (["lam=abc"], {}, "lam"),
+    (["lam=0,1"], {}, "lam"),
+    (["seed=-1,0"], {}, "seed"),
+    (["gamma=0.5,1.5"], {}, "gamma"),
+    (["gamma=0.5,0.9"], dict(method="eg"), "gamma"),
+    (["lam=1,2"], dict(method="sgd"), "lam"),
+    (["lam1,2"], {}, "KEY=V1"),
+])
+def test_bad_sweep_specs_are_refused_naming_the_key(items, preset_kw, key):
+  cfg = make_config("digits-lt", **preset_kw)
+  with pytest.raises(ValueError, match=key):
+    member_configs(cfg, parse_sweep(items))
+
+
+def test_cli_refuses_a_bad_sweep_before_training(capsys, tmp_path):
+  with pytest.raises(SystemExit) as e:
+    cli.main(["--config", "digits-lt", "--out", str(tmp_path), "--sweep", "model=mlp,cnn4"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert "--sweep model" in err and "lam, gamma, seed" in err
+  assert not list(tmp_path.iterdir())  # nothing was written
