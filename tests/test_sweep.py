@@ -6,6 +6,7 @@ program sums in another order than the single one, and ABSGD's exponential weigh
 such float32 differences from step to step).
 """
 
+import dataclasses
 import json
 
 import jax
@@ -38,22 +39,35 @@ def _max_diff(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-@pytest.mark.parametrize("grid, kw", [
+_SINGLE_RUNS = {}  # the single runs, by config without out_dir: two cases share theirs
+
+
+def _single_run(config):
+  key = dataclasses.replace(config, out_dir="")
+  if key not in _SINGLE_RUNS:
+    single = Trainer(config, progress=False, log=False, devices=ONE)
+    single.fit()
+    _SINGLE_RUNS[key] = single
+  return _SINGLE_RUNS[key]
+
+
+@pytest.mark.parametrize("grid, kw, mode", [
     # lam from the first step, with a validation split to choose the winner on.
-    ({"lam": ["0.5", "5"]}, dict(val_fraction=0.2)),
+    ({"lam": ["0.5", "5"]}, dict(val_fraction=0.2), "vmap"),
     # lam (traced inside the stage-2 schedule) x seed: own init, data and batch order.
-    ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1)),
-    # gamma, one weigher per value chosen by lax.switch.
-    ({"gamma": ["0.5", "1.0"]}, dict(lam=1.0)),
+    ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "vmap"),
+    # gamma, one weigher per value chosen by lax.switch (a select under vmap).
+    ({"gamma": ["0.5", "1.0"]}, dict(lam=1.0), "vmap"),
+    # The CPU's default: the members one after another (lax.map) inside the program.
+    ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "map"),
 ])
-def test_members_equal_their_single_runs(tmp_path, grid, kw):
+def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
   cfg = _cfg(tmp_path, **kw)
-  sw = Sweep(cfg, grid, progress=False, devices=ONE)
+  sw = Sweep(cfg, grid, progress=False, devices=ONE, mode=mode)
   out = sw.fit()
   singles = []
   for i, m in enumerate(sw.members):
-    single = Trainer(m.config, progress=False, log=False, devices=ONE)
-    single.fit()
+    single = _single_run(m.config)
     singles.append(single)
     _assert_trees_close(_member(sw.state.params, i), jax.device_get(single.state.params),
                         **PARAM_TOL)
@@ -94,7 +108,16 @@ def test_winner_on_validation_and_records(tmp_path):
   assert "winner: lam=" in sweep.table(out)
 
 
-def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch):
+@pytest.fixture
+def fast_compile():
+  """XLA without most optimisations: this test checks tracing, not numbers."""
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", False)
+
+
+@pytest.mark.parametrize("mode", ["vmap", "map"])
+def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile, mode):
   traces = {"train": 0, "eval": 0}
   real_train, real_eval = sweep.make_train_step, sweep.make_eval_step
 
@@ -113,13 +136,15 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch):
 
   monkeypatch.setattr(sweep, "make_train_step", counting_train)
   monkeypatch.setattr(sweep, "make_eval_step", counting_eval)
-  cfg = _cfg(tmp_path, epochs=3, val_fraction=0.2)
-  sw = Sweep(cfg, {"lam": [1, 2, 5], "gamma": [0.5, 0.9]}, progress=False, log=False,
-             devices=ONE)
+  cfg = _cfg(tmp_path, epochs=2, val_fraction=0.2)
+  sw = Sweep(cfg, {"lam": [1, 5], "gamma": [0.5, 0.9]}, progress=False, log=False,
+             devices=ONE, mode=mode)
   sw.fit()
-  # 3 epochs of steps for 6 members, evaluated on test and val each epoch: one trace each.
-  assert traces == {"train": 1, "eval": 1}
-  assert np.asarray(sw.state.step).tolist() == [3 * sw.steps_per_epoch] * 6
+  # 2 epochs of steps for 4 members, evaluated on test and val each epoch: one trace each
+  # (whose program, in map mode, holds the 4 members' steps one after another).
+  per_trace = 4 if mode == "map" else 1
+  assert traces == {"train": per_trace, "eval": per_trace}
+  assert np.asarray(sw.state.step).tolist() == [2 * sw.steps_per_epoch] * 4
 
 
 @pytest.mark.parametrize("items, preset_kw, key", [

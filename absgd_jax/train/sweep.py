@@ -22,6 +22,10 @@ What may vary inside one program (``SWEEPABLE``):
 Anything else (the model, the batch size, the data set, ...) changes the program's shapes or
 structure, and is refused, naming the key: run such values as separate runs.
 
+On the CPU the members run one after another inside the program instead (``mode="map"``,
+the default there): vmapped convolutions with per-member kernels become grouped convolutions,
+which XLA:CPU runs far slower than separate ones (:func:`resolve_mode`).
+
 The sweep writes one folder per member under ``out_dir`` (its ``config.json``,
 ``metrics.jsonl`` and ``summary.json``, as a single run writes them) and ``out_dir/sweep.jsonl``
 with a row per member: its swept values, resolved config, final metrics, status and whether
@@ -40,7 +44,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import jax
@@ -55,7 +59,7 @@ from absgd_jax.models import create_model
 from absgd_jax.train import experiment_data, health, inputs, runs, setup, weighting
 from absgd_jax.train.config import Config
 from absgd_jax.train.metrics import eval_metrics, train_epoch_metrics
-from absgd_jax.train.step import make_eval_step, make_train_step
+from absgd_jax.train.step import cast_images, make_eval_step, make_train_step
 
 # The settings a member may change inside one compiled program, with their value types.
 SWEEPABLE = {"lam": float, "gamma": float, "seed": int}
@@ -188,6 +192,62 @@ def swept_absgd(lam: Any, gammas: Sequence[float], gamma_index: jax.Array | None
   return weighting.as_weighting(absgd_jax.WeightTransform(transforms[0].init, update))
 
 
+MEMBER_MODES = ("auto", "vmap", "map")
+
+
+def resolve_mode(mode: str) -> str:
+  """``auto`` is ``vmap`` on accelerators and ``map`` on the CPU.
+
+  Under vmap the members' convolutions become one grouped convolution (each member has its
+  own kernels), which XLA:CPU runs far slower than M separate ones (benchmarks/RESULTS.md,
+  issue 12); a GPU or TPU, launch-bound on a small model, gains from it. ``map`` runs the
+  members one after another inside the same compiled program (about M times one step).
+  """
+  if mode not in MEMBER_MODES:
+    raise ValueError(f"mode={mode!r} is not one of {', '.join(MEMBER_MODES)}.")
+  if mode == "auto":
+    return "map" if jax.default_backend() == "cpu" else "vmap"
+  return mode
+
+
+def over_members(fn: Callable, mode: str, shared: tuple[bool, ...]) -> Callable:
+  """``fn`` over a leading member axis of its arguments, except those marked ``shared``:
+  vectorised (``vmap``) or one member after another (``map``), in one program either way."""
+  if resolve_mode(mode) == "vmap":
+    return jax.vmap(fn, in_axes=tuple(None if s else 0 for s in shared))
+
+  def mapped(*args):
+    # Unrolled rather than lax.map: XLA:CPU ran a ResNet step inside lax.map's loop many
+    # times slower than the same step alone (benchmarks/RESULTS.md, issue 12).
+    size = jax.tree.leaves(args[0])[0].shape[0]
+    outs = [fn(*(a if s else jax.tree.map(lambda x, i=i: x[i], a) for a, s in zip(args, shared)))
+            for i in range(size)]
+    return _stack(outs)
+
+  return mapped
+
+
+def make_sweep_step(model: Any, tx: Any, loss_fn: Any,
+                    weighting_for: Callable[[dict[str, jax.Array]], weighting.Weighting],
+                    preprocess: Any = cast_images, *, num_classes: int,
+                    shared_batch: bool = True, mode: str = "vmap") -> Callable:
+  """``sweep_step(states, batch, hyper) -> (states, metrics)`` over a leading member axis.
+
+  Each member runs :func:`absgd_jax.train.step.make_train_step`'s step, with the weighting
+  ``weighting_for(hyper)`` builds from its own hyper-parameters (scalars, traced).
+  ``states`` and ``hyper``'s arrays lead with the member axis ``M``; ``batch`` is ``[B, ...]``
+  and shared (``shared_batch``) or ``[M, B, ...]``. ``mode``: see :func:`resolve_mode`.
+  Not jitted: wrap it in ``jax.jit``.
+  """
+
+  def member_step(state, batch, hyper):
+    step = make_train_step(model, tx, loss_fn, weighting_for(hyper), preprocess,
+                           num_classes=num_classes)
+    return step(state, batch)
+
+  return over_members(member_step, mode, (False, shared_batch, False))
+
+
 def _stack(trees: Sequence[Any]) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
@@ -200,6 +260,8 @@ class Sweep:
     grid: ``{key: values}`` (strings or numbers), as :func:`parse_sweep` returns it.
     exp: the data, for a sweep without a seed axis (tests share one); built when None.
     progress, log, devices: as :class:`absgd_jax.train.Trainer`'s.
+    mode: how the members share the program: ``vmap``, ``map`` or ``auto`` (see
+      :func:`resolve_mode`).
 
   Examples:
     >>> from absgd_jax.train import make_config
@@ -211,8 +273,9 @@ class Sweep:
 
   def __init__(self, config: Config, grid: dict[str, Sequence[Any]], *,
                exp: experiment_data.ExperimentData | None = None, progress: bool = True,
-               log: bool = True, devices: list | None = None):
+               log: bool = True, devices: list | None = None, mode: str = "auto"):
     self.config, self.progress, self.log = config, progress, log
+    self.mode = resolve_mode(mode)
     self.members = member_configs(config, grid)
     M, C = len(self.members), config.num_classes
     # One data set per seed (lam and gamma do not change the data).
@@ -251,11 +314,13 @@ class Sweep:
               for m, v in zip(self.members, variables)]
     self.state = jax.device_put(_stack(states), replicated)
     self.hyper, self.gammas = self._hyper(grid)
-    batch_axis = None if self.shared_batches else 0
-    self.train_step = jax.jit(jax.vmap(self._member_step, in_axes=(0, batch_axis, 0)),
-                              donate_argnums=0, out_shardings=(replicated, replicated))
+    sweep_step = make_sweep_step(self.model, self.tx, self.loss_fn, self._weighting,
+                                 self.preprocess, num_classes=C,
+                                 shared_batch=self.shared_batches, mode=self.mode)
+    self.train_step = jax.jit(sweep_step, donate_argnums=0,
+                              out_shardings=(replicated, replicated))
     eval_step = make_eval_step(self.model, num_classes=C, preprocess=self.preprocess)
-    self.eval_step = jax.jit(jax.vmap(eval_step, in_axes=(0, batch_axis)),
+    self.eval_step = jax.jit(over_members(eval_step, self.mode, (False, self.shared_batches)),
                              out_shardings=replicated)
     self._stack_batches = jax.jit(_stack, out_shardings=self.stacked_sharding)
     self.guards = [health.ClassCollapseGuard(
@@ -301,12 +366,6 @@ class Sweep:
       return setup.make_weighting(c, spe, self.model.apply, self.loss_fn)
     return swept_absgd(setup.lam_schedule(c, spe, hyper.get("lam")), self.gammas,
                        hyper.get("gamma_index"))
-
-  def _member_step(self, state, batch, hyper):
-    """One member's train step: the single run's step, built for this member's values."""
-    step = make_train_step(self.model, self.tx, self.loss_fn, self._weighting(hyper),
-                           self.preprocess, num_classes=self.config.num_classes)
-    return step(state, batch)
 
   def _batches(self, streams):
     if self.shared_batches:
