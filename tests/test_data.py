@@ -603,3 +603,114 @@ def test_core_package_does_not_import_the_data_kit():
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   subprocess.run([sys.executable, "-c", code], check=True, env=env,
                  cwd=Path(__file__).resolve().parents[1])
+
+
+# ------------------------------------------------- issue 11: data errors named, and named early
+
+
+def _write_list(root: Path, n: int, num_classes: int, missing=(), bad_label=None) -> Path:
+  """A split list of ``n`` files (label i % C); ``missing`` line numbers (1-based) are not
+  created on disk; ``bad_label = (line, label)`` writes that label on that line."""
+  lines = []
+  for i in range(n):
+    rel = f"c{i % num_classes}/img {i:04d}.jpg"  # A space in the name, as real lists have.
+    label = i % num_classes
+    if bad_label is not None and i + 1 == bad_label[0]:
+      label = bad_label[1]
+    lines.append(f"{rel} {label}")
+    if i + 1 not in missing:
+      (root / rel).parent.mkdir(parents=True, exist_ok=True)
+      (root / rel).write_bytes(b"")
+  path = root / "train.txt"
+  path.write_text("\n".join(lines) + "\n")
+  return path
+
+
+def test_split_list_with_one_missing_file_is_caught_whole_naming_file_and_line(tmp_path):
+  # Issue 11, case 5: one missing file in 1,000 passed a 64-file sample check and crashed the
+  # loader mid-epoch. Every file is stat'ed: the missing one is named with its line.
+  path = _write_list(tmp_path, 1000, 10, missing={617})
+  with pytest.raises(FileNotFoundError,
+                     match=r"train\.txt: 1 of 1000 listed files are missing .*line 617: "
+                           r"c6/img 0616\.jpg"):
+    data.read_split_list(path, tmp_path, num_classes=10, check_files=True)
+  ds = data.read_split_list(path, tmp_path, num_classes=10)  # Parsing alone does not stat.
+  assert len(ds) == 1000
+  (tmp_path / "c6" / "img 0616.jpg").write_bytes(b"")
+  assert len(data.read_split_list(path, tmp_path, num_classes=10, check_files=True)) == 1000
+
+
+def test_inat_json_missing_image_is_named(tmp_path):
+  import json
+  doc = {"images": [{"id": 1, "file_name": "a/1.jpg"}, {"id": 2, "file_name": "b/2.jpg"}],
+         "annotations": [{"image_id": 1, "category_id": 0}, {"image_id": 2, "category_id": 1}],
+         "categories": [{"id": 0}, {"id": 1}]}
+  (tmp_path / "a").mkdir()
+  (tmp_path / "a" / "1.jpg").write_bytes(b"")
+  (tmp_path / "s.json").write_text(json.dumps(doc))
+  with pytest.raises(FileNotFoundError, match=r"1 of 2 .*image id 2: b/2\.jpg"):
+    data.read_inat_json(tmp_path / "s.json", tmp_path, check_files=True)
+
+
+def test_label_out_of_range_names_file_and_line(tmp_path):
+  # Issue 11, case 5: "labels[k] = 12 is outside [0, 10)" named neither the file nor the line.
+  path = _write_list(tmp_path, 50, 10, bad_label=(37, 12))
+  with pytest.raises(ValueError, match=r"train\.txt:37: label 12 of 'c6/img 0036\.jpg' is "
+                                       r"outside \[0, 10\)"):
+    data.read_split_list(path, tmp_path, num_classes=10)
+  path = _write_list(tmp_path, 50, 10, bad_label=(5, -1))
+  with pytest.raises(ValueError, match=r"train\.txt:5: label -1 .* outside"):
+    data.read_split_list(path, tmp_path)
+
+
+def test_class_absent_from_a_list_warns(tmp_path):
+  # Issue 11, case 5: a class absent from a list trained without a warning.
+  path = _write_list(tmp_path, 40, 8)  # Labels 0..7 of 10 classes: 8 and 9 absent.
+  with pytest.warns(UserWarning, match=r"no image of 2 of its 10 classes \(8, 9\)"):
+    ds = data.read_split_list(path, tmp_path, num_classes=10)
+  assert ds.class_counts().tolist() == [5] * 8 + [0, 0]
+
+
+@pytest.mark.parametrize("kind", ["dir", "zip"])
+def test_empty_class_folder_is_named(tmp_path, kind):
+  # Issue 11, case 5: an empty class folder gave "has 9 classes; cifar10 needs 10" without
+  # naming it, and would have shifted the labels of every class after it.
+  files = _toy_files(prefix="train/")
+  if kind == "dir":
+    for name, blob in files.items():
+      (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+      (tmp_path / "src" / name).write_bytes(blob)
+    (tmp_path / "src" / "train" / "bee").mkdir()
+    (tmp_path / "src" / "train" / "bee" / "notes.txt").write_text("no images here")
+    src = tmp_path / "src"
+  else:
+    src = _make_zip(tmp_path / "toy.zip", files)
+    with zipfile.ZipFile(src, "a") as z:
+      z.writestr(zipfile.ZipInfo("train/bee/"), b"")  # An empty folder entry.
+  with pytest.raises(ValueError, match=r"class folder\(s\) \['train/bee'\] in .* hold no "
+                                       r"images"):
+    data.load_image_folder(src, use_cache=False)
+
+
+def test_missing_class_of_a_known_data_set_is_named():
+  # A zip need not record an empty folder at all: the data set's class table names it.
+  found = [c for c in data.CIFAR10_CLASSES if c != "cat"]
+  with pytest.raises(ValueError, match=r"train\.zip has 9 classes; cifar10 needs 10: no images "
+                                       r"of class\(es\) \['cat'\]"):
+    data.check_class_names(found, "cifar10", "train.zip")
+  data.check_class_names(list(data.CIFAR10_CLASSES), "cifar10", "train.zip")
+
+
+def test_data_facts_table_agrees_with_the_sources():
+  f = data.facts("cifar100")
+  assert f.num_classes == len(f.class_names) == 100
+  assert f.normalisation == (data.CIFAR100_MEAN, data.CIFAR100_STD)
+  assert np.array_equal(f.asym_noise(), data.cifar100_asym_mapping())
+  assert data.facts("cifar10").asym_noise() == data.CIFAR10_ASYM
+  assert data.facts("digits").normalisation is None and not data.facts("digits").streamed
+  train, _ = data.load_digits()
+  assert len(train) <= data.facts("digits").train_size
+  assert all(f.streamed == bool(f.default_lists[0]) or f.name == "image-list"
+             for f in data.FACTS.values())
+  with pytest.raises(ValueError, match="dataset='mnist' is not one of"):
+    data.facts("mnist")

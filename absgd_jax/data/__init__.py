@@ -13,6 +13,8 @@ augmentation, which is jax.numpy for use inside a jitted train step.
 - Imbalance: :func:`imbalanced_counts`, :func:`imbalanced_subset`, :func:`make_imbalanced`.
 - Label noise: :func:`symmetric_noise`, :func:`asymmetric_noise` with :data:`CIFAR10_ASYM`,
   :func:`cifar100_asym_mapping` or :data:`DIGITS_ASYM`.
+- Facts of each data set (classes, normalisation, default lists, asymmetric noise, whether it
+  streams, training-split size), in one table: :data:`FACTS`, :func:`facts`.
 - Batching: :func:`epoch_batches` (shuffled or class-balanced, fixed-shape :class:`Batch` es).
 - Augmentation: :func:`random_crop_flip`, :func:`normalize`, :func:`augment_cifar`.
 
@@ -50,6 +52,7 @@ from absgd_jax.data.cifar import (
 )
 from absgd_jax.data.dataset import ArrayDataset, check_labels
 from absgd_jax.data.digits import DIGITS_CLASSES, load_digits
+from absgd_jax.data.facts import FACTS, DatasetFacts, check_class_names, facts
 from absgd_jax.data.file_list import FileDataset, read_inat_json, read_split_list
 from absgd_jax.data.image_folder import default_cache_dir, load_image_folder
 from absgd_jax.data.imbalance import imbalanced_counts, imbalanced_subset, make_imbalanced
@@ -77,10 +80,13 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "CropFlipParams",
+    "DatasetFacts",
+    "FACTS",
     "DIGITS_ASYM",
     "DIGITS_CLASSES",
     "asymmetric_noise",
     "augment_cifar",
+    "check_class_names",
     "check_labels",
     "cifar100_asym_mapping",
     "crop_flip",
@@ -88,6 +94,7 @@ __all__ = [
     "default_cache_dir",
     "downsample",
     "epoch_batches",
+    "facts",
     "imbalanced_counts",
     "imbalanced_subset",
     "load_digits",

@@ -100,16 +100,21 @@ class _Source:
     if self._names is not None:
       return
     if self.kind == "dir":
-      files = [f.relative_to(self.path).as_posix() for f in self.path.rglob("*") if f.is_file()]
+      found = list(self.path.rglob("*"))
+      files = [f.relative_to(self.path).as_posix() for f in found if f.is_file()]
+      dirs = {f.relative_to(self.path).as_posix() for f in found if f.is_dir()}
     else:
       with zipfile.ZipFile(self.path) as z:
-        files = [i.filename for i in z.infolist() if not i.is_dir()]
+        infos = z.infolist()
+      files = [i.filename for i in infos if not i.is_dir()]
+      dirs = {i.filename.rstrip("/") for i in infos if i.is_dir()}
     entries = sorted(e for e in map(_split_member, files) if e is not None)
     if not entries:
       raise ValueError(f"{self.path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     if not entries[0][0]:  # "" sorts first: images outside any class folder.
       raise ValueError(f"image {entries[0][1]!r} in {self.path} is not inside a class folder; "
                        "expected <class>/<file>.")
+    _check_no_empty_class(self.path, [n for _, n in entries], files, dirs)
     self.class_names = tuple(sorted({c for c, _ in entries}))
     index = {c: i for i, c in enumerate(self.class_names)}
     self._names = [n for _, n in entries]
@@ -134,6 +139,32 @@ class _Source:
       z = zipfile.ZipFile(self.path)
       return z.read, z.close
     return (lambda n: (self.path / n).read_bytes()), (lambda: None)
+
+
+def _check_no_empty_class(source: Path, images: list[str], files: list[str],
+                          dirs: set[str]) -> None:
+  """Raises naming a class folder without images beside the class folders that have some.
+
+  Labels follow the sorted folder names, so an empty class would silently shift every later
+  class's label by one (and leave the data set a class short).
+  """
+  parent = lambda p: p.rpartition("/")[0]
+  class_dirs = {parent(n) for n in images}
+  roots = {parent(d) for d in class_dirs}  # Where the class folders sit ("" at the top).
+  every = set(dirs)
+  for f in files:  # A zip need not list its folders: they show in the members' paths.
+    d = parent(f)
+    while d:
+      every.add(d)
+      d = parent(d)
+  empty = sorted(d for d in every - class_dirs if parent(d) in roots
+                 and not d.rpartition("/")[2].startswith(".")
+                 and "__MACOSX" not in d.split("/")
+                 and not any(c.startswith(d + "/") for c in class_dirs))
+  if empty:
+    raise ValueError(f"class folder(s) {empty} in {source} hold no images "
+                     f"({', '.join(sorted(IMAGE_EXTENSIONS))}): add their images or remove "
+                     "them. An empty class would shift the labels of the classes after it.")
 
 
 def _decode(name: str, data: bytes, source: Path,

@@ -2,8 +2,10 @@
 
 One preset per paper experiment (``--list`` shows them with their settings); ``--set`` overrides
 any field of :class:`absgd_jax.train.Config`. A run writes ``metrics.jsonl``, ``summary.json``,
-PNG plots and orbax checkpoints under ``out_dir``; running the same command again resumes from
-the latest checkpoint. ``--distributed`` joins a multi-host job (TPU pod, GPU cluster) through
+PNG plots and orbax checkpoints under ``out_dir``, by default
+``runs/<preset>/<method>[-lam<lam>]-<fingerprint>``, one folder per setting. Running the same
+command again resumes from the latest checkpoint; a resume with other settings is refused,
+naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed`` joins a multi-host job (TPU pod, GPU cluster) through
 ``jax.distributed.initialize()`` before anything touches the devices.
 """
 
@@ -14,7 +16,7 @@ import json
 import os
 import sys
 
-from absgd_jax.train.config import PRESETS, make_config
+from absgd_jax.train.config import PRESETS, Config, make_config
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -27,7 +29,7 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
   return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog="absgd-train", description=__doc__.split("\n")[0])
   ap.add_argument("--config", choices=sorted(PRESETS), help="a paper experiment preset")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -36,28 +38,45 @@ def main(argv: list[str] | None = None) -> int:
   ap.add_argument("--list", action="store_true", help="list the presets and exit")
   ap.add_argument("--no-progress", action="store_true", help="no progress bars")
   ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+  ap.add_argument("--new-run", action="store_true",
+                  help="start afresh in out_dir even if it holds a run with other settings")
   ap.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
                   help="train one model per value (lam, gamma, seed; repeat for a grid) in one "
                        "compiled program, and pick the winner on the validation split")
   ap.add_argument("--distributed", action="store_true",
                   help="call jax.distributed.initialize() first (multi-host)")
+  return ap
+
+
+def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | None]:
+  """The parsed arguments and the resolved, checked config (None for ``--list``).
+
+  Every setting is checked here, before jax or any data is touched; a bad one exits with
+  status 2 and a message naming the key.
+  """
+  ap = _parser()
   args = ap.parse_args(argv)
   if args.list:
-    for name, values in PRESETS.items():
-      print(f"{name}: {json.dumps(values)}")
-    return 0
+    return args, None
   overrides = _parse_sets(args.set)
   if args.out:
     overrides["out_dir"] = args.out
-  elif args.config and "out_dir" not in overrides:
-    overrides["out_dir"] = f"runs/{args.config}"
   try:
     config = make_config(args.config, overrides)
     if args.sweep:  # The grid is checked before any device or data is touched.
       from absgd_jax.train import sweep
-      sweep.member_configs(config, grid := sweep.parse_sweep(args.sweep))
+      sweep.member_configs(config, sweep.parse_sweep(args.sweep))
   except ValueError as e:
     ap.error(str(e))
+  return args, config
+
+
+def main(argv: list[str] | None = None) -> int:
+  args, config = parse(argv)
+  if config is None:
+    for name, values in PRESETS.items():
+      print(f"{name}: {json.dumps(values)}")
+    return 0
 
   import jax
   if args.distributed:
@@ -67,12 +86,16 @@ def main(argv: list[str] | None = None) -> int:
                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
     jax.distributed.initialize(**kw)
   if args.sweep:  # absgd_jax.train.sweep: a folder per member, sweep.jsonl, a table.
-    return sweep.main(config, grid, progress=not args.no_progress)
+    from absgd_jax.train import sweep
+    return sweep.main(config, sweep.parse_sweep(args.sweep), progress=not args.no_progress)
+  from absgd_jax.train.checkpoint import CheckpointError
+  from absgd_jax.train.config import RunMismatchError
   from absgd_jax.train.trainer import DivergenceError, Trainer
-  trainer = Trainer(config, progress=not args.no_progress)
   try:
+    kw = {"new_run": True} if args.new_run else {}
+    trainer = Trainer(config, progress=not args.no_progress, **kw)
     summary = trainer.fit()
-  except DivergenceError as e:
+  except (DivergenceError, RunMismatchError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   if not args.no_plots and jax.process_index() == 0 and trainer.history:

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from absgd_jax import data
+from absgd_jax.data.facts import facts
 from absgd_jax.train.config import Config
 
 
@@ -25,15 +26,6 @@ class ExperimentData:
   train_class_counts: np.ndarray  # [C] of the labels as trained on.
 
 
-# The split lists' names as their publishers ship them (Clothing1M's are ours: see
-# docs/large_scale.md for the one-line joins that make them from its key lists).
-DEFAULT_LISTS = {"imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
-                 "places-lt": ("Places_LT_train.txt", "Places_LT_test.txt"),
-                 "inat2018": ("train2018.json", "val2018.json"),
-                 "clothing1m": ("noisy_train.txt", "clean_test.txt"),
-                 "image-list": ("", "")}
-
-
 def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
   path = name or default
   if not path:
@@ -43,25 +35,22 @@ def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
   if not os.path.exists(path):
     raise FileNotFoundError(f"split list {path} not found: set data_dir to the data set's "
                             f"folder, or train_list / test_list to the lists' paths.")
+  # Every listed file is stat'ed before a long run starts (issue 11: a sample check let one
+  # missing file crash the loader mid-epoch).
   if path.endswith(".json"):
-    ds = data.read_inat_json(path, config.data_dir)
+    ds = data.read_inat_json(path, config.data_dir, check_files=True)
   else:
-    ds = data.read_split_list(path, config.data_dir, num_classes=config.num_classes)
+    ds = data.read_split_list(path, config.data_dir, num_classes=config.num_classes,
+                              check_files=True)
   if ds.num_classes != config.num_classes:
     raise ValueError(f"{path} has {ds.num_classes} classes; dataset={config.dataset!r} has "
                      f"{config.num_classes}.")
-  # A cheap check before a long run: a sample of the files must exist.
-  sample = ds.subset(np.random.default_rng(0).choice(len(ds), min(64, len(ds)), replace=False))
-  missing = sample.missing_files()
-  if missing:
-    raise FileNotFoundError(f"{len(missing)} of 64 sampled files listed in {path} are missing, "
-                            f"e.g. {missing[0]}: is data_dir ({config.data_dir}) their root?")
   return ds
 
 
 def _load_source(config: Config):
   if config.streamed:
-    train_default, test_default = DEFAULT_LISTS[config.dataset]
+    train_default, test_default = facts(config.dataset).default_lists
     return (_read_list(config, config.train_list, train_default),
             _read_list(config, config.test_list, test_default))
   if config.dataset == "digits":
@@ -133,8 +122,7 @@ def build(config: Config) -> ExperimentData:
                                           seed=config.seed)
     train = train.with_labels(noisy)
   elif config.noise == "asym":
-    mapping = {"digits": data.DIGITS_ASYM, "cifar10": data.CIFAR10_ASYM,
-               "cifar100": data.cifar100_asym_mapping()}[config.dataset]
+    mapping = facts(config.dataset).asym_noise()
     noisy, flipped = data.asymmetric_noise(clean, config.noise_rate, mapping, seed=config.seed,
                                            num_classes=config.num_classes)
     train = train.with_labels(noisy)

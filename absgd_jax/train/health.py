@@ -22,6 +22,9 @@ import numpy as np
 # A loss this many times the median of the earlier epochs' is a blow-up, not noise: a healthy
 # run's mean loss rarely rises 10x between epochs, while a diverging one climbs by decades.
 LOSS_BLOWUP_FACTOR = 100.0
+# Above this many times the median the run goes on, but its checkpoint is not marked healthy:
+# the Checkpointer keeps the last healthy one apart, and a resume passes over such ones.
+LOSS_SUSPECT_FACTOR = 10.0
 # |log s| this many times its earlier size (and above LOG_S_FLOOR) is a jump of orders of
 # magnitude. log s ~ L / lam, so the floor keeps small lam's large but steady log s quiet.
 LOG_S_JUMP_FACTOR = 100.0
@@ -70,6 +73,23 @@ def divergence(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str
   return None
 
 
+def suspect(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str | None:
+  """Why epoch ``record``'s state is not one to fall back on, though not diverged; or None.
+
+  Examples:
+    >>> suspect({"train_loss": 30.0}, [{"train_loss": 2.0}])
+    'the mean training loss 30 is 15 times the median of the earlier epochs'
+  """
+  earlier = [r["train_loss"] for r in history if r.get("train_loss") is not None]
+  level = float(np.median(earlier)) if earlier else 0.0
+  if level > 0 and record["train_loss"] > LOSS_SUSPECT_FACTOR * level:
+    return (f"the mean training loss {record['train_loss']:.3g} is "
+            f"{record['train_loss'] / level:.3g} times the median of the earlier epochs")
+  if record.get("ess_min", 1.0) < 1.0 and math.isfinite(record.get("lam", math.inf)):
+    return "a step had every ABSGD weight at 0"
+  return None
+
+
 class ClassCollapseGuard:
   """Warns, once per episode, when a class's mean weight stays below ``threshold``.
 
@@ -85,10 +105,13 @@ class ClassCollapseGuard:
     ...         "lam": -1.0}
     >>> guard.update(step, global_step=0)
     []
-    >>> guard.update(step, global_step=1)
-    [(1, 'dog', 0.01)]
+    >>> hits = guard.update(step, global_step=1)
+    >>> hits
+    [{'step': 1, 'class': 1, 'name': 'dog', 'mean_weight': 0.01}]
     >>> guard.update(step, global_step=2)  # reported once until it recovers
     []
+    >>> guard.message(hits[0])[:60]
+    'class 1 (dog) has had a mean weight below 0.05 for 2 steps ('
   """
 
   def __init__(self, threshold: float, steps: int, class_names: Sequence[str]):
@@ -98,9 +121,8 @@ class ClassCollapseGuard:
     self.run = np.zeros(len(self.class_names), np.int64)
     self.reported = np.zeros(len(self.class_names), bool)
 
-  def update(self, step: dict[str, Any], global_step: int) -> list[tuple[int, str, float]]:
-    """Takes one step's metrics; returns ``(class, name, mean weight)`` for each new collapse."""
-    del global_step  # for the caller's messages; the guard counts steps itself
+  def update(self, step: dict[str, Any], global_step: int) -> list[dict[str, Any]]:
+    """Takes one step's metrics; returns a record of each class that has just collapsed."""
     lam = float(step["lam"])
     if self.steps <= 0 or not (lam < 0 and math.isfinite(lam)):
       return []
@@ -114,4 +136,11 @@ class ClassCollapseGuard:
     self.reported &= ~high
     new = np.flatnonzero((self.run >= self.steps) & ~self.reported)
     self.reported[new] = True
-    return [(int(c), self.class_names[c], float(mean[c])) for c in new]
+    return [{"step": int(global_step), "class": int(c), "name": self.class_names[c],
+             "mean_weight": float(mean[c])} for c in new]
+
+  def message(self, hit: dict[str, Any]) -> str:
+    return (f"class {hit['class']} ({hit['name']}) has had a mean weight below "
+            f"{self.threshold:g} for {self.steps} steps (now {hit['mean_weight']:.3g} at step "
+            f"{hit['step']}): lam < 0 is giving it up. Switch lam on later, from a stable "
+            f"point (stage2_epoch), or use a larger |lam|.")

@@ -126,8 +126,9 @@ def make_train_step(
     # Each shard's term is already divided by the global count: the psum is the global mean.
     grads, loss = _psum((grads, loss), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              batch_stats=batch_stats, opt_state=opt_state, w_state=w_state)
+    new_state = state.replace(step=state.step + 1, batch_stats=batch_stats,
+                              params=optax.apply_updates(state.params, updates),
+                              opt_state=opt_state, w_state=w_state)
     metrics = step_metrics(batch, losses, weights, logits, w_state, num_classes, axis_name)
     return new_state, {**metrics, "wloss_sum": loss * metrics["count"]}
 
@@ -157,10 +158,22 @@ def step_metrics(batch: Batch, losses: jax.Array, weights: jax.Array, logits: ja
                 flipped_weight_sum=group_weight[1], flipped_count=group_count[1])
   sums = _psum(sums, axis_name)
   if axis_name is not None:  # ESS and the largest weight are of the global batch.
-    weights = jax.lax.all_gather(weights, axis_name, tiled=True)
+    weights = _gather_replicated(weights, axis_name)
   stats = absgd_jax.weight_stats(weights, w_state)
   return {**sums, "ess": stats["ess"], "max_weight": stats["max_weight"],
           "log_s": stats["log_s"], "lam": w_state.lam}
+
+
+def _gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:
+  """The global ``[B]`` from each shard's rows, as a value shard_map knows is replicated.
+
+  Each shard writes its rows into zeros at its offset and a psum joins them (all_gather's
+  result is typed as varying, which shard_map's out_specs=P() refuses).
+  """
+  n, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
+  full = jnp.zeros((n * x.shape[0], *x.shape[1:]), x.dtype)
+  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(full, x, i * x.shape[0], 0),
+                      axis_name)
 
 
 def make_eval_step(model: Any, *, num_classes: int, preprocess: Preprocess = cast_images,

@@ -23,7 +23,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from absgd_jax.data import num_batches
 from absgd_jax.models import create_model
-from absgd_jax.train import experiment_data, health, inputs, runs, setup
+from absgd_jax.train import config as config_lib
+from absgd_jax.train import experiment_data, health, inputs, setup
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import Config
 from absgd_jax.train.metrics import eval_metrics, train_epoch_metrics
@@ -37,9 +38,9 @@ class DivergenceError(RuntimeError):
 class Trainer:
   """Runs a :class:`Config`: epochs of jitted steps, evaluation, metrics, checkpoints.
 
-  ``fit()`` resumes from ``out_dir``'s latest checkpoint when its settings are those of the
-  config, and refuses otherwise, naming the settings that differ; ``new_run=True`` starts
-  afresh, deleting that run's checkpoints and records.
+  ``fit()`` resumes from ``out_dir``'s latest checkpoint. A Trainer whose settings differ from
+  those of the run in ``out_dir`` refuses to be made, naming the settings that differ;
+  ``new_run=True`` starts afresh instead, deleting that run's checkpoints and records.
 
   Examples:
     >>> from absgd_jax.train import make_config, Trainer
@@ -52,12 +53,11 @@ class Trainer:
   def __init__(self, config: Config, *, exp: experiment_data.ExperimentData | None = None,
                progress: bool = True, log: bool = True, devices: list | None = None,
                new_run: bool = False):
-    self.config, self.progress, self.log, self.new_run = config, progress, log, new_run
+    self.config, self.progress, self.log = config, progress, log
     self.exp = exp if exp is not None else experiment_data.build(config)
     devices = jax.devices() if devices is None else list(devices)
-    if config.batch_size % len(devices):
-      raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
-                       f"{len(devices)} devices, so that the batch splits evenly.")
+    config_lib.validate_for_data(config, len(self.exp.train), len(devices),
+                                 jax.process_count())
     self.mesh = Mesh(np.array(devices), ("data",))
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     replicated = NamedSharding(self.mesh, P())
@@ -86,6 +86,22 @@ class Trainer:
     self.out = epath.Path(config.out_dir)  # A local folder or a gs:// (etc.) location.
     self.checkpointer = (Checkpointer(str(self.out / "checkpoints"))
                          if config.checkpoint else None)
+    self._claim(new_run)
+
+  def _claim(self, new_run: bool) -> None:
+    """Refuses an ``out_dir`` holding a run with other settings; records this run's there."""
+    last = None if self.checkpointer is None else self.checkpointer.latest_epoch()
+    if not (jax.process_index() == 0 and self.log):
+      config_lib.check_resume(config_lib.read_run_config(self.config.out_dir), self.config,
+                              last_epoch=last, new_run=new_run)
+      return
+    config_lib.claim_run_dir(self.config, last_epoch=last, new_run=new_run)
+    if new_run:
+      if self.checkpointer is not None:
+        self.checkpointer.delete_all()
+      for name in ("metrics.jsonl", "summary.json"):
+        if (self.out / name).exists():
+          (self.out / name).unlink()
 
   def _say(self, line: str) -> None:
     """One line on the console (process 0, when ``progress`` is on)."""
@@ -94,32 +110,20 @@ class Trainer:
 
   def train_epoch(self, epoch: int) -> dict[str, Any]:
     """One epoch of steps; the epoch's metrics, with the class-collapse warnings it raised."""
-    bar = None
-    if self.progress and jax.process_index() == 0:
-      from tqdm.auto import tqdm
-      bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}", leave=False)
+    from tqdm.auto import tqdm
     step_metrics = []
-    for batch in inputs.train_batches(self.config, self.exp, epoch, self.batch_sharding):
+    for batch in tqdm(inputs.train_batches(self.config, self.exp, epoch, self.batch_sharding),
+                      total=self.steps_per_epoch, desc=f"epoch {epoch}", leave=False,
+                      disable=not (self.progress and jax.process_index() == 0)):
       self.state, m = self.train_step(self.state, batch)
       step_metrics.append(m)
-      if bar is not None:
-        bar.update(1)
-    if bar is not None:
-      bar.close()
     step_metrics = jax.device_get(step_metrics)
-    record = train_epoch_metrics(step_metrics)
     first = epoch * self.steps_per_epoch
-    record["collapsed_classes"] = [
-        dict(step=first + i, **{"class": c, "name": name, "mean_weight": w})
-        for i, m in enumerate(step_metrics) for c, name, w in self.guard.update(m, first + i)]
-    for hit in record["collapsed_classes"]:
-      msg = (f"class {hit['class']} ({hit['name']}) has had a mean weight below "
-             f"{self.config.collapse_weight} for {self.config.collapse_steps} steps (now "
-             f"{hit['mean_weight']:.3g} at step {hit['step']}): lam={self.config.lam} < 0 is "
-             f"giving it up. Switch lam on later, from a stable point, or use a larger |lam|.")
-      warnings.warn(msg, RuntimeWarning, stacklevel=2)
-      self._say("warning: " + msg)
-    return record
+    hits = [hit for i, m in enumerate(step_metrics) for hit in self.guard.update(m, first + i)]
+    for hit in hits:
+      warnings.warn(self.guard.message(hit), RuntimeWarning, stacklevel=2)
+      self._say("warning: " + self.guard.message(hit))
+    return {**train_epoch_metrics(step_metrics), "collapsed_classes": hits}
 
   def evaluate(self, dataset, prefix: str = "test") -> dict[str, Any]:
     correct = count = 0.0
@@ -137,16 +141,18 @@ class Trainer:
     return int(meta["epoch"]) + 1
 
   def _write(self, name: str, text: str) -> None:
-    if jax.process_index() == 0 and self.log:
-      runs.write_atomically(self.out / name, text)
+    if jax.process_index() == 0 and self.log:  # Through a temporary file (disk, GCS...).
+      tmp = self.out / (name + ".tmp")
+      tmp.write_text(text)
+      tmp.replace(self.out / name)
 
   def fit(self) -> dict[str, Any]:
     """Trains to ``config.epochs`` (resuming from the latest checkpoint) and returns a summary."""
     c, t0 = self.config, time.perf_counter()
-    runs.prepare(self.out, c, new_run=self.new_run, write=jax.process_index() == 0 and self.log)
     start = self.restore()
     if start:
-      self._say(f"resumed from epoch {start - 1} (checkpoint in {self.out / 'checkpoints'})")
+      self._say(f"resumed from epoch {start - 1} (its checkpoint in {self.out / 'checkpoints'})"
+                f"; training on from epoch {start}")
     for epoch in range(start, c.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
         self._say(f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
@@ -162,28 +168,18 @@ class Trainer:
         record.update(self.evaluate(self.exp.test, "test"))
         if self.exp.val is not None:
           record.update(self.evaluate(self.exp.val, "val"))
-      record["healthy"] = not record["collapsed_classes"]
+      record["health_note"] = health.suspect(record, self.history)
+      record["healthy"] = record["health_note"] is None
       self.history.append(record)
       # The whole history, rewritten: it matches the checkpoint after a resume, and object
       # stores such as GCS cannot append.
       self._write("metrics.jsonl", "".join(json.dumps(r, default=_json_default) + "\n"
                                            for r in self.history))
       if self.checkpointer is not None:
-        self.checkpointer.save(epoch, self.state, {"epoch": epoch, "history": self.history,
-                                                   "healthy": record["healthy"]})
+        self.checkpointer.save(epoch, self.state, {"epoch": epoch, "history": self.history},
+                               healthy=record["healthy"], metric=record.get("val_acc"))
       self._say(_epoch_line(record))
-    steps_run = c.epochs * self.steps_per_epoch
-    summary = {
-        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()},
-        "final": self.history[-1] if self.history else {},
-        "weights": {"method": c.method, "first_step": self.weights_from,
-                    "on": self.weights_from is not None and self.weights_from < steps_run},
-        "train_class_counts": self.exp.train_class_counts.tolist(),
-        "train_size": len(self.exp.train),
-        "wall_time_s": time.perf_counter() - t0,
-        "devices": self.mesh.size,
-        "platform": jax.default_backend(),
-    }
+    summary = _summary(self, time.perf_counter() - t0)
     self._write("summary.json", json.dumps(summary, indent=1, default=_json_default))
     return summary
 
@@ -191,11 +187,30 @@ class Trainer:
     c = self.config
     msg = (f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or raise |lam| "
            f"(now {c.lam}).")
-    good = [r["epoch"] for r in self.history if r.get("healthy", True)]
-    if self.checkpointer is not None and good:
-      msg += (f" The last healthy checkpoint is epoch {good[-1]}, kept in "
-              f"{self.out / 'checkpoints'}; nothing after it was saved.")
+    if self.checkpointer is not None and self.checkpointer.best_epoch() is not None:
+      msg += (f" The last healthy checkpoint is epoch {self.checkpointer.latest_healthy_epoch()}"
+              f" (the best, kept apart from the rolling ones: epoch "
+              f"{self.checkpointer.best_epoch()}) in {self.checkpointer.directory}; this epoch "
+              f"was not saved, and a resume starts from the last healthy one.")
     return msg
+
+
+def _summary(t: Trainer, wall_time_s: float) -> dict[str, Any]:
+  """What ``summary.json`` records: the settings, the last epoch, and whether the weights
+  were on (issue 11: a shortened preset once ran plain SGD labelled as ABSGD)."""
+  c = t.config
+  steps_run = c.epochs * t.steps_per_epoch
+  return {
+      "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(c).items()},
+      "final": t.history[-1] if t.history else {},
+      "weights": {"method": c.method, "first_step": t.weights_from,
+                  "on": t.weights_from is not None and t.weights_from < steps_run},
+      "train_class_counts": t.exp.train_class_counts.tolist(),
+      "train_size": len(t.exp.train),
+      "wall_time_s": wall_time_s,
+      "devices": t.mesh.size,
+      "platform": jax.default_backend(),
+  }
 
 
 def _epoch_line(r: dict[str, Any]) -> str:

@@ -1,0 +1,300 @@
+"""Issue 11's configuration cases: a run is its settings, schedules follow the run's length,
+and every bad value is named before any data is read."""
+
+import dataclasses
+import json
+
+import pytest
+
+from absgd_jax.data.facts import FACTS
+from absgd_jax.train import cli
+from absgd_jax.train import config as C
+from absgd_jax.train.config import (
+    Config,
+    RunMismatchError,
+    check_resume,
+    config_from_dict,
+    config_to_dict,
+    diff_configs,
+    fingerprint,
+    make_config,
+    result_fields,
+    scale_epochs,
+    validate_for_data,
+)
+
+# ------------------------------------------------------------------------- a run is its settings
+
+
+def test_readme_sgd_baseline_does_not_share_the_absgd_folder():
+  # Issue 11, case 1: `--config digits-lt`, then `--config digits-lt --set method=sgd`.
+  _, absgd = cli.parse(["--config", "digits-lt"])
+  _, sgd = cli.parse(["--config", "digits-lt", "--set", "method=sgd"])
+  assert absgd.out_dir != sgd.out_dir
+  assert absgd.out_dir.startswith("runs/digits-lt/absgd-lam5-")
+  assert sgd.out_dir.startswith("runs/digits-lt/sgd-")
+  # The README's CIFAR commands and every preset: one folder each.
+  dirs = {cli.parse(["--config", p])[1].out_dir for p in C.PRESETS}
+  assert len(dirs) == len(C.PRESETS)
+  # Any two settings that compute different things differ in their folder.
+  _, lr = cli.parse(["--config", "digits-lt", "--set", "lr=0.5"])
+  assert lr.out_dir != absgd.out_dir
+
+
+def test_out_dir_given_is_kept_and_same_command_gives_same_folder():
+  _, a = cli.parse(["--config", "digits-lt", "--out", "/tmp/x"])
+  assert a.out_dir == "/tmp/x"
+  assert cli.parse(["--config", "digits-lt"])[1].out_dir == \
+      cli.parse(["--config", "digits-lt"])[1].out_dir
+  args, _ = cli.parse(["--config", "digits-lt", "--new-run"])
+  assert args.new_run
+
+
+def test_fingerprint_covers_result_fields_only():
+  base = make_config("digits-lt")
+  # Fields that do not change what is computed leave it alone ...
+  for kw in (dict(out_dir="elsewhere"), dict(eval_every=5), dict(checkpoint=False),
+             dict(data_workers=2), dict(data_dir="/mnt/copy"), dict(collapse_steps=0)):
+    assert fingerprint(make_config("digits-lt", **kw)) == fingerprint(base), kw
+  # ... every other field changes it.
+  for kw in (dict(method="sgd"), dict(lr=0.05), dict(lam=2.0), dict(seed=1),
+             dict(momentum=0.8), dict(lr_decay_epochs=(20,)), dict(batch_size=32)):
+    assert fingerprint(make_config("digits-lt", **kw)) != fingerprint(base), kw
+  # lam=5 (int) and lam=5.0 are one setting.
+  assert fingerprint(make_config("digits-lt", lam=5)) == fingerprint(base)
+  # Step decays: epochs says where to stop, not what each epoch computes (a resume may
+  # extend a run); a cosine schedule depends on it at every step.
+  assert "epochs" not in result_fields(base)
+  cos = make_config("digits-lt", lr_schedule="cosine", lr_decay_epochs=())
+  assert fingerprint(dataclasses.replace(cos, epochs=40)) != fingerprint(cos)
+
+
+def test_saved_config_round_trips_through_json():
+  cfg = make_config("cifar10-noise", lam=float("inf"), method="sgd")
+  saved = json.loads(json.dumps(config_to_dict(cfg)))
+  assert fingerprint(saved) == fingerprint(cfg)
+  assert config_from_dict(saved) == cfg
+  assert diff_configs(saved, cfg) == []
+
+
+def test_diff_names_the_keys_that_differ():
+  a = make_config("digits-lt")
+  b = make_config("digits-lt", method="sgd", lr=0.5, out_dir="other")
+  assert diff_configs(a, b) == ["lr", "method"]
+  assert diff_configs(config_to_dict(a), b) == ["lr", "method"]
+
+
+def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path):
+  # Issue 11, case 1: resuming a partial ABSGD run with method=sgd lr=0.5.
+  first = make_config("digits-lt", out_dir=str(tmp_path))
+  C.write_run_config(first)
+  saved = C.read_run_config(str(tmp_path))
+  second = make_config("digits-lt", method="sgd", lr=0.5, out_dir=str(tmp_path))
+  with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run, 0\.5 now.*"
+                                             r"method: 'absgd' in the saved run, 'sgd' now"):
+    check_resume(saved, second, last_epoch=3)
+  check_resume(saved, second, last_epoch=3, new_run=True)  # Asked for: no error.
+  check_resume(saved, first, last_epoch=3)  # The same settings resume.
+  check_resume(saved, dataclasses.replace(first, eval_every=3), last_epoch=3)
+  check_resume(None, first)  # A fresh folder.
+
+
+def test_resume_refuses_a_run_already_past_the_epochs_asked(tmp_path):
+  # A 30-epoch run's last checkpoint must not be reported as a 10-epoch run's result.
+  long = make_config("digits-lt", epochs=30, lr_decay_epochs=(5,), out_dir=str(tmp_path))
+  short = dataclasses.replace(long, epochs=10)
+  with pytest.raises(RunMismatchError, match="epoch 30, past the epochs=10"):
+    check_resume(config_to_dict(long), short, last_epoch=29)
+  check_resume(config_to_dict(short), long, last_epoch=9)  # Extending a run is a resume.
+  with pytest.raises(RunMismatchError, match="no config.json"):
+    check_resume(None, long, last_epoch=4)
+
+
+# ------------------------------------------------------------------ schedules follow the length
+
+
+def test_shortening_cifar10_lt_keeps_absgd_on():
+  # Issue 11, case 3: `--set epochs=20` on cifar10-lt kept stage2_epoch=160 (never reached).
+  _, cfg = cli.parse(["--config", "cifar10-lt", "--set", "epochs=20"])
+  base = C.PRESETS["cifar10-lt"]
+  r = 20 / base["epochs"]
+  assert cfg.stage2_epoch == round(base["stage2_epoch"] * r) == 16
+  assert cfg.lr_decay_epochs == tuple(round(e * r) for e in base["lr_decay_epochs"]) == (16, 18)
+  assert cfg.drw_epoch == 16 and cfg.warmup_epochs == 1
+  assert cfg.stage2_epoch < cfg.epochs and max(cfg.lr_decay_epochs) < cfg.epochs
+  # A field the user sets is theirs: it is checked, not scaled.
+  with pytest.raises(ValueError, match=r"stage2_epoch=160 must be < epochs=20 with "
+                                       r"method='absgd'"):
+    make_config("cifar10-lt", epochs=20, stage2_epoch=160)
+  assert make_config("cifar10-lt", epochs=20, stage2_epoch=5).stage2_epoch == 5
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(epochs=20, stage2_epoch=20, method="abadam"), r"stage2_epoch=20 must be < epochs=20"),
+    (dict(epochs=20, stage2_epoch=25, stage2_trainable="fc", method="sgd"),
+     r"stage2_epoch=25 must be < epochs=20 with stage2_trainable='fc'"),
+    (dict(epochs=20, class_weighting="drw", drw_epoch=20), r"drw_epoch=20 must be < epochs=20"),
+    (dict(epochs=20, warmup_epochs=20), r"warmup_epochs=20 must be < epochs=20"),
+    (dict(epochs=20, lr_decay_epochs=(10, 25)), r"lr_decay_epochs=\(10, 25\) has \[25\]"),
+    (dict(epochs=20, lr_decay_epochs=(12, 8)), r"strictly increasing"),
+])
+def test_epoch_fields_the_run_never_reaches_are_named(kw, match):
+  with pytest.raises(ValueError, match=match):
+    make_config("cifar10-lt", **kw)
+
+
+def test_scale_rule():
+  # round(old * new / base), halves up; stage starts stay >= 1; decays outside 1..epochs-1
+  # are dropped; warm-up stays >= 1 and < epochs.
+  v = {"stage2_epoch": 22, "drw_epoch": 0, "lr_decay_epochs": (22, 29), "warmup_epochs": 2}
+  # 29 * 15 / 30 = 14.5 rounds up to 15 = epochs: a decay the run would never reach, dropped.
+  assert scale_epochs(v, 30, 15) == {"stage2_epoch": 11, "drw_epoch": 0,
+                                     "lr_decay_epochs": (11,), "warmup_epochs": 1}
+  out = scale_epochs(v, 30, 1)
+  assert out == {"stage2_epoch": 1, "drw_epoch": 0, "lr_decay_epochs": (), "warmup_epochs": 0}
+  assert scale_epochs({"stage2_epoch": 1}, 200, 20) == {"stage2_epoch": 1}
+  assert scale_epochs({"lr_decay_epochs": (100, 150)}, 200, 300) == \
+      {"lr_decay_epochs": (150, 225)}
+  # Through make_config: a one-epoch digits run has no decay; a two-stage preset needs >= 2.
+  assert make_config("digits-lt", epochs=1).lr_decay_epochs == ()
+  assert make_config("digits-st", epochs=2).stage2_epoch == 1
+  with pytest.raises(ValueError, match="stage2_epoch=1 must be < epochs=1"):
+    make_config("digits-st", epochs=1)
+
+
+# ----------------------------------------------------------- every bad value, named, up front
+
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("momentum", 1.5, r"\[0, 1\)"), ("momentum", -0.1, r"\[0, 1\)"),
+    ("weight_decay", -1.0, ">= 0"), ("lr", 0.0, "> 0"), ("lr", -1.0, "> 0"),
+    ("lr", float("nan"), "> 0"), ("gamma", 0.0, r"\(0, 1\]"), ("gamma", 1.5, r"\(0, 1\]"),
+    ("epochs", 0, ">= 1"), ("batch_size", 0, ">= 1"), ("eval_every", 0, ">= 1"),
+    ("rho", 0.5, ">= 1"), ("noise_rate", 1.0, r"\[0, 1\)"), ("val_fraction", -0.1, r"\[0, 1\)"),
+    ("lr_decay_factor", 0.0, r"\(0, 1\]"), ("cb_beta", 1.0, r"\[0, 1\)"),
+    ("focal_gamma", -1.0, ">= 0"), ("gce_q", 0.0, r"\(0, 1\]"), ("tce_k", 1.0, r"\(0, 1\)"),
+    ("seed", -1, ">= 0"), ("warmup_epochs", -1, ">= 0"), ("stage2_epoch", -1, ">= 0"),
+    ("meta_per_class", 0, ">= 1"), ("data_workers", -1, ">= 0"), ("crop_padding", -2, ">= 0"),
+    ("collapse_weight", 1.0, r"\[0, 1\)"), ("collapse_steps", -1, ">= 0"),
+])
+def test_every_range_is_checked_naming_key_value_and_range(key, value, allowed):
+  with pytest.raises(ValueError, match=rf"{key}={value!r} is outside .*{allowed}"):
+    make_config("digits-lt", **{key: value})
+
+
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "rho", "ldam_scale"])
+def test_infinite_values_are_refused_except_lam(key):
+  with pytest.raises(ValueError, match=rf"{key}=inf must be finite"):
+    make_config("digits-lt", **{key: float("inf")})
+  assert make_config("digits-lt", lam=float("-inf")).lam == float("-inf")
+
+
+def test_momentum_and_weight_decay_are_caught_before_any_data(monkeypatch, capsys):
+  # Issue 11, case 5: momentum=1.5 and weight_decay=-1 came only after the data had loaded.
+  from absgd_jax import data
+  from absgd_jax.train import experiment_data
+
+  def no_data(*a, **k):
+    raise AssertionError("data was read")
+  monkeypatch.setattr(data, "load_digits", no_data)
+  monkeypatch.setattr(experiment_data, "build", no_data)
+  for item, key in (("momentum=1.5", "momentum=1.5"), ("weight_decay=-1", "weight_decay=-1")):
+    with pytest.raises(SystemExit) as e:
+      cli.main(["--config", "digits-lt", "--set", item])
+    assert e.value.code == 2
+    assert key in capsys.readouterr().err
+
+
+def test_batch_larger_than_the_data_is_refused_before_data_and_at_the_first_step(capsys):
+  # Issue 11, case 5: batch_size=100000 ran out of memory instead of an error.
+  with pytest.raises(SystemExit):
+    cli.parse(["--config", "digits-lt", "--set", "batch_size=100000"])
+  err = capsys.readouterr().err
+  assert "batch_size=100000" in err and str(FACTS["digits"].train_size) in err
+  # After imbalance the split is smaller than the data set: checked before the first step.
+  cfg = make_config("digits-lt", batch_size=1500)
+  with pytest.raises(ValueError, match="batch_size=1500 exceeds the 700 training examples"):
+    validate_for_data(cfg, n_train=700, n_devices=1)
+  with pytest.raises(ValueError, match="batch_size=64 must be a multiple of the 3 devices"):
+    validate_for_data(make_config("digits-lt"), n_train=700, n_devices=3)
+  with pytest.raises(ValueError, match="multiple of the 3 processes"):
+    validate_for_data(make_config("digits-lt", batch_size=64), 700, n_devices=8, n_processes=3)
+  validate_for_data(make_config("digits-lt"), n_train=700, n_devices=8, n_processes=2)
+
+
+@pytest.mark.parametrize("item, match", [
+    ("epochs=twenty", "epochs expects an integer; got 'twenty'"),
+    ("lr=fast", "lr expects a number; got 'fast'"),
+    ("augment=maybe", "augment expects true or false; got 'maybe'"),
+    ("lr_decay_epochs=10,x", "lr_decay_epochs expects comma-separated integers"),
+    ("lr_decay_epochs=1.5", "lr_decay_epochs expects comma-separated integers"),
+    ("nonsense=1", "unknown setting 'nonsense'"),
+])
+def test_wrong_type_set_names_the_key(item, match, capsys):
+  # Issue 11, case 5: a --set value of the wrong type did not name the key.
+  with pytest.raises(SystemExit):
+    cli.parse(["--config", "digits-lt", "--set", item])
+  assert match in capsys.readouterr().err
+
+
+def test_wrong_python_types_name_the_key():
+  with pytest.raises(ValueError, match="epochs expects an integer; got 2.5"):
+    make_config("digits-lt", epochs=2.5)
+  with pytest.raises(ValueError, match="augment expects true or false; got 1"):
+    make_config("digits-lt", augment=1)
+  with pytest.raises(ValueError, match="lr_decay_epochs expects a sequence of integers"):
+    make_config("digits-lt", lr_decay_epochs=22)
+  with pytest.raises(ValueError, match="lr expects a number; got '0.1'"):
+    Config(lr="0.1")
+  assert make_config("digits-lt", lr_decay_epochs=[10, 20]).lr_decay_epochs == (10, 20)
+  import pathlib
+  assert make_config("digits-lt", out_dir=pathlib.Path("/tmp/r")).out_dir == "/tmp/r"
+  with pytest.raises(ValueError, match="model expects a string; got 32"):
+    make_config("digits-lt", model=32)
+
+
+def test_presets_share_a_base_and_keep_the_paper_numbers():
+  lt, st = C.PRESETS["cifar10-lt"], C.PRESETS["cifar10-st"]
+  assert {k for k in lt.keys() | st.keys() if lt.get(k) != st.get(k)} == {"imbalance"}
+  c100 = C.PRESETS["cifar100-lt"]
+  assert {k for k in lt.keys() | c100.keys() if lt.get(k) != c100.get(k)} == {"dataset",
+                                                                              "source"}
+  # Section 4.1's protocol, as the paper states it.
+  cfg = make_config("cifar10-lt")
+  assert (cfg.model, cfg.epochs, cfg.lr, cfg.warmup_epochs, cfg.lr_decay_epochs,
+          cfg.lr_decay_factor, cfg.batch_size, cfg.weight_decay, cfg.stage2_epoch) == \
+      ("resnet32", 200, 0.1, 5, (160, 180), 0.01, 128, 2e-4, 160)
+
+
+def test_config_reads_the_data_facts():
+  for name, f in FACTS.items():
+    kw = dict(classes=7) if name == "image-list" else {}
+    cfg = Config(dataset=name, image_size=0, **kw)
+    assert cfg.num_classes == (7 if name == "image-list" else f.num_classes)
+    assert cfg.streamed == f.streamed
+  with pytest.raises(ValueError, match="noise='asym' has no mapping for dataset='places-lt'"):
+    Config(dataset="places-lt", noise="asym")
+
+
+def test_claim_run_dir_records_and_guards_the_folder(tmp_path):
+  cfg = make_config("digits-lt", out_dir=str(tmp_path / "run"))
+  assert C.claim_run_dir(cfg, last_epoch=None) is None
+  record = json.loads((tmp_path / "run" / "config.json").read_text())
+  assert record["fingerprint"] == fingerprint(cfg) and record["config"]["method"] == "absgd"
+  assert fingerprint(C.claim_run_dir(cfg, last_epoch=4)) == fingerprint(cfg)
+  other = dataclasses.replace(cfg, method="sgd")
+  with pytest.raises(RunMismatchError, match="method: 'absgd' in the saved run, 'sgd' now"):
+    C.claim_run_dir(other, last_epoch=4)
+  saved = lambda: json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+  assert saved()["method"] == "absgd"
+  C.claim_run_dir(other, last_epoch=4, new_run=True)  # Asked for: the folder is the new run's.
+  assert saved()["method"] == "sgd"
+
+
+def test_without_a_preset_nothing_is_scaled():
+  # The bare defaults are no protocol: a run extended from 1 to 2 epochs keeps its settings
+  # (and so its fingerprint), as a resume needs.
+  a = make_config(dataset="digits", epochs=1)
+  b = make_config(dataset="digits", epochs=2)
+  assert a.drw_epoch == b.drw_epoch == Config.drw_epoch
+  assert fingerprint(a) == fingerprint(b)
