@@ -8,6 +8,10 @@ The core, importable with jax and optax alone:
 - :func:`dro_objective`: the DRO risk ABSGD minimises (Eq. 6).
 - diagnostics: :func:`effective_sample_size`, :func:`class_mean_weights`, :func:`weight_stats`.
 - :mod:`absgd_jax.losses`: per-sample losses for imbalance and label noise.
+
+References:
+  Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
+  Descent. arXiv:2012.06951.
 """
 
 from absgd_jax import losses

@@ -79,7 +79,11 @@ class AbsgdWeightsState(NamedTuple):
 
 
 class WeightTransform(NamedTuple):
-  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``."""
+  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``.
+
+  Not an optax ``GradientTransformation``: ``init`` takes no params, and ``update`` takes
+  per-sample losses, not gradients. Pass it to :func:`absgd_jax.weighted_mean`.
+  """
 
   init: Callable[[], AbsgdWeightsState]
   update: Callable[..., tuple[jax.Array, AbsgdWeightsState]]
@@ -115,7 +119,13 @@ def _lam_fn(lam: float | jax.Array | LamSchedule, num_steps: int | None) -> LamS
     # now when the schedule can be evaluated eagerly; a schedule closing over a traced value
     # cannot be, and is then left to the documented run-time behaviour.
     if num_steps is not None:
-      values = jax.vmap(lam)(jnp.arange(num_steps, dtype=jnp.int32))
+      steps = jnp.arange(int(num_steps), dtype=jnp.int32)
+      try:
+        values = jax.vmap(lam)(steps)
+      except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+              jax.errors.TracerIntegerConversionError):
+        # A schedule with Python control flow on the count: one call per step instead.
+        values = jnp.stack([jnp.asarray(lam(t), jnp.float32) for t in steps])
       values = np.asarray(values, np.float32) if _concrete_float(values[0]) is not None else None
       if values is not None:
         bad = np.flatnonzero(np.isnan(values) | (values == 0))

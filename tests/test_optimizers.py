@@ -53,6 +53,18 @@ def test_absgd_matches_optax_sgd_at_constant_rate():
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_pytorch_form_is_exactly_optax_chain_of_decay_and_sgd(nesterov):
+  # Issue 14, case 9: the default form is optax's own parts, bit for bit, schedule included.
+  grads, w0 = _grads(5), np.linspace(-1, 1, 5)
+  sched = optax.piecewise_constant_schedule(0.1, {4: 0.1, 8: 0.1})
+  got = _run(absgd_jax.absgd(sched, momentum=0.9, weight_decay=5e-4, nesterov=nesterov),
+             grads, w0)
+  want = _run(optax.chain(optax.add_decayed_weights(5e-4),
+                          optax.sgd(sched, momentum=0.9, nesterov=nesterov)), grads, w0)
+  np.testing.assert_array_equal(np.array(got), np.array(want))
+
+
 @pytest.mark.parametrize("momentum, wd", [(0.9, 2e-4), (0.0, 1e-2)])
 def test_pytorch_form_is_torch_sgd_with_a_learning_rate_schedule(momentum, wd):
   grads, w0 = _grads(5), np.linspace(-1, 1, 5)

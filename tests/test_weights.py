@@ -308,6 +308,9 @@ def test_schedule_reaching_zero_raises_where_it_can_be_seen():
   with pytest.raises(ValueError, match=r"lam schedule is nan at step 1"):
     absgd_jax.absgd_weights(lambda c: jnp.where(c < 1, 1.0, jnp.nan), num_steps=4)
   absgd_jax.absgd_weights(sched, num_steps=3)  # steps 0..2 are all fine
+  # A schedule written with Python control flow is checked too (step by step).
+  with pytest.raises(ValueError, match=r"lam schedule is 0.0 at step 2"):
+    absgd_jax.absgd_weights(lambda c: 1.0 if int(c) < 2 else 0.0, num_steps=5)
   # In an eager update, at the step it happens.
   wt = absgd_jax.absgd_weights(sched)
   state = wt.init()
