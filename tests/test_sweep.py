@@ -83,29 +83,26 @@ def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
     for b in range(a):
       assert _max_diff(jax.device_get(singles[a].state.params),
                        jax.device_get(singles[b].state.params)) > 1e-3
+  _check_winner_and_records(out, singles, tmp_path / "sweep")
 
 
-def test_winner_on_validation_and_records(tmp_path):
-  cfg = _cfg(tmp_path, epochs=1, val_fraction=0.25)
-  out = Sweep(cfg, {"lam": [0.5, 2, 20]}, progress=False, devices=ONE).fit()
-  scores = []
-  for m in member_configs(cfg, {"lam": [0.5, 2, 20]}):
-    t = Trainer(m.config, progress=False, log=False, devices=ONE)
-    t.fit()
-    scores.append(t.history[-1]["val_balanced_acc"])
-  assert out["selected_on"] == "val_balanced_acc"
+def _check_winner_and_records(out, singles, folder):
+  """The winner is the best single run on the chosen split; the records say the same."""
+  key = out["selected_on"]
+  assert key == ("val_balanced_acc" if singles[0].exp.val is not None else "test_balanced_acc")
+  scores = [t.history[-1][key] for t in singles]
   best = int(np.argmax(scores))  # the first of equal scores, as the sweep's rule
-  assert out["winner"] == f"lam={[0.5, 2, 20][best]:g}"
-  rows = [json.loads(line) for line in (tmp_path / "sweep" / "sweep.jsonl").read_text().splitlines()]
-  assert [r["config"]["lam"] for r in rows] == [0.5, 2.0, 20.0]
-  assert [r["winner"] for r in rows] == [i == best for i in range(3)]
-  for r, s in zip(rows, scores):
-    assert r["score"] == pytest.approx(s, abs=1e-9) and r["status"] == "ok"
-    folder = tmp_path / "sweep" / r["label"]
-    assert json.loads((folder / "config.json").read_text())["config"]["lam"] == r["sweep"]["lam"]
-    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 1
-    assert json.loads((folder / "summary.json").read_text())["final"]["epoch"] == 0
-  assert "winner: lam=" in sweep.table(out)
+  assert out["winner"] == out["members"][best]["label"]
+  rows = [json.loads(line) for line in (folder / "sweep.jsonl").read_text().splitlines()]
+  assert [r["winner"] for r in rows] == [i == best for i in range(len(singles))]
+  for r, s, t in zip(rows, scores, singles):
+    assert r["status"] == "ok" and r["score"] == pytest.approx(s, abs=1.5 / len(t.exp.test))
+    assert r["config"]["lam"] == t.config.lam and r["config"]["seed"] == t.config.seed
+    run = folder / r["label"]
+    assert json.loads((run / "config.json").read_text())["config"] == r["config"]
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == t.config.epochs
+    assert json.loads((run / "summary.json").read_text())["final"]["epoch"] == t.config.epochs - 1
+  assert f"winner: {out['winner']}, by final {key}" in sweep.table(out)
 
 
 @pytest.fixture
@@ -175,3 +172,14 @@ def test_cli_refuses_a_bad_sweep_before_training(capsys, tmp_path):
   err = capsys.readouterr().err
   assert "--sweep model" in err and "lam, gamma, seed" in err
   assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_default_folder_names_the_sweep_not_one_lam():
+  cfg = make_config("digits-lt")  # out_dir defaults to the single run's, which names lam=5
+  members = member_configs(cfg, {"lam": ["1", "5"], "seed": ["0", "1"]})
+  root = "runs/digits-lt/absgd-sweep-lam-seed-"
+  assert all(m.config.out_dir.startswith(root) for m in members)
+  assert members[3].config.out_dir.endswith("/lam=5,seed=1")
+  assert len({m.config.out_dir for m in members}) == 4
+  given = make_config("digits-lt", out_dir="mine")
+  assert member_configs(given, {"lam": [2]})[0].config.out_dir == "mine/lam=2"

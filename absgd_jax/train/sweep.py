@@ -56,7 +56,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import absgd_jax
 from absgd_jax.data import num_batches
 from absgd_jax.models import create_model
-from absgd_jax.train import experiment_data, health, inputs, runs, setup, weighting
+from absgd_jax.train import config as config_lib
+from absgd_jax.train import experiment_data, health, inputs, setup, weighting
 from absgd_jax.train.config import Config
 from absgd_jax.train.metrics import eval_metrics, train_epoch_metrics
 from absgd_jax.train.step import cast_images, make_eval_step, make_train_step
@@ -125,7 +126,9 @@ def _typed(key: str, text: str) -> Any:
 def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Member]:
   """The sweep's members: the product of the grid's values over ``config``, in grid order.
 
-  Each member's ``out_dir`` is its label's folder under ``config.out_dir``.
+  Each member's ``out_dir`` is its label's folder under the sweep's: ``config.out_dir``, or,
+  where that is the single run's default (:func:`~absgd_jax.train.config.default_out_dir`, which
+  names one lam), ``runs/<preset>/<method>-sweep-<keys>-<fingerprint>``.
 
   Raises:
     ValueError: naming the key, for a value its setting refuses (through :class:`Config`), or
@@ -156,18 +159,26 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
   if "gamma" in typed and config.method == "eg":
     raise ValueError("--sweep gamma: method='eg' fixes gamma = 1 (the current batch alone); "
                      "sweep gamma with method absgd or abadam.")
+  root = sweep_dir(config, list(typed))
   members = []
   for combo in itertools.product(*typed.values()):
     values = dict(zip(typed, combo))
     label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in values.items())
     try:
-      cfg = dataclasses.replace(config, **values,
-                                out_dir=str(epath.Path(config.out_dir) / label))
+      cfg = dataclasses.replace(config, **values, out_dir=str(epath.Path(root) / label))
     except ValueError as e:
       raise ValueError(f"--sweep member {label}: {e}") from None
     members.append(Member(values, label, cfg))
   return members
+
+
+def sweep_dir(config: Config, keys: Sequence[str]) -> str:
+  """The sweep's folder: ``config.out_dir``, unless that is a single run's default name."""
+  if config.out_dir != config_lib.default_out_dir(config):
+    return config.out_dir
+  return (f"runs/{config.preset or config.dataset}/{config.method}-sweep-{'-'.join(keys)}-"
+          f"{config_lib.fingerprint(config)[:8]}")
 
 
 def swept_absgd(lam: Any, gammas: Sequence[float], gamma_index: jax.Array | None = None
@@ -289,9 +300,8 @@ class Sweep:
     self.shared_batches = len(by_seed) == 1
     self._check_data()
     devices = jax.devices() if devices is None else list(devices)
-    if config.batch_size % len(devices):
-      raise ValueError(f"batch_size={config.batch_size} must be a multiple of the "
-                       f"{len(devices)} devices, so that the batch splits evenly.")
+    config_lib.validate_for_data(config, len(self.exps[0].train), len(devices),
+                                 jax.process_count())
     self.mesh = Mesh(np.array(devices), ("data",))
     replicated = NamedSharding(self.mesh, P())
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
@@ -323,12 +333,12 @@ class Sweep:
     self.eval_step = jax.jit(over_members(eval_step, self.mode, (False, self.shared_batches)),
                              out_shardings=replicated)
     self._stack_batches = jax.jit(_stack, out_shardings=self.stacked_sharding)
-    self.guards = [health.ClassCollapseGuard(
-        getattr(m.config, "collapse_weight", 0.05), getattr(m.config, "collapse_steps", 0),
-        e.train.class_names) for m, e in zip(self.members, self.exps)]
+    self.guards = [health.ClassCollapseGuard(m.config.collapse_weight, m.config.collapse_steps,
+                                             e.train.class_names)
+                   for m, e in zip(self.members, self.exps)]
     self.histories: list[list[dict[str, Any]]] = [[] for _ in self.members]
     self.status = ["ok"] * M
-    self.out = epath.Path(config.out_dir)
+    self.out = epath.Path(sweep_dir(config, list(grid)))
 
   def _check_data(self) -> None:
     """Members with other seeds must still fit one program: same sizes (and class counts
@@ -402,17 +412,19 @@ class Sweep:
       print(line, flush=True)
 
   def _write(self, path: epath.Path, text: str) -> None:
-    if jax.process_index() == 0 and self.log:
+    if jax.process_index() == 0 and self.log:  # Through a temporary file (disk, GCS...).
       path.parent.mkdir(parents=True, exist_ok=True)
-      runs.write_atomically(path, text)
+      tmp = path.parent / (path.name + ".tmp")
+      tmp.write_text(text)
+      tmp.replace(path)
 
   def fit(self) -> dict[str, Any]:
     """Trains every member to ``config.epochs``; returns the sweep's summary (see
     :func:`table`), having written the member folders and ``sweep.jsonl``."""
     c, t0, M = self.config, time.perf_counter(), len(self.members)
-    for m in self.members:
-      self._write(epath.Path(m.config.out_dir) / "config.json",
-                  json.dumps({"config": _settings(m.config), "sweep": m.values}, indent=1))
+    if jax.process_index() == 0 and self.log:  # Each member's folder is a run's folder.
+      for m in self.members:
+        config_lib.write_run_config(m.config)
     for epoch in range(c.epochs):
       te = time.perf_counter()
       steps = []
@@ -433,15 +445,17 @@ class Sweep:
         record = {"epoch": epoch, **train_epoch_metrics(per_step)}
         first = epoch * self.steps_per_epoch
         record["collapsed_classes"] = [
-            dict(step=first + j, **{"class": k, "name": name, "mean_weight": w})
-            for j, s in enumerate(per_step) for k, name, w in self.guards[i].update(s, first + j)]
+            hit for j, s in enumerate(per_step) for hit in self.guards[i].update(s, first + j)]
+        for hit in record["collapsed_classes"]:
+          self._say(f"warning: member {m.label}: " + self.guards[i].message(hit))
         why = health.divergence(record, self.histories[i])
         if why is not None:
           self.status[i] = f"diverged in epoch {epoch}: {why}"
           self._say(f"member {m.label} {self.status[i]}; the others carry on")
           continue
-        record.update(evals[i], sweep_epoch_time_s=epoch_s, members=M,
-                      healthy=not record["collapsed_classes"])
+        record.update(evals[i], sweep_epoch_time_s=epoch_s, members=M)
+        record["health_note"] = health.suspect(record, self.histories[i])
+        record["healthy"] = record["health_note"] is None
         self.histories[i].append(record)
         self._write(epath.Path(m.config.out_dir) / "metrics.jsonl",
                     "".join(json.dumps(r, default=_json_default) + "\n"
@@ -460,7 +474,7 @@ class Sweep:
     rows = []
     for i, (m, e) in enumerate(zip(self.members, self.exps)):
       final = self.histories[i][-1] if self.histories[i] else {}
-      summary = {"config": _settings(m.config), "final": final, "sweep": m.values,
+      summary = {"config": config_lib.config_to_dict(m.config), "final": final, "sweep": m.values,
                  "status": self.status[i], "train_class_counts": e.train_class_counts.tolist(),
                  "train_size": len(e.train), "wall_time_s": wall_time_s,
                  "devices": self.mesh.size, "platform": jax.default_backend()}
@@ -468,7 +482,7 @@ class Sweep:
                   json.dumps(summary, indent=1, default=_json_default))
       rows.append({"member": i, "label": m.label, "sweep": m.values, "status": self.status[i],
                    "selected_on": key, "score": scores[i], "winner": i == winner,
-                   "config": _settings(m.config), "final": final})
+                   "config": config_lib.config_to_dict(m.config), "final": final})
     self._write(self.out / "sweep.jsonl",
                 "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
     out = {"members": rows, "selected_on": key,
@@ -500,10 +514,6 @@ def table(summary: dict[str, Any]) -> str:
 
 def _fmt(x: Any) -> str:
   return "-" if x is None else f"{x:.4f}"
-
-
-def _settings(config: Config) -> dict[str, Any]:
-  return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()}
 
 
 def _json_default(x):
