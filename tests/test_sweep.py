@@ -183,3 +183,16 @@ def test_default_folder_names_the_sweep_not_one_lam():
   assert len({m.config.out_dir for m in members}) == 4
   given = make_config("digits-lt", out_dir="mine")
   assert member_configs(given, {"lam": [2]})[0].config.out_dir == "mine/lam=2"
+
+
+@pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 simulated devices")
+def test_sweep_on_two_devices_matches_one(tmp_path):
+  # The batches split over a ("data",) mesh: [B] shared, or [M, B] stacked per seed.
+  cfg = _cfg(tmp_path, epochs=1)
+  grid = {"seed": [0, 1]}
+  one = Sweep(cfg, grid, progress=False, log=False, devices=jax.devices()[:1], mode="vmap")
+  two = Sweep(cfg, grid, progress=False, log=False, devices=jax.devices()[:2], mode="vmap")
+  one.fit(), two.fit()
+  assert two.mesh.size == 2 and not two.shared_batches
+  _assert_trees_close(jax.device_get(one.state.params), jax.device_get(two.state.params),
+                      **PARAM_TOL)
