@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import textwrap
-import warnings
 
 import jax
 import jax.numpy as jnp
@@ -111,6 +110,29 @@ def test_resume_continues_exactly(tmp_path, digits_run):
   assert float(resumed.state.w_state.log_s) == float(straight.state.w_state.log_s)
   assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
   assert summary["final"]["test_acc"] == straight.history[-1]["test_acc"]
+
+
+def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, digits_run, capsys):
+  # Issue 11, case 4: a corrupt checkpoint gave a TensorStore dump and no fall-back. The
+  # shared run goes on to epoch 2 (checkpoints 0 and 1); epoch 1's is then cut short, and a
+  # resume to 3 epochs starts again from epoch 0's, retracing epoch 1 exactly.
+  _copy_run(digits_run, tmp_path)
+  first = Trainer(_cfg(tmp_path, epochs=2, checkpoint=True), progress=False, devices=ONE)
+  first.fit()
+  hit = 0
+  for path in (tmp_path / "run" / "checkpoints" / "1" / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":  # the array data files
+      path.write_bytes(b"\x00garbage" * 7)
+      hit += 1
+  assert hit
+  again = Trainer(_cfg(tmp_path, epochs=3, checkpoint=True), progress=True, devices=ONE)
+  with pytest.warns(UserWarning, match=r"checkpoints/1 does not read .*falling back to the "
+                                       r"previous one, epoch 0"):
+    again.fit()
+  assert "resumed from epoch 0" in capsys.readouterr().out
+  assert [r["epoch"] for r in again.history] == [0, 1, 2]
+  assert again.history[1]["train_loss"] == first.history[1]["train_loss"]  # retraced exactly
+  assert again.checkpointer.latest_epoch() == 2
 
 
 def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
@@ -230,6 +252,13 @@ def test_divergence_rules_on_hand_made_epochs():
   assert health.divergence({**ok, "log_s": 999.0}, history) is None  # < 100 x max(0.3, 10)
   assert health.divergence({**ok, "log_s": 5e3, "lam": 0.001}, history) is None
   assert "log s is inf" in health.divergence({**ok, "log_s": float("inf")}, history)
+  # Short of divergence, a checkpoint is still not marked healthy (the Checkpointer keeps the
+  # last healthy one apart) when the loss is 10x its level, or a step zeroed every weight.
+  assert health.suspect({**ok, "train_loss": 19.0}, history) is None
+  assert "12.5 times the median" in health.suspect({**ok, "train_loss": 25.0}, history)
+  assert "every ABSGD weight at 0" in health.suspect({**ok, "ess_min": 0.0}, history)
+  # ... but not for learning to reweight (lam = inf), whose all-zero steps are Ren et al.'s.
+  assert health.suspect({**ok, "ess_min": 0.0, "lam": float("inf")}, history) is None
 
 
 def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_run):

@@ -97,7 +97,8 @@ class ClassCollapseGuard:
   ``lam``). Only steps with lam < 0 count: with lam > 0 a small weight marks a class already
   learnt, which is what the weights are for. A class counts one step each time it is in the
   batch with a mean weight below ``threshold`` (1 is the batch's mean weight); after ``steps``
-  such steps in a row it is reported. A step at or above the threshold resets its count.
+  such steps in a row it is reported. A step at or above the threshold resets its count. The
+  counts live on the host and start afresh when a run resumes.
 
   Examples:
     >>> guard = ClassCollapseGuard(threshold=0.05, steps=2, class_names=["cat", "dog"])

@@ -21,7 +21,7 @@ from absgd_jax.data.augment import augment_cifar, normalize
 from absgd_jax.data.facts import facts
 from absgd_jax.models.freezing import trainable_mask
 from absgd_jax.train import weighting
-from absgd_jax.train.checkpoint import Checkpointer
+from absgd_jax.train.checkpoint import Checkpointer, find_run_checkpoints
 from absgd_jax.train.config import Config
 from absgd_jax.train.step import Batch, LossFn, Preprocess, TrainState, cast_images
 
@@ -166,7 +166,8 @@ def make_preprocess(config: Config) -> Preprocess:
 def initial_weights(config: Config, variables: dict) -> dict:
   """``config.init_from``'s params and BatchNorm statistics, in the shape of ``variables``.
 
-  A directory is an absgd_jax run (stage 1 of a two-stage run): its latest checkpoint. A file
+  A directory is an absgd_jax run (stage 1 of a two-stage run): its latest healthy checkpoint
+  (:func:`~absgd_jax.train.checkpoint.find_run_checkpoints` says which folders count). A file
   is a torchvision / timm ResNet state dict (see :mod:`absgd_jax.models.pretrained`).
   """
   path = epath.Path(config.init_from)
@@ -175,8 +176,8 @@ def initial_weights(config: Config, variables: dict) -> dict:
         f"init_from={config.init_from!r} is neither a run directory nor a weights file. For "
         f"stage 2, run stage 1 first (its out_dir); for ImageNet weights, see "
         f"docs/large_scale.md.")
-  if path.is_dir():
-    ckpt = Checkpointer(str(path / "checkpoints"))
+  if path.is_dir():  # The run's folder, or a preset's folder holding one run.
+    ckpt = Checkpointer(find_run_checkpoints(config.init_from))
     if ckpt.latest_epoch() is None:
       raise FileNotFoundError(f"init_from={config.init_from!r} has no checkpoint under "
                               f"checkpoints/: did its run finish an epoch?")

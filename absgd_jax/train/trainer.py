@@ -133,7 +133,8 @@ class Trainer:
     return eval_metrics(correct, count, self.exp.train_class_counts, prefix)
 
   def restore(self) -> int:
-    """Restores the latest readable checkpoint, if any; returns the epoch to start from."""
+    """Restores the newest healthy checkpoint that reads, if any (the Checkpointer warns about
+    each one it passes over); returns the epoch to start from."""
     if self.checkpointer is None or self.checkpointer.latest_epoch() is None:
       return 0
     self.state, meta = self.checkpointer.restore(self.state)
