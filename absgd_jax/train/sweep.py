@@ -264,7 +264,7 @@ def _stack(trees: Sequence[Any]) -> Any:
 
 
 class Sweep:
-  """Trains a sweep's members as one vmapped, jitted program; see the module docstring.
+  """Trains a sweep's members in one jitted program (vmapped, or one after another).
 
   Args:
     config: the base config (a preset plus overrides); its ``out_dir`` holds the sweep.
