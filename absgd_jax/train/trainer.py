@@ -91,7 +91,8 @@ class Trainer:
   def _claim(self, new_run: bool) -> None:
     """Refuses an ``out_dir`` holding a run with other settings; records this run's there."""
     last = None if self.checkpointer is None else self.checkpointer.latest_epoch()
-    if not (jax.process_index() == 0 and self.log):
+    # Checkpoints are resumed from, so their settings are recorded even when log=False.
+    if not (jax.process_index() == 0 and (self.log or self.checkpointer is not None)):
       config_lib.check_resume(config_lib.read_run_config(self.config.out_dir), self.config,
                               last_epoch=last, new_run=new_run)
       return
