@@ -61,12 +61,16 @@ def weights_start_step(config: Config, steps_per_epoch: int) -> int | None:
   return config.stage2_epoch * steps_per_epoch
 
 
-def lam_schedule(config: Config, steps_per_epoch: int):
-  """Section 3.6: lam = inf (momentum SGD) before ``stage2_epoch``, then ``config.lam``."""
+def lam_schedule(config: Config, steps_per_epoch: int, lam: Any = None):
+  """Section 3.6: lam = inf (momentum SGD) before ``stage2_epoch``, then ``config.lam``.
+
+  ``lam`` replaces ``config.lam``, and may be a traced scalar (a sweep's member, under vmap).
+  """
+  lam = config.lam if lam is None else lam
   if config.stage2_epoch <= 0:
-    return config.lam
+    return lam
   switch = config.stage2_epoch * steps_per_epoch
-  return lambda count: jnp.where(count < switch, jnp.inf, config.lam)
+  return lambda count: jnp.where(count < switch, jnp.inf, lam)
 
 
 def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
