@@ -5,9 +5,10 @@ grid-tuned lam, side by side in one run, on the digits imbalance table.
     python experiments/kl_budget_digits.py table     # the test table, 3 seeds (resumable)
     python experiments/kl_budget_digits.py report    # the markdown table from the JSONL
 
-The Trainer is used as it is: only its weigher is swapped for ``kl_absgd_weights`` (the
-function ``make_weigher`` that ``Trainer.__init__`` calls is replaced while a KL run is built),
-so absgd_jax/train/ is untouched. Every finished run is one line of
+A KL row is the tuned row with ``kl_budget=rho`` (the Trainer then weighs with
+``kl_absgd_weights(rho, gamma)``; the recorded table was run before that config field existed,
+through a stand-in for the trainer's weigher factory that built the same weigher). Every
+finished run is one line of
 ``experiments/results/kl_budget_digits.jsonl``; a re-run skips the lines already there.
 
 The tuned rows reproduce benchmarks/digits_table.py's ABSGD rows: lr 0.1, lam from the start,
@@ -18,7 +19,6 @@ lam = 5 for CE and focal (chosen on LT rho=50's validation split for CE), lam = 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -29,9 +29,7 @@ import time
 import jax
 import numpy as np
 
-import absgd_jax
 from absgd_jax.train import Trainer, make_config
-from absgd_jax.train import trainer as trainer_module
 
 OUT = "experiments/results/kl_budget_digits.jsonl"
 SETTINGS = {"LT rho=10": dict(preset="digits-lt", rho=10),
@@ -46,21 +44,6 @@ TUNED_LAM = {"CE": 5.0, "Focal": 5.0, "CB-LDAM": 100.0}
 COMMON = dict(method="absgd", lr=0.1, stage2_epoch=0, epochs=30, lr_decay_epochs=(22,),
               checkpoint=False)
 DEFAULT_RHO = 0.01  # chosen on LT rho=50 validation (CE and CB-LDAM), see report()
-
-
-@contextlib.contextmanager
-def kl_weigher(rho: float):
-  """While active, Trainers are built with ``kl_absgd_weights(rho, config.gamma)``."""
-  original = trainer_module.make_weigher
-
-  def make_weigher(config, steps_per_epoch, axis_name=None):
-    return absgd_jax.kl_absgd_weights(rho, config.gamma, axis_name=axis_name)
-
-  trainer_module.make_weigher = make_weigher
-  try:
-    yield
-  finally:
-    trainer_module.make_weigher = original
 
 
 class _Recording(Trainer):
@@ -91,11 +74,11 @@ def run(key: str, fields: dict, config_kw: dict, rho: float | None, path: str = 
     return done[key]
   kw = dict(config_kw)
   preset = kw.pop("preset")
+  if rho is not None:
+    kw["kl_budget"] = rho
   config = make_config(preset, **kw, out_dir=os.path.join("/tmp/kl_budget_runs", key))
   t0 = time.time()
-  ctx = kl_weigher(rho) if rho is not None else contextlib.nullcontext()
-  with ctx:
-    trainer = _Recording(config, progress=False, log=False)
+  trainer = _Recording(config, progress=False, log=False)
   summary = trainer.fit()
   final = summary["final"]
   rec = dict(key=key, **fields, rho_budget=rho, wall_s=time.time() - t0,

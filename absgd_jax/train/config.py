@@ -66,6 +66,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "noise_rate": (0, 1, True, False),
     "val_fraction": (0, 1, True, False),
     "gamma": (0, 1, False, True),
+    "kl_budget": (0, None, True, False),
     "momentum": (0, 1, True, False),
     "weight_decay": (0, None, True, False),
     "lr": (0, None, False, False),
@@ -179,6 +180,11 @@ class Config:
   # ABSGD.
   lam: float = 1.0
   gamma: float = 0.9
+  # > 0: lam is not fixed but set online so that KL(weights || uniform) stays near this budget
+  # (absgd_jax.kl_absgd_weights; docs/kl_budget.md relates it to the effective sample size).
+  # 0.01 held within about a point of the grid-tuned lam on every digits imbalance cell, for
+  # CE, focal and CB-LDAM alike (benchmarks/RESULTS.md). lam is then unused. 0 = off.
+  kl_budget: float = 0.0
   # lam = inf (plain SGD) before this epoch, then lam (Section 3.6). For SGD/Adam, which have
   # no lam, it only marks where stage2_trainable starts freezing.
   stage2_epoch: int = 0
@@ -233,6 +239,13 @@ class Config:
     if self.lam == 0 or math.isnan(self.lam):
       raise ValueError(f"lam={self.lam} is not allowed: lam must be nonzero (> 0 for "
                        "imbalance, < 0 for noisy labels, +-inf for plain SGD).")
+    if self.kl_budget > 0 and self.method not in ("absgd", "abadam"):
+      raise ValueError(f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
+                       f"'abadam', not {self.method!r} (set kl_budget=0).")
+    if self.kl_budget > 0 and self.lam < 0:
+      raise ValueError(f"kl_budget={self.kl_budget} with lam={self.lam} < 0: the kit offers the "
+                       "budget for lam > 0 (imbalance) only; its label-noise side is untested in "
+                       "training (docs/kl_budget.md). Use a fixed lam < 0, or lam > 0.")
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:
@@ -609,7 +622,9 @@ def default_out_dir(config: Config) -> str:
     True
   """
   label = config.method
-  if config.method in WEIGHTED_METHODS:
+  if config.kl_budget > 0:
+    label += f"-kl{config.kl_budget:g}"
+  elif config.method in WEIGHTED_METHODS:
     label += f"-lam{config.lam:g}"
   return f"runs/{config.preset or config.dataset}/{label}-{fingerprint(config)[:8]}"
 

@@ -22,10 +22,9 @@ from absgd_jax.data.facts import facts
 from absgd_jax.models.freezing import trainable_mask
 from absgd_jax.train import weighting
 from absgd_jax.train.checkpoint import Checkpointer, find_run_checkpoints
-from absgd_jax.train.config import Config
+from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.step import Batch, LossFn, Preprocess, TrainState, cast_images
 
-WEIGHTED_METHODS = ("absgd", "abadam", "eg")
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
@@ -81,6 +80,9 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
   if config.method not in WEIGHTED_METHODS:
     return weighting.uniform()
   gamma = 1.0 if config.method == "eg" else config.gamma  # EG: the current batch alone.
+  if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
+    return weighting.kl_budget(config.kl_budget, gamma,
+                               start_step=max(config.stage2_epoch, 0) * steps_per_epoch)
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
 

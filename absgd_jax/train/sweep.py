@@ -152,6 +152,10 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
     if len(set(typed[key])) != len(typed[key]):
       raise ValueError(f"--sweep {key}: the values {list(values)} repeat one; each member must "
                        f"differ.")
+  if config.kl_budget > 0:
+    # The budget's weigher has its own state layout and no traced-lam form: one run each.
+    raise ValueError(f"--sweep with kl_budget={config.kl_budget}: a sweep varies a fixed "
+                     "lam; run a budget as a single run (or sweep with kl_budget=0).")
   if ("lam" in typed or "gamma" in typed) and config.method not in _WEIGHTED:
     key = "lam" if "lam" in typed else "gamma"
     raise ValueError(f"--sweep {key}: method={config.method!r} has no ABSGD weights, so "
