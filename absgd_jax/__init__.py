@@ -3,15 +3,21 @@
 The core, importable with jax and optax alone:
 
 - :func:`absgd_weights`: per-sample weights exp(L_i / lam) / s with s carried in a state.
+- :func:`kl_absgd_weights`: the same weights with lam set online by a KL budget rho.
 - :func:`weighted_mean`: the loss of Eq. (2), mean(w * L) over the valid samples.
 - :func:`absgd`, :func:`abadam`: the optimizers the weights are paired with (Eqs. 2 and 9).
 - :func:`dro_objective`: the DRO risk ABSGD minimises (Eq. 6).
 - diagnostics: :func:`effective_sample_size`, :func:`class_mean_weights`, :func:`weight_stats`.
 - :mod:`absgd_jax.losses`: per-sample losses for imbalance and label noise.
+
+References:
+  Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
+  Descent. arXiv:2012.06951.
 """
 
 from absgd_jax import losses
 from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, weight_stats
+from absgd_jax.kl_weights import KlAbsgdWeightsState, kl_absgd_weights, kl_lam
 from absgd_jax.objective import dro_objective
 from absgd_jax.optimizers import abadam, absgd
 from absgd_jax.weighted_loss import weighted_mean
@@ -21,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbsgdWeightsState",
+    "KlAbsgdWeightsState",
     "WeightTransform",
     "abadam",
     "absgd",
@@ -28,6 +35,8 @@ __all__ = [
     "class_mean_weights",
     "dro_objective",
     "effective_sample_size",
+    "kl_absgd_weights",
+    "kl_lam",
     "losses",
     "weight_stats",
     "weighted_mean",

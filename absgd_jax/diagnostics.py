@@ -1,4 +1,10 @@
-"""What to log about ABSGD's weights: how concentrated they are, and on which classes."""
+"""What to log about ABSGD's weights: how concentrated they are, and on which classes.
+
+References:
+  Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
+  Descent. arXiv:2012.06951. Figure 4 (the mean weight per class).
+  Kish, L. (1965). Survey Sampling. Wiley. (The effective sample size.)
+"""
 
 from __future__ import annotations
 

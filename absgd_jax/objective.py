@@ -1,4 +1,9 @@
-"""The objective that ABSGD minimises: the information-regularised DRO risk of Eq. (6)."""
+"""The objective that ABSGD minimises: the information-regularised DRO risk of Eq. (6).
+
+References:
+  Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
+  Descent. arXiv:2012.06951. Eqs. (3), (4), (6).
+"""
 
 from __future__ import annotations
 

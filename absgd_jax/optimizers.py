@@ -4,6 +4,16 @@ The attentional weights enter through the loss (``mean(w * L)``, see
 :mod:`absgd_jax.weights`), so what is left here is the update rule that the paper pairs them
 with: heavy-ball momentum with an L2 term (Eq. 2) and Adam with the L2 gradient outside the
 adaptive scaling (Eq. 9).
+
+Both are chains of optax parts, so everything optax does to a transform applies:
+``optax.inject_hyperparams(absgd)(learning_rate=0.1, momentum=0.9)`` puts the hyper-parameters
+in the state, where a schedule or a jitted step can read and change them. The range checks run
+at construction on concrete values only; a traced value (under ``inject_hyperparams`` inside
+``jit``, or ``vmap`` over a hyper-parameter) is the caller's to keep in range.
+
+References:
+  Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
+  Descent. arXiv:2012.06951.
 """
 
 from __future__ import annotations
@@ -14,16 +24,32 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from absgd_jax.weights import _concrete_float
+
 ScalarOrSchedule = optax.ScalarOrSchedule
 
 
-def _check_nonnegative(name: str, value: float, upper: float | None = None) -> None:
+def _check_nonnegative(name: str, value: Any, upper: float | None = None) -> None:
+  """Range check of a hyper-parameter, on its concrete value (a schedule's at step 0).
+
+  A traced value (``optax.inject_hyperparams`` calls the factory inside ``jit`` with traced
+  hyper-parameters) cannot be checked, and is let through.
+  """
+  where = ""
   if callable(value):
+    try:
+      value = value(jnp.zeros([], jnp.int32))
+    except TypeError:  # A schedule that takes more than a count is checked nowhere.
+      return
+    where = " (the schedule's value at step 0)"
+  if jnp.ndim(value) != 0:
+    raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}.")
+  value = _concrete_float(value)
+  if value is None:
     return
-  value = float(value)
   if not value >= 0.0 or (upper is not None and not value < upper):
     rng = f"[0, {upper:g})" if upper is not None else "[0, inf)"
-    raise ValueError(f"{name} must lie in {rng}; got {value}.")
+    raise ValueError(f"{name} must lie in {rng}; got {value}{where}.")
 
 
 MomentumForm = Literal["pytorch", "paper"]
@@ -67,9 +93,21 @@ def absgd(
     momentum_form: ``"pytorch"`` (default) or ``"paper"``, as above.
     weight_decay_mask: optional pytree (or callable) of booleans, as for
       ``optax.add_decayed_weights``: where False, no weight decay (e.g. BatchNorm scales).
+      Under ``optax.inject_hyperparams`` a callable mask must be named in ``static_args``
+      (``inject_hyperparams(absgd, static_args=("weight_decay_mask",))``), or it would be
+      taken for a schedule.
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformation``: ``chain(add_decayed_weights, trace,
+    scale_by_learning_rate)`` (``"paper"``: the last two swapped).
+
+  Raises:
+    ValueError: for a negative or NaN learning rate (a schedule's: at step 0), momentum
+      outside [0, 1), a negative weight decay or an unknown ``momentum_form``; concrete
+      values only.
+
+  References:
+    Qi et al., Attentional-Biased Stochastic Gradient Descent, arXiv:2012.06951, Eq. (2).
 
   Examples:
     >>> import jax.numpy as jnp, optax, absgd_jax
@@ -84,6 +122,7 @@ def absgd(
     >>> u["w"]  # -0.1 * 1 + 0.5 * (-0.1)
     Array([-0.15], dtype=float32)
   """
+  _check_nonnegative("learning_rate", learning_rate)
   _check_nonnegative("momentum", momentum, 1.0)
   _check_nonnegative("weight_decay", weight_decay)
   if momentum_form not in MOMENTUM_FORMS:
@@ -149,10 +188,19 @@ def abadam(
     weight_decay: :math:`\mu \ge 0`.
     bias_correction: whether to bias-correct the moments.
     weight_decay_mask: optional pytree (or callable) of booleans, as for
-      ``optax.add_decayed_weights``.
+      ``optax.add_decayed_weights`` (a callable one: see :func:`absgd` about
+      ``inject_hyperparams``).
 
   Returns:
-    An ``optax.GradientTransformation``.
+    An ``optax.GradientTransformation``: ``chain(scale_by_adam, add_decayed_weights,
+    scale_by_learning_rate)``, which is ``optax.adamw`` with ``bias_correction=True``.
+
+  Raises:
+    ValueError: for a negative or NaN learning rate (a schedule's: at step 0), b1 or b2
+      outside [0, 1), or a negative eps or weight decay; concrete values only.
+
+  References:
+    Qi et al., Attentional-Biased Stochastic Gradient Descent, arXiv:2012.06951, Eq. (9).
 
   Examples:
     >>> import jax.numpy as jnp, absgd_jax
@@ -162,6 +210,7 @@ def abadam(
     >>> u["w"]  # -0.1 * (0.1 * 2) / sqrt(0.001 * 4)
     Array([-0.316228], dtype=float32)
   """
+  _check_nonnegative("learning_rate", learning_rate)
   _check_nonnegative("b1", b1, 1.0)
   _check_nonnegative("b2", b2, 1.0)
   _check_nonnegative("eps", eps)

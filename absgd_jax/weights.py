@@ -2,7 +2,9 @@
 
 The transform is functional, in the style of an optax ``GradientTransformation``:
 ``init()`` builds a small state, ``update(losses, state)`` returns ``(weights, new_state)``.
-The weights carry no gradient, so ``jnp.mean(weights * losses)`` is ABSGD's loss and one
+It is not one, though: a transform sees the gradient of the averaged loss, and the weights
+must act on each sample's loss before that average. The weights carry no gradient, so
+``sum(weights * losses) / n`` (:func:`absgd_jax.weighted_mean`) is ABSGD's loss and one
 backward pass gives its gradient, exactly as in Eq. (2).
 
 Numerics. ``s`` is a moving average of exp(L / lam), which overflows float32 once
@@ -21,6 +23,10 @@ gets weight 0 and is left out of the batch mean that updates ``s``. A batch with
 usable sample leaves ``log_s`` and ``lam`` untouched (only ``count`` advances), so the carried
 state never holds a NaN. The weighted loss of such a batch is still NaN (0 * NaN), which is
 what ``optax.apply_if_finite`` is there to catch.
+
+References:
+  Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
+  Descent. arXiv:2012.06951.
 """
 
 from __future__ import annotations
@@ -47,15 +53,52 @@ class AbsgdWeightsState(NamedTuple):
   lam: jax.Array  # float32 scalar: the lam that log_s was estimated with.
   has_s: jax.Array  # bool scalar: False until a batch (or s0) has given s a value.
 
+  @classmethod
+  def from_dict(cls, tree: dict) -> "AbsgdWeightsState":
+    """The state back from the plain dict that a checkpoint restored without a target holds.
+
+    orbax (like any pytree store) restores a ``NamedTuple`` as a dict when it is given no
+    target; this turns that dict back into the state, with each field's dtype.
+
+    Examples:
+      >>> import absgd_jax
+      >>> d = {"count": 3, "log_s": 0.5, "lam": 1.0, "has_s": True}
+      >>> absgd_jax.AbsgdWeightsState.from_dict(d).count
+      Array(3, dtype=int32)
+    """
+    if not isinstance(tree, dict):
+      raise TypeError(f"AbsgdWeightsState.from_dict takes a dict; got {type(tree).__name__}.")
+    missing = [k for k in cls._fields if k not in tree]
+    extra = [k for k in tree if k not in cls._fields]
+    if missing or extra:
+      raise ValueError(
+          f"not an AbsgdWeightsState: missing keys {missing}, unexpected keys {extra} (the "
+          f"state has {list(cls._fields)}). Restore the right sub-tree of the checkpoint.")
+    dtypes = {"count": jnp.int32, "log_s": jnp.float32, "lam": jnp.float32, "has_s": jnp.bool_}
+    return cls(**{k: jnp.asarray(tree[k], dtypes[k]) for k in cls._fields})
+
 
 class WeightTransform(NamedTuple):
-  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``."""
+  """A pair of pure functions, ``init() -> state`` and ``update(losses, state) -> (w, state)``.
+
+  Not an optax ``GradientTransformation``: ``init`` takes no params, and ``update`` takes
+  per-sample losses, not gradients. Pass it to :func:`absgd_jax.weighted_mean`.
+  """
 
   init: Callable[[], AbsgdWeightsState]
   update: Callable[..., tuple[jax.Array, AbsgdWeightsState]]
   # The mapped axis the batch is split over, so that the loss side (weighted_mean) can take
   # its denominator over the same global batch as the weights.
   axis_name: AxisName | None = None
+
+
+def _concrete_float(x) -> float | None:
+  """``x`` as a Python float, or None when it is traced (its value is not known yet)."""
+  try:
+    return float(x)
+  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+          jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError):
+    return None
 
 
 def _check_lam_value(lam: float, what: str = "lam") -> float:
@@ -69,17 +112,78 @@ def _check_lam_value(lam: float, what: str = "lam") -> float:
   return lam
 
 
-def _lam_fn(lam: float | LamSchedule) -> LamSchedule:
-  """Returns lam as a function of the count, validating a constant lam up front."""
+def _lam_fn(lam: float | jax.Array | LamSchedule, num_steps: int | None) -> LamSchedule:
+  """Returns lam as a function of the count, checking every value that is concrete now."""
   if callable(lam):
-    try:  # Check the schedule's first value now when it can be evaluated eagerly.
-      first = lam(jnp.zeros([], jnp.int32))
+    # The schedule's first value (and, given num_steps, every value of the run) is checked
+    # now when the schedule can be evaluated eagerly; a schedule closing over a traced value
+    # cannot be, and is then left to the documented run-time behaviour.
+    if num_steps is not None:
+      steps = jnp.arange(int(num_steps), dtype=jnp.int32)
+      try:
+        values = jax.vmap(lam)(steps)
+      except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+              jax.errors.TracerIntegerConversionError):
+        # A schedule with Python control flow on the count: one call per step instead.
+        values = jnp.stack([jnp.asarray(lam(t), jnp.float32) for t in steps])
+      values = np.asarray(values, np.float32) if _concrete_float(values[0]) is not None else None
+      if values is not None:
+        bad = np.flatnonzero(np.isnan(values) | (values == 0))
+        if bad.size:
+          raise ValueError(
+              f"the lam schedule is {values[bad[0]]} at step {bad[0]} (of {num_steps}); lam must "
+              "be nonzero and not NaN at every step. Give that stage a nonzero lam, or +-inf "
+              "for plain (unweighted) ERM.")
+    first = _concrete_float(lam(jnp.zeros([], jnp.int32)))
+    if first is not None:
       _check_lam_value(first, "lam schedule's value at step 0")
-    except (jax.errors.ConcretizationTypeError, TypeError):
-      pass
     return lam
+  if isinstance(lam, (jax.Array, np.ndarray)):
+    if jnp.shape(lam) != ():
+      raise ValueError(f"lam must be a scalar; got an array of shape {jnp.shape(lam)}. To sweep "
+                       "several lam values, jax.vmap over them.")
+    value = _concrete_float(lam)
+    if value is None:  # Traced (under vmap or jit): a value of the program, checked nowhere.
+      traced = jnp.asarray(lam, jnp.float32)
+      return lambda count: traced
+    lam = value
   value = _check_lam_value(lam)
   return lambda count: value
+
+
+def _refuse_init_args(name: str, args: tuple, kwargs: dict) -> None:
+  if args or kwargs:
+    # optax.chain / optax.MultiSteps call init(params): name the mix-up, not the signature.
+    raise TypeError(
+        f"{name}(...).init() takes no arguments: the weigher is not an optax "
+        "GradientTransformation and does not go in optax.chain or optax.MultiSteps (a "
+        "transform sees only the averaged gradient, too late to weight each sample). Weight "
+        "the loss instead: `loss, (w_state, w) = absgd_jax.weighted_mean(losses, w_state, "
+        "weigher)` inside the function you differentiate, and give the optimizer alone "
+        "(absgd_jax.absgd / abadam, or any optax one) to optax.")
+
+
+def _check_losses_and_mask(name: str, losses, mask):
+  """The trace-time checks every weigher makes of its inputs; returns them as arrays."""
+  losses = jnp.asarray(losses)
+  if losses.ndim != 1:
+    raise ValueError(
+        f"{name} expects a 1-D vector of per-sample losses of shape [batch]; got shape "
+        f"{losses.shape}. Reduce the other axes (e.g. mean over tokens) before weighting.")
+  if losses.shape[0] == 0:
+    raise ValueError(f"{name} got an empty batch (losses of shape (0,)).")
+  if not jnp.issubdtype(losses.dtype, jnp.floating):
+    raise ValueError(f"losses must be floating point; got dtype {losses.dtype}.")
+  if mask is not None:
+    mask = jnp.asarray(mask)
+    if mask.shape != losses.shape:
+      raise ValueError(f"mask must have the shape of losses {losses.shape}; got {mask.shape}.")
+    if mask.dtype != jnp.bool_:
+      # A float mask of 0.5 would silently count as True: a mask marks, it does not weigh.
+      raise ValueError(
+          f"mask must be boolean (True for a real sample, False for padding); got dtype "
+          f"{mask.dtype}. Pass `mask > 0` for a 0/1 mask; to weigh samples, scale the losses.")
+  return losses, mask
 
 
 def _global_reduce(x: jax.Array, op: str, axis_name: AxisName | None) -> jax.Array:
@@ -108,11 +212,12 @@ def _log_mean_exp(z: jax.Array, valid: jax.Array, axis_name: AxisName | None):
 
 
 def absgd_weights(
-    lam: float | LamSchedule,
+    lam: float | jax.Array | LamSchedule,
     gamma: float = 0.9,
     *,
     s0: float | None = None,
     axis_name: AxisName | None = None,
+    num_steps: int | None = None,
 ) -> WeightTransform:
   r"""ABSGD's attentional weights for a mini-batch of per-sample losses.
 
@@ -130,6 +235,9 @@ def absgd_weights(
       changes, ``s`` is estimated afresh from the current batch. Changing value never
       recompiles. A schedule meant for stages (piecewise constant) is what fits: one that
       changes every step restarts ``s`` every step, and ``gamma`` then has no effect.
+      And lam may be a scalar jax array, traced or not: build the weigher inside
+      ``jax.vmap`` to sweep lam values in one program, or inside a jitted step with lam as an
+      argument to change it without recompiling.
     gamma: moving-average rate in (0, 1]; ``gamma = 1`` normalises by the current batch alone.
     s0: initial ``s``. ``None`` (default) sets ``s`` from the first batch, so that batch's
       weights average 1. A number ``>= 0`` is Algorithm 1's :math:`s_0`; ``s0=0`` is the
@@ -140,16 +248,34 @@ def absgd_weights(
       weights one device holding the whole batch would. Not needed under plain ``jax.jit``.
       Inside a mapped function it must name the mapped axis: without it each shard would
       silently normalise by its own s.
+    num_steps: optional length of the run in ``update`` calls. Given it, a lam schedule is
+      evaluated at every step now, and a 0 or NaN anywhere raises, naming the step.
 
   Returns:
     A :class:`WeightTransform`. ``update(losses, state, *, mask=None)`` takes ``losses`` of
     shape ``[B]`` (float32, bfloat16 or float16) and an optional boolean ``mask [B]`` that
     marks real samples (padding gets weight 0); it returns float32 ``weights [B]`` with no
-    gradient, and the new :class:`AbsgdWeightsState`.
+    gradient, and the new :class:`AbsgdWeightsState`. :func:`~absgd_jax.weighted_mean` turns
+    them into the loss. It is not an optax ``GradientTransformation`` (those see only the
+    gradient of the averaged loss, too late to weight each sample), so it does not go in
+    ``optax.chain``: ``init`` takes no params, and raises a ``TypeError`` saying so if given
+    some.
 
   Raises:
-    ValueError: at construction, for lam = 0 or NaN, gamma outside (0, 1] or s0 < 0; at trace
-      time, for losses that are not a non-empty 1-D floating array.
+    ValueError: at construction, for a concrete lam = 0 or NaN (a constant, a schedule's
+      value at step 0, or at any step below ``num_steps``), gamma outside (0, 1] or s0 < 0;
+      at trace time, for losses that are not a non-empty 1-D floating array or a mask that is
+      not boolean; in an eager (un-jitted) ``update``, for a schedule that reaches 0 or NaN.
+
+  A lam of 0 or NaN that cannot be seen (a traced lam, or a schedule evaluated inside a
+  jitted step) is not an error at run time, as nothing inside jit can raise. That step gives
+  every weight 0, so ``mean(w * L)`` is 0 and the batch teaches nothing; ``log_s`` and
+  ``lam`` keep their values (only ``count`` advances), so the next good lam carries on as
+  if the step had not been. :func:`~absgd_jax.weight_stats` shows it as ``ess = 0``.
+
+  References:
+    Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic
+    Gradient Descent. arXiv:2012.06951. Algorithm 1; Eqs. (2), (3), (4); Section 3.6.
 
   Examples:
     >>> import jax.numpy as jnp, absgd_jax
@@ -162,7 +288,7 @@ def absgd_weights(
     >>> w  # s = 0.5 * 2 + 0.5 * 1 = 1.5
     Array([0.6666667, 0.6666667], dtype=float32)
   """
-  lam_fn = _lam_fn(lam)
+  lam_fn = _lam_fn(lam, num_steps)
   gamma = float(gamma)
   if not 0.0 < gamma <= 1.0:
     raise ValueError(f"gamma must lie in (0, 1]; got {gamma}.")
@@ -173,7 +299,8 @@ def absgd_weights(
   log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
   log_gamma = math.log(gamma)
 
-  def init_fn() -> AbsgdWeightsState:
+  def init_fn(*args, **kwargs) -> AbsgdWeightsState:
+    _refuse_init_args("absgd_weights", args, kwargs)
     lam0 = jnp.asarray(lam_fn(jnp.zeros([], jnp.int32)), jnp.float32)
     return AbsgdWeightsState(
         count=jnp.zeros([], jnp.int32),
@@ -185,25 +312,18 @@ def absgd_weights(
 
   def update_fn(losses: jax.Array, state: AbsgdWeightsState, *,
                 mask: jax.Array | None = None) -> tuple[jax.Array, AbsgdWeightsState]:
-    losses = jnp.asarray(losses)
-    if losses.ndim != 1:
-      raise ValueError(
-          "absgd_weights expects a 1-D vector of per-sample losses of shape [batch]; got shape "
-          f"{losses.shape}. Reduce the other axes (e.g. mean over tokens) before weighting.")
-    if losses.shape[0] == 0:
-      raise ValueError("absgd_weights got an empty batch (losses of shape (0,)).")
-    if not jnp.issubdtype(losses.dtype, jnp.floating):
-      raise ValueError(f"losses must be floating point; got dtype {losses.dtype}.")
-    if mask is not None:
-      mask = jnp.asarray(mask)
-      if mask.shape != losses.shape:
-        raise ValueError(f"mask must have the shape of losses {losses.shape}; got {mask.shape}.")
+    losses, mask = _check_losses_and_mask("absgd_weights", losses, mask)
 
     lam_t = jnp.asarray(lam_fn(state.count), jnp.float32)
+    lam_now = _concrete_float(lam_t)  # known outside jit only
+    if lam_now is not None and (math.isnan(lam_now) or lam_now == 0.0):
+      raise ValueError(
+          f"lam is {lam_now} at update {int(state.count)}; lam must be nonzero and not NaN. "
+          "Give that stage of the schedule a nonzero lam, or +-inf for plain (unweighted) ERM.")
     losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
     valid = jnp.isfinite(losses)
     if mask is not None:
-      valid = valid & mask.astype(bool)
+      valid = valid & mask
     erm = jnp.isinf(lam_t)
     # z = L / lam; 0 for every sample at lam = +-inf (exp(0) = 1, the ERM weights). A finite
     # loss whose L / lam overflows float32 is clipped, so it still gets the largest weight.

@@ -5,6 +5,7 @@
 #
 # 1. step time ABSGD vs SGD (ResNet-32 b128 at 32 px; ResNet-50 b64 at 224 px),
 # 2. absgd_jax vs PyTorch on the same ResNet-32 ABSGD step,
+#    and a lam sweep of 8 ResNet-32s as one program vs one run, beside torch.compile (issue 12),
 # 3. the input pipeline's throughput and the one-time decode of train.zip,
 # 4. two timed epochs of the paper's CIFAR-10-LT command (ResNet-32),
 # 5. with the time left before SECONDS (default 540), the CIFAR-10-LT and -ST protocol,
@@ -30,6 +31,8 @@ timeout 110 $py benchmarks/step_time.py ${QUICK:+--rounds 2 --steps 2} --json $b
 timeout 150 $py benchmarks/step_time.py --model resnet50 --batch 64 --image 224 --classes 1000 \
     --rounds ${QUICK:-8} --steps ${QUICK:-5} --json $b/step_time_resnet50.json
 timeout 100 $py benchmarks/vs_pytorch.py ${QUICK:+--rounds 1 --steps 1} --json $b/vs_pytorch.json
+timeout 180 $py benchmarks/sweep_time.py --members 8 --torch ${QUICK:+--rounds 1 --steps 2} \
+    --json $b/sweep_time.json
 timeout 80 $py benchmarks/data_throughput.py --decode --zip "$data/train.zip" \
     ${QUICK:+--steps 5 --repeats 2} --json $b/data_throughput.json
 timeout 150 $py -m absgd_jax.train --config cifar10-lt --set data_dir="$data" --set epochs=2 \

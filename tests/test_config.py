@@ -144,8 +144,8 @@ def test_epoch_fields_the_run_never_reaches_are_named(kw, match):
 
 
 def test_scale_rule():
-  # round(old * new / base), halves up; stage starts stay >= 1; decays outside 1..epochs-1
-  # are dropped; warm-up stays >= 1 and < epochs.
+  # round(old * new / base), halves up; stage starts stay in 1..epochs-1; decays outside
+  # 1..epochs-1 are dropped; warm-up stays >= 1 and < epochs.
   v = {"stage2_epoch": 22, "drw_epoch": 0, "lr_decay_epochs": (22, 29), "warmup_epochs": 2}
   # 29 * 15 / 30 = 14.5 rounds up to 15 = epochs: a decay the run would never reach, dropped.
   assert scale_epochs(v, 30, 15) == {"stage2_epoch": 11, "drw_epoch": 0,
@@ -153,6 +153,9 @@ def test_scale_rule():
   out = scale_epochs(v, 30, 1)
   assert out == {"stage2_epoch": 1, "drw_epoch": 0, "lr_decay_epochs": (), "warmup_epochs": 0}
   assert scale_epochs({"stage2_epoch": 1}, 200, 20) == {"stage2_epoch": 1}
+  # 160 * 2 / 200 = 1.6 rounds to 2 = epochs: kept at 1, so that stage 2 has its epoch.
+  assert scale_epochs({"stage2_epoch": 160, "drw_epoch": 160}, 200, 2) == \
+      {"stage2_epoch": 1, "drw_epoch": 1}
   assert scale_epochs({"lr_decay_epochs": (100, 150)}, 200, 300) == \
       {"lr_decay_epochs": (150, 225)}
   # Through make_config: a one-epoch digits run has no decay; a two-stage preset needs >= 2.

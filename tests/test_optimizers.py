@@ -53,6 +53,18 @@ def test_absgd_matches_optax_sgd_at_constant_rate():
   np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_pytorch_form_is_exactly_optax_chain_of_decay_and_sgd(nesterov):
+  # Issue 14, case 9: the default form is optax's own parts, bit for bit, schedule included.
+  grads, w0 = _grads(5), np.linspace(-1, 1, 5)
+  sched = optax.piecewise_constant_schedule(0.1, {4: 0.1, 8: 0.1})
+  got = _run(absgd_jax.absgd(sched, momentum=0.9, weight_decay=5e-4, nesterov=nesterov),
+             grads, w0)
+  want = _run(optax.chain(optax.add_decayed_weights(5e-4),
+                          optax.sgd(sched, momentum=0.9, nesterov=nesterov)), grads, w0)
+  np.testing.assert_array_equal(np.array(got), np.array(want))
+
+
 @pytest.mark.parametrize("momentum, wd", [(0.9, 2e-4), (0.0, 1e-2)])
 def test_pytorch_form_is_torch_sgd_with_a_learning_rate_schedule(momentum, wd):
   grads, w0 = _grads(5), np.linspace(-1, 1, 5)
@@ -113,6 +125,14 @@ def test_abadam_with_bias_correction_is_adamw():
     (lambda: absgd_jax.absgd(0.1, weight_decay=-1e-4), "weight_decay must lie in"),
     (lambda: absgd_jax.abadam(0.1, b2=1.0), r"b2 must lie in \[0, 1\)"),
     (lambda: absgd_jax.abadam(0.1, eps=-1.0), "eps must lie in"),
+    # Issue 11: a negative learning rate is refused like a bad momentum.
+    (lambda: absgd_jax.absgd(-1.0), r"learning_rate must lie in \[0, inf\); got -1.0"),
+    (lambda: absgd_jax.abadam(-1e-3), r"learning_rate must lie in \[0, inf\); got -0.001"),
+    (lambda: absgd_jax.absgd(float("nan")), "learning_rate must lie in"),
+    (lambda: absgd_jax.absgd(jnp.float32(-0.1)), "learning_rate must lie in"),
+    (lambda: absgd_jax.absgd(optax.constant_schedule(-0.1)),
+     r"learning_rate.*got -0.1.* at step 0"),
+    (lambda: absgd_jax.absgd(0.1, momentum_form="torch"), "momentum_form must be one of"),
 ])
 def test_bad_optimizer_arguments(make, match):
   with pytest.raises(ValueError, match=match):
@@ -195,3 +215,40 @@ def test_dro_objective_keeps_its_digits_at_large_lam(lam):
   assert float(jax.jit(absgd_jax.dro_objective)(jnp.asarray(L, jnp.float32),
                                                 jnp.float32(lam))) == pytest.approx(want,
                                                                                      rel=5e-6)
+
+
+# --- issue 14, case 2: inject_hyperparams under jit -------------------------------------------
+
+
+@pytest.mark.parametrize("factory, kwargs", [
+    (absgd_jax.absgd, dict(learning_rate=0.05, momentum=0.9, weight_decay=1e-2)),
+    (absgd_jax.absgd, dict(learning_rate=0.05, momentum=0.5, momentum_form="paper")),
+    (absgd_jax.abadam, dict(learning_rate=3e-3, b1=0.8, weight_decay=1e-2)),
+    (absgd_jax.abadam, dict(learning_rate=3e-3, bias_correction=False)),
+])
+def test_inject_hyperparams_under_jit_is_the_plain_optimizer(factory, kwargs):
+  grads, w0 = _grads(7), np.ones(5)
+  injected = optax.inject_hyperparams(factory)(**kwargs)
+  got = _run(injected, grads, w0)  # _run jits update: the hyper-parameters are traced there
+  np.testing.assert_allclose(np.array(got), np.array(_run(factory(**kwargs), grads, w0)),
+                             rtol=1e-6, atol=1e-7)
+
+
+def test_injected_learning_rate_can_be_set_and_logged_in_the_state():
+  opt = optax.inject_hyperparams(absgd_jax.absgd)(learning_rate=0.1, momentum=0.0)
+  params = jnp.ones(3)
+  state = opt.init(params)
+  assert float(state.hyperparams["learning_rate"]) == pytest.approx(0.1)
+  state.hyperparams["learning_rate"] = jnp.float32(0.01)
+  u, _ = jax.jit(opt.update)(jnp.ones(3), state, params)
+  np.testing.assert_allclose(u, -0.01 * np.ones(3), rtol=1e-6)
+
+
+def test_callable_weight_decay_mask_under_inject_hyperparams_goes_in_static_args():
+  params = {"w": jnp.ones(2), "b": jnp.ones(2)}
+  mask = lambda p: {"w": True, "b": False}
+  opt = optax.inject_hyperparams(absgd_jax.absgd, static_args=("weight_decay_mask",))(
+      learning_rate=0.1, momentum=0.0, weight_decay=0.5, weight_decay_mask=mask)
+  u, _ = jax.jit(opt.update)(jax.tree.map(jnp.zeros_like, params), opt.init(params), params)
+  np.testing.assert_allclose(u["w"], -0.1 * 0.5 * np.ones(2), rtol=1e-6)
+  np.testing.assert_array_equal(u["b"], np.zeros(2))

@@ -463,3 +463,47 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
   assert balanced.train.class_counts().tolist() == [5] * 10
   with pytest.raises(ValueError, match="crop_padding must be >= 0"):
     make_config("cifar10-lt", crop_padding=-1)
+
+
+def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_path, capsys):
+  # kl_budget > 0: uniform weights in stage 1, then lam from the budget (issue 12 in the kit).
+  cfg = _cfg(tmp_path, epochs=2, stage2_epoch=1, kl_budget=0.01, checkpoint=True)
+  assert "-kl0.01-" in make_config("digits-lt", kl_budget=0.01).out_dir
+  t = Trainer(cfg, progress=True, devices=ONE)
+  summary = t.fit()
+  first, second = t.history
+  assert first["max_weight"] == 1.0 and first["lam"] == float("inf")
+  assert second["max_weight"] > 1.0 and 0 < second["lam"] < float("inf")
+  ws = jax.device_get(t.state.w_state)
+  assert isinstance(ws, absgd_jax.KlAbsgdWeightsState)
+  spe = -(-len(t.exp.train) // cfg.batch_size)
+  assert int(ws.count) == spe  # the budget's state waited through stage 1 ...
+  assert summary["weights"]["first_step"] == spe  # ... and the weights were on from stage 2
+  assert f"absgd weights on from step {spe} (lam set by KL budget 0.01)" in capsys.readouterr().out
+  np.testing.assert_allclose(second["lam"], float(absgd_jax.kl_lam(ws)), rtol=1e-6)
+  # The budget's weigher is the core's: on one batch of losses both give the same weights.
+  losses = jnp.asarray(np.random.default_rng(0).exponential(size=64), jnp.float32)
+  kit = setup.make_weighting(cfg, spe, None, None)
+  core = absgd_jax.kl_absgd_weights(0.01, cfg.gamma)
+  w_before, _ = kit.for_batch({}, {}, jnp.asarray(spe - 1)).update(losses, kit.init())
+  w_after, st = kit.for_batch({}, {}, jnp.asarray(spe)).update(losses, kit.init())
+  w_core, st_core = core.update(losses, core.init())
+  np.testing.assert_array_equal(w_before, np.ones(64, np.float32))
+  np.testing.assert_allclose(w_after, w_core, rtol=1e-6)
+  np.testing.assert_allclose(st.log_abs_lam, st_core.log_abs_lam, rtol=1e-6)
+  # A resume restores the budget's state layout, and refuses to mix it with a fixed lam.
+  again = Trainer(cfg, progress=True, devices=ONE)
+  again.fit()
+  assert "resumed from epoch 1" in capsys.readouterr().out
+  _assert_trees_close(jax.device_get(again.state.w_state), ws, rtol=0)
+  with pytest.raises(RunMismatchError, match="kl_budget"):
+    Trainer(dataclasses.replace(cfg, kl_budget=0.0), progress=False, devices=ONE)
+
+
+def test_kl_budget_refuses_methods_and_signs_it_does_not_serve():
+  with pytest.raises(ValueError, match="kl_budget=0.1 sets ABSGD's lam: it needs method"):
+    make_config("digits-lt", method="sgd", kl_budget=0.1)
+  with pytest.raises(ValueError, match="lam > 0"):
+    make_config("digits-noise", kl_budget=0.1)
+  with pytest.raises(ValueError, match="kl_budget=-1.0 is outside the allowed range"):
+    make_config("digits-lt", kl_budget=-1.0)

@@ -136,3 +136,29 @@ def test_under_shard_map_divides_by_the_global_valid_count():
   np.testing.assert_allclose(g, want_g, rtol=1e-5, atol=1e-7)
   np.testing.assert_allclose(w, want_w, rtol=1e-6)
   np.testing.assert_allclose(state.log_s, want_state.log_s, rtol=1e-6)
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (simulated) devices")
+def test_kl_weigher_under_shard_map_divides_by_the_global_valid_count():
+  # kl_absgd_weights must carry its axis_name too, or each shard divides by its own count.
+  n_dev = 8
+  rng = np.random.default_rng(4)
+  L = rng.exponential(1.0, size=4 * n_dev).astype(np.float32)
+  m = rng.random(4 * n_dev) < 0.6
+  m[:4] = False  # one shard holds only padding
+  mesh = Mesh(np.array(jax.devices()[:n_dev]), ("b",))
+  sharded = absgd_jax.kl_absgd_weights(0.1, axis_name="b")
+  single = absgd_jax.kl_absgd_weights(0.1)
+
+  def shard_loss(L, m, state):
+    loss, (_, w) = absgd_jax.weighted_mean(L, state, sharded, where=m)
+    return jax.lax.psum(loss, "b"), w
+
+  fn = jax.jit(jax.shard_map(shard_loss, mesh=mesh, in_specs=(P("b"), P("b"), P()),
+                             out_specs=(P(), P("b"))))
+  loss, w = fn(jnp.asarray(L), jnp.asarray(m), sharded.init())
+  want, (_, want_w) = absgd_jax.weighted_mean(jnp.asarray(L), single.init(), single, where=m)
+  np.testing.assert_allclose(w, want_w, rtol=1e-5)
+  np.testing.assert_allclose(loss, np.sum((np.asarray(want_w, np.float64) * L)[m]) / m.sum(),
+                             rtol=1e-5)
+  np.testing.assert_allclose(loss, want, rtol=1e-5)

@@ -289,7 +289,130 @@ def test_lam_that_underflows_float32_is_rejected():
 
 
 def test_schedule_reaching_zero_leaves_state_clean():
+  # Under jit the value cannot be seen (nothing inside jit can raise): the documented
+  # behaviour is all-zero weights, log_s kept, count advanced.
   wt = absgd_jax.absgd_weights(lambda c: jnp.where(c < 1, 1.0, 0.0), 0.5)
-  w1, s1 = wt.update(jnp.array([1.0, 2.0]), wt.init())
-  w2, s2 = wt.update(jnp.array([1.0, 2.0]), s1)
+  update = jax.jit(wt.update)
+  w1, s1 = update(jnp.array([1.0, 2.0]), wt.init())
+  w2, s2 = update(jnp.array([1.0, 2.0]), s1)
   assert np.all(np.asarray(w2) == 0) and float(s2.log_s) == float(s1.log_s)
+  assert float(s2.lam) == 1.0 and int(s2.count) == 2
+  assert float(absgd_jax.weight_stats(w2, s2)["ess"]) == 0.0  # how a user spots it
+
+
+def test_schedule_reaching_zero_raises_where_it_can_be_seen():
+  sched = lambda c: jnp.where(c < 3, 1.0, jnp.where(c < 5, 0.0, 2.0))
+  # At construction, given the run's length: the first bad step is named.
+  with pytest.raises(ValueError, match=r"lam schedule is 0.0 at step 3 \(of 10\)"):
+    absgd_jax.absgd_weights(sched, num_steps=10)
+  with pytest.raises(ValueError, match=r"lam schedule is nan at step 1"):
+    absgd_jax.absgd_weights(lambda c: jnp.where(c < 1, 1.0, jnp.nan), num_steps=4)
+  absgd_jax.absgd_weights(sched, num_steps=3)  # steps 0..2 are all fine
+  # A schedule written with Python control flow is checked too (step by step).
+  with pytest.raises(ValueError, match=r"lam schedule is 0.0 at step 2"):
+    absgd_jax.absgd_weights(lambda c: 1.0 if int(c) < 2 else 0.0, num_steps=5)
+  # In an eager update, at the step it happens.
+  wt = absgd_jax.absgd_weights(sched)
+  state = wt.init()
+  for _ in range(3):
+    _, state = wt.update(jnp.array([1.0, 2.0]), state)
+  with pytest.raises(ValueError, match="lam is 0.0 at update 3"):
+    wt.update(jnp.array([1.0, 2.0]), state)
+  # At step 0, without num_steps.
+  with pytest.raises(ValueError, match="value at step 0"):
+    absgd_jax.absgd_weights(lambda c: 0.0 * c)
+
+
+# ----------------------------------------------------------------------------- issue 14: the API's edges
+
+
+def test_lam_as_a_traced_array_under_vmap_matches_each_float_lam():
+  stream = [jnp.asarray(x) for x in _stream(4, steps=4)]
+  lams = jnp.array([0.5, 2.0, -1.0, INF])
+
+  def run(lam):
+    wt = absgd_jax.absgd_weights(lam, 0.3)  # lam is a tracer here
+    state, ws = wt.init(), []
+    for x in stream:
+      w, state = wt.update(x, state)
+      ws.append(w)
+    return jnp.stack(ws), state.log_s
+
+  ws, log_s = jax.jit(jax.vmap(run))(lams)
+  for i, lam in enumerate([0.5, 2.0, -1.0, INF]):
+    want = absgd_weights_reference([np.asarray(x) for x in stream], lam, 0.3)
+    np.testing.assert_allclose(ws[i], np.stack([w for w, _ in want]), rtol=2e-5)
+
+
+def test_lam_as_a_jit_argument_changes_without_recompiling():
+  traces = []
+
+  @jax.jit
+  def step(lam, losses, state):
+    traces.append(1)
+    return absgd_jax.absgd_weights(lam, 0.5).update(losses, state)
+
+  L = jnp.array([0.2, 1.0, 3.0])
+  state = absgd_jax.absgd_weights(1.0, 0.5).init()
+  for lam in (1.0, 0.25, -2.0):
+    w, _ = step(jnp.float32(lam), L, state)
+    e = np.exp(np.asarray(L, np.float64) / lam)
+    np.testing.assert_allclose(w, e / e.mean(), rtol=1e-5)
+  assert len(traces) == 1
+
+
+def test_concrete_array_lam_is_checked_and_must_be_scalar():
+  with pytest.raises(ValueError, match="nonzero"):
+    absgd_jax.absgd_weights(jnp.float32(0.0))
+  with pytest.raises(ValueError, match="nonzero"):
+    absgd_jax.absgd_weights(np.float32("nan"))
+  with pytest.raises(ValueError, match=r"scalar.*shape \(2,\).*vmap"):
+    absgd_jax.absgd_weights(jnp.array([1.0, 2.0]))
+  w, _ = absgd_jax.absgd_weights(jnp.float32(1.0)).update(jnp.array([0.0, 0.0]),
+                                                         absgd_jax.absgd_weights(1.0).init())
+  np.testing.assert_array_equal(w, [1.0, 1.0])
+
+
+def test_float_mask_is_refused():
+  wt = absgd_jax.absgd_weights(1.0)
+  with pytest.raises(ValueError, match=r"mask must be boolean.*float32.*mask > 0"):
+    wt.update(jnp.ones(3), wt.init(), mask=jnp.array([1.0, 0.5, 0.0]))
+  with pytest.raises(ValueError, match="mask must be boolean"):
+    wt.update(jnp.ones(3), wt.init(), mask=jnp.array([1, 0, 1]))
+
+
+def test_chain_with_an_optax_optimizer_says_what_to_do():
+  # Issue 14, case 1: the weigher is not a GradientTransformation; the error says so.
+  tx = optax.chain(absgd_jax.absgd_weights(5.0), optax.adam(1e-3))
+  with pytest.raises(TypeError, match=r"not an optax GradientTransformation.*weighted_mean"):
+    tx.init({"w": jnp.zeros(3)})
+  with pytest.raises(TypeError, match="weighted_mean"):
+    optax.MultiSteps(absgd_jax.absgd_weights(5.0), 2).init({"w": jnp.zeros(3)})
+
+
+def test_state_from_a_targetless_orbax_restore(tmp_path):
+  # Issue 14, case 6: without a target orbax returns a dict; from_dict makes it a state again.
+  ocp = pytest.importorskip("orbax.checkpoint")
+  wt = absgd_jax.absgd_weights(0.7, 0.5)
+  state = wt.init()
+  for x in _stream(5, steps=3):
+    _, state = wt.update(jnp.asarray(x), state)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "w", {"w_state": state, "step": 3})
+  with ocp.StandardCheckpointer() as ckptr:
+    raw = ckptr.restore(tmp_path / "w")
+  assert isinstance(raw["w_state"], dict)  # what a user gets without a target
+  back = absgd_jax.AbsgdWeightsState.from_dict(raw["w_state"])
+  assert isinstance(back, absgd_jax.AbsgdWeightsState) and int(back.count) == 3
+  jax.tree.map(np.testing.assert_array_equal, back, state)
+  assert jax.tree.map(lambda a: a.dtype, back) == jax.tree.map(lambda a: a.dtype, state)
+  # The restored state carries on exactly as the original.
+  x = jnp.asarray(_stream(6, steps=1)[0])
+  jax.tree.map(np.testing.assert_array_equal, wt.update(x, back), wt.update(x, state))
+  # With a target (the other documented recipe) orbax returns the NamedTuple itself.
+  with ocp.StandardCheckpointer() as ckptr:
+    typed = ckptr.restore(tmp_path / "w", {"w_state": state, "step": 0})
+  assert isinstance(typed["w_state"], absgd_jax.AbsgdWeightsState)
+  with pytest.raises(ValueError, match=r"missing keys \['has_s'\]"):
+    absgd_jax.AbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items()
+                                           if k != "has_s"})

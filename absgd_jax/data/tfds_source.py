@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 through tensorflow-datasets' ``tfds.data_source``.
+"""CIFAR-10, CIFAR-100 (or any image-classification set) through ``tfds.data_source``.
 
 ``tfds.data_source`` reads the prepared ArrayRecord files directly and needs no TensorFlow.
 tensorflow-datasets is an optional extra (``pip install -e ".[tfds]"``) and is imported only
@@ -36,8 +36,13 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
               download: bool = False) -> ArrayDataset:
   """CIFAR-10 or CIFAR-100 as ``uint8 [N, 32, 32, 3]`` images and ``int32`` fine labels.
 
+  Another prepared tfds data set with an ``image`` and a ``label`` (``ClassLabel``) feature
+  reads the same way: its images must share one shape, and the class names come from its
+  ``label`` feature. tfds writes ``Image`` features only with TensorFlow installed;
+  ``tfds.features.Tensor`` image features (``uint8 [H, W, C]``) need none.
+
   Args:
-    name: ``"cifar10"`` or ``"cifar100"``.
+    name: ``"cifar10"``, ``"cifar100"``, or the name of another prepared data set as above.
     split: a tfds split, e.g. ``"train"``, ``"test"`` or ``"train[:10%]"``.
     data_dir: where the prepared data lives; default ``$TFDS_DATA_DIR`` or
       ``~/tensorflow_datasets`` (tfds's own default).
@@ -48,22 +53,19 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
     the 20 super-class labels).
 
   Raises:
-    ValueError: for another ``name``.
+    ValueError: for a data set whose records have no ``image`` and ``label``, images of
+      different shapes, or labels outside its classes.
     ImportError: at once, if tensorflow-datasets is not installed (says how to install it).
     FileNotFoundError: at once, if the prepared data is missing and ``download`` is off (says
       where to put it).
 
   Examples:
-    >>> load_tfds("mnist")
-    Traceback (most recent call last):
-    ...
-    ValueError: load_tfds reads ['cifar10', 'cifar100']; got name = 'mnist'.
     >>> train = load_tfds("cifar10", "train")  # doctest: +SKIP
     >>> train.images.shape  # doctest: +SKIP
     (50000, 32, 32, 3)
   """
-  if name not in TFDS_NAMES:
-    raise ValueError(f"load_tfds reads {sorted(TFDS_NAMES)}; got name = {name!r}.")
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"load_tfds needs a tfds data set name such as 'cifar10'; got {name!r}.")
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
@@ -73,6 +75,11 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
         "absgd_jax.data.load_image_folder reads CIFAR-10 from a zip of class folders.") from e
 
   data_dir = None if data_dir is None else os.fspath(data_dir)
+  if data_dir is not None and not download and not os.path.isdir(os.path.join(data_dir, name)):
+    # Checked here: tfds itself answers a missing folder with a misleading "already prepared
+    # ... in the TFRECORD format" when a builder of that name is registered.
+    raise FileNotFoundError(f"no prepared {name!r} under {data_dir} (there is no folder "
+                            f"{os.path.join(data_dir, name)}). {_where_hint(name, data_dir)}")
   t0 = time.perf_counter()
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
@@ -82,8 +89,17 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
         f"{'' if download else ' without downloading'}: {type(e).__name__}: {e}. "
         f"{_where_hint(name, data_dir)}") from e
 
+  classes = TFDS_NAMES.get(name) or _class_names(source, name)
   n = len(source)
-  images = np.empty((n, 32, 32, 3), dtype=np.uint8)
+  if n == 0:
+    raise ValueError(f"tfds {name!r} split {split!r} holds no records.")
+  first = source[0]
+  missing = [k for k in ("image", "label") if k not in first]
+  if missing:
+    raise ValueError(f"tfds {name!r} records have no {missing} feature(s) (they have "
+                     f"{sorted(first)}); load_tfds reads image classification sets only.")
+  shape = np.shape(first["image"])
+  images = np.empty((n, *shape), dtype=np.asarray(first["image"]).dtype)
   labels = np.empty((n,), dtype=np.int64)
   coarse = np.empty((n,), dtype=np.int64) if name == "cifar100" else None
   getitems = getattr(source, "__getitems__", None)
@@ -93,6 +109,10 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
     # Batched reads when the source offers them (ArrayRecord does); one by one otherwise.
     records = getitems(idx) if getitems is not None else [source[i] for i in idx]
     for i, rec in zip(idx, records):
+      if np.shape(rec["image"]) != shape:
+        raise ValueError(f"tfds {name!r} record {i} has an image of shape "
+                         f"{np.shape(rec['image'])}, record 0 one of {shape}; load_tfds needs "
+                         "one shape (resize when preparing the data set).")
       images[i] = rec["image"]
       labels[i] = rec["label"]
       if coarse is not None:
@@ -100,5 +120,18 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
   meta = {"source": f"tfds:{name}/{split}", "load_seconds": time.perf_counter() - t0}
   if coarse is not None:
     meta["coarse_labels"] = coarse.astype(np.int32)
-  classes = TFDS_NAMES[name]
-  return ArrayDataset(images, labels, len(classes), classes, meta)
+  return ArrayDataset(images, labels, len(classes), tuple(classes), meta)
+
+
+def _class_names(source, name: str) -> tuple[str, ...]:
+  """The class names of a data set outside TFDS_NAMES, from its ``label`` ClassLabel."""
+  info = getattr(source, "dataset_info", None)
+  try:
+    names = tuple(info.features["label"].names)
+  except (AttributeError, KeyError, TypeError) as e:
+    raise ValueError(
+        f"tfds {name!r}: cannot tell its classes; load_tfds reads data sets whose 'label' "
+        "feature is a tfds.features.ClassLabel (with names or num_classes).") from e
+  if not names:
+    raise ValueError(f"tfds {name!r}: its 'label' feature lists no classes.")
+  return names

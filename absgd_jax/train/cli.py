@@ -5,8 +5,9 @@ any field of :class:`absgd_jax.train.Config`. A run writes ``metrics.jsonl``, ``
 PNG plots and orbax checkpoints under ``out_dir``, by default
 ``runs/<preset>/<method>[-lam<lam>]-<fingerprint>``, one folder per setting. Running the same
 command again resumes from the latest checkpoint; a resume with other settings is refused,
-naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed`` joins a multi-host job (TPU pod, GPU cluster) through
-``jax.distributed.initialize()`` before anything touches the devices.
+naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed``
+joins a multi-host job (TPU pod, GPU cluster) through ``jax.distributed.initialize()`` before
+anything touches the devices.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
   ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
   ap.add_argument("--new-run", action="store_true",
                   help="start afresh in out_dir even if it holds a run with other settings")
+  ap.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                  help="train one model per value (lam, gamma, seed; repeat for a grid) in one "
+                       "compiled program, and pick the winner on the validation split")
   ap.add_argument("--distributed", action="store_true",
                   help="call jax.distributed.initialize() first (multi-host)")
   return ap
@@ -60,6 +64,9 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
     overrides["out_dir"] = args.out
   try:
     config = make_config(args.config, overrides)
+    if args.sweep:  # The grid is checked before any device or data is touched.
+      from absgd_jax.train import sweep
+      sweep.member_configs(config, sweep.parse_sweep(args.sweep))
   except ValueError as e:
     ap.error(str(e))
   return args, config
@@ -79,6 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
     jax.distributed.initialize(**kw)
+  if args.sweep:  # absgd_jax.train.sweep: a folder per member, sweep.jsonl, a table.
+    from absgd_jax.train import sweep
+    return sweep.main(config, sweep.parse_sweep(args.sweep), progress=not args.no_progress)
   from absgd_jax.train.checkpoint import CheckpointError
   from absgd_jax.train.config import RunMismatchError
   from absgd_jax.train.trainer import DivergenceError, Trainer

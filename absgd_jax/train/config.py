@@ -6,9 +6,10 @@ command line, or ``make_config(preset, lr=0.05)``). Every field is validated in 
 
 A run is its settings. :func:`fingerprint` hashes the fields that change what a run computes
 (:func:`result_fields`: not ``out_dir``, ``eval_every``, ``checkpoint``, ``data_workers``,
-``data_dir``, ``preset``, the collapse guard's thresholds); the default ``out_dir`` carries it (:func:`default_out_dir`), and a
-run directory keeps the resolved config (:func:`write_run_config`), so that a resume with other
-settings is refused, naming the keys that differ (:func:`check_resume`).
+``data_dir``, ``preset``, the collapse guard's thresholds); the default ``out_dir`` carries
+it (:func:`default_out_dir`), and a run directory keeps the resolved config
+(:func:`write_run_config`), so that a resume with other settings is refused, naming the keys
+that differ (:func:`check_resume`).
 
 Schedules follow the run's length. When a preset's ``epochs`` is overridden and one of its
 epoch-valued fields (``warmup_epochs``, ``stage2_epoch``, ``drw_epoch``, ``lr_decay_epochs``)
@@ -65,6 +66,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "noise_rate": (0, 1, True, False),
     "val_fraction": (0, 1, True, False),
     "gamma": (0, 1, False, True),
+    "kl_budget": (0, None, True, False),
     "momentum": (0, 1, True, False),
     "weight_decay": (0, None, True, False),
     "lr": (0, None, False, False),
@@ -178,6 +180,11 @@ class Config:
   # ABSGD.
   lam: float = 1.0
   gamma: float = 0.9
+  # > 0: lam is not fixed but set online so that KL(weights || uniform) stays near this budget
+  # (absgd_jax.kl_absgd_weights; docs/kl_budget.md relates it to the effective sample size).
+  # 0.01 held within about a point of the grid-tuned lam on every digits imbalance cell, for
+  # CE, focal and CB-LDAM alike (benchmarks/RESULTS.md). lam is then unused. 0 = off.
+  kl_budget: float = 0.0
   # lam = inf (plain SGD) before this epoch, then lam (Section 3.6). For SGD/Adam, which have
   # no lam, it only marks where stage2_trainable starts freezing.
   stage2_epoch: int = 0
@@ -232,6 +239,13 @@ class Config:
     if self.lam == 0 or math.isnan(self.lam):
       raise ValueError(f"lam={self.lam} is not allowed: lam must be nonzero (> 0 for "
                        "imbalance, < 0 for noisy labels, +-inf for plain SGD).")
+    if self.kl_budget > 0 and self.method not in ("absgd", "abadam"):
+      raise ValueError(f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
+                       f"'abadam', not {self.method!r} (set kl_budget=0).")
+    if self.kl_budget > 0 and self.lam < 0:
+      raise ValueError(f"kl_budget={self.kl_budget} with lam={self.lam} < 0: the kit offers the "
+                       "budget for lam > 0 (imbalance) only; its label-noise side is untested in "
+                       "training (docs/kl_budget.md). Use a fixed lam < 0, or lam > 0.")
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:
@@ -425,9 +439,9 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
   The rule: each keeps its fraction of the run, ``round(old * epochs / base_epochs)`` (halves
   up), and
 
-  - a stage start (``stage2_epoch``, ``drw_epoch``) that was after the first epoch stays at 1
-    or later, so a two-stage run stays two-stage (and :class:`Config` refuses it when no epoch
-    is left for stage 2);
+  - a stage start (``stage2_epoch``, ``drw_epoch``) that was after the first epoch stays in
+    ``1 .. epochs - 1``, so a two-stage run keeps an epoch of each stage (a one-epoch run
+    cannot, and :class:`Config` refuses it for the methods that need stage 2);
   - a warm-up that was there lasts at least one epoch and ends before the last one;
   - a learning-rate decay is kept only if it falls in ``1 .. epochs - 1``: a one-epoch run has
     no decay.
@@ -450,8 +464,8 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
       out[name] = 0 if old == 0 else max(1, min(_round_half_up(old * r), epochs - 1))
       if epochs == 1:
         out[name] = 0
-    else:
-      out[name] = 0 if old == 0 else max(1, _round_half_up(old * r))
+    else:  # Stage 1 and stage 2 keep at least an epoch each, where the run has two.
+      out[name] = 0 if old == 0 else max(1, min(_round_half_up(old * r), epochs - 1))
   return out
 
 
@@ -608,7 +622,9 @@ def default_out_dir(config: Config) -> str:
     True
   """
   label = config.method
-  if config.method in WEIGHTED_METHODS:
+  if config.kl_budget > 0:
+    label += f"-kl{config.kl_budget:g}"
+  elif config.method in WEIGHTED_METHODS:
     label += f"-lam{config.lam:g}"
   return f"runs/{config.preset or config.dataset}/{label}-{fingerprint(config)[:8]}"
 
@@ -747,7 +763,8 @@ def validate_for_data(config: Config, n_train: int, n_devices: int,
                      f"({config.dataset} after imbalance and splits): choose batch_size <= "
                      f"{n_train}.")
   if B % n_devices:
+    fit = max(n_devices, B - B % n_devices)
     raise ValueError(f"batch_size={B} must be a multiple of the {n_devices} devices, so that "
-                     f"the batch splits evenly: e.g. batch_size={max(n_devices, B - B % n_devices)}.")
+                     f"the batch splits evenly: e.g. batch_size={fit}.")
   if B % n_processes:
     raise ValueError(f"batch_size={B} must be a multiple of the {n_processes} processes.")

@@ -22,10 +22,9 @@ from absgd_jax.data.facts import facts
 from absgd_jax.models.freezing import trainable_mask
 from absgd_jax.train import weighting
 from absgd_jax.train.checkpoint import Checkpointer, find_run_checkpoints
-from absgd_jax.train.config import Config
+from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.step import Batch, LossFn, Preprocess, TrainState, cast_images
 
-WEIGHTED_METHODS = ("absgd", "abadam", "eg")
 
 
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
@@ -61,12 +60,16 @@ def weights_start_step(config: Config, steps_per_epoch: int) -> int | None:
   return config.stage2_epoch * steps_per_epoch
 
 
-def lam_schedule(config: Config, steps_per_epoch: int):
-  """Section 3.6: lam = inf (momentum SGD) before ``stage2_epoch``, then ``config.lam``."""
+def lam_schedule(config: Config, steps_per_epoch: int, lam: Any = None):
+  """Section 3.6: lam = inf (momentum SGD) before ``stage2_epoch``, then ``config.lam``.
+
+  ``lam`` replaces ``config.lam``, and may be a traced scalar (a sweep's member, under vmap).
+  """
+  lam = config.lam if lam is None else lam
   if config.stage2_epoch <= 0:
-    return config.lam
+    return lam
   switch = config.stage2_epoch * steps_per_epoch
-  return lambda count: jnp.where(count < switch, jnp.inf, config.lam)
+  return lambda count: jnp.where(count < switch, jnp.inf, lam)
 
 
 def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
@@ -77,6 +80,9 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
   if config.method not in WEIGHTED_METHODS:
     return weighting.uniform()
   gamma = 1.0 if config.method == "eg" else config.gamma  # EG: the current batch alone.
+  if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
+    return weighting.kl_budget(config.kl_budget, gamma,
+                               start_step=max(config.stage2_epoch, 0) * steps_per_epoch)
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
 

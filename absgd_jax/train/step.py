@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 import absgd_jax
-from absgd_jax.train.weighting import Weighting, as_weighting, uniform
+from absgd_jax.train.weighting import Weighting, as_weighting, current_lam, uniform
 
 Batch = dict[str, jax.Array]  # images [B, ...], labels [B], mask [B]; optional flipped [B].
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, step) -> [B]
@@ -161,7 +161,7 @@ def step_metrics(batch: Batch, losses: jax.Array, weights: jax.Array, logits: ja
     weights = _gather_replicated(weights, axis_name)
   stats = absgd_jax.weight_stats(weights, w_state)
   return {**sums, "ess": stats["ess"], "max_weight": stats["max_weight"],
-          "log_s": stats["log_s"], "lam": w_state.lam}
+          "log_s": stats["log_s"], "lam": current_lam(w_state)}
 
 
 def _gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:

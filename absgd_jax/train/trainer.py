@@ -158,7 +158,8 @@ class Trainer:
     for epoch in range(start, c.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
         self._say(f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
-                  + (f" (lam={c.lam})" if c.method != "l2rw" else ""))
+                  + ("" if c.method == "l2rw" else f" (lam set by KL budget {c.kl_budget})"
+                     if c.kl_budget > 0 else f" (lam={c.lam})"))
       te = time.perf_counter()
       record = {"epoch": epoch, **self.train_epoch(epoch)}
       why = health.divergence(record, self.history)
@@ -187,8 +188,9 @@ class Trainer:
 
   def _diverged_message(self, epoch: int, why: str) -> str:
     c = self.config
-    msg = (f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or raise |lam| "
-           f"(now {c.lam}).")
+    msg = (f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or "
+           + (f"lower kl_budget (now {c.kl_budget})." if c.kl_budget > 0
+              else f"raise |lam| (now {c.lam})."))
     if self.checkpointer is not None and self.checkpointer.best_epoch() is not None:
       msg += (f" The last healthy checkpoint is epoch {self.checkpointer.latest_healthy_epoch()}"
               f" (the best, kept apart from the rolling ones: epoch "

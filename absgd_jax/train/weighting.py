@@ -58,6 +58,39 @@ def absgd(lam: float | Callable[[jax.Array], Any], gamma: float = 0.9, *,
   return _constant(absgd_jax.absgd_weights(lam, gamma, axis_name=axis_name))
 
 
+def kl_budget(rho: float, gamma: float = 0.9, *, start_step: int = 0,
+              axis_name: Any = None) -> Weighting:
+  """ABSGD's weights with lam set online by a KL budget (:func:`absgd_jax.kl_absgd_weights`).
+
+  Before ``start_step`` (Section 3.6's first stage) every real sample weighs 1 and the state
+  waits untouched, so the budget's lam is first estimated from the batches of stage 2.
+  """
+  kl = absgd_jax.kl_absgd_weights(rho, gamma, axis_name=axis_name)  # the lam > 0 side
+
+  def for_batch(batch, variables, step):
+    del batch, variables
+
+    def update(losses, state, *, mask=None):
+      weights, new_state = kl.update(losses, state, mask=mask)
+      if start_step <= 0:
+        return weights, new_state
+      on = step >= start_step
+      flat = jnp.ones_like(weights) if mask is None else mask.astype(jnp.float32)
+      return (jnp.where(on, weights, flat),
+              jax.tree.map(lambda new, old: jnp.where(on, new, old), new_state, state))
+
+    return absgd_jax.WeightTransform(kl.init, update, axis_name)
+
+  return Weighting(kl.init, for_batch, axis_name)
+
+
+def current_lam(w_state: Any) -> jax.Array:
+  """The lam a weight state holds: ABSGD's ``lam``, or a KL budget's (inf until it is set)."""
+  if isinstance(w_state, absgd_jax.KlAbsgdWeightsState):  # the kit's budget is lam > 0's
+    return jnp.where(w_state.has_lam, absgd_jax.kl_lam(w_state), jnp.inf)
+  return w_state.lam
+
+
 def as_weighting(weigher: Weighting | absgd_jax.WeightTransform | None) -> Weighting:
   """Accepts a :class:`Weighting`, a bare ``absgd_weights(...)`` transform, or None (uniform)."""
   if weigher is None:

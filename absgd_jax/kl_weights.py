@@ -1,0 +1,289 @@
+"""ABSGD's weights with lam chosen by the algorithm: the KL-constrained form of the DRO.
+
+ABSGD regularises the weights p with ``lam * KL(p || uniform)`` (Eq. 3), so the user must pick
+lam, whose scale follows the loss (CE takes lam = 5 where LDAM needs 100). The constrained form
+of the same DRO bounds the divergence instead:
+
+    max_{p in simplex, KL(p || uniform) <= rho}  sum_i p_i L_i
+      = min_{lam > 0}  lam * log E exp(L / lam) + lam * rho            (strong duality)
+
+The optimal p is again exp(L / lam) / s, so the weights keep ABSGD's form; lam becomes the dual
+variable of the constraint, and the algorithm updates it online. rho is dimensionless: it fixes
+how uneven the weights may be (ESS / B <= exp(-rho), and = exp(-2 rho) for Gaussian losses),
+whatever the loss scale. The derivation and a table for picking rho are in docs/kl_budget.md.
+
+The update of lam is a stochastic mirror-descent step on the dual, with the entropy mirror map
+on lam > 0 (so the step is additive in log lam, and lam can neither change sign nor reach 0):
+
+    dF/dlam = log s + rho - E_p[L] / lam = rho - KL(p || uniform)
+    log lam_{t+1} = log lam_t + eta * (KL_t - rho) / rho,   |step| <= 0.5,
+
+with KL_t = mean_i(w_i log w_i - w_i + 1) over the batch's ABSGD weights w = exp(L/lam) / s,
+an estimate of KL(p || uniform) that stays >= 0 and, unlike log s + rho - mean(w L) / lam, does
+not move when every loss is shifted by a constant while s lags behind. After the step, s is
+carried to the new lam with the envelope theorem (d(lam log s)/dlam = -KL) instead of being
+re-estimated from one batch, so the moving average of Algorithm 1, step 4 survives. A guard
+lifts |lam| on a batch whose loss range would otherwise let a single sample take all of the
+batch's weight (Hoeffding's lemma bounds that batch's KL by R^2 / (8 lam^2)).
+
+The guarantees of :func:`absgd_jax.absgd_weights` carry over: the weights are finite for any
+finite loss (log w <= log(B / gamma)), a NaN/inf or masked sample gets weight 0 and is left out
+of every batch statistic, a batch with no usable sample leaves the state untouched, and under
+``axis_name`` every statistic is reduced over the global batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from absgd_jax.weights import (AxisName, WeightTransform, _check_losses_and_mask, _global_reduce,
+                               _log_mean_exp, _refuse_init_args)
+
+# Largest change of log|lam| in one step (a factor e^0.5 = 1.65): a trust region for the first
+# steps, when the losses spread out faster than lam follows and KL_t / rho can be 30 or more.
+_MAX_LOG_STEP = 0.5
+# log|lam| stays inside float32's normal range, so lam is never 0 or inf.
+_LOG_LAM_BOUND = 80.0
+
+
+class KlAbsgdWeightsState(NamedTuple):
+  """State of :func:`kl_absgd_weights`: log s, log |lam| and the last KL estimate."""
+
+  count: jax.Array  # int32 scalar: number of ``update`` calls so far.
+  log_s: jax.Array  # float32 scalar: log s_t, the moving average of exp(L / lam_t).
+  log_abs_lam: jax.Array  # float32 scalar: log |lam_t|; lam_t = sign * exp(log_abs_lam).
+  kl: jax.Array  # float32 scalar: the last batch's estimate of KL(p || uniform) (to log).
+  has_s: jax.Array  # bool scalar: False until a batch has given s a value.
+  has_lam: jax.Array  # bool scalar: False until lam0 or a batch with distinct losses set lam.
+
+
+def kl_lam(state: KlAbsgdWeightsState, sign: int = 1) -> jax.Array:
+  """The lam a :class:`KlAbsgdWeightsState` holds: ``sign * exp(log_abs_lam)``."""
+  return sign * jnp.exp(state.log_abs_lam)
+
+
+def kl_absgd_weights(
+    rho: float,
+    gamma: float = 0.9,
+    *,
+    sign: int = 1,
+    lam0: float | None = None,
+    lam_lr: float = 0.05,
+    batch_cap: float | None = 4.0,
+    axis_name: AxisName | None = None,
+) -> WeightTransform:
+  r"""ABSGD's weights ``exp(L / lam) / s`` with lam set online by a KL budget ``rho``.
+
+  Solves the constrained DRO ``max {E_p[L] : KL(p || uniform) <= rho}`` (``sign=1``, for
+  imbalance) through its dual ``min_{lam>0} lam log E exp(L/lam) + lam rho``, whose optimal
+  weights are ABSGD's. Each update
+
+  1. uses ``|lam_t| = max(|lam|, R / sqrt(8 batch_cap rho))`` with R the batch's loss range
+     (a guard: by Hoeffding's lemma this batch's own KL then stays below ``batch_cap * rho``,
+     even when one sample's loss jumps far ahead of the rest);
+  2. computes ABSGD's weights at ``lam_t`` with the moving average ``s`` of Algorithm 1;
+  3. estimates ``KL_t = mean(w log w - w + 1)`` and takes the mirror step
+     ``log|lam| = log|lam_t| + lam_lr * (KL_t - rho) / rho`` (clipped to +-0.5);
+  4. carries ``log s`` to the new lam: ``log s <- e^{-d} log s - KL_t (1 - e^{-d})`` with
+     ``d`` the change of ``log|lam|`` (the envelope theorem).
+
+  On a fixed loss vector lam converges to the root of ``KL(softmax(L / lam) || uniform) =
+  rho``; on mini-batches, to where the budget is met on average. Scaling every loss by c > 0
+  (and shifting it) scales lam by c and leaves the weights unchanged, so one rho serves CE's
+  and LDAM's loss scales alike.
+
+  Picking rho (docs/kl_budget.md). rho says how uneven the weights may be, in the units of
+  the weights rather than of the loss:
+
+  - always ``ESS / B <= exp(-rho)``; for roughly Gaussian losses ``ESS / B = exp(-2 rho)``:
+    rho = 0.01 keeps 98% of the batch's effective size, rho = 0.1 82%, rho = 0.3 55%;
+  - if a fraction ``pi`` of the samples (a minority) has a higher loss than the rest, its
+    share ``q`` of the total weight solves ``q log(q / pi) + (1 - q) log((1 - q) / (1 - pi))
+    = rho``. With pi = 0.1, rho = 0.1 gives the minority q = 0.26 of the weight (3.1x an
+    easy sample's weight, ESS / B = 0.79), and rho = 0.01 gives q = 0.145 (1.5x);
+  - rho must stay well below log(B), the KL of a batch that puts all its weight on one sample.
+
+  Label noise (``sign=-1``): the min-min problem ``min {E_p[L] : KL(p || uniform) <= rho}``
+  (Eq. 4's constrained form) has the dual ``max_{mu>0} -mu log E exp(-L/mu) - mu rho``, weights
+  ``exp(L / lam) / s`` with ``lam = -mu``, and the same fixed point KL = rho, which the same
+  step on ``log|lam|`` tracks. There, however, the dual is a *max* over mu. Training is then a
+  saddle problem ``min_w max_mu``, which the algorithm runs as gradient descent-ascent, not a
+  joint minimisation, so neither ABSGD's convergence result nor Qi et al.'s covers it (see
+  docs/kl_budget.md). Giving a noisy fraction ``eta`` no weight at all costs ``rho = -log(1 -
+  eta)``: 0.22 for 20% noise, 0.51 for 40%.
+
+  Args:
+    rho: the KL budget, a finite number > 0. On digits, rho = 0.01 (ESS / B about 0.98) was
+      chosen on validation and matched the grid-tuned lam for CE, focal and LDAM alike
+      (benchmarks/RESULTS.md, issue 12).
+    gamma: moving-average rate of s in (0, 1], as in :func:`absgd_jax.absgd_weights`.
+    sign: ``+1`` (lam > 0: up-weight hard samples, imbalance) or ``-1`` (lam < 0: up-weight
+      easy samples, label noise).
+    lam0: the starting |lam|, > 0. ``None`` (default) sets it from the first batch whose
+      losses are not all equal, as ``std(L) / sqrt(2 rho)`` (the root of KL = rho for Gaussian
+      losses), so that nothing in the call depends on the loss scale.
+    lam_lr: the mirror step's rate relative to rho, > 0 (dimensionless). Near the root the
+      error in log lam shrinks by about ``1 - 2 lam_lr`` per step.
+    batch_cap: the guard of step 1, as a multiple of rho (>= 1), or None for no guard.
+    axis_name: under ``pmap`` or ``shard_map``, the mapped axis (or axes) the batch is split
+      over; every batch statistic (max, range, sums, counts, the KL) is then global.
+
+  Returns:
+    A :class:`~absgd_jax.WeightTransform`. ``update(losses, state, *, mask=None)`` takes
+    ``losses [B]`` (floating) and an optional boolean ``mask [B]``; it returns float32
+    ``weights [B]`` without gradient and the new :class:`KlAbsgdWeightsState`. Read lam with
+    :func:`kl_lam`.
+
+  Raises:
+    ValueError: at construction for rho, gamma, sign, lam0, lam_lr or batch_cap out of range;
+      at trace time for losses that are not a non-empty 1-D floating array, or a mask of
+      another shape.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, absgd_jax
+    >>> wt = absgd_jax.kl_absgd_weights(rho=0.1, gamma=1.0, lam_lr=0.2)
+    >>> update = jax.jit(wt.update)
+    >>> losses = jnp.array([0.1, 0.2, 0.3, 2.0])
+    >>> state = wt.init()
+    >>> for _ in range(200):
+    ...   w, state = update(losses, state)
+    >>> round(float(state.kl), 3)  # the budget is met ...
+    0.1
+    >>> [round(float(x), 2) for x in w]  # ... by ABSGD's weights exp(L / lam) / s
+    [0.69, 0.72, 0.76, 1.82]
+    >>> round(float(absgd_jax.kl_lam(state)), 3)
+    1.949
+    >>> bool(update(30.0 * losses, state)[1].log_abs_lam > state.log_abs_lam)  # lam follows
+    True
+  """
+  rho = float(rho)
+  if not (rho > 0.0 and math.isfinite(rho)):
+    raise ValueError(f"rho (the KL budget) must be a finite number > 0; got {rho}. Try 0.1 "
+                     "(ESS / B about 0.8), see docs/kl_budget.md.")
+  gamma = float(gamma)
+  if not 0.0 < gamma <= 1.0:
+    raise ValueError(f"gamma must lie in (0, 1]; got {gamma}.")
+  if sign not in (1, -1):
+    raise ValueError(f"sign must be +1 (lam > 0, imbalance) or -1 (lam < 0, label noise); "
+                     f"got {sign!r}.")
+  if lam0 is not None:
+    lam0 = float(lam0)
+    if not (lam0 > 0.0 and math.isfinite(lam0)) or abs(math.log(lam0)) > _LOG_LAM_BOUND:
+      raise ValueError(f"lam0 is the starting |lam| and must be a finite number > 0 within "
+                       f"exp(+-{_LOG_LAM_BOUND:g}) (its sign comes from `sign`); got {lam0}.")
+  if batch_cap is not None:
+    batch_cap = float(batch_cap)
+    if not (batch_cap >= 1.0 and math.isfinite(batch_cap)):
+      raise ValueError(f"batch_cap must be None or a finite number >= 1 (a multiple of rho); "
+                       f"got {batch_cap}.")
+  lam_lr = float(lam_lr)
+  if not (lam_lr > 0.0 and math.isfinite(lam_lr)):
+    raise ValueError(f"lam_lr must be a finite number > 0; got {lam_lr}.")
+  log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
+  log_gamma = math.log(gamma)
+  fmax = float(jnp.finfo(jnp.float32).max)
+
+  def init_fn(*args, **kwargs) -> KlAbsgdWeightsState:
+    _refuse_init_args("kl_absgd_weights", args, kwargs)
+    return KlAbsgdWeightsState(
+        count=jnp.zeros([], jnp.int32),
+        log_s=jnp.zeros([], jnp.float32),
+        log_abs_lam=jnp.asarray(0.0 if lam0 is None else math.log(lam0), jnp.float32),
+        kl=jnp.zeros([], jnp.float32),
+        has_s=jnp.asarray(False),
+        has_lam=jnp.asarray(lam0 is not None),
+    )
+
+  def _log_std(losses, valid, n):
+    """log of the global batch's standard deviation of the valid losses, or -inf if 0.
+
+    The losses are divided by their largest magnitude first, so that squares of losses up to
+    float32's max cannot overflow.
+    """
+    scale = _global_reduce(jnp.max(jnp.where(valid, jnp.abs(losses), 0.0)), "max", axis_name)
+    x = jnp.where(valid, losses / jnp.where(scale > 0, scale, 1.0), 0.0)
+    mean = _global_reduce(jnp.sum(x), "sum", axis_name) / jnp.maximum(n, 1.0)
+    var = _global_reduce(jnp.sum(jnp.where(valid, (x - mean) ** 2, 0.0)), "sum", axis_name)
+    var = var / jnp.maximum(n, 1.0)
+    return jnp.where(var > 0, jnp.log(scale) + 0.5 * jnp.log(jnp.where(var > 0, var, 1.0)),
+                     -jnp.inf)
+
+  def _log_range(losses, valid):
+    """log(max L - min L) over the global batch's valid losses (-inf if they are all equal)."""
+    hi = _global_reduce(jnp.max(jnp.where(valid, losses, -jnp.inf)), "max", axis_name)
+    lo = -_global_reduce(jnp.max(jnp.where(valid, -losses, -jnp.inf)), "max", axis_name)
+    # Halves first: max - min of two float32 losses near +-max would overflow.
+    span = 2.0 * (0.5 * hi - 0.5 * lo)
+    return jnp.where(jnp.isfinite(span) & (span > 0), jnp.log(jnp.where(span > 0, span, 1.0)),
+                     -jnp.inf)
+
+  def update_fn(losses: jax.Array, state: KlAbsgdWeightsState, *,
+                mask: jax.Array | None = None) -> tuple[jax.Array, KlAbsgdWeightsState]:
+    losses, mask = _check_losses_and_mask("kl_absgd_weights", losses, mask)
+
+    losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
+    valid = jnp.isfinite(losses)
+    if mask is not None:
+      valid = valid & mask.astype(bool)
+    n_valid = _global_reduce(jnp.sum(valid, dtype=jnp.float32), "sum", axis_name)
+    any_valid = n_valid > 0
+
+    # lam0 = std(L) / sqrt(2 rho), the root of KL = rho for Gaussian losses (KL = Var(L/lam)/2),
+    # until a batch with distinct losses arrives; before that every lam gives uniform weights.
+    log_std = _log_std(losses, valid, n_valid)
+    can_set = jnp.logical_not(state.has_lam) & jnp.isfinite(log_std)
+    log_dual = jnp.where(
+        can_set, jnp.clip(log_std - 0.5 * math.log(2.0 * rho), -_LOG_LAM_BOUND, _LOG_LAM_BOUND),
+        state.log_abs_lam)
+    has_lam = state.has_lam | can_set
+    # The batch guard: for losses spanning a range R, KL(softmax(L/lam) || uniform) <= R^2 /
+    # (8 lam^2) (Hoeffding's lemma), so |lam| >= R / sqrt(8 cap rho) keeps this batch's own
+    # weights within a KL of cap * rho, however far one sample's loss jumps ahead of the rest.
+    log_guard = (_log_range(losses, valid) - 0.5 * math.log(8.0 * batch_cap * rho)
+                 if batch_cap is not None else -jnp.inf)
+    guarded = has_lam & (log_guard > log_dual)
+    log_abs_lam = jnp.clip(jnp.where(guarded, log_guard, log_dual), -_LOG_LAM_BOUND,
+                           _LOG_LAM_BOUND)
+    lam_t = sign * jnp.exp(log_abs_lam)
+
+    # Algorithm 1, steps 3 to 5, in log space relative to the batch max (as absgd_weights).
+    z = jnp.clip(losses / lam_t, -fmax, fmax)
+    shift, log_g_rel, _ = _log_mean_exp(z, valid, axis_name)
+    # s is estimated afresh from the batch until lam is set, and when the guard moved lam.
+    restart = (jnp.logical_not(state.has_s) | jnp.logical_not(state.has_lam) | guarded)
+    log_s_rel = jnp.logaddexp(log_keep + (state.log_s - shift), log_gamma + log_g_rel)
+    log_s_rel = jnp.where(restart, log_g_rel, log_s_rel)
+    log_w = jnp.where(valid, (z - shift) - log_s_rel, 0.0)
+    weights = jnp.where(valid, jnp.exp(log_w), 0.0)
+
+    # KL(p || uniform) = E_u[w log w - w + 1] when s = E exp(L / lam); >= 0 term by term.
+    terms = jnp.where(valid, weights * log_w - weights + 1.0, 0.0)
+    kl = _global_reduce(jnp.sum(terms), "sum", axis_name) / jnp.maximum(n_valid, 1.0)
+
+    # The mirror step on the dual (entropy mirror map on |lam|): |lam| grows when the weights
+    # are more uneven than the budget allows, shrinks when they are more even. It starts from
+    # the lam actually used, so that the budget is met by the weights the caller receives.
+    step = jnp.where(has_lam, jnp.clip(lam_lr * (kl - rho) / rho, -_MAX_LOG_STEP,
+                                       _MAX_LOG_STEP), 0.0)
+    new_log_abs_lam = jnp.clip(log_abs_lam + step, -_LOG_LAM_BOUND, _LOG_LAM_BOUND)
+    d = new_log_abs_lam - log_abs_lam
+    # Carry log s to the new lam: T(lam) = lam log s(lam) has dT/dlam = -KL, so to first order
+    # log s(lam') = (lam / lam') log s - KL (1 - lam / lam'), with lam / lam' = exp(-d).
+    new_log_s = jnp.exp(-d) * (shift + log_s_rel) + kl * jnp.expm1(-d)
+
+    new_state = KlAbsgdWeightsState(
+        count=optax.safe_int32_increment(state.count),
+        log_s=jnp.where(any_valid, new_log_s, state.log_s),
+        log_abs_lam=jnp.where(any_valid, new_log_abs_lam, state.log_abs_lam),
+        kl=jnp.where(any_valid, kl, state.kl),
+        has_s=state.has_s | any_valid,
+        has_lam=jnp.where(any_valid, has_lam, state.has_lam),
+    )
+    return jax.lax.stop_gradient(weights), new_state
+
+  return WeightTransform(init_fn, update_fn, axis_name)
