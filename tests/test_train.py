@@ -81,7 +81,7 @@ def test_eight_devices_match_one(tmp_path, preset_kw):
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
-def test_eight_devices_match_one_with_batchnorm(tmp_path):
+def test_eight_devices_match_one_with_batchnorm(tmp_path, fast_compile):
   # ResNet-8 has BatchNorm: its statistics must be those of the global batch on 8 devices.
   # Three steps: float32 summation order differs between 1 and 8 devices, and ABSGD's
   # exponential weights amplify that 1e-7 noise step by step (CNN4's max-pools on digits,
@@ -160,7 +160,7 @@ def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
   assert "resumed from epoch 2" in capsys.readouterr().out
 
 
-def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path):
+def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path, fast_compile):
   cfg = _cfg(tmp_path, epochs=2, model="cnn4", stage2_epoch=1, stage2_trainable="fc", lam=1.0)
   exp = experiment_data.build(cfg)
   exp = dataclasses.replace(exp, train=exp.train.subset(np.arange(128)))
@@ -374,7 +374,7 @@ def test_learning_rate_schedule_warmup_and_step_decay():
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
-def test_train_step_under_shard_map_matches_jit(tmp_path):
+def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
   # The same step function, written with axis_name for users who shard_map it themselves,
   # gives the global-batch step that plain jit gives.
   from jax.sharding import Mesh, PartitionSpec as P
@@ -445,8 +445,8 @@ def _image_zip(path, per_class, side, seed):
         z.writestr(f"class{c}/{i:03d}.png", buf.getvalue())
 
 
-def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(tmp_path,
-                                                                          monkeypatch):
+def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
+    tmp_path, monkeypatch, fast_compile):
   monkeypatch.setenv("ABSGD_CACHE", str(tmp_path / "cache"))
   _image_zip(tmp_path / "train.zip", 12, 16, 0)
   _image_zip(tmp_path / "test.zip", 2, 16, 1)
