@@ -66,12 +66,14 @@ DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"
 
 def make(protocol: dict, row_overrides: dict, data_dir: str, **kw):
   from absgd_jax.train import make_config
+  kw.setdefault("out_dir", "/tmp/absgd-noise")
   return make_config("cifar10-noise", **{**protocol, **row_overrides, **kw,
-                                         "data_dir": data_dir, "out_dir": "/tmp/absgd-noise"})
+                                         "data_dir": data_dir})
 
 
 def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_GRID,
-         lam_grid=LAM_GRID, setting: str = "sym 0.4", done=None, log=print) -> dict:
+         lam_grid=LAM_GRID, setting: str = "sym 0.4", done=None, log=print,
+         run_dir: str | None = None) -> dict:
   """Runs (or reads) every grid point on the validation split; returns row -> chosen values."""
   done = load_jsonl(path) if done is None else done
   chosen: dict[str, dict] = {}
@@ -84,10 +86,10 @@ def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_G
       scores = {}
       for value in grid:
         point = {**base, field: value}
-        rec = train_record(path, dict(phase="tune", setting=setting, row=row, point=point,
-                                      seed=0),
+        fields = dict(phase="tune", setting=setting, row=row, point=point, seed=0)
+        rec = train_record(path, fields,
                            make(protocol, over, data_dir, **point, seed=0,
-                                val_fraction=VAL_FRACTION), done)
+                                val_fraction=VAL_FRACTION, **_out(run_dir, fields)), done)
         scores[value] = rec["val_acc"]
         log(f"tune {setting} {row:12} {point}: val {rec['val_acc']:.4f} "
             f"({rec['cpu_s']:.0f} s CPU)")
@@ -97,13 +99,14 @@ def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_G
 
 
 def table(path: str, data_dir: str, chosen: dict, *, protocol=PROTOCOL, rows=ROWS,
-          seeds=SEEDS, setting: str = "sym 0.4", done=None, log=print) -> None:
+          seeds=SEEDS, setting: str = "sym 0.4", done=None, log=print,
+          run_dir: str | None = None) -> None:
   done = load_jsonl(path) if done is None else done
   for seed in seeds:  # Seed-major: a stopped table has every row at the seeds it reached.
     for row, (over, _) in rows.items():
-      rec = train_record(path, dict(phase="table", setting=setting, row=row,
-                                    point=chosen[row], seed=seed),
-                         make(protocol, over, data_dir, **chosen[row], seed=seed), done)
+      fields = dict(phase="table", setting=setting, row=row, point=chosen[row], seed=seed)
+      rec = train_record(path, fields, make(protocol, over, data_dir, **chosen[row], seed=seed,
+                                            **_out(run_dir, fields)), done)
       log(f"table {setting} {row:12} seed {seed}: test {rec['test_acc']:.4f} (best "
           f"{rec['best_test_acc']:.4f}, train acc {rec['train_acc']:.3f}, {rec['cpu_s']:.0f} s "
           f"CPU)")
@@ -142,6 +145,16 @@ def report(path: str, *, rows=ROWS, paper=PAPER, settings=("sym 0.4",)) -> str:
   text = "\n".join(lines) + "\n"
   print(text)
   return text
+
+
+def _out(run_dir: str | None, fields: dict) -> dict:
+  """A run's own folder under ``run_dir`` (for its checkpoints), or nothing."""
+  if run_dir is None:
+    return {}
+  name = "".join(c if c.isalnum() or c in "-." else "_" for c in
+                 f"{fields['phase']}-{fields['setting']}-{fields['row']}-"
+                 f"{_point(fields['point'])}-seed{fields['seed']}")
+  return dict(out_dir=os.path.join(run_dir, name))
 
 
 def _point(p: dict) -> str:
