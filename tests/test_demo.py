@@ -65,10 +65,16 @@ def test_chosen_values_are_the_best_validation_points_of_the_tuning_record():
         key = (r["row"], r["method"], json.dumps(r["point"], sort_keys=True))
         scores.setdefault(key, {})[r["seed"]] = r["val_balanced_acc"]
   for row, methods in demo.CHOSEN.items():
+    if row == demo.EQUAL_LR_ROW:  # Both at lr 0.05; ABSGD's lam: its best at that lr.
+      assert methods["sgd"] == {"lr": 0.05} and methods["absgd"]["lr"] == 0.05
+      at = {k[2]: np.mean(list(v.values())) for k, v in scores.items()
+            if k[:2] == ("noise, CE", "absgd") and json.loads(k[2])["lr"] == 0.05}
+      assert at[json.dumps(methods["absgd"], sort_keys=True)] == max(at.values())
+      continue
     for method, chosen in methods.items():
       cands = {k[2]: np.mean(list(v.values())) for k, v in scores.items()
                if k[:2] == (row, method) and len(v) == 3}
-      assert len(cands) == 6, (row, method)  # The same budget for every method.
+      assert len(cands) == 8, (row, method)  # The same budget for every method.
       best = max(cands.values())
       assert cands[json.dumps(chosen, sort_keys=True)] == best, (row, method, cands)
 
