@@ -1,4 +1,4 @@
-"""The demo: momentum SGD vs ABSGD on scikit-learn's digits, where each of the paper's effects lives.
+"""The demo: momentum SGD vs ABSGD on scikit-learn's digits, where each of the paper's effects is.
 
     python -m absgd_jax.train.demo [--seeds 0 1 2] [--out runs/demo]
 
