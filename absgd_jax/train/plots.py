@@ -67,18 +67,55 @@ def plot_class_weights(weight_history: Sequence[tuple[int, Sequence[float | None
   ``weight_history`` is ``[(epoch, [mean weight of class c, or None]), ...]``.
   """
   plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 3.6))
+  _draw_class_weights(ax, weight_history, class_names, title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def _draw_class_weights(ax: Any, weight_history, class_names=None, title=None) -> None:
+  plt = _pyplot()
   epochs = [e for e, _ in weight_history]
   num = len(weight_history[0][1])
-  fig, ax = plt.subplots(figsize=(6, 3.6))
   for c in range(num):
     label = (class_names[c] if class_names else str(c)) if num <= 10 else None
     ax.plot(epochs, [w[c] if w[c] is not None else float("nan") for _, w in weight_history],
             label=label, color=plt.cm.viridis(c / max(1, num - 1)))
   ax.set_xlabel("epoch"), ax.set_ylabel("mean ABSGD weight per class")
   if title:
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
   if num <= 10:
     ax.legend(fontsize=7, ncol=2)
+
+
+def plot_weight_panels(class_history: Sequence[tuple[int, Sequence[float | None]]],
+                       noise_histories: dict[str, Sequence[tuple[int, float | None,
+                                                                 float | None]]],
+                       path: str, class_names: Sequence[str] | None = None,
+                       class_title: str | None = None, noise_title: str | None = None) -> str:
+  """Two panels side by side: each class's mean ABSGD weight (imbalance), and the mean weight
+  of flipped vs clean training samples (label noise); returns path.
+
+  ``noise_histories[name]`` is ``[(epoch, flipped mean weight, clean mean weight), ...]``;
+  each run is drawn in its own colour, flipped dashed and clean solid.
+  """
+  plt = _pyplot()
+  fig, (ax_c, ax_n) = plt.subplots(1, 2, figsize=(11, 3.8))
+  _draw_class_weights(ax_c, class_history, class_names, class_title)
+  for i, (name, hist) in enumerate(noise_histories.items()):
+    color = plt.cm.tab10(i)
+    epochs = [e for e, _, _ in hist]
+    nan = float("nan")
+    ax_n.plot(epochs, [c if c is not None else nan for _, _, c in hist], color=color,
+              label=f"{name}: clean")
+    ax_n.plot(epochs, [f if f is not None else nan for _, f, _ in hist], color=color,
+              linestyle="--", label=f"{name}: flipped")
+  ax_n.set_xlabel("epoch"), ax_n.set_ylabel("mean ABSGD weight")
+  ax_n.set_yscale("log"), ax_n.legend(fontsize=7)
+  if noise_title:
+    ax_n.set_title(noise_title, fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)

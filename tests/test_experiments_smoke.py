@@ -1,0 +1,157 @@
+"""The experiment scripts under experiments/: their choices on known records, and tiny runs.
+
+The tiny runs start each script as a user would (a subprocess, one CPU device) at a size of
+seconds, and check what it wrote: records, chosen values, PNGs.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXP = os.path.join(REPO, "experiments")
+DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
+needs_cifar = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "train.zip")),
+                                 reason="CIFAR-10 zips not found")
+
+
+@pytest.fixture
+def experiments(monkeypatch):
+  monkeypatch.syspath_prepend(EXP)
+  import common
+  import demo_tuning
+  import noise_table
+  return common, demo_tuning, noise_table
+
+
+def _script(args, tmp_path, timeout=300):
+  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+  out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+  assert out.returncode == 0, out.stderr[-3000:]
+  return out.stdout
+
+
+def test_demo_tuning_chooses_the_best_mean_and_ignores_incomplete_points(experiments, tmp_path,
+                                                                        monkeypatch):
+  _, demo_tuning, _ = experiments
+  grid = {"imbalance": {"sgd": [dict(lr=0.1), dict(lr=0.2), dict(lr=0.3)]}}
+  monkeypatch.setattr(demo_tuning, "GRID", grid)
+  # lr 0.1: mean 0.6; lr 0.2: mean 0.7 (the best complete point); lr 0.3 scores 0.9 on one
+  # seed only, so it is not a candidate.
+  lines = [(0.1, 0, 0.5), (0.1, 1, 0.7), (0.2, 0, 0.8), (0.2, 1, 0.6), (0.3, 0, 0.9)]
+  path = tmp_path / "t.jsonl"
+  path.write_text("".join(json.dumps(dict(row="imbalance", method="sgd", point=dict(lr=lr),
+                                          seed=s, val_balanced_acc=v)) + "\n"
+                          for lr, s, v in lines))
+  chosen, scores = demo_tuning.choose(str(path), seeds=(0, 1))
+  assert chosen == {"imbalance": {"sgd": {"lr": 0.2}}}
+  assert [p for p, _ in scores["imbalance"]["sgd"]] == [{"lr": 0.1}, {"lr": 0.2}]
+
+
+def test_demo_tuning_tiny_run_resumes(experiments, tmp_path, monkeypatch):
+  _, demo_tuning, _ = experiments
+  monkeypatch.setattr(demo_tuning, "CACHE", str(tmp_path / "cache"))
+  monkeypatch.setattr(demo_tuning, "GRID", {"imbalance": {"sgd": [dict(lr=0.1)],
+                                                          "absgd": [dict(lr=0.1, lam=5.0)]}})
+  path = str(tmp_path / "t.jsonl")
+  demo_tuning.tune(path, seeds=(0,), epochs=1)
+  recs = [json.loads(l) for l in open(path)]
+  assert [(r["method"], r["seed"]) for r in recs] == [("sgd", 0), ("absgd", 0)]
+  assert all(0.0 <= r["val_balanced_acc"] <= 1.0 for r in recs)
+  demo_tuning.tune(path, seeds=(0,), epochs=1)  # Everything is there: nothing new.
+  assert len(open(path).readlines()) == 2
+
+
+def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
+  common, _, noise_table = experiments
+  # A fake trainer: validation accuracy is a known function of the grid point.
+  score = {("SGD (CE)", 0.05): 0.3, ("SGD (CE)", 0.1): 0.5, ("SGD (CE)", 0.2): 0.4,
+           ("SGD (SCE)", 0.05): 0.6, ("SGD (SCE)", 0.1): 0.2, ("SGD (SCE)", 0.2): 0.6}
+
+  def fake(path, fields, config, done):
+    row, p = fields["row"], fields["point"]
+    if "lam" in p:  # lam rows: best at lam=-2, and they must run at the SGD row's lr.
+      return dict(val_acc=1.0 - abs(p["lam"] + 2.0), cpu_s=0.0, lr=config.lr)
+    assert config.lr == p["lr"]
+    return dict(val_acc=score[(row, p["lr"])], cpu_s=0.0)
+
+  monkeypatch.setattr(noise_table, "train_record", fake)
+  rows = {k: v for k, v in noise_table.ROWS.items() if k != "SGD (GCE)"}
+  chosen = noise_table.tune("unused", "unused", rows=rows, done={}, log=lambda *_: None)
+  assert chosen["SGD (CE)"] == {"lr": 0.1}
+  assert chosen["SGD (SCE)"] == {"lr": 0.05}  # A tie goes to the first grid point.
+  assert chosen["ABSGD (CE)"] == {"lr": 0.1, "lam": -2.0}
+  assert chosen["ABSGD (SCE)"] == {"lr": 0.05, "lam": -2.0}
+  assert chosen["EG (SCE)"] == {"lr": 0.05, "lam": -2.0}
+
+
+def test_mean_std_cells(experiments):
+  common, _, _ = experiments
+  assert common.mean_std([0.5, 0.7, 0.6]) == f"60.00 +- {100 * np.std([.5, .7, .6], ddof=1):.2f}"
+  assert common.mean_std([0.5]) == "50.00 (n=1)"
+  assert common.mean_std([]) == "-"
+
+
+def test_fig1_toy_absgd_step_helps_the_minority(tmp_path):
+  out = _script([os.path.join(EXP, "figures", "fig1_toy.py"), "--out", str(tmp_path / "f.png")],
+                tmp_path)
+  acc = {line.split(" minority")[0].strip(): float(line.split("minority accuracy ")[1][:4])
+         for line in out.splitlines() if "minority accuracy" in line}
+  assert acc["ABSGD (lam=0.5)"] > acc["SGD"]  # The figure's point, recomputed here.
+  assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam(experiments):
+  sys.path.insert(0, os.path.join(EXP, "figures"))
+  try:
+    import fig1_toy
+  finally:
+    sys.path.pop(0)
+  x, y = fig1_toy.make_data(0)
+  idx = fig1_toy.make_batch(y, 0)
+  assert int(y[idx].sum()) == fig1_toy.BATCH_MIN
+  _, w = fig1_toy.one_step(x, y, idx, 0.5, 1.0)
+  w0, b0 = fig1_toy.START
+  margin = (2 * y[idx] - 1) * (x[idx] @ w0 + b0)
+  loss = np.log1p(np.exp(-margin))
+  expect = np.exp(loss / 0.5) / np.mean(np.exp(loss / 0.5))  # gamma = 1: the batch mean.
+  np.testing.assert_allclose(np.asarray(w), expect, rtol=1e-4)
+
+
+@needs_cifar
+def test_noise_protocol_gpu_tiny_run(tmp_path):
+  path = tmp_path / "n.jsonl"
+  out = _script([os.path.join(EXP, "noise_protocol_gpu.py"), "--tiny", "--out", str(path),
+                 "--data-dir", DATA, "--seeds", "0"], tmp_path)
+  recs = [json.loads(l) for l in path.read_text().splitlines()]
+  assert sorted((r["phase"], r["row"]) for r in recs) == [
+      ("table", "ABSGD (CE)"), ("table", "SGD (CE)"), ("tune", "ABSGD (CE)"),
+      ("tune", "SGD (CE)")]
+  tuned = [r for r in recs if r["phase"] == "tune"]
+  assert all(r["config"]["val_fraction"] == 0.1 and r["val_acc"] is not None for r in tuned)
+  assert all(r["config"]["noise"] == "sym" and r["config"]["noise_rate"] == 0.2 for r in recs)
+  assert "| SGD (CE) | lr=0.01 |" in out
+
+
+@needs_cifar
+def test_fig3_and_fig4_tiny_runs(tmp_path):
+  fig = os.path.join(EXP, "figures")
+  out = _script([os.path.join(fig, "fig3_features.py"), "--tiny", "--embed", "pca",
+                 "--per-class", "3", "--out", str(tmp_path / "f3.png"),
+                 "--records", str(tmp_path / "f3.jsonl"), "--data-dir", DATA], tmp_path)
+  recs = [json.loads(l) for l in (tmp_path / "f3.jsonl").read_text().splitlines()]
+  assert [r["stage2_epoch"] for r in recs] == [16, 0] and all(r["lam"] == 1.0 for r in recs)
+  assert (tmp_path / "f3.png").read_bytes()[:4] == b"\x89PNG"
+  out = _script([os.path.join(fig, "fig4_gamma.py"), "--tiny", "--seeds", "0", "--out",
+                 str(tmp_path / "f4.png"), "--records", str(tmp_path / "f4.jsonl"),
+                 "--data-dir", DATA], tmp_path)
+  recs = [json.loads(l) for l in (tmp_path / "f4.jsonl").read_text().splitlines()]
+  assert [(r["method"], r["gamma"]) for r in recs] == [("sgd", None), ("absgd", 0.5)]
+  assert recs[1]["config"]["gamma"] == 0.5 and recs[0]["config"]["method"] == "sgd"
+  assert "wrote" in out and (tmp_path / "f4.png").read_bytes()[:4] == b"\x89PNG"
