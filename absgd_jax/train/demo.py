@@ -7,7 +7,7 @@ schedule by momentum SGD and by ABSGD, over several seeds, prints one table of t
 (mean +- std) and writes PNG plots: the accuracies side by side, and each class's mean ABSGD
 weight over training (the paper's Figure 4, right).
 
-Every hyper-parameter below comes from ``benchmarks/digits_sweep.py``, a sweep scored on a
+Every hyper-parameter below comes from ``experiments/digits_sweep.py``, a sweep scored on a
 validation split carved out of the training data (never the test set) in which SGD's learning
 rate was tuned with the same budget as ABSGD's; ``benchmarks/RESULTS.md`` has the grid and
 the scores.
@@ -23,7 +23,7 @@ import time
 
 # setting -> (preset, overrides of both methods, {method: its own overrides}). Each method's
 # learning rate, lam and stage-2 epoch are its best on the sweep's validation split
-# (benchmarks/results/digits_sweep/chosen.json).
+# (experiments/results/digits_sweep_chosen.json).
 SETTINGS: dict[str, tuple[str, dict, dict]] = {
     "long-tailed, rho=50": ("digits-lt", dict(rho=50), {
         "sgd": dict(lr=0.05),

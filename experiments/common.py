@@ -1,0 +1,155 @@
+"""What the accuracy experiments share: one JSONL file of run records per experiment.
+
+Each finished run appends one line (a JSON record with a unique ``"key"``) to its
+experiment's file under ``experiments/results/``. Running a script again skips the keys
+already there, so an interrupted experiment resumes from its last finished run, and tables
+and plots are rebuilt from the file alone (``--report``), without retraining.
+
+Several workers may share one experiment: each claims a run with a lock file before training
+it, and a record is appended with a single ``write`` to a file opened for appending, which
+Linux keeps whole between processes on a local disk. Scripts run as
+``python experiments/NAME.py`` import this module as ``common`` (Python puts the script's
+folder first on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+import warnings
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "experiments", "results")
+RUNS = os.path.join(ROOT, "runs")  # Training folders and locks; ignored by git.
+
+
+def slug(text: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in text)
+
+
+def read_records(path: str) -> list[dict[str, Any]]:
+  """The records in ``path`` (none if it does not exist yet), in the order they were written."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.read().split("\n")
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:  # No newline after it: a write cut short. Its run reruns.
+        warnings.warn(f"{path}: ignoring an unfinished last line")
+        continue
+      raise ValueError(f"{path}:{i + 1}: not a JSON record: {line[:80]!r}") from None
+  return records
+
+
+def find(path: str, key: str) -> dict[str, Any] | None:
+  return next((r for r in read_records(path) if r.get("key") == key), None)
+
+
+def append_record(path: str, record: dict[str, Any]) -> None:
+  """Appends ``record`` (which must have a ``"key"``) to ``path`` as one line."""
+  if "key" not in record:
+    raise ValueError(f"a record needs a 'key' to resume by; got fields {sorted(record)}")
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  data = (json.dumps(record) + "\n").encode()
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    if os.write(fd, data) != len(data):
+      raise OSError(f"{path}: short write of a record; remove its last line and rerun")
+  finally:
+    os.close(fd)
+
+
+def claim(lock: str) -> bool:
+  """Claims a run for this process with the lock file ``lock`` (made with O_EXCL), so that
+  several workers share one queue without training a run twice. A lock whose process has died
+  is taken over."""
+  os.makedirs(os.path.dirname(lock) or ".", exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(lock) as f:
+          pid = int(f.read().strip() or 0)
+        os.kill(pid, 0)  # Raises if that process is gone.
+        return False
+      except (ProcessLookupError, ValueError, FileNotFoundError):
+        try:
+          os.remove(lock)
+        except FileNotFoundError:
+          pass
+        continue
+    with os.fdopen(fd, "w") as f:
+      f.write(str(os.getpid()))
+    return True
+  return False
+
+
+def results_path(experiment: str) -> str:
+  """``experiments/results/EXPERIMENT.jsonl``, the default record file of an experiment."""
+  return os.path.join(RESULTS, experiment + ".jsonl")
+
+
+def run_dir(results: str, key: str) -> str:
+  """The training folder (checkpoints, metrics) of one run of the record file ``results``,
+  under the ignored ``runs/``: ``runs/<its name>/<key>``."""
+  return os.path.join(RUNS, os.path.splitext(os.path.basename(results))[0], key)
+
+
+def locks_held(results: str) -> bool:
+  """Whether some worker is still training a run for the record file ``results``."""
+  folder = os.path.dirname(run_dir(results, "x"))
+  return os.path.isdir(folder) and any(p.endswith(".lock") for p in os.listdir(folder))
+
+
+def train_once(results: str, key: str, config: Any, fields: dict[str, Any]
+               ) -> dict[str, Any] | None:
+  """Trains ``config`` unless the record file ``results`` holds ``key`` already; returns the
+  record, or None if another worker is training it.
+
+  The record holds ``key``, ``fields`` (what the tables group by), the config, the final
+  metrics, and the per-epoch test accuracy and per-class mean ABSGD weight.
+  """
+  done = find(results, key)
+  if done is not None:
+    return done
+  lock = run_dir(results, key) + ".lock"
+  if not claim(lock):
+    return None
+  try:
+    done = find(results, key)  # Finished by another worker since we looked.
+    if done is not None:
+      return done
+    from absgd_jax.train import Trainer
+    t0 = time.time()
+    trainer = Trainer(config, progress=False, log=False)
+    summary = trainer.fit()
+    final = summary["final"]
+    record = dict(key=key, **fields, config=summary["config"], wall_s=time.time() - t0,
+                  **{k: final.get(k) for k in ("test_acc", "test_balanced_acc",
+                                               "val_balanced_acc", "train_loss")},
+                  history=[{k: r.get(k) for k in ("epoch", "test_acc", "val_balanced_acc",
+                                                  "class_mean_weight")}
+                           for r in trainer.history])
+    append_record(results, record)
+    return record
+  finally:
+    os.remove(lock)
+
+
+def mean_std(values: list[float]) -> str:
+  """``"72.43 +- 0.31 (n=3)"``; one value is marked n=1, none is ``"-"``."""
+  if not values:
+    return "-"
+  if len(values) == 1:
+    return f"{values[0]:.2f} (n=1)"
+  return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} (n={len(values)})"
