@@ -18,7 +18,6 @@ About 1.5 minutes per run on an H100 (0.45 s an epoch), about 10 hours on 2 CPU 
 from __future__ import annotations
 
 import argparse
-import os
 
 import common
 from common import mean_std

@@ -5,6 +5,17 @@ experiment's file under ``experiments/results/``. Running a script again skips t
 already there, so an interrupted experiment resumes from its last finished run, and tables
 and plots are rebuilt from the file alone (``--report``), without retraining.
 
+A new experiment is a script beside this one::
+
+    import common
+    results = common.results_path("my_table")        # experiments/results/my_table.jsonl
+    rec = common.train_once(results, key, config, {"method": ..., "seed": ...})
+    ...
+    records = common.read_records(results)          # for --report
+
+``train_once`` trains an ``absgd_jax.train`` config; a script that measures something else
+appends its own records with ``append_record`` and skips ``find(results, key)`` hits.
+
 Several workers may share one experiment: each claims a run with a lock file before training
 it, and a record is appended with a single ``write`` to a file opened for appending, which
 Linux keeps whole between processes on a local disk. Scripts run as
