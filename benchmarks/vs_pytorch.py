@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
 # Both frameworks share one GPU: keep XLA from taking 75% of it up front.
@@ -26,11 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import make_steps  # noqa: E402
-
-import absgd_jax  # noqa: E402
-from absgd_jax.models import create_model  # noqa: E402
+import absgd_jax
+from absgd_jax.models import create_model
+from step_time import make_steps  # Beside this script, so on its sys.path.
 
 
 def torch_resnet32(torch, num_classes=10):

@@ -1,8 +1,30 @@
-"""What the experiment scripts share: a resumable JSONL of finished runs, the compile cache.
+"""What the accuracy experiments share: one JSONL file of run records per experiment.
 
-A run's record is one JSON line, appended once the run has finished, so a stopped script
-resumes at the first run without a line and loses at most the run it was in. Tables are
-rebuilt from the lines alone.
+Each finished run appends one line (a JSON record with a unique ``"key"``) to its
+experiment's file under ``experiments/results/``. Running a script again skips the keys
+already there, so an interrupted experiment resumes from its last finished run, and tables
+and plots are rebuilt from the file alone (``--report``), without retraining.
+
+A new experiment is a script beside this one::
+
+    import common
+    results = common.results_path("my_table")        # experiments/results/my_table.jsonl
+    rec = common.train_once(results, key, config, {"method": ..., "seed": ...})
+    ...
+    records = common.read_records(results)          # for --report
+
+``train_once`` trains an ``absgd_jax.train`` config; a script that measures something else
+appends its own records with ``append_record`` and skips ``find(results, key)`` hits. Scripts
+whose runs are identified by their fields rather than a chosen key use ``run_key(fields)`` and
+``train_record`` (the same training, a record with more per-epoch detail). ``reduced_lt`` is
+the reduced CIFAR-10-LT config shared by the figure scripts, and ``CACHE`` the folder for
+jax's persistent compilation cache.
+
+Several workers may share one experiment: each claims a run with a lock file before training
+it, and a record is appended with a single ``write`` to a file opened for appending, which
+Linux keeps whole between processes on a local disk. Scripts run as
+``python experiments/NAME.py`` import this module as ``common`` (Python puts the script's
+folder first on ``sys.path``).
 """
 
 from __future__ import annotations
@@ -11,66 +33,187 @@ import json
 import os
 import statistics
 import time
+import warnings
 from typing import Any
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.path.join(REPO, "runs", "jax_cache")  # git ignores runs/.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "experiments", "results")
+RUNS = os.path.join(ROOT, "runs")  # Training folders and locks; ignored by git.
+REPO = ROOT
+CACHE = os.path.join(RUNS, "jax_cache")  # jax's persistent compilation cache.
 HISTORY_KEYS = ("epoch", "train_acc", "test_acc", "val_acc", "class_mean_weight",
                 "flipped_mean_weight", "clean_mean_weight")
 
 
-def run_key(fields: dict[str, Any]) -> str:
-  """A run's identity: its fields, order-free."""
-  return json.dumps(fields, sort_keys=True)
+def slug(text: str) -> str:
+  return "".join(c if c.isalnum() else "_" for c in text)
 
 
-def load_jsonl(path: str) -> dict[str, dict]:
-  """Finished runs by key (``key`` field of each line)."""
-  recs = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          r = json.loads(line)
-          recs[r["key"]] = r
-  return recs
+def read_records(path: str) -> list[dict[str, Any]]:
+  """The records in ``path`` (none if it does not exist yet), in the order they were written."""
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = f.read().split("\n")
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i == len(lines) - 1:  # No newline after it: a write cut short. Its run reruns.
+        warnings.warn(f"{path}: ignoring an unfinished last line")
+        continue
+      raise ValueError(f"{path}:{i + 1}: not a JSON record: {line[:80]!r}") from None
+  return records
 
 
-def train_record(path: str, fields: dict[str, Any], config, done: dict[str, dict]) -> dict:
-  """Trains ``config`` unless ``done`` has ``fields``' run; appends and returns its record."""
-  key = run_key(fields)
-  if key in done:
-    return done[key]
+def find(path: str, key: str) -> dict[str, Any] | None:
+  return next((r for r in read_records(path) if r.get("key") == key), None)
+
+
+def append_record(path: str, record: dict[str, Any]) -> None:
+  """Appends ``record`` (which must have a ``"key"``) to ``path`` as one line."""
+  if "key" not in record:
+    raise ValueError(f"a record needs a 'key' to resume by; got fields {sorted(record)}")
+  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+  data = (json.dumps(record) + "\n").encode()
+  fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    if os.write(fd, data) != len(data):
+      raise OSError(f"{path}: short write of a record; remove its last line and rerun")
+  finally:
+    os.close(fd)
+
+
+def claim(lock: str) -> bool:
+  """Claims a run for this process with the lock file ``lock`` (made with O_EXCL), so that
+  several workers share one queue without training a run twice. A lock whose process has died
+  is taken over."""
+  os.makedirs(os.path.dirname(lock) or ".", exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(lock) as f:
+          pid = int(f.read().strip() or 0)
+        os.kill(pid, 0)  # Raises if that process is gone.
+        return False
+      except (ProcessLookupError, ValueError, FileNotFoundError):
+        try:
+          os.remove(lock)
+        except FileNotFoundError:
+          pass
+        continue
+    with os.fdopen(fd, "w") as f:
+      f.write(str(os.getpid()))
+    return True
+  return False
+
+
+def results_path(experiment: str) -> str:
+  """``experiments/results/EXPERIMENT.jsonl``, the default record file of an experiment."""
+  return os.path.join(RESULTS, experiment + ".jsonl")
+
+
+def run_dir(results: str, key: str) -> str:
+  """The training folder (checkpoints, metrics) of one run of the record file ``results``,
+  under the ignored ``runs/``: ``runs/<its name>/<key>``."""
+  return os.path.join(RUNS, os.path.splitext(os.path.basename(results))[0], key)
+
+
+def locks_held(results: str) -> bool:
+  """Whether some worker is still training a run for the record file ``results``."""
+  folder = os.path.dirname(run_dir(results, "x"))
+  return os.path.isdir(folder) and any(p.endswith(".lock") for p in os.listdir(folder))
+
+
+def _train(config: Any):
+  """Trains ``config``: (the Trainer, its summary, wall seconds, CPU seconds)."""
   from absgd_jax.train import Trainer
   t0, c0 = time.time(), time.process_time()
   trainer = Trainer(config, progress=False, log=False)
   summary = trainer.fit()
+  return trainer, summary, time.time() - t0, time.process_time() - c0
+
+
+def run_key(fields: dict[str, Any]) -> str:
+  """A run's identity when its fields are all there is to it: the fields, order-free."""
+  return json.dumps(fields, sort_keys=True)
+
+
+def load_jsonl(path: str) -> dict[str, dict[str, Any]]:
+  """The finished runs of ``path`` by their ``key``."""
+  return {r["key"]: r for r in read_records(path)}
+
+
+def train_record(path: str, fields: dict[str, Any], config: Any,
+                 done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+  """Trains ``config`` unless ``done`` (:func:`load_jsonl`) has ``fields``' run; appends the
+  record to ``path`` and returns it. The record keeps the best test epoch, the final
+  train/validation accuracy and, per epoch, :data:`HISTORY_KEYS` (noise and weight detail)."""
+  key = run_key(fields)
+  if key in done:
+    return done[key]
+  trainer, summary, wall_s, cpu_s = _train(config)
   final = summary["final"]
   tests = [r["test_acc"] for r in trainer.history if r.get("test_acc") is not None]
-  rec = dict(fields, key=key, wall_s=time.time() - t0, cpu_s=time.process_time() - c0,
+  rec = dict(fields, key=key, wall_s=wall_s, cpu_s=cpu_s,
              test_acc=final["test_acc"], best_test_acc=max(tests),
              val_acc=final.get("val_acc"), val_balanced_acc=final.get("val_balanced_acc"),
              train_acc=final["train_acc"], config=summary["config"],
              history=[{k: r.get(k) for k in HISTORY_KEYS} for r in trainer.history])
-  os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(rec) + "\n")
+  append_record(path, rec)
   done[key] = rec
   return rec
 
 
-def mean_std(values: list[float], scale: float = 100.0) -> str:
-  """``"72.43 +- 0.31"`` (n noted when not 3); ``"-"`` for none."""
+def train_once(results: str, key: str, config: Any, fields: dict[str, Any]
+               ) -> dict[str, Any] | None:
+  """Trains ``config`` unless the record file ``results`` holds ``key`` already; returns the
+  record, or None if another worker is training it.
+
+  The record holds ``key``, ``fields`` (what the tables group by), the config, the final
+  metrics, and the per-epoch test accuracy and per-class mean ABSGD weight.
+  """
+  done = find(results, key)
+  if done is not None:
+    return done
+  lock = run_dir(results, key) + ".lock"
+  if not claim(lock):
+    return None
+  try:
+    done = find(results, key)  # Finished by another worker since we looked.
+    if done is not None:
+      return done
+    trainer, summary, wall_s, _ = _train(config)
+    final = summary["final"]
+    record = dict(key=key, **fields, config=summary["config"], wall_s=wall_s,
+                  **{k: final.get(k) for k in ("test_acc", "test_balanced_acc",
+                                               "val_balanced_acc", "train_loss")},
+                  history=[{k: r.get(k) for k in ("epoch", "test_acc", "val_balanced_acc",
+                                                  "class_mean_weight")}
+                           for r in trainer.history])
+    append_record(results, record)
+    return record
+  finally:
+    os.remove(lock)
+
+
+def mean_std(values: list[float], scale: float = 1.0) -> str:
+  """``"72.43 +- 0.31 (n=3)"`` of ``scale * values`` (None values left out); one value is
+  marked n=1, none is ``"-"``."""
   values = [scale * v for v in values if v is not None]
   if not values:
     return "-"
   if len(values) == 1:
     return f"{values[0]:.2f} (n=1)"
-  n = "" if len(values) == 3 else f" (n={len(values)})"
-  return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f}{n}"
+  return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} (n={len(values)})"
 
 
-# benchmarks/cifar_table.py's reduced CIFAR-10-LT (rho = 100, 12,406 images averaged to
+# experiments/cifar_table.py's reduced CIFAR-10-LT (rho = 100, 12,406 images averaged to
 # 16 x 16, ResNet-8, 20 epochs, lr 0.1 after a 1-epoch warm-up, divided by 100 at epochs 16
 # and 18, ABSGD's lam from epoch 16), where its validation sweep chose lr 0.1 for SGD and
 # lam 2 for ABSGD (CE). About 3.5 CPU core-minutes a run.

@@ -138,9 +138,9 @@ def report(path: str, *, rows=ROWS, paper=PAPER, settings=("sym 0.4",)) -> str:
            f"{statistics.mean(h['clean_mean_weight'] for h in last):.3f}"
            if ratio and row.split()[0] != "SGD" else "-")
       lines.append(
-          f"| {row} | {_point(hit[0]['point'])} | {mean_std([r['test_acc'] for r in hit])} | "
-          f"{mean_std([r['best_test_acc'] for r in hit])} | "
-          f"{mean_std([r['train_acc'] for r in hit])} | {w} | {paper.get(row, '-')} |")
+          f"| {row} | {_point(hit[0]['point'])} | {mean_std([r['test_acc'] for r in hit], 100)} | "
+          f"{mean_std([r['best_test_acc'] for r in hit], 100)} | "
+          f"{mean_std([r['train_acc'] for r in hit], 100)} | {w} | {paper.get(row, '-')} |")
   cpu = sum(r["cpu_s"] for r in recs)
   lines += ["", f"{len(recs)} runs, {cpu / 60:.1f} CPU core-minutes in all (process time)."]
   text = "\n".join(lines) + "\n"

@@ -93,8 +93,10 @@ def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
 
 def test_mean_std_cells(experiments):
   common, _, _ = experiments
-  assert common.mean_std([0.5, 0.7, 0.6]) == f"60.00 +- {100 * np.std([.5, .7, .6], ddof=1):.2f}"
-  assert common.mean_std([0.5]) == "50.00 (n=1)"
+  sd = 100 * np.std([.5, .7, .6], ddof=1)
+  assert common.mean_std([0.5, 0.7, 0.6], 100) == f"60.00 +- {sd:.2f} (n=3)"
+  assert common.mean_std([50.0, 70.0, 60.0]) == f"60.00 +- {sd:.2f} (n=3)"
+  assert common.mean_std([0.5, None], 100) == "50.00 (n=1)"
   assert common.mean_std([]) == "-"
 
 

@@ -13,6 +13,10 @@ import pytest
 from absgd_jax import models
 from absgd_jax.models import blocks, layers
 
+# Every program here is small and checked for shapes, dtypes, bounds or agreement with another
+# program compiled the same way, so XLA's optimisations cost more than they save.
+pytestmark = pytest.mark.usefixtures("fast_compile")
+
 # Random init through threefry compiles slowly on CPU (seconds per model); the values do not
 # matter to these tests, so the keys use the cheaper "rbg" generator.
 KEY = jax.random.key(0, impl="rbg")

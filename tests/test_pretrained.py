@@ -41,6 +41,12 @@ def abstract_variables(model, size: int = 32):
   return jax.eval_shape(init, KEY, jnp.zeros((1, size, size, 3)))
 
 
+@functools.cache
+def resnet_template(depth: int, num_classes: int):
+  """``abstract_variables`` of torchvision's resnet<depth>, traced once for all the tests."""
+  return abstract_variables(flax_resnet(depth, num_classes))
+
+
 def random_like(tree, seed: int = 0):
   """Concrete numpy values of the shapes in ``tree``: a stand-in for trained variables."""
   rng = np.random.default_rng(seed)
@@ -77,7 +83,7 @@ def test_torchvision_names_and_shapes(depth):
   # The keys and torch-layout shapes of torchvision's resnet<depth> for 1000 classes, counted
   # from its definition: BN layers hold 4 tensors, convs 1, fc 2.
   block, sizes = STAGES[depth]
-  template = abstract_variables(flax_resnet(depth, 1000))
+  template = resnet_template(depth, 1000)
   state = models.flax_to_torch_state_dict(
       jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template))
   convs_per_block = 2 if block == "basic" else 3
@@ -182,13 +188,13 @@ def test_error_class_count_suggests_head_drop(tiny_case):
 
 def test_error_wrong_depth():
   state = models.flax_to_torch_state_dict(
-      jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_variables(flax_resnet(50, 10))))
+      jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), resnet_template(50, 10)))
   with pytest.raises(ValueError, match=r"ResNet-50 \(bottleneck blocks, stages 3-4-6-3\) but "
                      r"the template is ResNet-18 .*create_model\('resnet50', num_classes\)"):
-    convert(state, abstract_variables(flax_resnet(18, 10)))
+    convert(state, resnet_template(18, 10))
   with pytest.raises(ValueError, match=r"ResNet-50 .* but the template is ResNet-101 .*"
                      r"create_model\('resnet50'"):
-    convert(state, abstract_variables(flax_resnet(101, 10)))
+    convert(state, resnet_template(101, 10))
 
 
 def test_error_cifar_stem_and_cifar_resnet(tiny_case):
@@ -361,8 +367,9 @@ def test_logits_match_torch(depth, size):
   with torch.no_grad():
     want = net(torch.from_numpy(x)).numpy()
   model = flax_resnet(depth, 10)
-  variables = models.torch_state_dict_to_flax(net.state_dict(), abstract_variables(model))
-  got = np.asarray(model.apply(variables, jnp.asarray(x.transpose(0, 2, 3, 1)), train=False))
+  variables = models.torch_state_dict_to_flax(net.state_dict(), resnet_template(depth, 10))
+  forward = jax.jit(functools.partial(model.apply, train=False))  # One compile, not one per op.
+  got = np.asarray(forward(variables, jnp.asarray(x.transpose(0, 2, 3, 1))))
   assert 0.5 < np.std(want) < 50  # The comparison means something at this scale.
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
 
@@ -370,7 +377,7 @@ def test_logits_match_torch(depth, size):
 def test_flax_to_torch_loads_strictly_into_torch():
   torch, net = torch_case(18)
   variables = models.torch_state_dict_to_flax(net.state_dict(),
-                                              abstract_variables(flax_resnet(18, 10)))
+                                              resnet_template(18, 10))
   state = models.flax_to_torch_state_dict(variables)
   _, other = torch_resnet(18, 10)
   other.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
@@ -381,7 +388,7 @@ def test_flax_to_torch_loads_strictly_into_torch():
 
 def test_load_pretrained_pth_checkpoint(tmp_path):
   torch, net = torch_case(18)
-  template = abstract_variables(flax_resnet(18, 10))
+  template = resnet_template(18, 10)
   want = models.torch_state_dict_to_flax(net.state_dict(), template)
   # A training checkpoint: DataParallel names under "state_dict", beside other entries.
   path = tmp_path / "model_best.pth.tar"
@@ -401,7 +408,7 @@ class Opaque:
 
 def test_npz_command_converts_a_pth(tmp_path):
   torch, net = torch_case(18)
-  template = abstract_variables(flax_resnet(18, 10))
+  template = resnet_template(18, 10)
   pth, npz = tmp_path / "in.pth", tmp_path / "out.npz"
   torch.save(net.state_dict(), pth)
   command = pretrained.NPZ_COMMAND.replace("python", sys.executable, 1)

@@ -1,9 +1,12 @@
 """Large-scale data: split lists, ImageNet-style transforms, grain streaming, and training on
 streamed files on 1 and 8 devices and 2 processes, two-stage from a checkpoint."""
 
+import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
+import shutil
 import textwrap
 
 import jax
@@ -179,61 +182,75 @@ def test_missing_file_is_named(tmp_path):
 # ----------------------------------------------------------------------------- training
 
 
-def _list_config(tmp_path, **kw):
+@pytest.fixture(scope="module")
+def image_lists(tmp_path_factory):
+  """The image lists every training test reads (written once)."""
+  root = str(tmp_path_factory.mktemp("data"))
+  make_image_list(root, counts=(48, 24, 12, 6), seed=0, name="train.txt")
+  make_image_list(root, counts=(6, 6, 6, 6), seed=1, name="test.txt")
+  return root
+
+
+def _list_config(root, out_dir, **kw):
   from absgd_jax.train import make_config
-  root = str(tmp_path / "data")
-  if not os.path.exists(os.path.join(root, "train.txt")):
-    os.makedirs(root, exist_ok=True)
-    make_image_list(root, counts=(48, 24, 12, 6), seed=0, name="train.txt")
-    make_image_list(root, counts=(6, 6, 6, 6), seed=1, name="test.txt")
   base = dict(dataset="image-list", classes=4, data_dir=root, train_list="train.txt",
               test_list="test.txt", crop_size=24, resize_size=28, data_workers=0,
               model="resnet8", epochs=1, batch_size=16, lr=0.05, method="absgd", lam=1.0,
-              checkpoint=False, out_dir=str(tmp_path / "run"))
+              checkpoint=False, out_dir=str(out_dir))
   base.update(kw)
   return make_config(**base)
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
-def test_streamed_training_is_the_same_on_one_and_eight_devices(tmp_path):
+@pytest.fixture(scope="module")
+def stage1(image_lists, tmp_path_factory, one_device):
+  """One epoch of ABSGD on one device, checkpointed: the run the training tests start from or
+  compare with. Tests that write into a run folder copy ``out_dir`` first."""
   from absgd_jax.train import Trainer
-  cfg = _list_config(tmp_path)
-  one = Trainer(cfg, progress=False, log=False, devices=jax.devices()[:1])
-  s1 = one.fit()
-  eight = Trainer(cfg, progress=False, log=False)
+  out = tmp_path_factory.mktemp("stage1")
+  t = Trainer(_list_config(image_lists, out, checkpoint=True), progress=False, log=False,
+              devices=one_device)
+  summary = t.fit()
+  return dict(out_dir=str(out), summary=summary, params=jax.device_get(t.state.params))
+
+
+@pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
+def test_streamed_training_is_the_same_on_one_and_eight_devices(image_lists, stage1, tmp_path):
+  from absgd_jax.train import Trainer
+  eight = Trainer(_list_config(image_lists, tmp_path / "run"), progress=False, log=False,
+                  devices=jax.devices()[:8])
   s8 = eight.fit()
+  s1 = stage1["summary"]  # The same run on one device (it also checkpoints: no other change).
+  assert s8["devices"] == 8 and s1["devices"] == 1
   # Sums over 1 or 8 shards round differently: float32 noise, nothing more.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5),
-               jax.device_get(one.state.params), jax.device_get(eight.state.params))
+               stage1["params"], jax.device_get(eight.state.params))
   assert s1["final"]["test_acc"] == s8["final"]["test_acc"]
   assert s1["train_size"] == 90
 
 
-def test_a_streamed_run_resumed_from_its_checkpoint_continues_exactly(tmp_path):
+def test_a_streamed_run_resumed_from_its_checkpoint_continues_exactly(image_lists, stage1,
+                                                                      tmp_path, one_device):
   from absgd_jax.train import Trainer
-  straight = Trainer(_list_config(tmp_path, epochs=2, out_dir=str(tmp_path / "a")),
-                     progress=False, log=False)
+  straight = Trainer(_list_config(image_lists, tmp_path / "a", epochs=2), progress=False,
+                     log=False, devices=one_device)
   straight.fit()
-  first = Trainer(_list_config(tmp_path, epochs=1, checkpoint=True, out_dir=str(tmp_path / "b")),
-                  progress=False, log=False)
-  first.fit()
-  resumed = Trainer(_list_config(tmp_path, epochs=2, checkpoint=True,
-                                 out_dir=str(tmp_path / "b")), progress=False, log=False)
+  shutil.copytree(stage1["out_dir"], tmp_path / "b")  # Epoch 0 done, checkpointed.
+  resumed = Trainer(_list_config(image_lists, tmp_path / "b", epochs=2, checkpoint=True),
+                    progress=False, log=False, devices=one_device)
   resumed.fit()
   assert [r["epoch"] for r in resumed.history] == [0, 1]
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state.params),
                jax.device_get(resumed.state.params))
 
 
-def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(tmp_path):
+def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(image_lists, stage1,
+                                                                    tmp_path, one_device,
+                                                                    fast_compile):
   from absgd_jax.train import Trainer
-  stage1 = Trainer(_list_config(tmp_path, method="sgd", checkpoint=True,
-                                out_dir=str(tmp_path / "stage1")), progress=False, log=False)
-  stage1.fit()
-  before = jax.device_get(stage1.state.params)
-  cfg2 = _list_config(tmp_path, init_from=str(tmp_path / "stage1"), stage2_trainable="fc",
-                      lam=2.0, out_dir=str(tmp_path / "stage2"))
-  stage2 = Trainer(cfg2, progress=False, log=False)
+  before = stage1["params"]
+  cfg2 = _list_config(image_lists, tmp_path / "stage2", init_from=stage1["out_dir"],
+                      stage2_trainable="fc", lam=2.0)
+  stage2 = Trainer(cfg2, progress=False, log=False, devices=one_device)
   start = jax.device_get(stage2.state.params)
   jax.tree.map(np.testing.assert_array_equal, before, start)  # Restored exactly.
   assert int(stage2.state.w_state.count) == 0  # s is estimated afresh.
@@ -243,34 +260,40 @@ def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(tmp_path):
     same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[name]),
                                                      jax.tree.leaves(after[name])))
     assert same == (name != "head"), name
-  bad = _list_config(tmp_path, init_from=str(tmp_path / "stage1"), classes=5)
+  bad = _list_config(image_lists, tmp_path / "bad", init_from=stage1["out_dir"], classes=5)
   with pytest.raises(ValueError, match="head/(bias|kernel) has shape"):
-    Trainer(bad, progress=False, log=False)
-  assert Trainer(_list_config(tmp_path, init_from=str(tmp_path / "stage1"), classes=5,
-                              init_head="drop"), progress=False, log=False)
+    Trainer(bad, progress=False, log=False, devices=one_device)
+  assert Trainer(dataclasses.replace(bad, init_head="drop"), progress=False, log=False,
+                 devices=one_device)
 
 
-def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(tmp_path):
+def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(
+    image_lists, tmp_path, one_device, fast_compile):
   from absgd_jax.models import create_model, flax_to_torch_state_dict
   from absgd_jax.train import Trainer
   source = create_model("resnet18", 1000)  # An "ImageNet" model with 1000 classes.
-  src = source.init(jax.random.key(7), np.zeros((1, 24, 24, 3), np.float32), train=False)
+  src = jax.jit(functools.partial(source.init, train=False))(
+      jax.random.key(7), np.zeros((1, 24, 24, 3), np.float32))
+  src = jax.device_get(src)
   np.savez(tmp_path / "r18.npz", **flax_to_torch_state_dict(src))
-  cfg = _list_config(tmp_path, model="resnet18", init_from=str(tmp_path / "r18.npz"),
-                     init_head="drop")
-  t = Trainer(cfg, progress=False, log=False)
+  cfg = _list_config(image_lists, tmp_path / "run", model="resnet18",
+                     init_from=str(tmp_path / "r18.npz"), init_head="drop")
+  t = Trainer(cfg, progress=False, log=False, devices=one_device)
   got = jax.device_get(t.state.params)
   np.testing.assert_array_equal(got["stem_conv"]["kernel"], src["params"]["stem_conv"]["kernel"])
   np.testing.assert_array_equal(jax.device_get(t.state.batch_stats)["stage4_block2"]["bn2"]["var"],
                                 src["batch_stats"]["stage4_block2"]["bn2"]["var"])
   assert got["head"]["kernel"].shape == (512, 4)
   with pytest.raises(ValueError, match="fc"):  # 1000 classes into 4, without init_head=drop.
-    Trainer(dataclasses.replace(cfg, init_head="keep"), progress=False, log=False)
+    Trainer(dataclasses.replace(cfg, init_head="keep"), progress=False, log=False,
+            devices=one_device)
 
 
-def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(tmp_path):
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(image_lists, tmp_path, one_device,
+                                                              fast_compile):
   from absgd_jax.train import Trainer
-  t = Trainer(_list_config(tmp_path, dtype="bfloat16"), progress=False, log=False)
+  t = Trainer(_list_config(image_lists, tmp_path / "run", dtype="bfloat16"), progress=False,
+              log=False, devices=one_device)
   s = t.fit()
   assert np.isfinite(s["final"]["train_loss"])
   assert {x.dtype for x in jax.tree.leaves(t.state.params)} == {np.dtype("float32")}
@@ -314,12 +337,17 @@ _WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_stream_their_own_rows_and_match_one(tmp_path):
-  cfg = _list_config(tmp_path)  # Writes the image lists.
+def test_two_processes_stream_their_own_rows_and_match_one(image_lists, tmp_path):
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
-  launch(script, 1, 2, str(tmp_path), cfg.data_dir)
-  launch(script, 2, 1, str(tmp_path), cfg.data_dir)
+  # The reference is a third process, not this one: the result's last bits depend on how many
+  # devices the process has, so one process with 2 devices, as the 2 processes have together.
+  # All three at once: each compiles on one core, and the machine may have more.
+  with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    runs = [pool.submit(launch, script, 1, 2, str(tmp_path), image_lists),
+            pool.submit(launch, script, 2, 1, str(tmp_path), image_lists)]
+    for run in runs:
+      run.result()
   single = np.load(tmp_path / "params_1_0.npz")
   for pid in range(2):
     multi = np.load(tmp_path / f"params_2_{pid}.npz")

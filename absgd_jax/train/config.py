@@ -137,7 +137,7 @@ class Config:
   resize_size: int = 256  # File lists: the test images' shorter side before the crop.
   data_workers: int = 8  # File lists: grain worker processes that decode and crop.
   # Shrinks the images to image_size x image_size by area averaging (0 keeps them); it must
-  # divide the source's side. A CPU-sized protocol (benchmarks/cifar_table.py) uses 16.
+  # divide the source's side. A CPU-sized protocol (experiments/cifar_table.py) uses 16.
   image_size: int = 0
   imbalance: str = "none"
   rho: float = 100.0
@@ -353,7 +353,7 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
 # --- presets ------------------------------------------------------------------------------
 
 # The embedded default: scikit-learn digits, an MLP, a minute on a CPU. lr, lam and the
-# stage-2 epoch are ABSGD's choices from benchmarks/digits_sweep.py (validation split).
+# stage-2 epoch are ABSGD's choices from experiments/digits_sweep.py (validation split).
 _DIGITS = dict(dataset="digits", model="mlp", epochs=30, batch_size=64, lr=0.1,
                weight_decay=5e-4, lam=5.0, gamma=0.9, lr_decay_epochs=(22,), augment=False)
 # Section 4.1: ResNet-32, 200 epochs, lr 0.1 with a 5-epoch warm-up, divided by 100 at
