@@ -105,14 +105,6 @@ def _check_winner_and_records(out, singles, folder):
   assert f"winner: {out['winner']}, by final {key}" in sweep.table(out)
 
 
-@pytest.fixture
-def fast_compile():
-  """XLA without most optimisations: this test checks tracing, not numbers."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
-
-
 @pytest.mark.parametrize("mode", ["vmap", "map"])
 def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile, mode):
   traces = {"train": 0, "eval": 0}

@@ -48,14 +48,6 @@ def _copy_run(digits_run, tmp_path):
   return tmp_path
 
 
-@pytest.fixture
-def fast_compile():
-  """XLA without most optimisations, for tests that check wiring rather than speed."""
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", False)
-
-
 def _params(trainer):
   return jax.tree.map(np.asarray, jax.device_get(trainer.state.params))
 
