@@ -317,7 +317,7 @@ def train(cfg: RefConfig, data=None, *, checkpoint: str | None = None,
       opt.zero_grad(set_to_none=True)
       loss.backward()
       opt.step()
-      loss_sum += float(loss) * len(y)
+      loss_sum += loss.item() * len(y)
       correct += int((logits.argmax(1) == y).sum())
       count += len(y)
     rec = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count,

@@ -96,8 +96,11 @@ def ours_init(model, variables, lrs, momentum=0.9, weight_decay=2e-4):
   table = jnp.asarray(lrs)
   tx = absgd_jax.absgd(lambda count: table[jnp.minimum(count, len(lrs) - 1)],
                        momentum=momentum, weight_decay=weight_decay, momentum_form="pytorch")
-  step = make_train_step(model, tx, None, lambda logits, labels, _: L.cross_entropy(
-      logits, labels), num_classes=model.num_classes, augment=False)
+  # By keyword, and without augmentation arguments: the images arrive ready, and the default
+  # preprocessing only casts them to float32.
+  step = make_train_step(model, tx, weigher=None,
+                         loss_fn=lambda logits, labels, _: L.cross_entropy(logits, labels),
+                         num_classes=model.num_classes)
   state = TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
                      batch_stats=variables["batch_stats"],
                      opt_state=tx.init(variables["params"]),
