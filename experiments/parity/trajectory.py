@@ -174,7 +174,8 @@ def compare(depth: int = 8, image_size: int = 16, batch: int = 32, steps: int = 
           "loss_float64": loss_d, "lr": lrs,
           "param_dist_ours": np.linalg.norm(theta_o - theta_t) / norm,
           "param_dist_perturbed": np.linalg.norm(theta_p - theta_t) / norm,
-          "param_dist_float64": np.linalg.norm(theta_d - theta_t) / norm}
+          "param_dist_float64": np.linalg.norm(theta_d - theta_t) / norm,
+          "param_dist_ours_float64": np.linalg.norm(theta_o - theta_d) / norm}
 
 
 def main(argv=None):
@@ -189,15 +190,18 @@ def main(argv=None):
   print(f"ResNet-{a.depth}, {a.image_size or 32} px, batch {a.batch}, {a.steps} steps, "
         f"seed {a.seed}")
   print("| step | lr | loss, torch | loss, ours | abs(ours - torch) | "
-        "abs(torch 1e-7 perturbed - torch) | abs(torch float64 - torch) |")
-  print("| --- | --- | --- | --- | --- | --- | --- |")
+        "abs(torch 1e-7 perturbed - torch) | abs(torch float64 - torch) | "
+        "abs(ours - torch float64) |")
+  print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for t in range(a.steps):
     d = lambda k: abs(r[k][t] - r["loss_torch"][t])  # noqa: E731
     print(f"| {t + 1} | {r['lr'][t]:.3g} | {r['loss_torch'][t]:.7f} | {r['loss_ours'][t]:.7f} | "
-          f"{d('loss_ours'):.2e} | {d('loss_perturbed'):.2e} | {d('loss_float64'):.2e} |")
+          f"{d('loss_ours'):.2e} | {d('loss_perturbed'):.2e} | {d('loss_float64'):.2e} | "
+          f"{abs(r['loss_ours'][t] - r['loss_float64'][t]):.2e} |")
   print(f"relative parameter distance from torch after {a.steps} steps: ours "
         f"{r['param_dist_ours']:.2e}, perturbed torch {r['param_dist_perturbed']:.2e}, "
-        f"torch in float64 {r['param_dist_float64']:.2e}")
+        f"torch in float64 {r['param_dist_float64']:.2e}; ours from torch in float64 "
+        f"{r['param_dist_ours_float64']:.2e}")
 
 
 if __name__ == "__main__":
