@@ -13,6 +13,8 @@ Sides (``--sides``), for bisecting a gap one difference at a time:
 * ``ours``: the Trainer as configured by a user; its subset is drawn with the run's seed.
 * ``ours_ldam_subset``: the Trainer on the reference's subset (the data held equal).
 * ``torch_kit_norm``: the reference with our normalisation std.
+* ``torch_jpeg2``: the reference on the copy coded once more (:mod:`jpeg_pass`), train and
+  test, at 32 px before the downsampling: what one more JPEG pass costs.
 
 Every run is resumable (per-epoch checkpoints under ``--work``), a finished run appends one
 JSON line to ``--out``, and a run already there is skipped; ``--report`` prints the table from
@@ -42,7 +44,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference as ref  # noqa: E402
 
-SIDES = ("torch", "ours", "ours_ldam_subset", "torch_kit_norm")
+SIDES = ("torch", "ours", "ours_ldam_subset", "torch_kit_norm", "torch_jpeg2")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results",
                    "parity_head_to_head.jsonl")
 
@@ -68,14 +70,31 @@ class Protocol:
             if k != "data_dir"}
 
 
-def run_torch(p: Protocol, seed: int, work: str, norm: str = "ldam") -> dict:
+def load_data(p: Protocol, recode: bool = False):
+  """(train, test) at the protocol's size; ``recode`` adds one shifted JPEG pass at 32 px
+  (before downsampling) to both, cached under runs/parity/."""
+  if not recode:
+    return ref.load_cifar10(p.data_dir, p.image_size)
+  import jpeg_pass
+  from absgd_jax.data import downsample
+  train, test = ref.load_cifar10(p.data_dir)
+  cache = os.path.join("runs", "parity", "jpeg2_{}.npy")
+  train = jpeg_pass.recoded(train, cache.format("train"))
+  test = jpeg_pass.recoded(test, cache.format("test"))
+  if p.image_size:
+    train, test = downsample(train, p.image_size), downsample(test, p.image_size)
+  return train, test
+
+
+def run_torch(p: Protocol, seed: int, work: str, norm: str = "ldam",
+              recode: bool = False) -> dict:
   import torch  # noqa: F401  (the reference's framework; imported here, not for jax runs)
   cfg = ref.RefConfig(depth=p.depth, image_size=p.image_size, rho=p.rho, epochs=p.epochs,
                       batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
                       warmup_epochs=p.warmup_epochs, decay_epochs=p.decay_epochs,
                       decay_factor=p.decay_factor, crop_padding=p.crop_padding, norm=norm,
                       seed=seed, eval_every=p.eval_every, threads=1)
-  data = ref.load_cifar10(p.data_dir, p.image_size)
+  data = load_data(p, recode)
   out = ref.train(cfg, data, checkpoint=os.path.join(work, "torch.pt"),
                   log=lambda line: print(line, flush=True))
   return {"test_acc": out["test_acc"], "best_test_acc": out["best_test_acc"],
@@ -141,7 +160,8 @@ def run(p: Protocol, sides, seeds, out: str, work_root: str) -> None:
       t0 = time.time()
       print(f"== {side} seed {seed}", flush=True)
       if side.startswith("torch"):
-        rec = run_torch(p, seed, work, norm="kit" if side == "torch_kit_norm" else "ldam")
+        rec = run_torch(p, seed, work, norm="kit" if side == "torch_kit_norm" else "ldam",
+                        recode=side == "torch_jpeg2")
       else:
         rec = run_ours(p, seed, work, ldam_subset=side == "ours_ldam_subset")
       rec = {"side": side, "seed": seed, "protocol": p.key(), "wall_s": time.time() - t0,
