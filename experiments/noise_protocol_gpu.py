@@ -88,7 +88,7 @@ def main(argv=None):
   settings = args.settings
   if args.tiny:
     protocol = dict(PROTOCOL, model="resnet8", image_size=16, crop_padding=2, n_max=20,
-                    epochs=1, eval_every=1, checkpoint=False)
+                    epochs=1, eval_every=1, checkpoint=False, lr_decay_epochs=())
     grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[2:3])
     row_set = {k: v for k, v in row_set.items() if k in ("SGD (CE)", "ABSGD (CE)")}
     settings = settings[:1]
