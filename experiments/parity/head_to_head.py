@@ -13,6 +13,8 @@ Sides (``--sides``), for bisecting a gap one difference at a time:
 * ``ours``: the Trainer as configured by a user; its subset is drawn with the run's seed.
 * ``ours_ldam_subset``: the Trainer on the reference's subset (the data held equal).
 * ``torch_kit_norm``: the reference with our normalisation std.
+* ``torch_step_warmup``, ``torch_zero_bias``: the reference with our per-step warm-up, or
+  with our zero-initialised classifier bias.
 * ``torch_jpeg2``: the reference on the copy coded once more (:mod:`jpeg_pass`), train and
   test, at 32 px before the downsampling: what one more JPEG pass costs.
 
@@ -44,7 +46,8 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference as ref  # noqa: E402
 
-SIDES = ("torch", "ours", "ours_ldam_subset", "torch_kit_norm", "torch_jpeg2")
+SIDES = ("torch", "ours", "ours_ldam_subset", "torch_kit_norm", "torch_step_warmup",
+         "torch_zero_bias", "torch_jpeg2")
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "results",
                    "parity_head_to_head.jsonl")
 
@@ -87,13 +90,13 @@ def load_data(p: Protocol, recode: bool = False):
 
 
 def run_torch(p: Protocol, seed: int, work: str, norm: str = "ldam",
-              recode: bool = False) -> dict:
+              recode: bool = False, **switches) -> dict:
   import torch  # noqa: F401  (the reference's framework; imported here, not for jax runs)
   cfg = ref.RefConfig(depth=p.depth, image_size=p.image_size, rho=p.rho, epochs=p.epochs,
                       batch_size=p.batch_size, lr=p.lr, weight_decay=p.weight_decay,
                       warmup_epochs=p.warmup_epochs, decay_epochs=p.decay_epochs,
                       decay_factor=p.decay_factor, crop_padding=p.crop_padding, norm=norm,
-                      seed=seed, eval_every=p.eval_every, threads=1)
+                      seed=seed, eval_every=p.eval_every, threads=1, **switches)
   data = load_data(p, recode)
   out = ref.train(cfg, data, checkpoint=os.path.join(work, "torch.pt"),
                   log=lambda line: print(line, flush=True))
@@ -161,7 +164,9 @@ def run(p: Protocol, sides, seeds, out: str, work_root: str) -> None:
       print(f"== {side} seed {seed}", flush=True)
       if side.startswith("torch"):
         rec = run_torch(p, seed, work, norm="kit" if side == "torch_kit_norm" else "ldam",
-                        recode=side == "torch_jpeg2")
+                        recode=side == "torch_jpeg2",
+                        warmup_per_step=side == "torch_step_warmup",
+                        zero_head_bias=side == "torch_zero_bias")
       else:
         rec = run_ours(p, seed, work, ldam_subset=side == "ours_ldam_subset")
       rec = {"side": side, "seed": seed, "protocol": p.key(), "wall_s": time.time() - t0,

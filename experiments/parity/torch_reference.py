@@ -212,6 +212,10 @@ class RefConfig:
   seed: int = 0
   eval_every: int = 1
   threads: int = 1
+  # Bisection switches toward our kit's choices (issue 15): the warm-up per step as
+  # absgd_jax's learning_rate_schedule, and the classifier's bias started at 0.
+  warmup_per_step: bool = False
+  zero_head_bias: bool = False
 
   def __post_init__(self):
     if self.norm not in ("ldam", "kit"):
@@ -269,7 +273,19 @@ def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: 
 
 def make_model(cfg: RefConfig, num_classes: int = 10) -> nn.Module:
   torch.manual_seed(cfg.seed)
-  return CifarResNet(cfg.depth, num_classes)
+  model = CifarResNet(cfg.depth, num_classes)
+  if cfg.zero_head_bias:
+    nn.init.zeros_(model.fc.bias)
+  return model
+
+
+def step_lr(cfg: RefConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+  """The rate of global step ``step``: per epoch (LDAM-DRW), or with ``warmup_per_step`` the
+  kit's linear ramp from lr / W to lr over the first W = warmup_epochs * steps_per_epoch."""
+  warm = cfg.warmup_epochs * steps_per_epoch
+  if cfg.warmup_per_step and step < warm:
+    return cfg.lr / warm + (cfg.lr - cfg.lr / warm) * step / max(warm - 1, 1)
+  return epoch_lr(cfg, epoch)
 
 
 def make_optimizer(cfg: RefConfig, model: nn.Module) -> torch.optim.SGD:
@@ -311,7 +327,11 @@ def train(cfg: RefConfig, data=None, *, checkpoint: str | None = None,
     for group in opt.param_groups:
       group["lr"] = lr
     loss_sum, correct, count = 0.0, 0, 0
-    for x, y in epoch_batches(cfg, x_train, y_train, gen):
+    steps_per_epoch = -(-len(y_train) // cfg.batch_size)
+    for i, (x, y) in enumerate(epoch_batches(cfg, x_train, y_train, gen)):
+      if cfg.warmup_per_step:
+        for group in opt.param_groups:
+          group["lr"] = step_lr(cfg, epoch, epoch * steps_per_epoch + i, steps_per_epoch)
       logits = model(x)
       loss = F.cross_entropy(logits, y)
       opt.zero_grad(set_to_none=True)
