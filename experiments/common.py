@@ -221,13 +221,16 @@ REDUCED_LT = dict(image_size=16, crop_padding=2, model="resnet8", epochs=20, war
                   lr=0.1, batch_size=128, weight_decay=2e-4, eval_every=2, checkpoint=False,
                   lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, lam=2.0,
                   gamma=0.9)
-# A seconds-long version for smoke tests: 1 epoch of a head of 50 images (rho 10).
-TINY_LT = dict(n_max=50, rho=10, epochs=1, eval_every=1, warmup_epochs=0, stage2_epoch=0)
+# A seconds-long version for smoke tests: 2 epochs of a head of 50 images (rho 10).
+TINY_LT = dict(n_max=50, rho=10, epochs=2, eval_every=1, warmup_epochs=0, stage2_epoch=0,
+               lr_decay_epochs=())
 
 
 def reduced_lt(data_dir: str, tiny: bool = False, **overrides):
   """The reduced CIFAR-10-LT config with ``overrides`` (``tiny``: the smoke-test size)."""
   from absgd_jax.train import make_config
   kw = {**REDUCED_LT, **(TINY_LT if tiny else {}), **overrides}
+  if tiny:  # A two-stage arm keeps its two stages, one epoch each.
+    kw["stage2_epoch"] = min(kw["stage2_epoch"], 1)
   kw.setdefault("out_dir", "/tmp/absgd-reduced-lt")
   return make_config("cifar10-lt", data_dir=data_dir, **kw)

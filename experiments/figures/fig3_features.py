@@ -39,7 +39,7 @@ def penultimate_features(trainer, images: np.ndarray, batch: int = 500) -> np.nd
   """The classifier head's input for ``images`` (uint8 NHWC), in eval mode."""
   import flax.linen as nn
   import jax
-  from absgd_jax.data.augment import normalize
+  from absgd_jax.train import setup
 
   def features(params, batch_stats, x):
     found = []
@@ -49,11 +49,12 @@ def penultimate_features(trainer, images: np.ndarray, batch: int = 500) -> np.nd
         found.append(args[0])
       return next_fun(*args, **kwargs)
 
-    x = normalize(x, *trainer.norm_stats)
+    x = preprocess({"images": x}, None, False)["images"]  # the eval step's normalisation
     with nn.intercept_methods(grab):
       trainer.model.apply({"params": params, "batch_stats": batch_stats}, x, train=False)
     return found[-1]
 
+  preprocess = setup.make_preprocess(trainer.config)
   fn = jax.jit(features)
   s = trainer.state
   return np.concatenate([np.asarray(fn(s.params, s.batch_stats, images[i:i + batch]))
