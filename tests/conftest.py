@@ -17,13 +17,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Must happen before jax initialises its backends; pytest imports conftest first. Environment
 # variables, not jax.config, so that the worker processes the tests launch share the cache.
-# jax_compilation_cache_max_size makes JAX lock the cache folder around each read and write,
-# so that one process never reads an entry another is half-way through writing.
+# No size limit (-1), on purpose: with a limit, jax's cache takes a file lock and re-reads every
+# entry's access time on each write to decide what to evict, so each write costs time in
+# proportion to the entries already there (about 2,000 after one run of the suite); that
+# bookkeeping was a fifth of the suite's time. Without it an entry is one plain file write.
+# The lock only kept a reader from meeting an entry another process is half-way through
+# writing; such an entry fails to decompress, which jax turns into a warning and a fresh
+# compile (tried: entries cut in half give the right result). ``rm -rf .cache/jax`` empties it.
 for _name, _value in (("JAX_PLATFORMS", "cpu"),
                       ("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax")),
                       ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
                       ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0"),
-                      ("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))):
+                      ("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")):
   os.environ.setdefault(_name, _value)
 
 import jax  # noqa: E402
