@@ -86,3 +86,17 @@ def test_weight_panels_plot_writes_a_png(tmp_path):
                             str(tmp_path / "w.png"), class_title="c", noise_title="n")
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_use_compile_cache_keeps_a_folder_already_chosen(tmp_path):
+  import jax
+  before = jax.config.jax_compilation_cache_dir
+  try:
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
+    demo.use_compile_cache(str(tmp_path / "demo"))
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
+    jax.config.update("jax_compilation_cache_dir", None)
+    demo.use_compile_cache(str(tmp_path / "demo"))
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "demo")
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before)

@@ -21,18 +21,23 @@ def test_weights_are_the_clipped_normalised_gradient_alignment():
   y = jnp.asarray(rng.integers(0, 4, size=12), jnp.int32)
   xv = jnp.asarray(rng.normal(size=(6, 5)), jnp.float32)
   yv = jnp.asarray(rng.integers(0, 4, size=6), jnp.int32)
-  params = model.init(jax.random.key(1), x, train=False)["params"]
+  params = jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(1))["params"]
   mask = jnp.arange(12) < 10  # two padding rows
   ce = optax.softmax_cross_entropy_with_integer_labels
-  w = l2rw_weights(model.apply, params, {}, ce, x, y, mask, xv, yv, 0.1)
+  # Both sides under jit: eagerly, each of their hundreds of operations compiles on its own.
+  w = jax.jit(lambda p: l2rw_weights(model.apply, p, {}, ce, x, y, mask, xv, yv, 0.1))(params)
 
   def loss_one(p, xi, yi):
     return ce(model.apply({"params": p}, xi[None], train=False), yi[None])[0]
-  per_sample = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
-  g_val = jax.grad(lambda p: jnp.mean(ce(model.apply({"params": p}, xv, train=False), yv)))(
-      params)
-  align = sum(jnp.sum(a * b[None].reshape(1, *b.shape), axis=tuple(range(1, a.ndim)))
-              for a, b in zip(jax.tree.leaves(per_sample), jax.tree.leaves(g_val)))
+
+  @jax.jit
+  def alignment(params):
+    per_sample = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
+    g_val = jax.grad(lambda p: jnp.mean(ce(model.apply({"params": p}, xv, train=False), yv)))(
+        params)
+    return sum(jnp.sum(a * b[None].reshape(1, *b.shape), axis=tuple(range(1, a.ndim)))
+               for a, b in zip(jax.tree.leaves(per_sample), jax.tree.leaves(g_val)))
+  align = alignment(params)
   want = np.maximum(np.asarray(align), 0) * np.asarray(mask)
   want = want / want.sum() * 10
   np.testing.assert_allclose(np.asarray(w), want, rtol=1e-4, atol=1e-6)

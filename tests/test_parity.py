@@ -85,7 +85,8 @@ def test_converter_round_trip_eval_logits(cfg):
   model_t.eval()
   with torch.no_grad():
     want = model_t(x).numpy()
-  got = model.apply(variables, jnp.asarray(x.permute(0, 2, 3, 1).numpy()), train=False)
+  got = jax.jit(lambda v, x: model.apply(v, x, train=False))(  # jit: one compile, not one an op
+      variables, jnp.asarray(x.permute(0, 2, 3, 1).numpy()))
   assert _rel(got, want) < 1e-5
   # And back: the state dict reloads into torch unchanged.
   back = convert.flax_to_torch(variables)
@@ -121,7 +122,8 @@ def test_first_step_matches_torch(cfg, data):
 
   step, state = trajectory.ours_init(model, variables, lrs)
   batch = trajectory.to_jax_batch(x, y)
-  logits_o = model.apply(variables, batch["images"], train=True, mutable=["batch_stats"])[0]
+  logits_o = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[0])(
+      variables, batch["images"])
   state, m = step(state, batch)
   assert abs(float(m["loss_sum"] / m["count"]) - loss_t.item()) < 1e-5
   assert _rel(logits_o, logits_t.detach().numpy()) < 1e-5

@@ -50,7 +50,7 @@ def test_readme_idiom_runs_with_linen_batchnorm():
   train_step, opt, weigher = namespace["train_step"], namespace["opt"], namespace["weigher"]
   images, labels = _toy_data()
   mask = np.arange(len(labels)) < len(labels) - 5  # the last 5 rows are padding
-  variables = SmallNet().init(jax.random.key(0), images, train=False)
+  variables = jax.jit(lambda k: SmallNet().init(k, images, train=False))(jax.random.key(0))
   params, batch_stats = variables["params"], variables["batch_stats"]
   opt_state, w_state = opt.init(params), weigher.init()
 
@@ -62,11 +62,12 @@ def test_readme_idiom_runs_with_linen_batchnorm():
     logits, _ = SmallNet().apply({"params": p, "batch_stats": batch_stats}, images, train=True,
                                  mutable=["batch_stats"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  L = np.asarray(per_sample(params), np.float64)
+  # Under jit: eagerly, each operation of the network's forward and backward compiles alone.
+  L = np.asarray(jax.jit(per_sample)(params), np.float64)
   e = np.exp(L / 5.0)
   w = np.where(mask, e / np.mean(e[mask]), 0.0)
-  g = jax.grad(lambda p: jnp.sum(jnp.asarray(w, jnp.float32) * per_sample(p)) / mask.sum())(
-      params)
+  g = jax.jit(jax.grad(
+      lambda p: jnp.sum(jnp.asarray(w, jnp.float32) * per_sample(p)) / mask.sum()))(params)
   want = jax.tree.map(lambda p, g: p - 0.1 * (g + 2e-4 * p), params, g)
 
   losses = []
@@ -149,9 +150,9 @@ def test_equinox_example_one_step_is_eq9_on_the_weighted_mean():
     per = optax.softmax_cross_entropy_with_integer_labels(jax.vmap(m)(x), y)
     return jnp.sum(jnp.asarray(w_ref, jnp.float32) * per) / mask.sum()
 
-  g = eqx.filter_grad(fixed_w_loss)(model)
+  g = eqx.filter_jit(eqx.filter_grad(fixed_w_loss))(model)  # jit: one compile, not one an op.
   ref_opt = optax.adamw(1e-2, weight_decay=0.0)
-  u, _ = ref_opt.update(g, ref_opt.init(params), params)
+  u, _ = eqx.filter_jit(ref_opt.update)(g, ref_opt.init(params), params)
   want = eqx.apply_updates(model, u)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                eqx.filter(new_model, eqx.is_array), eqx.filter(want, eqx.is_array))

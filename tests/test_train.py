@@ -449,6 +449,12 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
   assert exp.train.images.shape[1:] == (8, 8, 3) and exp.test.images.shape == (20, 8, 8, 3)
   from absgd_jax.data import imbalanced_counts
   assert exp.train.class_counts().tolist() == imbalanced_counts(6, 10, 3).tolist()
+  # The other order, every image downsampled before the subset, gives the same arrays.
+  from absgd_jax.data import downsample, load_image_folder, make_imbalanced
+  full = downsample(load_image_folder(tmp_path / "train.zip"), 8)
+  want = make_imbalanced(full, 3, seed=cfg.seed, n_max=6)
+  np.testing.assert_array_equal(exp.train.images, want.images)
+  np.testing.assert_array_equal(exp.train.labels, want.labels)
   summary = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE).fit()
   assert np.isfinite(summary["final"]["train_loss"])
   balanced = experiment_data.build(dataclasses.replace(cfg, imbalance="none", n_max=5))

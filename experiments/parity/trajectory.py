@@ -46,7 +46,8 @@ def flax_template(depth: int, image_size: int, num_classes: int = 10):
   """(model, variables) of our CIFAR ResNet-``depth``."""
   model = create_model(f"resnet{depth}", num_classes)
   x = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  return model, model.init(jax.random.key(0), x, train=False)
+  # Under jit: eagerly, each of the initialisers' operations compiles on its own.
+  return model, jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(0))
 
 
 def make_batches(cfg0: ref.RefConfig, steps: int, batch: int, data=None):
