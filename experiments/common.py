@@ -222,7 +222,7 @@ REDUCED_LT = dict(image_size=16, crop_padding=2, model="resnet8", epochs=20, war
                   lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, lam=2.0,
                   gamma=0.9)
 # A seconds-long version for smoke tests: 2 epochs of a head of 50 images (rho 10).
-TINY_LT = dict(n_max=50, rho=10, epochs=2, eval_every=1, warmup_epochs=0, stage2_epoch=0,
+TINY_LT = dict(n_max=50, rho=10, epochs=2, eval_every=2, warmup_epochs=0, stage2_epoch=0,
                lr_decay_epochs=())
 
 
