@@ -142,14 +142,19 @@ def test_noise_protocol_gpu_tiny_run(tmp_path):
 
 
 @needs_cifar
-def test_fig3_and_fig4_tiny_runs(tmp_path):
+def test_fig3_tiny_run(tmp_path):
   fig = os.path.join(EXP, "figures")
-  out = _script([os.path.join(fig, "fig3_features.py"), "--tiny", "--embed", "pca",
-                 "--per-class", "3", "--out", str(tmp_path / "f3.png"),
-                 "--records", str(tmp_path / "f3.jsonl"), "--data-dir", DATA], tmp_path)
+  _script([os.path.join(fig, "fig3_features.py"), "--tiny", "--embed", "pca", "--per-class",
+           "3", "--out", str(tmp_path / "f3.png"), "--records", str(tmp_path / "f3.jsonl"),
+           "--data-dir", DATA], tmp_path)
   recs = [json.loads(l) for l in (tmp_path / "f3.jsonl").read_text().splitlines()]
   assert [r["stage2_epoch"] for r in recs] == [16, 0] and all(r["lam"] == 1.0 for r in recs)
   assert (tmp_path / "f3.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_cifar
+def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can run it alongside.
+  fig = os.path.join(EXP, "figures")
   out = _script([os.path.join(fig, "fig4_gamma.py"), "--tiny", "--seeds", "0", "--out",
                  str(tmp_path / "f4.png"), "--records", str(tmp_path / "f4.jsonl"),
                  "--data-dir", DATA], tmp_path)
