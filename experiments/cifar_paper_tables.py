@@ -179,7 +179,7 @@ def report(results: str, out_md: str | None = None) -> str:
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--data-dir", default="../shared/data/cifar10-jpeg")
+  ap.add_argument("--data-dir", default=common.DATA_DIR)
   ap.add_argument("--results", default=common.results_path(EXPERIMENT))
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ap.add_argument("--lams", type=float, nargs="+", default=None,

@@ -240,7 +240,7 @@ def main(argv=None):
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ap.add_argument("--results", default=common.results_path(EXPERIMENT),
                   help="the records (JSONL); the table and plots are written beside it")
-  ap.add_argument("--data-dir", default="../shared/data/cifar10-jpeg")
+  ap.add_argument("--data-dir", default=common.DATA_DIR)
   ap.add_argument("--report", action="store_true", help="only rebuild the table and plots")
   args = ap.parse_args(argv)
   if not args.report:

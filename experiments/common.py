@@ -41,6 +41,8 @@ RESULTS = os.path.join(ROOT, "experiments", "results")
 RUNS = os.path.join(ROOT, "runs")  # Training folders and locks; ignored by git.
 REPO = ROOT
 CACHE = os.path.join(RUNS, "jax_cache")  # jax's persistent compilation cache.
+# The shared CIFAR-10 JPEG copy beside the checkout: every script's default --data-dir.
+DATA_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg"))
 HISTORY_KEYS = ("epoch", "train_acc", "test_acc", "val_acc", "class_mean_weight",
                 "flipped_mean_weight", "clean_mean_weight")
 
@@ -116,6 +118,18 @@ def claim(lock: str) -> bool:
 def results_path(experiment: str) -> str:
   """``experiments/results/EXPERIMENT.jsonl``, the default record file of an experiment."""
   return os.path.join(RESULTS, experiment + ".jsonl")
+
+
+def figure_parser(doc: str, name: str):
+  """The command line every figure script shares: ``--out`` (``experiments/figures/NAME.png``),
+  ``--records`` (:func:`results_path`), ``--data-dir`` and ``--tiny``."""
+  import argparse
+  ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+  ap.add_argument("--out", default=os.path.join(ROOT, "experiments", "figures", name + ".png"))
+  ap.add_argument("--records", default=results_path(name))
+  ap.add_argument("--data-dir", default=DATA_DIR)
+  ap.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
+  return ap
 
 
 def run_dir(results: str, key: str) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from common import DATA_DIR
+
 
 def run(form: str, data_dir: str) -> dict:
   from absgd_jax.train import Trainer, make_config
@@ -28,7 +30,7 @@ def run(form: str, data_dir: str) -> dict:
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--data-dir", default="../shared/data/cifar10-jpeg")
+  ap.add_argument("--data-dir", default=DATA_DIR)
   ap.add_argument("--json")
   args = ap.parse_args(argv)
   out = {form: run(form, args.data_dir) for form in ("paper", "pytorch")}

@@ -37,7 +37,7 @@ import argparse
 import os
 
 import noise_table
-from common import CACHE, REPO, load_jsonl
+from common import CACHE, DATA_DIR, REPO, load_jsonl
 
 PROTOCOL = dict(model="cnn4", image_size=0, augment=True, epochs=120, batch_size=128,
                 lr_decay_epochs=(40, 80), lr_decay_factor=0.1, weight_decay=1e-4, gamma=0.9,
@@ -74,7 +74,7 @@ def rows(stage2_epoch: int) -> dict:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--out", default=DEFAULT_OUT, help="the JSONL of finished runs")
-  ap.add_argument("--data-dir", default="../shared/data/cifar10-jpeg")
+  ap.add_argument("--data-dir", default=DATA_DIR)
   ap.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ap.add_argument("--stage2-epoch", type=int, default=0)

@@ -37,7 +37,7 @@ import argparse
 import os
 import statistics
 
-from common import CACHE, load_jsonl, mean_std, run_key, train_record
+from common import CACHE, DATA_DIR, load_jsonl, mean_std, train_record
 
 PROTOCOL = dict(model="resnet8", image_size=16, crop_padding=2, n_max=400, augment=False,
                 noise="sym", noise_rate=0.4, epochs=30, batch_size=128, lr_decay_epochs=(6, 24),
@@ -165,7 +165,7 @@ def _point(p: dict) -> str:
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--out", default=DEFAULT_OUT, help="the JSONL of finished runs")
-  ap.add_argument("--data-dir", default="../shared/data/cifar10-jpeg")
+  ap.add_argument("--data-dir", default=DATA_DIR)
   ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
   ap.add_argument("--report", action="store_true", help="only the report, from the JSONL")
   ap.add_argument("--tiny", action="store_true",

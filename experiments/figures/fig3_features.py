@@ -19,7 +19,6 @@ each run's test accuracy. Records go to ``experiments/results/fig3_features.json
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,11 +27,10 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import REPO, reduced_lt  # noqa: E402  (experiments/ holds the shared helpers)
+from common import figure_parser, reduced_lt  # noqa: E402  (experiments/ holds the shared helpers)
 
 RUNS = {"two-stage lam: inf, then 1 from epoch 16": dict(lam=1.0, stage2_epoch=16),
         "fixed lam = 1": dict(lam=1.0, stage2_epoch=0)}
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def penultimate_features(trainer, images: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -78,17 +76,11 @@ def embed(x: np.ndarray, how: str, seed: int) -> np.ndarray:
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--out", default=os.path.join(HERE, "fig3_features.png"))
-  ap.add_argument("--records", default=os.path.join(REPO, "experiments", "results",
-                                                    "fig3_features.jsonl"))
-  ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
-                                                     "cifar10-jpeg"))
+  ap = figure_parser(__doc__, "fig3_features")
   ap.add_argument("--embed", choices=("tsne", "pca"), default="tsne")
   ap.add_argument("--seed", type=int, default=0)
   ap.add_argument("--per-class", type=int, default=100,
                   help="images per class embedded, from each of train and test")
-  ap.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
   args = ap.parse_args(argv)
   from absgd_jax.train import Trainer
   from absgd_jax.train.demo import use_compile_cache

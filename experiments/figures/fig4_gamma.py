@@ -12,17 +12,15 @@ seed. Every finished run is a line of ``experiments/results/fig4_gamma.jsonl``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import CACHE, REPO, load_jsonl, reduced_lt, train_record  # noqa: E402
+from common import CACHE, figure_parser, load_jsonl, reduced_lt, train_record  # noqa: E402
 
 GAMMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TINY_GAMMAS = (0.5,)  # --tiny: SGD and one gamma.
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def run(records: str, data_dir: str, seeds, tiny: bool = False) -> None:
@@ -78,15 +76,9 @@ def plot(records: str, out: str, tiny: bool = False) -> dict:
 
 
 def main(argv=None):
-  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--out", default=os.path.join(HERE, "fig4_gamma.png"))
-  ap.add_argument("--records", default=os.path.join(REPO, "experiments", "results",
-                                                    "fig4_gamma.jsonl"))
-  ap.add_argument("--data-dir", default=os.path.join(REPO, "..", "shared", "data",
-                                                     "cifar10-jpeg"))
+  ap = figure_parser(__doc__, "fig4_gamma")
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ap.add_argument("--report", action="store_true", help="only the PNG, from the records")
-  ap.add_argument("--tiny", action="store_true", help="a seconds-long smoke run")
   args = ap.parse_args(argv)
   if not args.report:
     run(args.records, args.data_dir, args.seeds, args.tiny)

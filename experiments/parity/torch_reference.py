@@ -49,7 +49,10 @@ from torch import nn
 # std is a widely copied value (0.2023...) smaller than the per-pixel one our kit uses.
 LDAM_MEAN = (0.4914, 0.4822, 0.4465)
 LDAM_STD = (0.2023, 0.1994, 0.2010)
-DATA_DIR = "/work/shared/data/cifar10-jpeg"
+# The shared CIFAR-10 JPEG copy beside the checkout (experiments/common.py's DATA_DIR; this
+# folder's modules do not import experiments/).
+DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                         "..", "shared", "data", "cifar10-jpeg"))
 
 
 # --- model ------------------------------------------------------------------------------------
