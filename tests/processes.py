@@ -15,10 +15,16 @@ def free_port() -> str:
     return str(s.getsockname()[1])
 
 
+def child_env(*xla_flags: str, **env: str) -> dict:
+  """This process's environment for a child on the CPU, with ``xla_flags`` added to the
+  suite's own XLA flags (conftest.TEST_XLA_FLAGS), not put in their place."""
+  flags = " ".join([os.environ.get("XLA_FLAGS", ""), *xla_flags]).strip()
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags, **env)
+
+
 def launch(script, nproc: int, devices_each: int, *args: str) -> None:
   """Runs ``script pid nproc port *args`` in ``nproc`` processes; fails with a worker's output."""
-  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT,
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_each}")
+  env = child_env(f"--xla_force_host_platform_device_count={devices_each}")
   port = free_port()
   procs = [subprocess.Popen([sys.executable, str(script), str(i), str(nproc), port, *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

@@ -11,6 +11,7 @@ import sys
 
 import numpy as np
 import pytest
+from processes import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = os.path.join(REPO, "experiments")
@@ -29,8 +30,7 @@ def experiments(monkeypatch):
 
 
 def _script(args, tmp_path, timeout=300):
-  env = dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_cpu_multi_thread_eigen=false")
+  env = child_env("--xla_cpu_multi_thread_eigen=false")
   out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=timeout)
   assert out.returncode == 0, out.stderr[-3000:]
