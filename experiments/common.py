@@ -235,9 +235,10 @@ REDUCED_LT = dict(image_size=16, crop_padding=2, model="resnet8", epochs=20, war
                   lr=0.1, batch_size=128, weight_decay=2e-4, eval_every=2, checkpoint=False,
                   lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, lam=2.0,
                   gamma=0.9)
-# A seconds-long version for smoke tests: 2 epochs of a head of 50 images (rho 10).
+# A seconds-long version for smoke tests: 2 epochs of a head of 50 images (rho 10), tested on
+# 20 images a class.
 TINY_LT = dict(n_max=50, rho=10, epochs=2, eval_every=2, warmup_epochs=0, stage2_epoch=0,
-               lr_decay_epochs=())
+               lr_decay_epochs=(), test_per_class=20)
 
 
 def reduced_lt(data_dir: str, tiny: bool = False, **overrides):

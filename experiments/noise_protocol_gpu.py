@@ -80,15 +80,16 @@ def main(argv=None):
   ap.add_argument("--stage2-epoch", type=int, default=0)
   ap.add_argument("--report", action="store_true", help="only the report, from the JSONL")
   ap.add_argument("--tiny", action="store_true",
-                  help="a CPU smoke run: ResNet-8 at 16 px, 20 images a class, 1 epoch, one "
-                       "setting, two rows, one grid point each")
+                  help="a CPU smoke run: ResNet-8 at 16 px, 20 images a class (train and "
+                       "test), 1 epoch, one setting, two rows, one grid point each")
   args = ap.parse_args(argv)
   protocol, grids, row_set = PROTOCOL, dict(lr_grid=LR_GRID, lam_grid=LAM_GRID), rows(
       args.stage2_epoch)
   settings = args.settings
   if args.tiny:
     protocol = dict(PROTOCOL, model="resnet8", image_size=16, crop_padding=2, n_max=20,
-                    epochs=1, eval_every=1, checkpoint=False, lr_decay_epochs=())
+                    test_per_class=20, epochs=1, eval_every=1, checkpoint=False,
+                    lr_decay_epochs=())
     grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[2:3])
     row_set = {k: v for k, v in row_set.items() if k in ("SGD (CE)", "ABSGD (CE)")}
     settings = settings[:1]

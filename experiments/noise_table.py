@@ -169,11 +169,12 @@ def main(argv=None):
   ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
   ap.add_argument("--report", action="store_true", help="only the report, from the JSONL")
   ap.add_argument("--tiny", action="store_true",
-                  help="a seconds-long smoke run: 1 epoch, 20 images per class, 1 grid point")
+                  help="a seconds-long smoke run: 1 epoch, 20 images per class (train and "
+                       "test), 1 grid point")
   args = ap.parse_args(argv)
   protocol, grids = PROTOCOL, dict(lr_grid=LR_GRID, lam_grid=LAM_GRID)
   if args.tiny:
-    protocol = dict(PROTOCOL, n_max=20, epochs=1, eval_every=1)
+    protocol = dict(PROTOCOL, n_max=20, epochs=1, eval_every=1, test_per_class=20)
     grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[:1])
   if not args.report:
     from absgd_jax.train.demo import use_compile_cache

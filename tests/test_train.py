@@ -459,8 +459,16 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
   assert np.isfinite(summary["final"]["train_loss"])
   balanced = experiment_data.build(dataclasses.replace(cfg, imbalance="none", n_max=5))
   assert balanced.train.class_counts().tolist() == [5] * 10
+  # test_per_class=1: the first test image of every class, and the training set untouched.
+  capped = experiment_data.build(dataclasses.replace(cfg, test_per_class=1))
+  first = [int(np.flatnonzero(exp.test.labels == c)[0]) for c in range(10)]
+  np.testing.assert_array_equal(capped.test.images, exp.test.images[sorted(first)])
+  assert sorted(capped.test.labels.tolist()) == list(range(10))
+  np.testing.assert_array_equal(capped.train.images, exp.train.images)
   with pytest.raises(ValueError, match="crop_padding must be >= 0"):
     make_config("cifar10-lt", crop_padding=-1)
+  with pytest.raises(ValueError, match="test_per_class"):
+    make_config("cifar10-lt", test_per_class=-1)
 
 
 def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_path, capsys):

@@ -109,6 +109,10 @@ def build(config: Config) -> ExperimentData:
                                  n_max=n_max)
   elif n_max is not None:  # A balanced subset of n_max per class.
     train = data.make_imbalanced(train, 1.0, seed=config.seed, n_max=n_max)
+  if config.test_per_class:
+    per_class = [np.flatnonzero(test.labels == c)[:config.test_per_class]
+                 for c in range(config.num_classes)]
+    test = test.subset(np.sort(np.concatenate(per_class)))
   if config.image_size:
     size = config.image_size
     train, test = data.downsample(train, size), data.downsample(test, size)
