@@ -126,6 +126,42 @@ def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam(experiments):
   np.testing.assert_allclose(np.asarray(w), expect, rtol=1e-4)
 
 
+def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, monkeypatch):
+  sys.path.insert(0, os.path.join(EXP, "figures"))
+  try:
+    import fig4_gamma
+  finally:
+    sys.path.pop(0)
+  import absgd_jax.train.demo
+  monkeypatch.setattr(absgd_jax.train.demo, "use_compile_cache", lambda folder: None)
+  seen = []
+
+  def fake(path, fields, config, done):  # As train_record, with a made-up result.
+    key = json.dumps(fields, sort_keys=True)
+    if key in done:
+      return done[key]
+    seen.append((dict(fields), config.stage2_epoch))
+    rec = dict(fields, key=key, test_acc=0.4 + 0.01 * len(seen), cpu_s=0.0)
+    with open(path, "a") as f:
+      f.write(json.dumps(rec) + "\n")
+    return rec
+
+  monkeypatch.setattr(fig4_gamma, "train_record", fake)
+  path = str(tmp_path / "f4.jsonl")
+  fig4_gamma.run(path, "unused", seeds=[0])
+  fig4_gamma.run(path, "unused", seeds=[0], lam_from=2)
+  default, early = seen[:6], seen[6:]
+  assert default[0] == (dict(method="sgd", gamma=None, seed=0, tiny=False), 16)
+  assert all("stage2_epoch" not in f and e == 16 for f, e in default)
+  # lam from epoch 2: five ABSGD runs of its own, and SGD (which has no lam) not run again.
+  assert [f["gamma"] for f, _ in early] == [0.1, 0.3, 0.5, 0.7, 0.9]
+  assert all(f["stage2_epoch"] == 2 and e == 2 for f, e in early)
+  got = fig4_gamma.plot(path, str(tmp_path / "a.png"))
+  assert got["sgd"] == pytest.approx([41.0]) and got["gamma=0.1"] == pytest.approx([42.0])
+  got = fig4_gamma.plot(path, str(tmp_path / "b.png"), lam_from=2)
+  assert got["sgd"] == pytest.approx([41.0]) and got["gamma=0.1"] == pytest.approx([47.0])
+
+
 @needs_cifar
 def test_noise_protocol_gpu_tiny_run(tmp_path):
   path = tmp_path / "n.jsonl"
