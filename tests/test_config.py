@@ -69,6 +69,23 @@ def test_fingerprint_covers_result_fields_only():
   assert fingerprint(dataclasses.replace(cos, epochs=40)) != fingerprint(cos)
 
 
+def test_a_field_added_later_leaves_older_runs_their_folder():
+  # test_per_class came after run folders were named by fingerprint. At its default it is
+  # not in what the fingerprint hashes, so a run started before it keeps its folder name,
+  # and a config saved then (no such key) compares equal to today's.
+  cfg = make_config("cifar10-lt")
+  assert "test_per_class" not in result_fields(cfg)
+  saved = {k: v for k, v in json.loads(json.dumps(config_to_dict(cfg))).items()
+           if k != "test_per_class"}
+  assert fingerprint(saved) == fingerprint(cfg)
+  assert C.diff_configs(saved, cfg) == []
+  # Set, it is a setting like any other: another folder, and a resume refuses to mix them.
+  capped = dataclasses.replace(cfg, test_per_class=20)
+  assert result_fields(capped)["test_per_class"] == 20
+  assert fingerprint(capped) != fingerprint(cfg)
+  assert C.diff_configs(saved, capped) == ["test_per_class"]
+
+
 def test_saved_config_round_trips_through_json():
   cfg = make_config("cifar10-noise", lam=float("inf"), method="sgd")
   saved = json.loads(json.dumps(config_to_dict(cfg)))

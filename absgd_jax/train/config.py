@@ -547,6 +547,9 @@ def make_config(preset: str | None = None, overrides: dict[str, Any] | None = No
 # warns, and the preset's name (the resolved values are what count).
 NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_workers",
                                "data_dir", "preset", "collapse_weight", "collapse_steps"})
+# Result fields added after run folders were named by fingerprint: left out while at their
+# default, so that a run started before they existed keeps its folder name and resumes.
+OMITTED_AT_DEFAULT = frozenset({"test_per_class"})
 
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
@@ -582,6 +585,8 @@ def result_fields(config: Config | Mapping[str, Any]) -> dict[str, Any]:
     if name == "epochs" and d.get("lr_schedule", defaults["lr_schedule"]) != "cosine":
       continue
     value = d.get(name, defaults[name])
+    if name in OMITTED_AT_DEFAULT and value == defaults[name]:
+      continue
     if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
                                     and isinstance(defaults[name], float)):
       value = float(value)  # lam=5 and lam=5.0 are one setting.
