@@ -15,11 +15,11 @@ def free_port() -> str:
     return str(s.getsockname()[1])
 
 
-def child_env(*xla_flags: str, **env: str) -> dict:
+def child_env(*xla_flags: str) -> dict:
   """This process's environment for a child on the CPU, with ``xla_flags`` added to the
   suite's own XLA flags (conftest.TEST_XLA_FLAGS), not put in their place."""
   flags = " ".join([os.environ.get("XLA_FLAGS", ""), *xla_flags]).strip()
-  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags, **env)
+  return dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=ROOT, XLA_FLAGS=flags)
 
 
 def launch(script, nproc: int, devices_each: int, *args: str) -> None:

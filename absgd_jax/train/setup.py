@@ -79,9 +79,7 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
     return weighting.l2rw(apply_fn, loss_fn, learning_rate_schedule(config, steps_per_epoch))
   if config.method not in WEIGHTED_METHODS:
     return weighting.uniform()
-  # EG: the current batch alone. At a fixed lam it differs from ABSGD only by a per-step
-  # factor on the gradient, mean_t exp(L/lam) / s_t, close to 1 at gamma 0.9: the two ended
-  # within 0.06 points of each other on every seed of the reduced Table 6 (RESULTS.md).
+  # EG: the current batch alone (how little that differs from ABSGD: absgd_weights' gamma).
   gamma = 1.0 if config.method == "eg" else config.gamma
   if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
     return weighting.kl_budget(config.kl_budget, gamma,
