@@ -39,8 +39,8 @@ import itertools
 import os
 import time
 
-import common
-from common import mean_std
+from experiments import common
+from experiments.common import mean_std
 
 EXPERIMENT = "cifar_paper_tables"
 SETTINGS = {"LT": "cifar10-lt", "ST": "cifar10-st"}

@@ -1,8 +1,8 @@
 """Issue 5's reduced CIFAR-10 table: SGD vs ABSGD and their class-weighted variants, on 2 CPU cores.
 
-    python experiments/cifar_table.py                 # sweep, then the table (resumable)
-    python experiments/cifar_table.py --report        # rebuild table + plots from the records
-    python experiments/cifar_table.py --data-dir DIR  # a folder with CIFAR-10's train/test.zip
+    python -m experiments.cifar_table                 # sweep, then the table (resumable)
+    python -m experiments.cifar_table --report        # rebuild table + plots from the records
+    python -m experiments.cifar_table --data-dir DIR  # a folder with CIFAR-10's train/test.zip
 
 Several copies may run at once on one record file: each claims the runs nobody has (a lock
 file per run), so on 2 cores two single-threaded workers, one per core, finish about 1.2x
@@ -39,8 +39,8 @@ import argparse
 import os
 import time
 
-import common
-from common import mean_std, slug
+from experiments import common
+from experiments.common import mean_std, slug
 
 EXPERIMENT = "cifar_table"
 

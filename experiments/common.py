@@ -5,9 +5,9 @@ experiment's file under ``experiments/results/``. Running a script again skips t
 already there, so an interrupted experiment resumes from its last finished run, and tables
 and plots are rebuilt from the file alone (``--report``), without retraining.
 
-A new experiment is a script beside this one::
+A new experiment is a module beside this one, run as ``python -m experiments.NAME``::
 
-    import common
+    from experiments import common
     results = common.results_path("my_table")        # experiments/results/my_table.jsonl
     rec = common.train_once(results, key, config, {"method": ..., "seed": ...})
     ...
@@ -22,9 +22,7 @@ jax's persistent compilation cache.
 
 Several workers may share one experiment: each claims a run with a lock file before training
 it, and a record is appended with a single ``write`` to a file opened for appending, which
-Linux keeps whole between processes on a local disk. Scripts run as
-``python experiments/NAME.py`` import this module as ``common`` (Python puts the script's
-folder first on ``sys.path``).
+Linux keeps whole between processes on a local disk.
 """
 
 from __future__ import annotations
@@ -227,7 +225,7 @@ def mean_std(values: list[float], scale: float = 1.0) -> str:
   return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} (n={len(values)})"
 
 
-# experiments/cifar_table.py's reduced CIFAR-10-LT (rho = 100, 12,406 images averaged to
+# experiments.cifar_table's reduced CIFAR-10-LT (rho = 100, 12,406 images averaged to
 # 16 x 16, ResNet-8, 20 epochs, lr 0.1 after a 1-epoch warm-up, divided by 100 at epochs 16
 # and 18, ABSGD's lam from epoch 16), where its validation sweep chose lr 0.1 for SGD and
 # lam 2 for ABSGD (CE). About 3.5 CPU core-minutes a run.

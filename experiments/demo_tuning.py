@@ -1,7 +1,7 @@
 """Tunes the demo's methods alike on a validation split; the demo uses the values it chooses.
 
-    python experiments/demo_tuning.py                # runs what is missing, then the report
-    python experiments/demo_tuning.py --report       # the report from the JSONL only
+    python -m experiments.demo_tuning                # runs what is missing, then the report
+    python -m experiments.demo_tuning --report       # the report from the JSONL only
 
 Every method of every demo row (``absgd_jax.train.demo.ROWS``) gets the same budget: 8 grid
 points, each trained with 3 seeds on 80% of every class of the training data and scored by
@@ -24,6 +24,7 @@ import statistics
 import time
 
 from absgd_jax.train import demo
+from absgd_jax.train.compile_cache import use_compile_cache
 
 # 8 points for every method. SGD: 8 learning rates. ABSGD: 4 learning rates x 2 values of lam.
 # The grids grew twice, alike for both methods, each time because SGD's best noise point sat
@@ -69,7 +70,7 @@ def load(path: str) -> dict[str, dict]:
 def tune(path: str, rows=None, seeds=SEEDS, **overrides) -> None:
   """Trains every grid point x seed not yet in ``path``; ``overrides`` shrink runs (tests)."""
   done = load(path)
-  demo.use_compile_cache(CACHE)
+  use_compile_cache(CACHE)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   for row in rows or GRID:
     for method, points in GRID[row].items():

@@ -6,7 +6,7 @@ run appends its record to ``experiments/results/digits_sweep.jsonl``, so re-runn
 what is done, and ``--report`` rebuilds the table (``digits_sweep.txt``) and the chosen
 values (``digits_sweep_chosen.json``) beside it from the records alone.
 
-    python experiments/digits_sweep.py [--seeds 0 1 2 3 4] [--settings lt50 ...] [--report]
+    python -m experiments.digits_sweep [--seeds 0 1 2 3 4] [--settings lt50 ...] [--report]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import os
 import statistics
 import time
 
-import common
+from experiments import common
 
 SETTINGS = {
     "lt50": dict(preset="digits-lt", rho=50),

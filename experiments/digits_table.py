@@ -1,7 +1,7 @@
 """Issue 5's digits table: SGD vs ABSGD with the paper's losses, imbalance and label noise.
 
-    python experiments/digits_table.py            # trains what is missing (resumable), reports
-    python experiments/digits_table.py --report   # rebuilds the table and plot from the records
+    python -m experiments.digits_table            # trains what is missing (resumable), reports
+    python -m experiments.digits_table --report   # rebuilds the table and plot from the records
 
 Each run appends its record to ``experiments/results/digits_table.jsonl``; re-running skips
 the runs already there, and ``--report`` rebuilds ``digits_table.md`` and ``digits_table.png``
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 
-import common
+from experiments import common
 
 IMBALANCE = {"LT rho=10": dict(preset="digits-lt", rho=10),
              "LT rho=50": dict(preset="digits-lt", rho=50),

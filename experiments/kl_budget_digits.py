@@ -1,9 +1,9 @@
-"""Issue 12: ABSGD with lam set by a KL budget (one rho for every setting and loss) against the
+"""ABSGD with lam set by a KL budget (one rho for every setting and loss) against the
 grid-tuned lam, side by side in one run, on the digits imbalance table.
 
-    python experiments/kl_budget_digits.py val       # rho on the validation split (LT rho=50)
-    python experiments/kl_budget_digits.py table     # the test table, 3 seeds (resumable)
-    python experiments/kl_budget_digits.py report    # the markdown table from the JSONL
+    python -m experiments.kl_budget_digits val       # rho on the validation split (LT rho=50)
+    python -m experiments.kl_budget_digits table     # the test table, 3 seeds (resumable)
+    python -m experiments.kl_budget_digits report    # the markdown table from the JSONL
 
 A KL row is the tuned row with ``kl_budget=rho`` (the Trainer then weighs with
 ``kl_absgd_weights(rho, gamma)``; the recorded table was run before that config field existed,
@@ -11,7 +11,7 @@ through a stand-in for the trainer's weigher factory that built the same weigher
 finished run is one line of
 ``experiments/results/kl_budget_digits.jsonl``; a re-run skips the lines already there.
 
-The tuned rows reproduce benchmarks/digits_table.py's ABSGD rows: lr 0.1, lam from the start,
+The tuned rows reproduce experiments/digits_table.py's ABSGD rows: lr 0.1, lam from the start,
 lam = 5 for CE and focal (chosen on LT rho=50's validation split for CE), lam = 100 for CB-LDAM
 (its own grid {20, 50, 100}); the settings and epochs are that table's.
 """
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -36,7 +35,7 @@ SETTINGS = {"LT rho=10": dict(preset="digits-lt", rho=10),
             "LT rho=50": dict(preset="digits-lt", rho=50),
             "ST rho=10": dict(preset="digits-st", rho=10),
             "ST rho=50": dict(preset="digits-st", rho=50)}
-# benchmarks/digits_table.py: IMBALANCE_METHODS' ABSGD rows, with CHOSEN and LDAM_CHOSEN.
+# experiments/digits_table.py: IMBALANCE_METHODS' ABSGD rows, with CHOSEN and LDAM_CHOSEN.
 LOSSES = {"CE": dict(),
           "Focal": dict(loss="focal"),
           "CB-LDAM": dict(loss="ldam", head="cosine", class_weighting="cb")}

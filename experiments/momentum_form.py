@@ -1,6 +1,6 @@
 """What the learning rate's place in the momentum does at a sharp decay: Eq. (2) vs torch's SGD.
 
-    python experiments/momentum_form.py [--json out.json]
+    python -m experiments.momentum_form [--json out.json]
 
 Two runs of momentum SGD that differ only in ``momentum_form`` (see ``absgd_jax.absgd``):
 CIFAR-10-LT (rho = 100) at 16 px with ResNet-8, 28 epochs, lr 0.1 divided by 100 at epoch 20
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from common import DATA_DIR
+from experiments.common import DATA_DIR
 
 
 def run(form: str, data_dir: str) -> dict:

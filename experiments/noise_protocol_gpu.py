@@ -1,8 +1,8 @@
 """Table 6 (label noise) with the paper's CIFAR-10 protocol, for a GPU: one resumable script.
 
-    python experiments/noise_protocol_gpu.py                 # tune, table, report (resumable)
-    python experiments/noise_protocol_gpu.py --report        # the report from the JSONL only
-    python experiments/noise_protocol_gpu.py --tiny --out /tmp/t.jsonl   # a CPU smoke run
+    python -m experiments.noise_protocol_gpu                 # tune, table, report (resumable)
+    python -m experiments.noise_protocol_gpu --report        # the report from the JSONL only
+    python -m experiments.noise_protocol_gpu --tiny --out /tmp/t.jsonl   # a CPU smoke run
 
 NOT RUN: no GPU was lent to this work; it has run only at ``--tiny`` size on a CPU.
 
@@ -36,8 +36,8 @@ from __future__ import annotations
 import argparse
 import os
 
-import noise_table
-from common import CACHE, DATA_DIR, REPO, load_jsonl
+from experiments import noise_table
+from experiments.common import CACHE, DATA_DIR, REPO, load_jsonl
 
 PROTOCOL = dict(model="cnn4", image_size=0, augment=True, epochs=120, batch_size=128,
                 lr_decay_epochs=(40, 80), lr_decay_factor=0.1, weight_decay=1e-4, gamma=0.9,
@@ -94,7 +94,7 @@ def main(argv=None):
     row_set = {k: v for k, v in row_set.items() if k in ("SGD (CE)", "ABSGD (CE)")}
     settings = settings[:1]
   if not args.report:
-    from absgd_jax.train.demo import use_compile_cache
+    from absgd_jax.train.compile_cache import use_compile_cache
     use_compile_cache(CACHE)
     done = load_jsonl(args.out)
     run_dir = os.path.join(REPO, "runs", "noise_protocol_gpu")

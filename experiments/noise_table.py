@@ -37,7 +37,7 @@ import argparse
 import os
 import statistics
 
-from common import CACHE, DATA_DIR, load_jsonl, mean_std, train_record
+from experiments.common import CACHE, DATA_DIR, load_jsonl, mean_std, train_record
 
 PROTOCOL = dict(model="resnet8", image_size=16, crop_padding=2, n_max=400, augment=False,
                 noise="sym", noise_rate=0.4, epochs=30, batch_size=128, lr_decay_epochs=(6, 24),
@@ -177,7 +177,7 @@ def main(argv=None):
     protocol = dict(PROTOCOL, n_max=20, epochs=1, eval_every=1, test_per_class=20)
     grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[:1])
   if not args.report:
-    from absgd_jax.train.demo import use_compile_cache
+    from absgd_jax.train.compile_cache import use_compile_cache
     use_compile_cache(CACHE)
     done = load_jsonl(args.out)
     chosen = tune(args.out, args.data_dir, protocol=protocol, done=done, **grids)

@@ -90,13 +90,16 @@ def test_weight_panels_plot_writes_a_png(tmp_path):
 
 def test_use_compile_cache_keeps_a_folder_already_chosen(tmp_path):
   import jax
+
+  from absgd_jax.train.compile_cache import use_compile_cache
+  assert demo.use_compile_cache is use_compile_cache  # The demo's runs use the same switch.
   before = jax.config.jax_compilation_cache_dir
   try:
     jax.config.update("jax_compilation_cache_dir", str(tmp_path / "mine"))
-    demo.use_compile_cache(str(tmp_path / "demo"))
+    use_compile_cache(str(tmp_path / "demo"))
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "mine")
     jax.config.update("jax_compilation_cache_dir", None)
-    demo.use_compile_cache(str(tmp_path / "demo"))
+    use_compile_cache(str(tmp_path / "demo"))
     assert jax.config.jax_compilation_cache_dir == str(tmp_path / "demo")
   finally:
     jax.config.update("jax_compilation_cache_dir", before)

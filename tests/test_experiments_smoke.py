@@ -1,7 +1,8 @@
-"""The experiment scripts under experiments/: their choices on known records, and tiny runs.
+"""The experiment modules under experiments/: their choices on known records, and tiny runs.
 
-The tiny runs start each script as a user would (a subprocess, one CPU device) at a size of
-seconds, and check what it wrote: records, chosen values, PNGs.
+The tiny runs start each module as a user would (``python -m experiments.NAME`` in a
+subprocess, one CPU device) at a size of seconds, and check what it wrote: records, chosen
+values, PNGs.
 """
 
 import json
@@ -14,18 +15,14 @@ import pytest
 from processes import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXP = os.path.join(REPO, "experiments")
 DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
 needs_cifar = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "train.zip")),
                                  reason="CIFAR-10 zips not found")
 
 
 @pytest.fixture
-def experiments(monkeypatch):
-  monkeypatch.syspath_prepend(EXP)
-  import common
-  import demo_tuning
-  import noise_table
+def experiments():
+  from experiments import common, demo_tuning, noise_table
   return common, demo_tuning, noise_table
 
 
@@ -101,7 +98,7 @@ def test_mean_std_cells(experiments):
 
 
 def test_fig1_toy_absgd_step_helps_the_minority(tmp_path):
-  out = _script([os.path.join(EXP, "figures", "fig1_toy.py"), "--out", str(tmp_path / "f.png")],
+  out = _script(["-m", "experiments.figures.fig1_toy", "--out", str(tmp_path / "f.png")],
                 tmp_path)
   acc = {line.split(" minority")[0].strip(): float(line.split("minority accuracy ")[1][:4])
          for line in out.splitlines() if "minority accuracy" in line}
@@ -109,12 +106,8 @@ def test_fig1_toy_absgd_step_helps_the_minority(tmp_path):
   assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam(experiments):
-  sys.path.insert(0, os.path.join(EXP, "figures"))
-  try:
-    import fig1_toy
-  finally:
-    sys.path.pop(0)
+def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam():
+  from experiments.figures import fig1_toy
   x, y = fig1_toy.make_data(0)
   idx = fig1_toy.make_batch(y, 0)
   assert int(y[idx].sum()) == fig1_toy.BATCH_MIN
@@ -127,13 +120,9 @@ def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam(experiments):
 
 
 def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, monkeypatch):
-  sys.path.insert(0, os.path.join(EXP, "figures"))
-  try:
-    import fig4_gamma
-  finally:
-    sys.path.pop(0)
-  import absgd_jax.train.demo
-  monkeypatch.setattr(absgd_jax.train.demo, "use_compile_cache", lambda folder: None)
+  import absgd_jax.train.compile_cache
+  from experiments.figures import fig4_gamma
+  monkeypatch.setattr(absgd_jax.train.compile_cache, "use_compile_cache", lambda folder: None)
   seen = []
 
   def fake(path, fields, config, done):  # As train_record, with a made-up result.
@@ -165,7 +154,7 @@ def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, mo
 @needs_cifar
 def test_noise_protocol_gpu_tiny_run(tmp_path):
   path = tmp_path / "n.jsonl"
-  out = _script([os.path.join(EXP, "noise_protocol_gpu.py"), "--tiny", "--out", str(path),
+  out = _script(["-m", "experiments.noise_protocol_gpu", "--tiny", "--out", str(path),
                  "--data-dir", DATA, "--seeds", "0"], tmp_path)
   recs = [json.loads(l) for l in path.read_text().splitlines()]
   assert sorted((r["phase"], r["row"]) for r in recs) == [
@@ -179,8 +168,7 @@ def test_noise_protocol_gpu_tiny_run(tmp_path):
 
 @needs_cifar
 def test_fig3_tiny_run(tmp_path):
-  fig = os.path.join(EXP, "figures")
-  _script([os.path.join(fig, "fig3_features.py"), "--tiny", "--embed", "pca", "--per-class",
+  _script(["-m", "experiments.figures.fig3_features", "--tiny", "--embed", "pca", "--per-class",
            "3", "--out", str(tmp_path / "f3.png"), "--records", str(tmp_path / "f3.jsonl"),
            "--data-dir", DATA], tmp_path)
   recs = [json.loads(l) for l in (tmp_path / "f3.jsonl").read_text().splitlines()]
@@ -190,8 +178,7 @@ def test_fig3_tiny_run(tmp_path):
 
 @needs_cifar
 def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can run it alongside.
-  fig = os.path.join(EXP, "figures")
-  out = _script([os.path.join(fig, "fig4_gamma.py"), "--tiny", "--seeds", "0", "--out",
+  out = _script(["-m", "experiments.figures.fig4_gamma", "--tiny", "--seeds", "0", "--out",
                  str(tmp_path / "f4.png"), "--records", str(tmp_path / "f4.jsonl"),
                  "--data-dir", DATA], tmp_path)
   recs = [json.loads(l) for l in (tmp_path / "f4.jsonl").read_text().splitlines()]

@@ -6,8 +6,6 @@ pixels. ResNet-8 at 16 px, batches of 32: the whole file takes well under a minu
 """
 
 import copy
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -17,12 +15,9 @@ torch = pytest.importorskip("torch")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "experiments", "parity"))
-import convert  # noqa: E402
-import torch_reference as ref  # noqa: E402
-import trajectory  # noqa: E402
-
 from absgd_jax.data import ArrayDataset  # noqa: E402
+from experiments.parity import convert, trajectory  # noqa: E402
+from experiments.parity import torch_reference as ref  # noqa: E402
 
 SIZE, BATCH, STEPS = 16, 32, 20
 

@@ -1,6 +1,6 @@
 """Figure 1: one SGD step vs one ABSGD step on a 2-D imbalanced toy problem.
 
-    python experiments/figures/fig1_toy.py [--out experiments/figures/fig1_toy.png]
+    python -m experiments.figures.fig1_toy [--out experiments/figures/fig1_toy.png]
 
 A linear binary classifier sign(w . x + b) with the logistic loss, on 190 majority points
 (label 0) and 10 minority points (label 1) drawn from two Gaussians. Both methods start from

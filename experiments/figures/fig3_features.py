@@ -1,8 +1,8 @@
 """Figure 3: penultimate features under two-stage lam vs a fixed small lam, CIFAR-10-LT, in 2-D.
 
-    python experiments/figures/fig3_features.py [--embed tsne|pca] [--seed 0]
+    python -m experiments.figures.fig3_features [--embed tsne|pca] [--seed 0]
 
-Two ABSGD (CE) runs on the reduced CIFAR-10-LT of ``benchmarks/cifar_table.py`` (rho = 100,
+Two ABSGD (CE) runs on the reduced CIFAR-10-LT of ``experiments/cifar_table.py`` (rho = 100,
 16 x 16 images, ResNet-8, 20 epochs; see ``common.REDUCED_LT``), one seed:
 
 - two-stage: lam = inf (momentum SGD) for epochs 0-15, then lam = 1 from epoch 16, the first
@@ -21,13 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import figure_parser, reduced_lt  # noqa: E402  (experiments/ holds the shared helpers)
+from experiments.common import CACHE, figure_parser, reduced_lt
 
 RUNS = {"two-stage lam: inf, then 1 from epoch 16": dict(lam=1.0, stage2_epoch=16),
         "fixed lam = 1": dict(lam=1.0, stage2_epoch=0)}
@@ -83,9 +81,8 @@ def main(argv=None):
                   help="images per class embedded, from each of train and test")
   args = ap.parse_args(argv)
   from absgd_jax.train import Trainer
-  from absgd_jax.train.demo import use_compile_cache
+  from absgd_jax.train.compile_cache import use_compile_cache
   from absgd_jax.train.plots import _pyplot
-  from common import CACHE
   use_compile_cache(CACHE)
 
   panels = []

@@ -1,9 +1,9 @@
 """Figure 4, left: ABSGD's test accuracy against gamma on CIFAR-10-LT, SGD as a dashed line.
 
-    python experiments/figures/fig4_gamma.py [--seeds 0 1 2]     # resumable, then the PNG
-    python experiments/figures/fig4_gamma.py --report             # the PNG from the records
+    python -m experiments.figures.fig4_gamma [--seeds 0 1 2]     # resumable, then the PNG
+    python -m experiments.figures.fig4_gamma --report             # the PNG from the records
 
-The reduced CIFAR-10-LT of ``benchmarks/cifar_table.py`` (rho = 100, 16 x 16 images,
+The reduced CIFAR-10-LT of ``experiments/cifar_table.py`` (rho = 100, 16 x 16 images,
 ResNet-8, 20 epochs; ``common.REDUCED_LT``) with the values its validation sweep chose: lr
 0.1, and for ABSGD (CE) lam = 2 from epoch 16. ABSGD runs gamma in {0.1, 0.3, 0.5, 0.7, 0.9}
 (the paper's grid), momentum SGD once per seed. About 3.5 CPU core-minutes a run, 6 runs a
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import (CACHE, REDUCED_LT, figure_parser, load_jsonl, reduced_lt,  # noqa: E402
-                    train_record)
+from experiments.common import (CACHE, REDUCED_LT, figure_parser, load_jsonl, reduced_lt,
+                                train_record)
 
 GAMMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TINY_GAMMAS = (0.5,)  # --tiny: SGD and one gamma.
@@ -35,7 +33,7 @@ def _lam_from(rec: dict) -> int:
 
 def run(records: str, data_dir: str, seeds, tiny: bool = False, lam_from: int = LAM_FROM
         ) -> None:
-  from absgd_jax.train.demo import use_compile_cache
+  from absgd_jax.train.compile_cache import use_compile_cache
   use_compile_cache(CACHE)
   done = load_jsonl(records)
   gammas = TINY_GAMMAS if tiny else GAMMAS

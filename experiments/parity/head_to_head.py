@@ -23,8 +23,8 @@ JSON line to ``--out``, and a run already there is skipped; ``--report`` prints 
 that file alone. Two processes may share one ``--out`` if they are given different runs
 (``--sides`` / ``--seeds``).
 
-    python experiments/parity/head_to_head.py --sides torch ours --seeds 0 1 2
-    python experiments/parity/head_to_head.py --report
+    python -m experiments.parity.head_to_head --sides torch ours --seeds 0 1 2
+    python -m experiments.parity.head_to_head --report
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 
 # One core per run: two runs share the 2-core machine. Set before jax is imported.
@@ -43,8 +42,7 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false "
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_reference as ref  # noqa: E402
+from experiments.parity import torch_reference as ref  # noqa: E402
 
 SIDES = ("torch", "ours", "ours_ldam_subset", "torch_kit_norm", "torch_step_warmup",
          "torch_zero_bias", "torch_jpeg2")
@@ -78,7 +76,7 @@ def load_data(p: Protocol, recode: bool = False):
   (before downsampling) to both, cached under runs/parity/."""
   if not recode:
     return ref.load_cifar10(p.data_dir, p.image_size)
-  import jpeg_pass
+  from experiments.parity import jpeg_pass
   from absgd_jax.data import downsample
   train, test = ref.load_cifar10(p.data_dir)
   cache = os.path.join("runs", "parity", "jpeg2_{}.npy")

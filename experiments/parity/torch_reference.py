@@ -27,7 +27,7 @@ Images come from the project's own loader (:func:`absgd_jax.data.load_image_fold
 shared JPEG copy, optionally area-downsampled like the kit's ``image_size``), so both
 frameworks see the same pixels. One run::
 
-    python experiments/parity/torch_reference.py --depth 8 --image-size 16 --epochs 60 \\
+    python -m experiments.parity.torch_reference --depth 8 --image-size 16 --epochs 60 \\
         --warmup 2 --decay 48 54 --seed 0
 """
 

@@ -15,7 +15,7 @@ ReLU's kink, and one pre-activation within rounding of 0 that lands on the other
 its BatchNorm channel's gradient by ~1e-3 (seen at step 1 on the test's synthetic data). Our
 divergence from the reference should stay within a small multiple of the larger yardstick.
 
-    python experiments/parity/trajectory.py --depth 8 --image-size 16 --batch 32 --steps 20
+    python -m experiments.parity.trajectory --depth 8 --image-size 16 --batch 32 --steps 20
 """
 
 from __future__ import annotations
@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import convert  # noqa: E402
-import torch_reference as ref  # noqa: E402
-
-import absgd_jax  # noqa: E402
-from absgd_jax import losses as L  # noqa: E402
-from absgd_jax.models import create_model  # noqa: E402
-from absgd_jax.train.step import TrainState, make_train_step  # noqa: E402
+import absgd_jax
+from absgd_jax import losses as L
+from absgd_jax.models import create_model
+from absgd_jax.train.step import TrainState, make_train_step
+from experiments.parity import convert
+from experiments.parity import torch_reference as ref
 
 
 def flax_template(depth: int, image_size: int, num_classes: int = 10):
