@@ -120,7 +120,7 @@ def kl_absgd_weights(
   Args:
     rho: the KL budget, a finite number > 0. On digits, rho = 0.01 (ESS / B about 0.98) was
       chosen on validation and matched the grid-tuned lam for CE, focal and LDAM alike
-      (benchmarks/RESULTS.md, issue 12).
+      (docs/results/kl_budget.md).
     gamma: moving-average rate of s in (0, 1], as in :func:`absgd_jax.absgd_weights`.
     sign: ``+1`` (lam > 0: up-weight hard samples, imbalance) or ``-1`` (lam < 0: up-weight
       easy samples, label noise).

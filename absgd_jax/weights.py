@@ -242,7 +242,8 @@ def absgd_weights(
       (the paper's EG baseline). gamma never changes the ratio of two weights in one batch,
       only their common scale, the batch mean of ``exp(L/lam)`` over ``s``: with a fixed lam,
       ABSGD and EG differ by that per-step factor on the gradient, which stays near 1 at
-      gamma 0.9 (benchmarks/RESULTS.md measures them within 0.06 points on noisy CIFAR-10).
+      gamma 0.9 (docs/results/label_noise.md measures them within 0.06 points on noisy
+      CIFAR-10).
     s0: initial ``s``. ``None`` (default) sets ``s`` from the first batch, so that batch's
       weights average 1. A number ``>= 0`` is Algorithm 1's :math:`s_0`; ``s0=0`` is the
       authors' PyTorch code for a constant lam (their ``robAlpha`` = 1). ``s0`` is used

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The GPU checks, prepared to run in one go on a lent machine (no network, jax preinstalled):
+# The GPU checks, prepared to run in one go on a GPU machine (no network, jax preinstalled):
 #
 #   bash benchmarks/gpu_suite.sh OUT [SECONDS]
 #
 # 1. step time ABSGD vs SGD (ResNet-32 b128 at 32 px; ResNet-50 b64 at 224 px),
 # 2. absgd_jax vs PyTorch on the same ResNet-32 ABSGD step,
-#    and a lam sweep of 8 ResNet-32s as one program vs one run, beside torch.compile (issue 12),
+#    and a lam sweep of 8 ResNet-32s as one program vs one run, beside torch.compile,
 # 3. the input pipeline's throughput and the one-time decode of train.zip,
 # 4. two timed epochs of the paper's CIFAR-10-LT command (ResNet-32),
 # 5. with the time left before SECONDS (default 540), the CIFAR-10-LT and -ST protocol,

@@ -1,4 +1,4 @@
-"""Issue 7: images/s of JPEG decode + ImageNet-style crop at 224 px, per CPU core and streamed.
+"""Images/s of JPEG decode + ImageNet-style crop at 224 px, per CPU core and streamed.
 
     python benchmarks/imagenet_pipeline.py [--images 400] [--workers 0 1 2] [--json out.json]
 

@@ -3,8 +3,8 @@
 The JAX side is the training kit's own step (:func:`absgd_jax.train.step.make_train_step`), on
 synthetic CIFAR-shaped data (uint8 images, 10 classes): the single run's step under
 ``jax.jit``, and :func:`absgd_jax.train.sweep.make_sweep_step` (the same step vmapped over M
-members, each with its own lam) under one ``jax.jit``. Issue 12's goal on a GPU: M = 8 for at
-most 2.5 times one run. Beside it, the same ABSGD step of one ResNet-32 in PyTorch with
+members, each with its own lam) under one ``jax.jit``. The goal on a GPU: M = 8 for at most
+2.5 times one run. Beside it, the same ABSGD step of one ResNet-32 in PyTorch with
 ``torch.compile`` (mode ``reduce-overhead`` on CUDA: CUDA graphs, the strongest for a
 launch-bound step; ``default`` elsewhere), the reference for what one run costs there (a
 PyTorch sweep runs its M models one after another). The PyTorch side is ResNet-32 only.

@@ -1,4 +1,5 @@
-"""Issue 5's reduced CIFAR-10 table: SGD vs ABSGD and their class-weighted variants, on 2 CPU cores.
+"""Tables 1 and 2, CIFAR-10 reduced to 20 epochs on 2 CPU cores: SGD vs ABSGD and their
+class-weighted variants.
 
     python -m experiments.cifar_table                 # sweep, then the table (resumable)
     python -m experiments.cifar_table --report        # rebuild table + plots from the records

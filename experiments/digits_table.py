@@ -1,4 +1,4 @@
-"""Issue 5's digits table: SGD vs ABSGD with the paper's losses, imbalance and label noise.
+"""The digits table: SGD vs ABSGD with the paper's losses, imbalance and label noise.
 
     python -m experiments.digits_table            # trains what is missing (resumable), reports
     python -m experiments.digits_table --report   # rebuilds the table and plot from the records

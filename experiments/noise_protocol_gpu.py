@@ -4,7 +4,7 @@
     python -m experiments.noise_protocol_gpu --report        # the report from the JSONL only
     python -m experiments.noise_protocol_gpu --tiny --out /tmp/t.jsonl   # a CPU smoke run
 
-NOT RUN: no GPU was lent to this work; it has run only at ``--tiny`` size on a CPU.
+Not run at full size yet: it has run only at ``--tiny`` size on a CPU (docs/results/label_noise.md).
 
 The paper's Section 5.1, after the SCE paper (Wang et al. 2019): its 4-layer CNN
 (``model=cnn4``) on 32 x 32 CIFAR-10, all 50,000 training images, 120 epochs at batch 128,
@@ -19,7 +19,8 @@ before the noise, so clean), by accuracy after the last epoch:
 - EG (SCE), ABSGD (CE), ABSGD (SCE): the lr chosen for SGD with the same loss, and lam in
   {-0.1, -0.5, -1, -2, -3} (the paper's grid; so these rows get 5 tuning runs to SGD's 3, as
   in the paper). lam acts from the first step, as the paper describes; ``--stage2-epoch 40``
-  switches it on at the first decay instead, which issue 16 found more stable on digits.
+  switches it on at the first decay instead, which is more stable on digits (lam < 0 from
+  the first step can lock whole classes out).
 
 Fixed where the paper tuned, to bound the cost: weight decay 1e-4 (paper: {1e-4, 5e-4, 1e-3,
 5e-3}), gamma 0.9 (paper: {0.1, 0.5, 0.9}), SCE alpha 0.1 and beta 1 (the SCE paper's CIFAR-10

@@ -12,7 +12,7 @@ Nearly all of the suite's time is XLA compiling. Three things keep it down:
 - A cheaper XLA CPU code generator for the whole suite (``TEST_XLA_FLAGS``): the programs
   here are small and run for milliseconds, so compiling them, not running them, is the cost.
   Measured on 2 cores from a fresh clone: the suite's CPU time fell by about 30%, and no
-  test changed its verdict (benchmarks/RESULTS.md). ``ABSGD_TEST_XLA_DEFAULTS=1 pytest``
+  test changed its verdict (docs/contributing.md). ``ABSGD_TEST_XLA_DEFAULTS=1 pytest``
   runs the suite with XLA's default code generator instead, as users' programs are compiled.
 """
 

@@ -188,7 +188,7 @@ class Config:
   # > 0: lam is not fixed but set online so that KL(weights || uniform) stays near this budget
   # (absgd_jax.kl_absgd_weights; docs/kl_budget.md relates it to the effective sample size).
   # 0.01 held within about a point of the grid-tuned lam on every digits imbalance cell, for
-  # CE, focal and CB-LDAM alike (benchmarks/RESULTS.md). lam is then unused. 0 = off.
+  # CE, focal and CB-LDAM alike (docs/results/kl_budget.md). lam is then unused. 0 = off.
   kl_budget: float = 0.0
   # lam = inf (plain SGD) before this epoch, then lam (Section 3.6). For SGD/Adam, which have
   # no lam, it only marks where stage2_trainable starts freezing.

@@ -35,8 +35,8 @@ def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
   if not os.path.exists(path):
     raise FileNotFoundError(f"split list {path} not found: set data_dir to the data set's "
                             f"folder, or train_list / test_list to the lists' paths.")
-  # Every listed file is stat'ed before a long run starts (issue 11: a sample check let one
-  # missing file crash the loader mid-epoch).
+  # Every listed file is stat'ed before a long run starts: a check of a sample of the files
+  # can pass with one missing, which would then crash the loader mid-epoch.
   if path.endswith(".json"):
     ds = data.read_inat_json(path, config.data_dir, check_files=True)
   else:

@@ -214,8 +214,8 @@ def resolve_mode(mode: str) -> str:
   """``auto`` is ``vmap`` on accelerators and ``map`` on the CPU.
 
   Under vmap the members' convolutions become one grouped convolution (each member has its
-  own kernels), which XLA:CPU runs far slower than M separate ones (benchmarks/RESULTS.md,
-  issue 12); a GPU or TPU, launch-bound on a small model, gains from it. ``map`` runs the
+  own kernels), which XLA:CPU runs far slower than M separate ones
+  (docs/results/sweeps.md); a GPU or TPU, launch-bound on a small model, gains from it. ``map`` runs the
   members one after another inside the same compiled program (about M times one step).
   """
   if mode not in MEMBER_MODES:
@@ -233,7 +233,7 @@ def over_members(fn: Callable, mode: str, shared: tuple[bool, ...]) -> Callable:
 
   def mapped(*args):
     # Unrolled rather than lax.map: XLA:CPU ran a ResNet step inside lax.map's loop many
-    # times slower than the same step alone (benchmarks/RESULTS.md, issue 12).
+    # times slower than the same step alone (docs/results/sweeps.md).
     size = jax.tree.leaves(args[0])[0].shape[0]
     outs = [fn(*(a if s else jax.tree.map(lambda x, i=i: x[i], a) for a, s in zip(args, shared)))
             for i in range(size)]

@@ -201,7 +201,8 @@ class Trainer:
 
 def _summary(t: Trainer, wall_time_s: float) -> dict[str, Any]:
   """What ``summary.json`` records: the settings, the last epoch, and whether the weights
-  were on (issue 11: a shortened preset once ran plain SGD labelled as ABSGD)."""
+  were on, so that a run whose lam stage never began (a shortened schedule) is not taken for
+  ABSGD."""
   c = t.config
   steps_run = c.epochs * t.steps_per_epoch
   return {

@@ -2,7 +2,7 @@
 
 Written for this project from the descriptions of the LDAM-DRW code (Cao et al. 2019,
 kaidic/LDAM-DRW), on which the ABSGD authors' CIFAR code (qiqi-helloworld/ABSGD) is built. What
-it does, and where our kit differs on purpose (see benchmarks/RESULTS.md, issue 15):
+it does, and where our kit differs on purpose (see docs/results/parity.md):
 
 * **Model**: the CIFAR ResNet of He et al. (6n + 2 layers, 16/32/64 channels), shortcut A
   (subsample, zero-pad the new channels half on each side), every conv and the linear layer
@@ -215,7 +215,7 @@ class RefConfig:
   seed: int = 0
   eval_every: int = 1
   threads: int = 1
-  # Bisection switches toward our kit's choices (issue 15): the warm-up per step as
+  # Bisection switches toward our kit's choices: the warm-up per step as
   # absgd_jax's learning_rate_schedule, and the classifier's bias started at 0.
   warmup_per_step: bool = False
   zero_head_bias: bool = False
