@@ -1,4 +1,4 @@
-"""Gradient accumulation (issue 14, case 4): k micro-batches against one big batch.
+"""Gradient accumulation: k micro-batches against one big batch.
 
 The exact recipe (examples/gradient_accumulation.py) gives the big batch's step. The plain
 optax.MultiSteps recipe differs, and the tests name how: the count runs in micro-batches, and

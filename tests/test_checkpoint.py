@@ -1,4 +1,4 @@
-"""Issue 11's checkpoint cases: the good checkpoint survives a blow-up, and a checkpoint that
+"""Checkpoints under failure: the good checkpoint survives a blow-up, and a checkpoint that
 does not read falls back to the one before it with a warning (or fails with a hint)."""
 
 import os
@@ -26,8 +26,8 @@ def _corrupt(step_dir: pathlib.Path):
 
 
 def test_best_checkpoint_survives_a_blow_up(tmp_path):
-  # Issue 11, case 2: 4 good epochs (accuracy up to 0.60), then epochs that blew up; with
-  # max_to_keep=2 the good one was deleted and "the last good checkpoint" was a diverged one.
+  # 4 good epochs (accuracy up to 0.60), then epochs that blew up: with max_to_keep=2 a
+  # rotation by age alone deletes the good one and leaves only diverged checkpoints.
   ckpt = Checkpointer(str(tmp_path), keep=2)
   accs = [0.30, 0.50, 0.60, 0.55]
   for epoch, acc in enumerate(accs):
@@ -70,7 +70,7 @@ def test_a_metric_beats_no_metric_and_unhealthy_never_counts(tmp_path):
 
 
 def test_corrupt_latest_checkpoint_falls_back_with_a_warning_naming_both(tmp_path):
-  # Issue 11, case 4: a corrupt checkpoint gave a TensorStore dump and no fall-back.
+  # A corrupt checkpoint must give a fall-back and a warning, not a TensorStore dump.
   ckpt = Checkpointer(str(tmp_path), keep=3)
   for epoch in range(3):
     ckpt.save(epoch, _state(epoch), {"epoch": epoch})

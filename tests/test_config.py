@@ -1,4 +1,4 @@
-"""Issue 11's configuration cases: a run is its settings, schedules follow the run's length,
+"""Configuration: a run is its settings, schedules follow the run's length,
 and every bad value is named before any data is read."""
 
 import dataclasses
@@ -27,7 +27,7 @@ from absgd_jax.train.config import (
 
 
 def test_readme_sgd_baseline_does_not_share_the_absgd_folder():
-  # Issue 11, case 1: `--config digits-lt`, then `--config digits-lt --set method=sgd`.
+  # `--config digits-lt`, then `--config digits-lt --set method=sgd`: two runs, two folders.
   _, absgd = cli.parse(["--config", "digits-lt"])
   _, sgd = cli.parse(["--config", "digits-lt", "--set", "method=sgd"])
   assert absgd.out_dir != sgd.out_dir
@@ -102,7 +102,7 @@ def test_diff_names_the_keys_that_differ():
 
 
 def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path):
-  # Issue 11, case 1: resuming a partial ABSGD run with method=sgd lr=0.5.
+  # Resuming a partial ABSGD run with method=sgd lr=0.5 is refused, naming both keys.
   first = make_config("digits-lt", out_dir=str(tmp_path))
   C.write_run_config(first)
   saved = C.read_run_config(str(tmp_path))
@@ -131,7 +131,7 @@ def test_resume_refuses_a_run_already_past_the_epochs_asked(tmp_path):
 
 
 def test_shortening_cifar10_lt_keeps_absgd_on():
-  # Issue 11, case 3: `--set epochs=20` on cifar10-lt kept stage2_epoch=160 (never reached).
+  # `--set epochs=20` on cifar10-lt must not keep stage2_epoch=160, which would never come.
   _, cfg = cli.parse(["--config", "cifar10-lt", "--set", "epochs=20"])
   base = C.PRESETS["cifar10-lt"]
   r = 20 / base["epochs"]
@@ -210,7 +210,7 @@ def test_infinite_values_are_refused_except_lam(key):
 
 
 def test_momentum_and_weight_decay_are_caught_before_any_data(monkeypatch, capsys):
-  # Issue 11, case 5: momentum=1.5 and weight_decay=-1 came only after the data had loaded.
+  # momentum=1.5 and weight_decay=-1 are refused before any data is loaded.
   from absgd_jax import data
   from absgd_jax.train import experiment_data
 
@@ -226,7 +226,7 @@ def test_momentum_and_weight_decay_are_caught_before_any_data(monkeypatch, capsy
 
 
 def test_batch_larger_than_the_data_is_refused_before_data_and_at_the_first_step(capsys):
-  # Issue 11, case 5: batch_size=100000 ran out of memory instead of an error.
+  # batch_size=100000 is an error, not an out-of-memory crash.
   with pytest.raises(SystemExit):
     cli.parse(["--config", "digits-lt", "--set", "batch_size=100000"])
   err = capsys.readouterr().err
@@ -251,7 +251,7 @@ def test_batch_larger_than_the_data_is_refused_before_data_and_at_the_first_step
     ("nonsense=1", "unknown setting 'nonsense'"),
 ])
 def test_wrong_type_set_names_the_key(item, match, capsys):
-  # Issue 11, case 5: a --set value of the wrong type did not name the key.
+  # A --set value of the wrong type names the key.
   with pytest.raises(SystemExit):
     cli.parse(["--config", "digits-lt", "--set", item])
   assert match in capsys.readouterr().err

@@ -605,7 +605,7 @@ def test_core_package_does_not_import_the_data_kit():
                  cwd=Path(__file__).resolve().parents[1])
 
 
-# ------------------------------------------------- issue 11: data errors named, and named early
+# ------------------------------------------------------------- data errors named, and named early
 
 
 def _write_list(root: Path, n: int, num_classes: int, missing=(), bad_label=None) -> Path:
@@ -627,8 +627,8 @@ def _write_list(root: Path, n: int, num_classes: int, missing=(), bad_label=None
 
 
 def test_split_list_with_one_missing_file_is_caught_whole_naming_file_and_line(tmp_path):
-  # Issue 11, case 5: one missing file in 1,000 passed a 64-file sample check and crashed the
-  # loader mid-epoch. Every file is stat'ed: the missing one is named with its line.
+  # One missing file in 1,000 can pass a 64-file sample check and crash the loader
+  # mid-epoch. Every file is stat'ed: the missing one is named with its line.
   path = _write_list(tmp_path, 1000, 10, missing={617})
   with pytest.raises(FileNotFoundError,
                      match=r"train\.txt: 1 of 1000 listed files are missing .*line 617: "
@@ -653,7 +653,7 @@ def test_inat_json_missing_image_is_named(tmp_path):
 
 
 def test_label_out_of_range_names_file_and_line(tmp_path):
-  # Issue 11, case 5: "labels[k] = 12 is outside [0, 10)" named neither the file nor the line.
+  # A label out of range is named with its file and line, not as "labels[k] = 12".
   path = _write_list(tmp_path, 50, 10, bad_label=(37, 12))
   with pytest.raises(ValueError, match=r"train\.txt:37: label 12 of 'c6/img 0036\.jpg' is "
                                        r"outside \[0, 10\)"):
@@ -664,7 +664,7 @@ def test_label_out_of_range_names_file_and_line(tmp_path):
 
 
 def test_class_absent_from_a_list_warns(tmp_path):
-  # Issue 11, case 5: a class absent from a list trained without a warning.
+  # A class absent from a list must not train without a warning.
   path = _write_list(tmp_path, 40, 8)  # Labels 0..7 of 10 classes: 8 and 9 absent.
   with pytest.warns(UserWarning, match=r"no image of 2 of its 10 classes \(8, 9\)"):
     ds = data.read_split_list(path, tmp_path, num_classes=10)
@@ -673,8 +673,8 @@ def test_class_absent_from_a_list_warns(tmp_path):
 
 @pytest.mark.parametrize("kind", ["dir", "zip"])
 def test_empty_class_folder_is_named(tmp_path, kind):
-  # Issue 11, case 5: an empty class folder gave "has 9 classes; cifar10 needs 10" without
-  # naming it, and would have shifted the labels of every class after it.
+  # An empty class folder is named ("has 9 classes; cifar10 needs 10" alone would not say
+  # which), since it would shift the labels of every class after it.
   files = _toy_files(prefix="train/")
   if kind == "dir":
     for name, blob in files.items():

@@ -55,7 +55,7 @@ def test_absgd_matches_optax_sgd_at_constant_rate():
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_pytorch_form_is_exactly_optax_chain_of_decay_and_sgd(nesterov):
-  # Issue 14, case 9: the default form is optax's own parts, bit for bit, schedule included.
+  # The default form is optax's own parts, bit for bit, schedule included.
   grads, w0 = _grads(5), np.linspace(-1, 1, 5)
   sched = optax.piecewise_constant_schedule(0.1, {4: 0.1, 8: 0.1})
   got = _run(absgd_jax.absgd(sched, momentum=0.9, weight_decay=5e-4, nesterov=nesterov),
@@ -125,7 +125,7 @@ def test_abadam_with_bias_correction_is_adamw():
     (lambda: absgd_jax.absgd(0.1, weight_decay=-1e-4), "weight_decay must lie in"),
     (lambda: absgd_jax.abadam(0.1, b2=1.0), r"b2 must lie in \[0, 1\)"),
     (lambda: absgd_jax.abadam(0.1, eps=-1.0), "eps must lie in"),
-    # Issue 11: a negative learning rate is refused like a bad momentum.
+    # A negative learning rate is refused like a bad momentum.
     (lambda: absgd_jax.absgd(-1.0), r"learning_rate must lie in \[0, inf\); got -1.0"),
     (lambda: absgd_jax.abadam(-1e-3), r"learning_rate must lie in \[0, inf\); got -0.001"),
     (lambda: absgd_jax.absgd(float("nan")), "learning_rate must lie in"),
@@ -217,7 +217,7 @@ def test_dro_objective_keeps_its_digits_at_large_lam(lam):
                                                                                      rel=5e-6)
 
 
-# --- issue 14, case 2: inject_hyperparams under jit -------------------------------------------
+# --- inject_hyperparams under jit -------------------------------------------------------------
 
 
 @pytest.mark.parametrize("factory, kwargs", [

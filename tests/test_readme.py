@@ -56,7 +56,7 @@ def test_readme_idiom_runs_with_linen_batchnorm():
 
   # An independent path for the first step: weights from the float64 formula over the real
   # rows (first batch: w = exp(L/lam) / mean exp(L/lam)), the gradient of sum(w * L) / n with
-  # w held fixed and n the number of real rows (issue 14, case 5: not B), and Eq. (2)'s first
+  # w held fixed and n the number of real rows (not B), and Eq. (2)'s first
   # step p - lr * (g + wd * p).
   def per_sample(p):
     logits, _ = SmallNet().apply({"params": p, "batch_stats": batch_stats}, images, train=True,
@@ -168,7 +168,7 @@ def test_equinox_example_runs_and_learns():
 
 
 def test_main_docstrings_cite_the_paper():
-  # Issue 14, case 7: a References section naming the paper in each main entry point.
+  # A References section naming the paper in each main entry point.
   import absgd_jax.objective
   import absgd_jax.optimizers
   import absgd_jax.weighted_loss

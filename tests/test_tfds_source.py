@@ -1,5 +1,5 @@
 """The tensorflow-datasets back-end against a real tfds data set, written and read without
-TensorFlow (issue 14, case 8). tests/test_data.py covers the same function with a fake tfds."""
+TensorFlow. tests/test_data.py covers the same function with a fake tfds."""
 
 import numpy as np
 import pytest

@@ -106,7 +106,7 @@ def test_resume_continues_exactly(tmp_path, digits_run):
 
 
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, digits_run, capsys):
-  # Issue 11, case 4: a corrupt checkpoint gave a TensorStore dump and no fall-back. The
+  # A corrupt checkpoint must give a fall-back, not a TensorStore dump. The
   # shared run goes on to epoch 2 (checkpoints 0 and 1); epoch 1's is then cut short, and a
   # resume to 3 epochs starts again from epoch 0's, retracing epoch 1 exactly.
   _copy_run(digits_run, tmp_path)
@@ -138,14 +138,14 @@ def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
   t.restore()
   t.train_epoch(2)
   assert t.train_step._cache_size() == 1
-  # The console: a line per epoch, and one where the lam stage begins (issue 11, case 6).
+  # The console: a line per epoch, and one where the lam stage begins.
   out = capsys.readouterr().out
   for epoch in range(3):
     line = next(l for l in out.splitlines() if l.startswith(f"epoch {epoch}: loss"))
     assert "ESS" in line and "test acc" in line and line.endswith("s")
   spe = -(-len(t.exp.train) // cfg.batch_size)
   assert f"epoch 1: absgd weights on from step {spe} (lam=2.0)" in out
-  # summary.json says from which step the weights were on (issue 11, case 3).
+  # summary.json says from which step the weights were on.
   assert summary["weights"] == {"method": "absgd", "first_step": spe, "on": True}
   assert json.loads((tmp_path / "run" / "summary.json").read_text())["weights"]["on"]
   # A rerun of the finished run resumes and says so.
@@ -210,7 +210,7 @@ def _resume_with(tmp_path, digits_run, poke):
 
 
 def test_a_finite_blowup_stops_naming_the_healthy_checkpoint(tmp_path, digits_run):
-  # Issue 11, case 2: losses of 1e16 (no NaN) were checkpointed over the good epochs. Here the
+  # Losses of 1e16 (no NaN) must not be checkpointed over the good epochs. Here the
   # classifier's scale is blown up by 1e6: the loss stays finite but leaves its running level.
   def blow_up(state):
     params = dict(state.params)
@@ -225,7 +225,7 @@ def test_a_finite_blowup_stops_naming_the_healthy_checkpoint(tmp_path, digits_ru
 
 
 def test_a_log_s_blowup_that_zeroes_every_weight_stops(tmp_path, digits_run):
-  # Issue 11, case 2: log s reached 6.9e30, every weight was 0 and the model froze silently.
+  # log s at 6.9e30 makes every weight 0 and would freeze the model silently.
   t = _resume_with(tmp_path, digits_run, lambda state: state.replace(
       w_state=state.w_state._replace(log_s=jnp.asarray(6.9e30, jnp.float32))))
   with pytest.raises(DivergenceError, match="every ABSGD weight has collapsed to 0") as err:
@@ -259,8 +259,8 @@ def test_divergence_rules_on_hand_made_epochs():
 
 
 def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_run):
-  # Issue 11, case 1: method=sgd lr=0.5 in an ABSGD run's folder trained a hybrid (or 0
-  # epochs) and relabelled ABSGD's result as SGD's.
+  # method=sgd lr=0.5 in an ABSGD run's folder must not train a hybrid (or 0 epochs) and
+  # relabel ABSGD's result as SGD's.
   _copy_run(digits_run, tmp_path)
   before = (tmp_path / "run" / "summary.json").read_text()
   other = _cfg(tmp_path, epochs=3, checkpoint=True, method="sgd", lr=0.5)
@@ -279,7 +279,7 @@ def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_ru
 
 
 def test_a_class_given_up_by_negative_lam_is_named(tmp_path, capsys):
-  # Issue 16: lam < 0 from step 0 locks classes out (their mean weight falls to ~0).
+  # lam < 0 from step 0 can lock classes out (their mean weight falls to ~0).
   cfg = _cfg(tmp_path, epochs=1, imbalance="none", lam=-0.3, collapse_steps=10,
              collapse_weight=0.05)
   t = Trainer(cfg, progress=True, devices=ONE)
@@ -484,7 +484,7 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
 
 
 def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_path, capsys):
-  # kl_budget > 0: uniform weights in stage 1, then lam from the budget (issue 12 in the kit).
+  # kl_budget > 0: uniform weights in stage 1, then lam from the budget.
   cfg = _cfg(tmp_path, epochs=2, stage2_epoch=1, kl_budget=0.01, checkpoint=True)
   assert "-kl0.01-" in make_config("digits-lt", kl_budget=0.01).out_dir
   t = Trainer(cfg, progress=True, devices=ONE)

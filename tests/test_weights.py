@@ -323,7 +323,7 @@ def test_schedule_reaching_zero_raises_where_it_can_be_seen():
     absgd_jax.absgd_weights(lambda c: 0.0 * c)
 
 
-# ----------------------------------------------------------------------------- issue 14: the API's edges
+# ---------------------------------------------------------------------------------- the API's edges
 
 
 def test_lam_as_a_traced_array_under_vmap_matches_each_float_lam():
@@ -382,7 +382,7 @@ def test_float_mask_is_refused():
 
 
 def test_chain_with_an_optax_optimizer_says_what_to_do():
-  # Issue 14, case 1: the weigher is not a GradientTransformation; the error says so.
+  # The weigher is not a GradientTransformation; the error says so.
   tx = optax.chain(absgd_jax.absgd_weights(5.0), optax.adam(1e-3))
   with pytest.raises(TypeError, match=r"not an optax GradientTransformation.*weighted_mean"):
     tx.init({"w": jnp.zeros(3)})
@@ -391,7 +391,7 @@ def test_chain_with_an_optax_optimizer_says_what_to_do():
 
 
 def test_state_from_a_targetless_orbax_restore(tmp_path):
-  # Issue 14, case 6: without a target orbax returns a dict; from_dict makes it a state again.
+  # Without a target orbax returns a dict; from_dict makes it a state again.
   ocp = pytest.importorskip("orbax.checkpoint")
   wt = absgd_jax.absgd_weights(0.7, 0.5)
   state = wt.init()
