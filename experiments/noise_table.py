@@ -1,7 +1,7 @@
 """Table 6 (label noise), CIFAR-10 reduced to 2 CPU cores, in a regime where SGD (CE) memorises.
 
-    python experiments/noise_table.py            # tune, then the table (resumable), then report
-    python experiments/noise_table.py --report   # the report from the JSONL only
+    python -m experiments.noise_table            # tune, then the table (resumable), then report
+    python -m experiments.noise_table --report   # the report from the JSONL only
 
 Rows: SGD (CE), SGD (SCE), SGD (GCE), EG (SCE), ABSGD (CE), ABSGD (SCE). The protocol,
 shrunk from the paper's (Section 5.1: the SCE paper's CNN at 32 px, 120 epochs, the whole
