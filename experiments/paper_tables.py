@@ -192,7 +192,7 @@ def report(results: str, protocol: str, cells, seeds=SEEDS, out_md: str | None =
   number, the chosen setting and its validation grid, and the per-seed differences of each
   ABSGD row from its SGD row."""
   recs = common.read_records(results)
-  command = f"python experiments/paper_tables.py --protocol {protocol}"
+  command = f"python -m experiments.paper_tables --protocol {protocol}"
   lines = [f"Test accuracy %, final epoch, mean +- std over seeds ({protocol} protocol):", "",
            "| setting | row | chosen on validation | ours | paper (ResNet-32, full) | "
            "difference from its SGD row, per seed |",
