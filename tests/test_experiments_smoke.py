@@ -88,6 +88,26 @@ def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
   assert chosen["EG (SCE)"] == {"lr": 0.05, "lam": -2.0}
 
 
+def test_every_experiment_module_imports_as_part_of_the_package():
+  # Each module runs as `python -m experiments.NAME`, so it must import from the package alone,
+  # without a sys.path edit that would make it depend on the folder it is started from.
+  import importlib
+  import importlib.util
+  import pkgutil
+
+  import experiments
+  names = [m.name for m in pkgutil.walk_packages(experiments.__path__, "experiments.")]
+  assert {"experiments.common", "experiments.paper_tables", "experiments.figures.fig4_gamma",
+          "experiments.parity.head_to_head"} <= set(names)
+  has_torch = importlib.util.find_spec("torch") is not None
+  for name in names:
+    source = importlib.util.find_spec(name).origin
+    assert "sys.path" not in open(source).read(), name
+    if name.startswith("experiments.parity") and not has_torch:
+      continue  # The PyTorch reference needs the [parity] extra.
+    importlib.import_module(name)
+
+
 def test_mean_std_cells(experiments):
   common, _, _ = experiments
   sd = 100 * np.std([.5, .7, .6], ddof=1)
