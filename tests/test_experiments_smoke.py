@@ -15,7 +15,10 @@ import pytest
 from processes import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
+EXP = os.path.join(REPO, "experiments")
+# The CIFAR-10 zips: $ABSGD_CIFAR10_DIR, else a copy beside the checkout; tests skip without.
+DATA = (os.environ.get("ABSGD_CIFAR10_DIR") or
+        os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg"))
 needs_cifar = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "train.zip")),
                                  reason="CIFAR-10 zips not found")
 
@@ -95,8 +98,7 @@ def test_every_experiment_module_imports_as_part_of_the_package():
   import importlib.util
   import pkgutil
 
-  import experiments
-  names = [m.name for m in pkgutil.walk_packages(experiments.__path__, "experiments.")]
+  names = [m.name for m in pkgutil.walk_packages([EXP], "experiments.")]
   assert {"experiments.common", "experiments.paper_tables", "experiments.figures.fig4_gamma",
           "experiments.parity.head_to_head"} <= set(names)
   has_torch = importlib.util.find_spec("torch") is not None
