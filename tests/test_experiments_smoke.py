@@ -215,18 +215,16 @@ def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can 
 
 
 @pytest.fixture
-def paper_tables(monkeypatch):
-  monkeypatch.syspath_prepend(EXP)
-  monkeypatch.syspath_prepend(os.path.join(EXP, "parity"))
-  import paper_tables
+def paper_tables():
+  from experiments import paper_tables
   return paper_tables
 
 
 def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
   """The reduced table's SGD (CE) on LT trains what the PyTorch head-to-head trained: every
   setting that changes what an SGD run computes is equal."""
-  import head_to_head
   from absgd_jax.train.config import result_fields
+  from experiments.parity import head_to_head
   ours = result_fields(paper_tables._config("reduced", "LT", "SGD (CE)", {}, seed=1,
                                             out_dir="/tmp/unused"))
   parity = result_fields(head_to_head.our_config(head_to_head.Protocol(), 1, "/tmp/unused"))
@@ -263,8 +261,7 @@ def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
 
 @needs_cifar
 def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
-  script = os.path.join(EXP, "paper_tables.py")
-  args = [script, "--smoke", "--results", str(tmp_path / "t.jsonl"), "--seeds", "0",
+  args = ["-m", "experiments.paper_tables", "--smoke", "--results", str(tmp_path / "t.jsonl"), "--seeds", "0",
           "--cells", "LT:ABSGD (CE)", "--data-dir", DATA]
   out = _script(args, tmp_path)
   recs = [json.loads(line) for line in open(tmp_path / "t.jsonl")]
