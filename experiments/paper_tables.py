@@ -258,7 +258,10 @@ def main(argv=None):
   ap.add_argument("--smoke", action="store_true",
                   help="a seconds-long run of the whole pipeline (8 px, 200 images in the head class)")
   ap.add_argument("--report", action="store_true")
+  ap.add_argument("--work", default=common.RUNS,
+                  help="where runs keep their checkpoints (default runs/ in the checkout)")
   args = ap.parse_args(argv)
+  common.RUNS = args.work
   results = args.results or common.results_path(f"paper_tables_{args.protocol}")
   cells = CELLS[args.protocol]
   if args.cells:
