@@ -44,7 +44,8 @@ NOISES = ("none", "sym", "asym")
 METHODS = ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
 # The methods whose per-sample weights switch on at stage2_epoch (lam = inf before it).
 WEIGHTED_METHODS = ("absgd", "abadam", "eg")
-LOSSES = ("ce", "focal", "ldam", "sce", "gce", "tce")
+# la: logit-adjusted CE (tau = la_tau); bs: balanced softmax. Both take the training prior.
+LOSSES = ("ce", "focal", "ldam", "la", "bs", "sce", "gce", "tce")
 CLASS_WEIGHTING = ("none", "cb", "drw")
 TRAINABLE = ("all", "fc", "fc+lb")
 SAMPLERS = ("uniform", "balanced")
@@ -75,6 +76,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "focal_gamma": (0, None, True, False),
     "ldam_max_m": (0, None, False, False),
     "ldam_scale": (0, None, False, False),
+    "la_tau": (0, None, True, False),
     "sce_alpha": (0, None, True, False),
     "sce_beta": (0, None, True, False),
     "gce_q": (0, 1, False, True),
@@ -185,6 +187,7 @@ class Config:
   focal_gamma: float = 1.0
   ldam_max_m: float = 0.5
   ldam_scale: float = 30.0
+  la_tau: float = 1.0  # Menon et al.'s tau for loss="la"; 1 is theirs on CIFAR-LT.
   sce_alpha: float = 0.1
   sce_beta: float = 1.0
   gce_q: float = 0.7
@@ -567,7 +570,7 @@ NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_work
                                "data_dir", "preset", "collapse_weight", "collapse_steps"})
 # Result fields added after run folders were named by fingerprint: left out while at their
 # default, so that a run started before they existed keeps its folder name and resumes.
-OMITTED_AT_DEFAULT = frozenset({"test_per_class"})
+OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau"})
 
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
