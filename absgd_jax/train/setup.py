@@ -82,7 +82,7 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
   # EG: the current batch alone (how little that differs from ABSGD: absgd_weights' gamma).
   gamma = 1.0 if config.method == "eg" else config.gamma
   if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
-    return weighting.kl_budget(config.kl_budget, gamma,
+    return weighting.kl_budget(config.kl_budget, gamma, sign=1 if config.lam > 0 else -1,
                                start_step=max(config.stage2_epoch, 0) * steps_per_epoch)
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
