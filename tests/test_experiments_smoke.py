@@ -15,7 +15,9 @@ from processes import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = os.path.join(REPO, "experiments")
-DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
+# The CIFAR-10 zips: $ABSGD_CIFAR10_DIR, else a copy beside the checkout; tests skip without.
+DATA = (os.environ.get("ABSGD_CIFAR10_DIR") or
+        os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg"))
 needs_cifar = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "train.zip")),
                                  reason="CIFAR-10 zips not found")
 
