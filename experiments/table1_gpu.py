@@ -19,8 +19,9 @@ runs share the device in one of two ways:
 
 ``--strategy auto`` (the default) first times ``--probe-epochs`` epochs of each way on LT and
 keeps the one that trains more run-epochs a second after compilation (summed over the runs
-that train at the same time); the timings are written beside the records. Every finished run appends one record to the table's JSONL in
-``paper_tables.py``'s format, so its ``--report`` builds the table; a rerun skips recorded runs.
+that train at the same time); the timings are written beside the records. Every finished run
+appends one record to the table's JSONL in ``paper_tables.py``'s format, so its ``--report``
+builds the table; a rerun skips recorded runs.
 """
 
 from __future__ import annotations
