@@ -137,7 +137,8 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
   Examples:
     >>> from absgd_jax.train import make_config
     >>> cfg = make_config("digits-lt", out_dir="runs/s")
-    >>> [(m.label, m.config.lam, m.config.out_dir) for m in member_configs(cfg, {"lam": ["1", "5"]})]
+    >>> members = member_configs(cfg, {"lam": ["1", "5"]})
+    >>> [(m.label, m.config.lam, m.config.out_dir) for m in members]
     [('lam=1', 1.0, 'runs/s/lam=1'), ('lam=5', 5.0, 'runs/s/lam=5')]
   """
   if not grid:
@@ -214,9 +215,9 @@ def resolve_mode(mode: str) -> str:
   """``auto`` is ``vmap`` on accelerators and ``map`` on the CPU.
 
   Under vmap the members' convolutions become one grouped convolution (each member has its
-  own kernels), which XLA:CPU runs far slower than M separate ones
-  (docs/results/sweeps.md); a GPU or TPU, launch-bound on a small model, gains from it. ``map`` runs the
-  members one after another inside the same compiled program (about M times one step).
+  own kernels), which XLA:CPU runs far slower than M separate ones (docs/results/sweeps.md);
+  a GPU or TPU, launch-bound on a small model, gains from it. ``map`` runs the members one
+  after another inside the same compiled program (about M times one step).
   """
   if mode not in MEMBER_MODES:
     raise ValueError(f"mode={mode!r} is not one of {', '.join(MEMBER_MODES)}.")

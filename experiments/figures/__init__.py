@@ -1,1 +1,1 @@
-"""The paper's figures, redrawn: ``python -m experiments.figures.NAME`` (PNGs beside the scripts)."""
+"""The paper's figures, redrawn: ``python -m experiments.figures.NAME`` (PNGs beside them)."""

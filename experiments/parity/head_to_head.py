@@ -3,9 +3,10 @@
 Each side runs as its users would run it: ours is ``absgd_jax.train.Trainer`` with
 ``method="sgd"`` (torch's momentum form), the reference is :mod:`torch_reference` (LDAM-DRW's
 recipe). Both read the shared JPEG copy through the kit's loader. The default protocol is the
-CPU-sized one of docs/results/parity.md: CIFAR-10-LT (rho = 100), 16 px (area-averaged), crop padding 2,
-ResNet-8, 60 epochs at batch 128, lr 0.1, weight decay 2e-4, a 2-epoch warm-up (the paper's 5
-of 200, scaled and rounded up), lr x0.01 at epochs 48 and 54 (160 and 180 of 200, scaled).
+CPU-sized one of docs/results/parity.md: CIFAR-10-LT (rho = 100), 16 px (area-averaged), crop
+padding 2, ResNet-8, 60 epochs at batch 128, lr 0.1, weight decay 2e-4, a 2-epoch warm-up
+(the paper's 5 of 200, scaled and rounded up), lr x0.01 at epochs 48 and 54 (160 and 180 of
+200, scaled).
 
 Sides (``--sides``), for bisecting a gap one difference at a time:
 
