@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from absgd_jax.data.facts import FACTS, facts
+from absgd_jax.train import checks
 
 DATASETS = tuple(FACTS)
 # Data sets read from image files named by split lists, streamed (absgd_jax.data.streaming),
@@ -102,7 +103,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 
 def _range_text(low, high, low_in, high_in) -> str:
   if high is None:
-    return f"{'>=' if low_in else '>'} {low:g}"
+    return f"be {'>=' if low_in else '>'} {low:g}"
   return f"lie in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
 
 
@@ -237,7 +238,7 @@ class Config:
     for name, bounds in _RANGES.items():
       value = getattr(self, name)
       if not _in_range(value, *bounds):
-        raise ValueError(f"{name}={value!r} is outside the allowed range: {name} must be "
+        raise ValueError(f"{name}={value!r} is outside the allowed range: {name} must "
                          f"{_range_text(*bounds)}.")
       if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name}={value!r} must be finite.")
@@ -251,6 +252,7 @@ class Config:
       raise ValueError(f"kl_budget={self.kl_budget} with lam={self.lam} < 0: the kit offers the "
                        "budget for lam > 0 (imbalance) only; its label-noise side is untested in "
                        "training (docs/kl_budget.md). Use a fixed lam < 0, or lam > 0.")
+    checks.kl_budget(self.kl_budget, self.batch_size)
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:
@@ -371,8 +373,9 @@ _CIFAR_LT = dict(model="resnet32", rho=100, epochs=200, batch_size=128, lr=0.1,
 _CIFAR_NOISE = dict(noise="sym", noise_rate=0.4, epochs=120, batch_size=128,
                     lr_decay_epochs=(40, 80), lr_decay_factor=0.1, loss="sce", lam=-1.0,
                     gamma=0.9)
-# CIFAR-100 comes from tensorflow-datasets (the shared copy is CIFAR-10's JPEG zips).
-_C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds")
+# CIFAR-100 comes from tensorflow-datasets (the shared copy is CIFAR-10's JPEG zips), from
+# its own default place ($TFDS_DATA_DIR, else ~/tensorflow_datasets) unless data_dir is set.
+_C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds", data_dir="")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "digits-lt": dict(_DIGITS, imbalance="exp", rho=50),
@@ -725,6 +728,10 @@ def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
   keys = diff_configs(saved, config)
   if keys:
     old, new = result_fields(saved), result_fields(config)
+    moved = checks.moved_schedule(config.out_dir, saved.get("epochs"), config.epochs,
+                                  {k: (old.get(k), new.get(k)) for k in keys}, EPOCH_FIELDS)
+    if moved:
+      raise RunMismatchError(moved)
     lines = "; ".join(f"{k}: {old.get(k)!r} in the saved run, {new.get(k)!r} now" for k in keys)
     raise RunMismatchError(
         f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "

@@ -9,6 +9,7 @@ import numpy as np
 
 from absgd_jax import data
 from absgd_jax.data.facts import facts
+from absgd_jax.train import checks
 from absgd_jax.train.config import Config
 
 
@@ -55,9 +56,9 @@ def _load_source(config: Config):
             _read_list(config, config.test_list, test_default))
   if config.dataset == "digits":
     return data.load_digits(seed=0)
-  if config.source == "tfds":
-    return (data.load_tfds(config.dataset, "train", data_dir=config.data_dir),
-            data.load_tfds(config.dataset, "test", data_dir=config.data_dir))
+  if config.source == "tfds":  # An empty data_dir: tensorflow-datasets' own default place.
+    return (data.load_tfds(config.dataset, "train", data_dir=config.data_dir or None),
+            data.load_tfds(config.dataset, "test", data_dir=config.data_dir or None))
   paths = [os.path.join(config.data_dir, f"{split}.zip") for split in ("train", "test")]
   for p in paths:
     if not os.path.exists(p):
@@ -99,6 +100,7 @@ def _split_meta(ds: data.ArrayDataset, per_class: int, seed: int):
 
 def build(config: Config) -> ExperimentData:
   """Loads, imbalances (seeded), downsamples, splits off validation, then adds noise (seeded)."""
+  checks.tfds_data_dir(config.dataset, config.source, config.data_dir)  # Before any reading.
   train, test = _load_source(config)
   n_max = config.n_max or None
   # The subset before the downsampling: which images it keeps depends on the labels alone, so
