@@ -436,7 +436,8 @@ def test_a_finished_run_says_so_and_trains_nothing(two_epochs, tmp_path, capsys,
     raise AssertionError("trained")
   monkeypatch.setattr(trainer.Trainer, "train_epoch", no_training)
   code, stdout, _ = _main(capsys, "--set", "epochs=2", "--out", str(out))
-  assert code == 0 and f"the run in {out} is finished" in stdout
+  assert code == 0 and "resumed from epoch 1 (its checkpoint in " in stdout
+  assert "the run is finished, trained to epochs=2; nothing left to train" in stdout
   assert "training on" not in stdout
 
 

@@ -43,7 +43,10 @@ def kl_budget(budget: float, batch_size: int) -> None:
     >>> kl_budget(10.0, 64)
     Traceback (most recent call last):
     ...
-    ValueError: kl_budget=10 cannot be met with batch_size=64: the weights' KL divergence from uniform over 64 samples is at most log(64) = 4.159 (all weight on one sample). Choose kl_budget < 4.159 (0.01 is the tested choice; below log(10) = 2.303 the effective sample size can stay above a tenth of the batch), or a larger batch_size.
+    ValueError: kl_budget=10 cannot be met with batch_size=64: the weights' KL divergence from
+    uniform over 64 samples is at most log(64) = 4.159 (all weight on one sample). Choose
+    kl_budget < 4.159 (0.01 is the tested choice; below log(10) = 2.303 the effective sample
+    size can stay above a tenth of the batch), or a larger batch_size.
   """
   if budget <= 0:
     return
@@ -93,8 +96,8 @@ def moved_schedule(out_dir: str, saved_epochs: Any, epochs: int,
 
   Overriding a preset's ``epochs`` moves its epoch-valued fields with it; resuming a run
   with them moved would change the epochs already trained (a longer run with the same
-  schedule follows the shorter one epoch for epoch, so extending it is allowed). The message names ``epochs`` and
-  the ``--set`` that extends the run with its schedule kept.
+  schedule follows the shorter one epoch for epoch, so extending it is allowed). The message
+  names ``epochs`` and the ``--set`` that extends the run with its schedule kept.
 
   Args:
     out_dir: the run's folder.
@@ -108,7 +111,11 @@ def moved_schedule(out_dir: str, saved_epochs: Any, epochs: int,
 
   Examples:
     >>> print(moved_schedule("runs/a", 4, 6, {"drw_epoch": (3, 5)}, ("drw_epoch",)))
-    runs/a holds a run of epochs=4; epochs=6 comes with another schedule (drw_epoch: 3 in the saved run, 5 now; a preset's schedule follows epochs unless set), which would change the epochs already trained. To train that run on to epochs=6 with its schedule, keep the schedule: --set epochs=6 --set drw_epoch=3. Or start afresh with the new schedule: --new-run (or another --out).
+    runs/a holds a run of epochs=4; epochs=6 comes with another schedule (drw_epoch: 3 in the
+    saved run, 5 now; a preset's schedule follows epochs unless set), which would change the
+    epochs already trained. To train that run on to epochs=6 with its schedule, keep the
+    schedule: --set epochs=6 --set drw_epoch=3. Or start afresh with the new schedule:
+    --new-run (or another --out).
   """
   if saved_epochs is None or int(saved_epochs) == epochs or not differ \
      or not set(differ) <= set(epoch_fields):

@@ -51,9 +51,9 @@ def user_input() -> Iterator[None]:
   """Within it, a ``ValueError`` is about the user's input: re-raised as :class:`InputError`.
 
   For code that only reads and checks what the user pointed at (data sets, split lists, their
-  sizes against the batch, the run folder's config.json); the original error is chained for ``--debug``. An ``ImportError``
-  there is an optional extra the data need (its message says what to install):
-  :class:`MissingPackageError`.
+  sizes against the batch, the run folder's config.json); the original error is chained for
+  ``--debug``. An ``ImportError`` there is an optional extra the data need (its message says
+  what to install): :class:`MissingPackageError`.
 
   Examples:
     >>> try:
@@ -155,8 +155,9 @@ def one_line(e: BaseException) -> str:
   path and what to change; the kit's own messages already say that and are kept as they are.
 
   Examples:
-    >>> one_line(PermissionError(13, "Permission denied", "/data/runs/a"))
-    'cannot write or read /data/runs/a: Permission denied; choose a folder you may write to (--out / out_dir, data_dir) or change its permissions.'
+    >>> print(one_line(PermissionError(13, "Permission denied", "/data/runs/a")))
+    cannot write or read /data/runs/a: Permission denied; choose a folder you may write to
+    (--out / out_dir, data_dir) or change its permissions.
   """
   if isinstance(e, OSError) and e.errno is not None and e.strerror:
     where = e.filename if e.filename is not None else "a file"

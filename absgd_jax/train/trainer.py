@@ -114,7 +114,7 @@ class Trainer:
           (self.out / name).unlink()
 
   def _say(self, line: str) -> None:
-    """One line on the console (process 0, when ``progress`` is on)."""
+    """One line on the console (process 0, when ``console`` is on)."""
     if self.console and jax.process_index() == 0:
       print(line, flush=True)
 
@@ -164,8 +164,9 @@ class Trainer:
     start = self.restore()
     self.position = (start, 0)
     if start >= c.epochs:
-      self._say(f"the run in {self.out} is finished: trained to epochs={c.epochs}, nothing "
-                "left to train (--new-run starts it again).")
+      self._say(f"resumed from epoch {start - 1} (its checkpoint in {self.out / 'checkpoints'})"
+                f": the run is finished, trained to epochs={c.epochs}; nothing left to train "
+                "(--new-run starts it again)")
     elif start:
       self._say(f"resumed from epoch {start - 1} (its checkpoint in {self.out / 'checkpoints'})"
                 f"; training on from epoch {start}")
