@@ -26,7 +26,7 @@ _INSTALL_HINT = 'pip install -e ".[tfds]"  (or: pip install tensorflow-datasets)
 def _where_hint(name: str, data_dir: str | None) -> str:
   place = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
   # TFDS_DATA_DIR is consulted only when no data_dir is given: advising it otherwise misleads.
-  where = ("pass data_dir=... to where they are" if data_dir else
+  where = ("or pass data_dir=... to where they are" if data_dir else
            "or pass data_dir=... or set TFDS_DATA_DIR to where they are")
   # data_source reads ArrayRecord files only; tfds's default TFRecord build does not serve.
   return (f"Put the prepared {name} files (the '{name}/<version>/' folder written on a machine "
