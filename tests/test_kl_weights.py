@@ -296,3 +296,78 @@ def test_shard_map_equals_one_device():
     np.testing.assert_allclose(np.asarray(w), w_ref, rtol=1e-5)
     np.testing.assert_allclose(float(state.log_s), log_s_ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(float(state.log_abs_lam), log_lam_ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_the_state_keeps_the_sign_of_lam(sign):
+  wt = absgd_jax.kl_absgd_weights(0.1, sign=sign, lam0=2.5)
+  state = wt.init()
+  assert float(absgd_jax.kl_lam(state)) == pytest.approx(sign * 2.5, rel=1e-6)
+  _, state = jax.jit(wt.update)(jnp.asarray(_stream(13, steps=1)[0]), state)
+  assert float(state.sign) == sign
+  np.testing.assert_allclose(float(absgd_jax.kl_lam(state)),
+                             sign * math.exp(float(state.log_abs_lam)), rtol=1e-7)
+  # The old call, with the sign passed back in, still answers, with a warning.
+  with pytest.warns(DeprecationWarning, match=r"call kl_lam\(state\)"):
+    assert float(absgd_jax.kl_lam(state, sign)) == float(absgd_jax.kl_lam(state))
+
+
+def test_state_from_a_targetless_orbax_restore(tmp_path):
+  # Without a target orbax returns a dict; from_dict makes it a state again.
+  ocp = pytest.importorskip("orbax.checkpoint")
+  wt = absgd_jax.kl_absgd_weights(0.1, 0.5, sign=-1)
+  state = wt.init()
+  for x in _stream(14, steps=3):
+    _, state = wt.update(jnp.asarray(x), state)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "w", {"w_state": state, "step": 3})
+  with ocp.StandardCheckpointer() as ckptr:
+    raw = ckptr.restore(tmp_path / "w")
+  assert isinstance(raw["w_state"], dict)  # what a user gets without a target
+  back = absgd_jax.KlAbsgdWeightsState.from_dict(raw["w_state"])
+  assert isinstance(back, absgd_jax.KlAbsgdWeightsState) and int(back.count) == 3
+  jax.tree.map(np.testing.assert_array_equal, back, state)
+  assert jax.tree.map(lambda a: a.dtype, back) == jax.tree.map(lambda a: a.dtype, state)
+  assert float(absgd_jax.kl_lam(back)) < 0  # the sign came back with it
+  # The restored state carries on exactly as the original.
+  x = jnp.asarray(_stream(15, steps=1)[0])
+  jax.tree.map(np.testing.assert_array_equal, wt.update(x, back), wt.update(x, state))
+  with pytest.raises(ValueError, match=r"missing keys \['has_lam'\]"):
+    absgd_jax.KlAbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items()
+                                             if k != "has_lam"})
+  with pytest.raises(TypeError, match="takes a dict"):
+    absgd_jax.KlAbsgdWeightsState.from_dict(state)
+
+
+def test_a_dict_saved_without_the_sign_needs_it_given():
+  wt = absgd_jax.kl_absgd_weights(0.1, sign=-1, lam0=3.0)
+  d = {k: np.asarray(v) for k, v in wt.init()._asdict().items() if k != "sign"}
+  with pytest.raises(ValueError, match=r"saved without its sign.*sign=\+1.*sign=-1"):
+    absgd_jax.KlAbsgdWeightsState.from_dict(d)
+  back = absgd_jax.KlAbsgdWeightsState.from_dict(d, sign=-1)
+  jax.tree.map(np.testing.assert_array_equal, back, wt.init())
+  with pytest.raises(ValueError, match=r"must be \+1 or -1"):
+    absgd_jax.KlAbsgdWeightsState.from_dict(d, sign=2)
+  with pytest.raises(ValueError, match=r"agree with sign=1"):
+    absgd_jax.KlAbsgdWeightsState.from_dict({**d, "sign": -1.0}, sign=1)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_batch_without_a_usable_sample_makes_no_nan_anywhere(sign):
+  # As for absgd_weights: +-inf and masked-out losses only; debug_nans checks every op.
+  wt = absgd_jax.kl_absgd_weights(0.1, 0.5, sign=sign)
+  x = jnp.asarray(_stream(16, steps=1, batch=6)[0])
+  bad = jnp.array([np.inf, -np.inf, np.inf, 1.0, 2.0, 3.0], jnp.float32)
+  mask = jnp.array([True, True, True, False, False, False])
+  with jax.debug_nans(True):
+    w0, s0 = wt.update(bad, wt.init(), mask=mask)
+    _, s1 = wt.update(x, s0)
+    w2, s2 = wt.update(bad, s1, mask=mask)
+  assert np.all(np.asarray(w0) == 0) and np.all(np.asarray(w2) == 0)
+  assert not bool(s0.has_s) and not bool(s0.has_lam)
+  for a, b in zip(s1[1:], s2[1:]):
+    np.testing.assert_array_equal(a, b)
+  # The first usable batch is the reference's first batch: nothing of the unusable one stayed.
+  w_ref, lam_ref, log_s_ref, _ = kl_reference([np.asarray(x)], 0.1, 0.5, sign=sign)[0]
+  np.testing.assert_allclose(float(absgd_jax.kl_lam(s1)), sign * lam_ref, rtol=1e-4)
+  np.testing.assert_allclose(float(s1.log_s), log_s_ref, rtol=1e-4, atol=1e-6)
