@@ -417,22 +417,34 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
                       jax.device_get(want.params), rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(method="adam", lr=1e-3),
-    dict(method="abadam", lr=1e-3, lam=2.0),
-    dict(method="eg", loss="sce"),
-    dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"),
+# The imbalance methods (DRW with a balanced sampler, LDAM with class-balanced weights,
+# ABSGD's second stage) lift the balanced test set's accuracy well above chance within four
+# epochs (measured: 0.58, 0.71, 0.61); the others are still near the head classes there.
+@pytest.mark.parametrize("kw, min_test_acc", [
+    (dict(method="adam", lr=1e-3), 0.15),
+    (dict(method="abadam", lr=1e-3, lam=2.0), 0.15),
+    (dict(method="eg", loss="sce"), 0.15),
+    (dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"), 0.45),
     # LDAM's losses are ~30x CE's (logit scale 30), so lam scales with them: lam = 5 collapses.
-    dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0),
-    dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"),
+    (dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0), 0.45),
+    (dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"), 0.45),
     # Not tce: from scratch every p_y is below k = 0.5, so its gradient is 0 everywhere.
-    dict(method="sgd", loss="gce"),
+    (dict(method="sgd", loss="gce"), 0.15),
 ])
-def test_every_method_and_loss_trains(tmp_path, kw, fast_compile):
-  cfg = _cfg(tmp_path, epochs=2, **kw)
-  summary = Trainer(cfg, progress=False, log=False, devices=ONE).fit()
-  final = summary["final"]
+def test_every_method_and_loss_trains(tmp_path, kw, min_test_acc, fast_compile):
+  cfg = _cfg(tmp_path, epochs=4, **kw)
+  trainer = Trainer(cfg, progress=False, log=False, devices=ONE)
+  final = trainer.fit()["final"]
   assert np.isfinite(final["train_loss"]) and final["test_acc"] > 0.15, final
+  # Learning, not drifting: the training loss falls by more than a quarter over the run
+  # (measured: by 38% to 88%) ...
+  losses = [r["train_loss"] for r in trainer.history]
+  assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses
+  # ... the model beats the class prior on the data it trains on (always answering the head
+  # class is right on 36% of digits-lt's training set; measured: 0.58 to 0.86) ...
+  assert trainer.history[-1]["train_acc"] > 0.5, trainer.history[-1]
+  # ... and on the balanced test set (chance: 0.1) it reaches what the method is for.
+  assert final["test_acc"] >= min_test_acc, final
 
 
 def _image_zip(path, per_class, side, seed):
