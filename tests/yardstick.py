@@ -1,4 +1,8 @@
-"""Tolerances for two float32 computations of one training run, measured instead of chosen.
+"""Tolerances for two float32 computations of one result, measured instead of chosen.
+
+Two kinds. A training run: :func:`nudge`, :func:`distance` and :func:`assert_within`. A
+computation without chaos (the weights of a batch): :func:`assert_float32_paths_agree`,
+against a float64 reference, with the one-device path's own error as the yardstick.
 
 Two float32 paths of the same run (1 or 8 devices, 1 or 2 processes) sum in other orders, so
 they differ in the last bits; a ReLU pre-activation within that rounding of 0 then falls on
@@ -49,3 +53,26 @@ def assert_within(got, want, yardstick: tuple[float, float], what: str) -> None:
   assert d[0] <= FACTOR * yardstick[0] and d[1] <= FACTOR * yardstick[1], (
       f"{what}: max |diff| {d[0]:.3g}, L2 {d[1]:.3g}; one ulp's nudge of the initial weights "
       f"moves them {yardstick[0]:.3g} and {yardstick[1]:.3g} (allowed: {FACTOR:g}x)")
+
+
+# The least error counted as float32's: a few ulps, so that a path that happens to round
+# almost exactly does not make the other's ordinary rounding look like a fault.
+_FLOOR = 4 * float(np.finfo(np.float32).eps)
+
+
+def normwise_error(a, ref) -> float:
+  """``max |a - ref| / max |ref|``, in float64 (the error relative to the largest entry)."""
+  a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
+  return float(np.max(np.abs(a - ref)) / max(np.max(np.abs(ref)), 1e-300))
+
+
+def assert_float32_paths_agree(got, single, ref, what: str) -> None:
+  """Two float32 paths of one computation (``got``: 8 devices, say; ``single``: one) against
+  its float64 reference ``ref``: ``got`` is no farther from ``ref`` than FACTOR times the
+  error that float32 rounding gives ``single`` on this machine (at least a few ulps)."""
+  err_single = normwise_error(single, ref)
+  err_got = normwise_error(got, ref)
+  allowed = FACTOR * max(err_single, _FLOOR)
+  assert err_got <= allowed, (
+      f"{what}: {err_got:.3g} from the float64 reference, where the one-device float32 path "
+      f"is {err_single:.3g} from it (allowed: {allowed:.3g})")
