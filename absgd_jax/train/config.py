@@ -44,7 +44,8 @@ NOISES = ("none", "sym", "asym")
 METHODS = ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
 # The methods whose per-sample weights switch on at stage2_epoch (lam = inf before it).
 WEIGHTED_METHODS = ("absgd", "abadam", "eg")
-LOSSES = ("ce", "focal", "ldam", "sce", "gce", "tce")
+# la: logit-adjusted CE (tau = la_tau); bs: balanced softmax. Both take the training prior.
+LOSSES = ("ce", "focal", "ldam", "la", "bs", "sce", "gce", "tce")
 CLASS_WEIGHTING = ("none", "cb", "drw")
 TRAINABLE = ("all", "fc", "fc+lb")
 SAMPLERS = ("uniform", "balanced")
@@ -75,6 +76,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "focal_gamma": (0, None, True, False),
     "ldam_max_m": (0, None, False, False),
     "ldam_scale": (0, None, False, False),
+    "la_tau": (0, None, True, False),
     "sce_alpha": (0, None, True, False),
     "sce_beta": (0, None, True, False),
     "gce_q": (0, 1, False, True),
@@ -176,6 +178,7 @@ class Config:
   focal_gamma: float = 1.0
   ldam_max_m: float = 0.5
   ldam_scale: float = 30.0
+  la_tau: float = 1.0  # Menon et al.'s tau for loss="la"; 1 is theirs on CIFAR-LT.
   sce_alpha: float = 0.1
   sce_beta: float = 1.0
   gce_q: float = 0.7
@@ -187,6 +190,7 @@ class Config:
   gamma: float = 0.9
   # > 0: lam is not fixed but set online so that KL(weights || uniform) stays near this budget
   # (absgd_jax.kl_absgd_weights; docs/kl_budget.md relates it to the effective sample size).
+  # lam's sign picks the side: lam > 0 up-weights hard samples, lam < 0 easy ones (noise).
   # 0.01 held within about a point of the grid-tuned lam on every digits imbalance cell, for
   # CE, focal and CB-LDAM alike (benchmarks/RESULTS.md). lam is then unused. 0 = off.
   kl_budget: float = 0.0
@@ -247,10 +251,6 @@ class Config:
     if self.kl_budget > 0 and self.method not in ("absgd", "abadam"):
       raise ValueError(f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
                        f"'abadam', not {self.method!r} (set kl_budget=0).")
-    if self.kl_budget > 0 and self.lam < 0:
-      raise ValueError(f"kl_budget={self.kl_budget} with lam={self.lam} < 0: the kit offers the "
-                       "budget for lam > 0 (imbalance) only; its label-noise side is untested in "
-                       "training (docs/kl_budget.md). Use a fixed lam < 0, or lam > 0.")
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:
@@ -549,7 +549,7 @@ NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_work
                                "data_dir", "preset", "collapse_weight", "collapse_steps"})
 # Result fields added after run folders were named by fingerprint: left out while at their
 # default, so that a run started before they existed keeps its folder name and resumes.
-OMITTED_AT_DEFAULT = frozenset({"test_per_class"})
+OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau"})
 
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
