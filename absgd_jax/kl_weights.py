@@ -57,15 +57,34 @@ _FMAX = float(jnp.finfo(jnp.float32).max)
 
 
 class KlAbsgdWeightsState(NamedTuple):
-  """State of :func:`kl_absgd_weights`: log s, log |lam|, the sign of lam, the last KL."""
+  """State of :func:`kl_absgd_weights`: log s, log |lam|, the sign of lam, the last KL.
 
-  count: jax.Array  # int32 scalar: number of ``update`` calls so far.
-  log_s: jax.Array  # float32 scalar: log s_t, the moving average of exp(L / lam_t).
-  log_abs_lam: jax.Array  # float32 scalar: log |lam_t|; lam_t = sign * exp(log_abs_lam).
-  kl: jax.Array  # float32 scalar: the last batch's estimate of KL(p || uniform) (to log).
-  has_s: jax.Array  # bool scalar: False until a batch has given s a value.
-  has_lam: jax.Array  # bool scalar: False until lam0 or a batch with distinct losses set lam.
-  sign: jax.Array  # float32 scalar: +1 (lam > 0, imbalance) or -1 (lam < 0, label noise).
+  Attributes:
+    count: int32 scalar, the number of ``update`` calls so far.
+    log_s: float32 scalar, ``log s_t``, the moving average of ``exp(L / lam_t)``.
+    log_abs_lam: float32 scalar, ``log |lam_t|``; ``lam_t = sign * exp(log_abs_lam)``
+      (:func:`kl_lam`).
+    kl: float32 scalar, the last batch's estimate of ``KL(p || uniform)`` (to log).
+    has_s: bool scalar, False until a batch has given ``s`` a value.
+    has_lam: bool scalar, False until ``lam0`` or a batch with distinct losses set lam.
+    sign: float32 scalar, +1 (lam > 0, imbalance) or -1 (lam < 0, label noise): the
+      weigher's ``sign``, kept so that :func:`kl_lam` needs only the state.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> weigher = absgd_jax.kl_absgd_weights(rho=0.1, lam0=2.0)
+    >>> w, state = weigher.update(jnp.array([0.0, 1.0, 2.0, 3.0]), weigher.init())
+    >>> int(state.count), bool(state.kl > 0)  # lam moves to bring KL towards rho
+    (1, True)
+  """
+
+  count: jax.Array
+  log_s: jax.Array
+  log_abs_lam: jax.Array
+  kl: jax.Array
+  has_s: jax.Array
+  has_lam: jax.Array
+  sign: jax.Array
 
   @classmethod
   def from_dict(cls, tree: dict, *, sign: int | None = None) -> "KlAbsgdWeightsState":
@@ -115,12 +134,12 @@ def kl_lam(state: KlAbsgdWeightsState, sign: int | None = None) -> jax.Array:
   """The lam a :class:`KlAbsgdWeightsState` holds: ``state.sign * exp(log_abs_lam)``.
 
   Args:
-    state: the weigher's state.
+    state: the state of a :func:`kl_absgd_weights` weigher.
     sign: deprecated; the state keeps its sign. Given, it is used in place of the state's,
       as before the state kept it, with a ``DeprecationWarning``.
 
   Returns:
-    A float32 scalar (an array of them for a batched state).
+    lam as a float32 scalar (an array of them for a batched state), to log beside the loss.
 
   Examples:
     >>> import absgd_jax
