@@ -124,14 +124,23 @@ class Config:
   Every value is checked on construction (:meth:`__post_init__`): its type, its range, and
   the epoch-valued fields against ``epochs``. A bad value raises ``ValueError`` naming the
   key, the value and what is allowed, before any data is read.
+
+  Examples:
+    >>> from absgd_jax.train import Config
+    >>> Config(dataset="digits", method="absgd", lam=-1.0).lam
+    -1.0
+    >>> Config(gamma=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: gamma=1.5 is outside the allowed range: ...
   """
 
   # Data.
   dataset: str = "digits"
   source: str = "zip"  # CIFAR: "zip" (an image-folder zip) or "tfds".
-  # CIFAR: holds train.zip / test.zip, or tfds data. File-list data sets: the folder the
-  # images' relative paths start from (and the lists, when their paths are relative).
-  data_dir: str = "../shared/data/cifar10-jpeg"
+  # CIFAR: holds train.zip / test.zip, or tfds data ("" is tfds' own default). File-list data
+  # sets: the folder the images' relative paths start from (and the lists, when relative).
+  data_dir: str = ""
   # File-list data sets: the training and test split lists, "relative/path label" lines
   # (iNaturalist: its JSON), relative to data_dir unless absolute.
   train_list: str = ""
@@ -373,10 +382,18 @@ _CIFAR_LT = dict(model="resnet32", rho=100, epochs=200, batch_size=128, lr=0.1,
 _CIFAR_NOISE = dict(noise="sym", noise_rate=0.4, epochs=120, batch_size=128,
                     lr_decay_epochs=(40, 80), lr_decay_factor=0.1, loss="sce", lam=-1.0,
                     gamma=0.9)
-# CIFAR-100 comes from tensorflow-datasets (the shared copy is CIFAR-10's JPEG zips), from
-# its own default place ($TFDS_DATA_DIR, else ~/tensorflow_datasets) unless data_dir is set.
-_C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds", data_dir="")
+# CIFAR-100 comes from tensorflow-datasets (the shared copy is CIFAR-10's JPEG zips).
+_C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds")
 
+#: The presets by name, one per experiment of the paper: each maps setting names to the
+#: values that differ from :class:`Config`'s defaults. ``make_config(name, **overrides)`` and
+#: ``absgd-train --config NAME`` start from one; ``absgd-train --list`` prints them.
+#:
+#: Examples:
+#:   >>> PRESETS["cifar10-lt"]["model"], PRESETS["cifar10-lt"]["lam"]
+#:   ('resnet32', 5.0)
+#:   >>> make_config("digits-lt").lam == PRESETS["digits-lt"]["lam"]
+#:   True
 PRESETS: dict[str, dict[str, Any]] = {
     "digits-lt": dict(_DIGITS, imbalance="exp", rho=50),
     "digits-st": dict(_DIGITS, imbalance="step", rho=50, stage2_epoch=22),
