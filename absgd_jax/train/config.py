@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from absgd_jax.data.facts import FACTS, facts
+from absgd_jax.train import checks
 
 DATASETS = tuple(FACTS)
 # Data sets read from image files named by split lists, streamed (absgd_jax.data.streaming),
@@ -104,7 +105,7 @@ _RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
 
 def _range_text(low, high, low_in, high_in) -> str:
   if high is None:
-    return f"{'>=' if low_in else '>'} {low:g}"
+    return f"be {'>=' if low_in else '>'} {low:g}"
   return f"lie in {'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
 
 
@@ -250,7 +251,7 @@ class Config:
     for name, bounds in _RANGES.items():
       value = getattr(self, name)
       if not _in_range(value, *bounds):
-        raise ValueError(f"{name}={value!r} is outside the allowed range: {name} must be "
+        raise ValueError(f"{name}={value!r} is outside the allowed range: {name} must "
                          f"{_range_text(*bounds)}.")
       if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{name}={value!r} must be finite.")
@@ -260,6 +261,7 @@ class Config:
     if self.kl_budget > 0 and self.method not in ("absgd", "abadam"):
       raise ValueError(f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
                        f"'abadam', not {self.method!r} (set kl_budget=0).")
+    checks.kl_budget(self.kl_budget, self.batch_size)
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:
@@ -743,6 +745,10 @@ def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
   keys = diff_configs(saved, config)
   if keys:
     old, new = result_fields(saved), result_fields(config)
+    moved = checks.moved_schedule(config.out_dir, saved.get("epochs"), config.epochs,
+                                  {k: (old.get(k), new.get(k)) for k in keys}, EPOCH_FIELDS)
+    if moved:
+      raise RunMismatchError(moved)
     lines = "; ".join(f"{k}: {old.get(k)!r} in the saved run, {new.get(k)!r} now" for k in keys)
     raise RunMismatchError(
         f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "

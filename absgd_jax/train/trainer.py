@@ -24,7 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from absgd_jax.data import num_batches
 from absgd_jax.models import create_model
 from absgd_jax.train import config as config_lib
-from absgd_jax.train import experiment_data, health, inputs, setup
+from absgd_jax.train import afresh, errors, experiment_data, health, inputs, setup
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import Config
 from absgd_jax.train.metrics import eval_metrics, train_epoch_metrics
@@ -50,6 +50,7 @@ class Trainer:
   ``fit()`` resumes from ``out_dir``'s latest checkpoint. A Trainer whose settings differ from
   those of the run in ``out_dir`` refuses to be made, naming the settings that differ;
   ``new_run=True`` starts afresh instead, deleting that run's checkpoints and records.
+  ``console`` (default: as ``progress``) prints the epoch lines; ``progress`` the bars.
 
   Examples:
     >>> from absgd_jax.train import make_config, Trainer
@@ -61,12 +62,15 @@ class Trainer:
 
   def __init__(self, config: Config, *, exp: experiment_data.ExperimentData | None = None,
                progress: bool = True, log: bool = True, devices: list | None = None,
-               new_run: bool = False):
+               new_run: bool = False, console: bool | None = None):
     self.config, self.progress, self.log = config, progress, log
-    self.exp = exp if exp is not None else experiment_data.build(config)
+    self.console = progress if console is None else console
+    self.position = (0, 0)  # The epoch running and the steps of it done (for an interrupt).
     devices = jax.devices() if devices is None else list(devices)
-    config_lib.validate_for_data(config, len(self.exp.train), len(devices),
-                                 jax.process_count())
+    with errors.user_input():  # Reading and sizing the data: their errors are the user's.
+      self.exp = exp if exp is not None else experiment_data.build(config)
+      config_lib.validate_for_data(config, len(self.exp.train), len(devices),
+                                   jax.process_count())
     self.mesh = Mesh(np.array(devices), ("data",))
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     replicated = NamedSharding(self.mesh, P())
@@ -93,9 +97,14 @@ class Trainer:
                                            self.exp.train.class_names)
     self.history: list[dict[str, Any]] = []
     self.out = epath.Path(config.out_dir)  # A local folder or a gs:// (etc.) location.
+    if new_run and jax.process_index() == 0:  # Before anything reads what is there.
+      removed = afresh.start_afresh(config.out_dir)
+      if removed:
+        self._say(f"new run in {self.out}: removed {', '.join(removed)}")
     self.checkpointer = (Checkpointer(str(self.out / "checkpoints"))
                          if config.checkpoint else None)
-    self._claim(new_run)
+    with errors.user_input():  # A damaged config.json is the user's to restore or replace.
+      self._claim(new_run)
 
   def _claim(self, new_run: bool) -> None:
     """Refuses an ``out_dir`` holding a run with other settings; records this run's there."""
@@ -114,8 +123,8 @@ class Trainer:
           (self.out / name).unlink()
 
   def _say(self, line: str) -> None:
-    """One line on the console (process 0, when ``progress`` is on)."""
-    if self.progress and jax.process_index() == 0:
+    """One line on the console (process 0, when ``console`` is on)."""
+    if self.console and jax.process_index() == 0:
       print(line, flush=True)
 
   def train_epoch(self, epoch: int) -> dict[str, Any]:
@@ -127,6 +136,7 @@ class Trainer:
                       disable=not (self.progress and jax.process_index() == 0)):
       self.state, m = self.train_step(self.state, batch)
       step_metrics.append(m)
+      self.position = (epoch, len(step_metrics))
     step_metrics = jax.device_get(step_metrics)
     first = epoch * self.steps_per_epoch
     hits = [hit for i, m in enumerate(step_metrics) for hit in self.guard.update(m, first + i)]
@@ -161,7 +171,12 @@ class Trainer:
     """Trains to ``config.epochs`` (resuming from the latest checkpoint) and returns a summary."""
     c, t0 = self.config, time.perf_counter()
     start = self.restore()
-    if start:
+    self.position = (start, 0)
+    if start >= c.epochs:
+      self._say(f"resumed from epoch {start - 1} (its checkpoint in {self.out / 'checkpoints'})"
+                f": the run is finished, trained to epochs={c.epochs}; nothing left to train "
+                "(--new-run starts it again)")
+    elif start:
       self._say(f"resumed from epoch {start - 1} (its checkpoint in {self.out / 'checkpoints'})"
                 f"; training on from epoch {start}")
     for epoch in range(start, c.epochs):
