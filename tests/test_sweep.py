@@ -13,8 +13,10 @@ import jax
 import numpy as np
 import pytest
 
-from absgd_jax.train import Trainer, cli, make_config, sweep
-from absgd_jax.train.sweep import Sweep, member_configs, parse_sweep
+from absgd_jax.train import Sweep, Trainer, cli, make_config, sweep
+from absgd_jax.train import members as members_lib
+from absgd_jax.train import trainer as trainer_lib
+from absgd_jax.train.sweep import member_configs, parse_sweep
 
 ONE = jax.devices()[:1]
 PARAM_TOL = dict(rtol=2e-4, atol=2e-6)  # test_train.test_eight_devices_match_one's
@@ -108,7 +110,7 @@ def _check_winner_and_records(out, singles, folder):
 @pytest.mark.parametrize("mode", ["vmap", "map"])
 def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile, mode):
   traces = {"train": 0, "eval": 0}
-  real_train, real_eval = sweep.make_train_step, sweep.make_eval_step
+  real_train, real_eval = members_lib.make_train_step, trainer_lib.make_eval_step
 
   def counting_train(*args, **kwargs):  # built once per trace of the vmapped member step
     traces["train"] += 1
@@ -123,8 +125,8 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile
 
     return eval_step
 
-  monkeypatch.setattr(sweep, "make_train_step", counting_train)
-  monkeypatch.setattr(sweep, "make_eval_step", counting_eval)
+  monkeypatch.setattr(members_lib, "make_train_step", counting_train)
+  monkeypatch.setattr(trainer_lib, "make_eval_step", counting_eval)
   cfg = _cfg(tmp_path, epochs=2, val_fraction=0.2)
   sw = Sweep(cfg, {"lam": [1, 5], "gamma": [0.5, 0.9]}, progress=False, log=False,
              devices=ONE, mode=mode)

@@ -19,7 +19,8 @@ import pytest
 import absgd_jax
 from absgd_jax.train import DivergenceError, Trainer, make_config
 from absgd_jax.train import experiment_data, health, inputs, setup
-from absgd_jax.train.config import RunMismatchError
+from absgd_jax.train import RunMismatchError
+from absgd_jax.train.run_folder import resolve_out_dir
 from processes import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -486,7 +487,7 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
 def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_path, capsys):
   # kl_budget > 0: uniform weights in stage 1, then lam from the budget (issue 12 in the kit).
   cfg = _cfg(tmp_path, epochs=2, stage2_epoch=1, kl_budget=0.01, checkpoint=True)
-  assert "-kl0.01-" in make_config("digits-lt", kl_budget=0.01).out_dir
+  assert "-kl0.01-" in resolve_out_dir(make_config("digits-lt", kl_budget=0.01)).out_dir
   t = Trainer(cfg, progress=True, devices=ONE)
   summary = t.fit()
   first, second = t.history

@@ -17,7 +17,8 @@ import json
 import os
 import sys
 
-from absgd_jax.train.config import PRESETS, Config, make_config
+from absgd_jax.train.config import Config
+from absgd_jax.train.presets import PRESETS, make_config
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -65,8 +66,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
   try:
     config = make_config(args.config, overrides)
     if args.sweep:  # The grid is checked before any device or data is touched.
-      from absgd_jax.train import sweep
-      sweep.member_configs(config, sweep.parse_sweep(args.sweep))
+      from absgd_jax.train.sweep import member_configs, parse_sweep
+      member_configs(config, parse_sweep(args.sweep))
   except ValueError as e:
     ap.error(str(e))
   return args, config
@@ -86,36 +87,47 @@ def main(argv: list[str] | None = None) -> int:
     kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
     jax.distributed.initialize(**kw)
-  if args.sweep:  # absgd_jax.train.sweep: a folder per member, sweep.jsonl, a table.
-    from absgd_jax.train import sweep
-    return sweep.main(config, sweep.parse_sweep(args.sweep), progress=not args.no_progress)
   from absgd_jax.train.checkpoint import CheckpointError
-  from absgd_jax.train.config import RunMismatchError
+  from absgd_jax.train.run_folder import RunMismatchError
+  from absgd_jax.train.sweep import Sweep, parse_sweep, table
   from absgd_jax.train.trainer import DivergenceError, Trainer
   try:
     kw = {"new_run": True} if args.new_run else {}
-    trainer = Trainer(config, progress=not args.no_progress, **kw)
+    if args.sweep:  # A folder per member, sweep.jsonl and a table (absgd_jax.train.sweep).
+      trainer = Sweep(config, parse_sweep(args.sweep), progress=not args.no_progress, **kw)
+    else:
+      trainer = Trainer(config, progress=not args.no_progress, **kw)
     summary = trainer.fit()
   except (DivergenceError, RunMismatchError, CheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  if not args.no_plots and jax.process_index() == 0 and trainer.history:
-    from absgd_jax.train.plots import plot_run
-    if "://" in config.out_dir:  # matplotlib writes local files: plot, then copy them over.
-      import tempfile
-      from etils import epath
-      with tempfile.TemporaryDirectory() as tmp:
-        for path in plot_run(trainer.history, tmp, trainer.exp.train.class_names):
-          with open(path, "rb") as f:
-            (epath.Path(config.out_dir) / os.path.basename(path)).write_bytes(f.read())
-    else:
-      plot_run(trainer.history, config.out_dir, trainer.exp.train.class_names)
+  if not args.no_plots and jax.process_index() == 0:
+    for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
+      if history:
+        _plot(history, folder.config.out_dir, exp.train.class_names)
+  if args.sweep:
+    if args.no_progress and jax.process_index() == 0:  # fit() printed it otherwise
+      print(table(summary))
+    return 0 if summary["winner"] is not None else 2
   final = summary["final"]
   print(json.dumps({k: final.get(k) for k in ("epoch", "train_loss", "test_acc",
                                               "test_balanced_acc", "test_many_shot_acc",
                                               "test_medium_shot_acc", "test_few_shot_acc")}))
   return 0
 
+
+def _plot(history: list, out_dir: str, class_names: list) -> None:
+  """The run's PNG plots in ``out_dir``."""
+  from absgd_jax.train.plots import plot_run
+  if "://" in out_dir:  # matplotlib writes local files: plot, then copy them over.
+    import tempfile
+    from etils import epath
+    with tempfile.TemporaryDirectory() as tmp:
+      for path in plot_run(history, tmp, class_names):
+        with open(path, "rb") as f:
+          (epath.Path(out_dir) / os.path.basename(path)).write_bytes(f.read())
+  else:
+    plot_run(history, out_dir, class_names)
 
 if __name__ == "__main__":
   sys.exit(main())
