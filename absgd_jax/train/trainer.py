@@ -109,7 +109,10 @@ class Trainer:
         init[m.config.seed] = setup.init_variables(m.config, self.model, sample)
     self.tx, _ = setup.make_optimizer(config, spe, init[self.members[0].config.seed]["params"])
     self.loss_fn = setup.make_loss_fn(config, self.exp.train_class_counts, spe)
-    self.weigher = setup.make_weighting(config, spe, self.model.apply, self.loss_fn)
+    # The first member's weighting (a plain run's own): the base config's lam may be one
+    # that a sweep replaces in every member.
+    self.weigher = setup.make_weighting(self.members[0].config, spe, self.model.apply,
+                                        self.loss_fn)
     self.preprocess = setup.make_preprocess(config)
     states = [setup.init_state(m.config, init[m.config.seed], self.tx,
                                setup.make_weighting(m.config, spe, self.model.apply, self.loss_fn))
@@ -146,8 +149,8 @@ class Trainer:
     hyper, gammas = member_hyper([m.config for m in self.members])
 
     def weighting_for(h):
-      if not h:  # a seed sweep: the single run's weighting, whatever the method
-        return setup.make_weighting(c, spe, self.model.apply, self.loss_fn)
+      if not h:  # lam and gamma shared: the single run's weighting, whatever the method
+        return self.weigher
       return swept_absgd(setup.lam_schedule(c, spe, h.get("lam")), gammas, h.get("gamma_index"))
 
     step = make_sweep_step(*step_args, weighting_for, self.preprocess, num_classes=c.num_classes,
