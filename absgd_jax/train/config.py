@@ -140,14 +140,14 @@ class Config:
   # 0.01 held within about a point of the grid-tuned lam on every digits imbalance cell, for
   # CE, focal and CB-LDAM alike (benchmarks/RESULTS.md). lam is then unused. 0 = off.
   kl_budget: float = _within(0.0, ">= 0")
+  # Learning to reweight (method="l2rw"): a clean, balanced meta set carved from the training
+  # data, up to this many per class (at most half of a class).
+  meta_per_class: int = _within(10, ">= 1")
   # lam = inf (plain SGD) before this epoch, then lam (Section 3.6). For SGD/Adam, which have
   # no lam, it only marks where stage2_trainable starts freezing.
   stage2_epoch: int = _within(0, ">= 0")
   # What stage 2 trains: all, the classifier, or it + the last block.
   stage2_trainable: str = _choice("all", ("all", "fc", "fc+lb"))
-  # Learning to reweight (method="l2rw"): a clean, balanced meta set carved from the training
-  # data, up to this many per class (at most half of a class).
-  meta_per_class: int = _within(10, ">= 1")
   # Optimisation.
   epochs: int = _within(30, ">= 1")
   batch_size: int = _within(128, ">= 1")
