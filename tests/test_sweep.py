@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from absgd_jax.train import RunMismatchError, Sweep, Trainer, cli, make_config, sweep
+from absgd_jax.train import (DivergenceError, RunMismatchError, Sweep, Trainer, cli,
+                             make_config, sweep)
 from absgd_jax.train import members as members_lib
 from absgd_jax.train import trainer as trainer_lib
 from absgd_jax.train.sweep import member_configs, parse_sweep
@@ -272,6 +273,10 @@ def test_a_reused_sweep_folder_with_other_settings_is_refused_and_left_alone(tmp
   with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run"):
     Sweep(_run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False,
           devices=ONE)
+  # Another grid is another sweep: its sweep.jsonl would replace this one's.
+  with pytest.raises(RunMismatchError, match=r"sweep: \{'lam': \[1\.0, 2\.0\]\} in the saved"):
+    Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2, 5]}, progress=False,
+          devices=ONE)
   assert _snapshot(tmp_path / "sweep") == before
   # Asked for, a new run starts afresh there with its own settings.
   Sweep(_run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False,
@@ -324,3 +329,22 @@ def test_lam_inf_member_is_plain_sgd(tmp_path):
   _assert_trees_close(_member(sw.state.params, 0), jax.device_get(sgd.state.params),
                       **PARAM_TOL)
   assert _max_diff(_member(sw.state.params, 1), jax.device_get(sgd.state.params)) > 1e-3
+
+
+def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path):
+  # The divergence rules are the single run's (health.divergence), applied per member: a
+  # member that diverges is left out, the others carry on, and when none is left the sweep
+  # raises the single run's error, naming the members.
+  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False), {"lam": [1, 2]},
+             progress=False, devices=ONE)
+  ok = {"train_loss": 1.0, "weighted_loss": 0.9, "ess_mean": 50.0, "log_s": 0.3, "lam": 1.0}
+  bad = {**ok, "train_loss": float("nan")}
+  records = [bad, dict(ok)]
+  sw._check_divergence(0, records)
+  assert sw.status[0].startswith("diverged in epoch 0: the mean training loss is nan")
+  assert sw.status[1] == "ok" and records == [None, ok]
+  with pytest.raises(DivergenceError, match=r"member lam=2: training diverged in epoch 1"):
+    sw._check_divergence(1, [None, bad])
+  out = sw._finish(0.0)
+  assert out["winner"] is None and [r["status"][:8] for r in out["members"]] == ["diverged"] * 2
+  assert "no healthy member: no winner." in sweep.table(out)

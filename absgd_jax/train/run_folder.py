@@ -43,6 +43,8 @@ def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _jsonable(v: Any) -> Any:
+  if isinstance(v, dict):
+    return {k: _jsonable(x) for k, x in v.items()}
   if isinstance(v, (tuple, list)):
     return [_jsonable(x) for x in v]
   if isinstance(v, float) and not math.isfinite(v):
@@ -166,8 +168,10 @@ def config_from_dict(d: Mapping[str, Any]) -> Config:
 CONFIG_FILE = "config.json"
 
 
-def write_run_config(config: Config, out_dir: str | None = None) -> None:
-  """Writes ``{"config": <every field>, "fingerprint": ...}`` to ``out_dir/config.json``.
+def write_run_config(config: Config, out_dir: str | None = None,
+                     extra: Mapping[str, Any] | None = None) -> None:
+  """Writes ``{"config": <every field>, "fingerprint": ..., **extra}`` to
+  ``out_dir/config.json``.
 
   ``out_dir`` (default the config's resolved one) may be a local path or a URL (gs://...).
   """
@@ -176,7 +180,7 @@ def write_run_config(config: Config, out_dir: str | None = None) -> None:
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / (CONFIG_FILE + ".tmp")
   tmp.write_text(json.dumps({"config": config_to_dict(config),
-                             "fingerprint": fingerprint(config)}, indent=1))
+                             "fingerprint": fingerprint(config), **(extra or {})}, indent=1))
   tmp.replace(out / CONFIG_FILE)
 
 
@@ -283,9 +287,13 @@ class RunFolder:
     log: whether this process writes the folder's files.
     checkpoints: whether the folder keeps checkpoints (default ``config.checkpoint``; a
       sweep's own folder keeps none, its members' do).
+    extra: more of what the run is, recorded in ``config.json`` beside the settings and
+      checked like them (a sweep's grid).
   """
 
-  def __init__(self, config: Config, *, log: bool = True, checkpoints: bool | None = None):
+  def __init__(self, config: Config, *, log: bool = True, checkpoints: bool | None = None,
+               extra: Mapping[str, Any] | None = None):
+    self.extra = {k: _jsonable(v) for k, v in (extra or {}).items()}
     import jax
     self.config = resolve_out_dir(config)
     self.path = epath.Path(self.config.out_dir)  # A local folder or a gs:// (etc.) location.
@@ -302,13 +310,23 @@ class RunFolder:
     """Refuses a folder that holds a run with other settings (see :func:`check_resume`)."""
     check_resume(read_run_config(self.config.out_dir), self.config,
                  last_epoch=self.last_epoch(), new_run=new_run)
+    path = self.path / CONFIG_FILE
+    if new_run or not self.extra or not path.exists():
+      return
+    saved = json.loads(path.read_text())
+    for key, value in self.extra.items():
+      if key in saved and saved[key] != value:
+        raise RunMismatchError(
+            f"{self.path} holds a run with other settings ({key}: {saved[key]!r} in the saved "
+            f"run, {value!r} now). Use another out_dir (--out), or --new-run (new_run=True) to "
+            "start afresh there.")
 
   def claim(self, new_run: bool = False) -> None:
     """Records this run's settings there; with ``new_run``, drops the old run's checkpoints
     and records first. Call :meth:`check` on every folder of a run before claiming any."""
     if not self._records_config:
       return
-    write_run_config(self.config)
+    write_run_config(self.config, extra=self.extra)
     if new_run:
       if self.checkpointer is not None:
         self.checkpointer.delete_all()

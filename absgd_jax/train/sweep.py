@@ -29,7 +29,7 @@ which XLA:CPU runs far slower than separate ones (:func:`resolve_mode`).
 A sweep is the :class:`~absgd_jax.train.Trainer` run over a member axis
 (:mod:`absgd_jax.train.members`): the same loop, checkpoints, resume, settings check, health
 checks and records. Its folder is a run folder: ``out_dir/config.json`` holds the base
-settings, a rerun with other settings is refused naming the keys (``--new-run`` starts
+settings and the grid, a rerun with other settings (or another grid) is refused naming the keys (``--new-run`` starts
 afresh), and an interrupted sweep resumes from its members' checkpoints. Each member's
 folder ``out_dir/<label>`` holds what a single run's holds (``config.json``,
 ``metrics.jsonl``, ``summary.json``, ``checkpoints/``), and ``out_dir/sweep.jsonl`` a row per
@@ -190,7 +190,8 @@ class Sweep(Trainer):
                new_run: bool = False, mode: str = "auto"):
     members = member_configs(config, grid)
     config = dataclasses.replace(config, out_dir=sweep_dir(config, list(grid)))
-    self.root = run_folder.RunFolder(config, log=log, checkpoints=False)
+    swept = {k: list(dict.fromkeys(m.values[k] for m in members)) for k in grid}
+    self.root = run_folder.RunFolder(config, log=log, checkpoints=False, extra={"sweep": swept})
     super().__init__(config, exp=exp, progress=progress, log=log, devices=devices,
                      new_run=new_run, members=members, mode=mode)
 
