@@ -29,15 +29,19 @@ which XLA:CPU runs far slower than separate ones (:func:`resolve_mode`).
 A sweep is the :class:`~absgd_jax.train.Trainer` run over a member axis
 (:mod:`absgd_jax.train.members`): the same loop, checkpoints, resume, settings check, health
 checks and records. Its folder is a run folder: ``out_dir/config.json`` holds the base
-settings and the grid, a rerun with other settings (or another grid) is refused naming the keys (``--new-run`` starts
-afresh), and an interrupted sweep resumes from its members' checkpoints. Each member's
-folder ``out_dir/<label>`` holds what a single run's holds (``config.json``,
-``metrics.jsonl``, ``summary.json``, ``checkpoints/``), and ``out_dir/sweep.jsonl`` a row per
-member: its swept values, resolved config, final metrics, status and whether it won. The winner is the healthy member with the best final balanced accuracy on the
-validation split (``val_fraction > 0``); without a validation split it is chosen on the test
-split, and every record and the printed table say so. A member that diverges is marked
-``diverged`` (with the reason) and left out of the choice; the others carry on.
+settings and the grid; a rerun with other settings (or another grid) is refused, naming the
+keys (``--new-run`` starts afresh); an interrupted sweep resumes from its members'
+checkpoints. Each member's folder ``out_dir/<label>`` holds what a single run's holds
+(``config.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/``), and
+``out_dir/sweep.jsonl`` a row per member: its swept values, resolved config, final metrics,
+status and whether it won.
+
+The winner is the healthy member with the best final balanced accuracy on the validation
+split (``val_fraction > 0``); without a validation split it is chosen on the test split, and
+every record and the printed table say so. A member that diverges is marked ``diverged``
+(with the reason) and left out of the choice; the others carry on.
 """
+
 from __future__ import annotations
 
 import dataclasses
