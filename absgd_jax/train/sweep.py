@@ -11,7 +11,8 @@ device tests.
 What may vary inside one program (``SWEEPABLE``):
 
 - ``lam``: a traced scalar per member (``absgd_weights`` accepts one), also inside the stage-2
-  schedule (lam = inf before ``stage2_epoch``).
+  schedule (lam = inf before ``stage2_epoch``). A member with lam = inf trains as plain SGD,
+  so a sweep can hold the SGD baseline beside ABSGD.
 - ``gamma``: ``absgd_weights`` takes gamma as a Python float, so each distinct gamma gets its
   own weigher and a member picks its own with ``lax.switch`` on a per-member index (under vmap
   every branch runs and a select keeps the member's: a few vector operations per step).
@@ -24,7 +25,8 @@ structure, and is refused, naming the key: run such values as separate runs.
 
 On the CPU the members run one after another inside the program instead (``mode="map"``,
 the default there): vmapped convolutions with per-member kernels become grouped convolutions,
-which XLA:CPU runs far slower than separate ones (:func:`resolve_mode`).
+which XLA:CPU runs far slower than separate ones
+(:func:`~absgd_jax.train.members.resolve_mode`).
 
 A sweep is the :class:`~absgd_jax.train.Trainer` run over a member axis
 (:mod:`absgd_jax.train.members`): the same loop, checkpoints, resume, settings check, health
