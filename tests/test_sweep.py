@@ -61,6 +61,8 @@ def _single_run(config):
     ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "vmap"),
     # gamma, one weigher per value chosen by lax.switch (a select under vmap).
     ({"gamma": ["0.5", "1.0"]}, dict(lam=1.0), "vmap"),
+    # A one-value lam beside a gamma axis: every member's lam (2) replaces the base's (5).
+    ({"lam": ["2"], "gamma": ["0.5", "1.0"]}, {}, "vmap"),
     # The CPU's default: the members one after another (lax.map) inside the program.
     ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "map"),
 ])

@@ -121,9 +121,10 @@ def member_hyper(configs: Sequence[Any]) -> tuple[dict[str, jax.Array], tuple[fl
   lams = [c.lam for c in configs]
   if len(set(lams)) > 1:
     hyper["lam"] = jnp.asarray(lams, jnp.float32)
-  gammas = tuple(dict.fromkeys(1.0 if c.method == "eg" else c.gamma for c in configs))
+  each = [1.0 if c.method == "eg" else c.gamma for c in configs]
+  gammas = tuple(dict.fromkeys(each))
   if len(gammas) > 1:
-    hyper["gamma_index"] = jnp.asarray([gammas.index(c.gamma) for c in configs], jnp.int32)
+    hyper["gamma_index"] = jnp.asarray([gammas.index(g) for g in each], jnp.int32)
   return hyper, gammas
 
 

@@ -151,7 +151,9 @@ class Trainer:
     def weighting_for(h):
       if not h:  # lam and gamma shared: the single run's weighting, whatever the method
         return self.weigher
-      return swept_absgd(setup.lam_schedule(c, spe, h.get("lam")), gammas, h.get("gamma_index"))
+      # The schedule of the members' lam: the first member's, or each one's where they differ.
+      lam = setup.lam_schedule(self.members[0].config, spe, h.get("lam"))
+      return swept_absgd(lam, gammas, h.get("gamma_index"))
 
     step = make_sweep_step(*step_args, weighting_for, self.preprocess, num_classes=c.num_classes,
                            shared_batch=self.shared_batches, mode=self.mode)
