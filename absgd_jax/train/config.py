@@ -18,7 +18,7 @@ Examples:
   >>> Config(momentum=1.5)
   Traceback (most recent call last):
   ...
-  ValueError: momentum=1.5 is outside the allowed range: momentum must be lie in [0, 1).
+  ValueError: momentum=1.5 is outside the allowed range: momentum must lie in [0, 1).
   >>> Config.parse_value("lr_decay_epochs", "160,180")
   (160, 180)
 """
@@ -188,8 +188,8 @@ class Config:
         raise ValueError(f"{f.name}={value!r} is not one of {', '.join(f.metadata['choices'])}.")
       allowed = f.metadata.get("range")
       if allowed is not None and not _in_range(value, allowed):
-        raise ValueError(f"{f.name}={value!r} is outside the allowed range: {f.name} must be "
-                         f"{'lie in ' if allowed[0] in '[(' else ''}{allowed}.")
+        raise ValueError(f"{f.name}={value!r} is outside the allowed range: {f.name} must "
+                         f"{'lie in' if allowed[0] in '[(' else 'be'} {allowed}.")
       if allowed is not None and isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{f.name}={value!r} must be finite.")
     self._check_combinations()
