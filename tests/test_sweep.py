@@ -13,8 +13,15 @@ import jax
 import numpy as np
 import pytest
 
-from absgd_jax.train import (DivergenceError, RunMismatchError, Sweep, Trainer, cli,
-                             make_config, sweep)
+from absgd_jax.train import (
+    DivergenceError,
+    RunMismatchError,
+    Sweep,
+    Trainer,
+    cli,
+    make_config,
+    sweep,
+)
 from absgd_jax.train import members as members_lib
 from absgd_jax.train import trainer as trainer_lib
 from absgd_jax.train.sweep import member_configs, parse_sweep

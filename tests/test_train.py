@@ -17,9 +17,8 @@ import numpy as np
 import pytest
 
 import absgd_jax
-from absgd_jax.train import DivergenceError, Trainer, make_config
+from absgd_jax.train import DivergenceError, RunMismatchError, Trainer, make_config
 from absgd_jax.train import experiment_data, health, inputs, setup
-from absgd_jax.train import RunMismatchError
 from absgd_jax.train.run_folder import resolve_out_dir
 from processes import launch
 

@@ -20,6 +20,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from etils import epath
 
@@ -294,7 +295,6 @@ class RunFolder:
   def __init__(self, config: Config, *, log: bool = True, checkpoints: bool | None = None,
                extra: Mapping[str, Any] | None = None):
     self.extra = {k: _jsonable(v) for k, v in (extra or {}).items()}
-    import jax
     self.config = resolve_out_dir(config)
     self.path = epath.Path(self.config.out_dir)  # A local folder or a gs:// (etc.) location.
     self.log = log and jax.process_index() == 0
