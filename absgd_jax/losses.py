@@ -4,14 +4,18 @@ ABSGD is loss-independent: it re-weights whatever per-sample losses it is given.
 holds the losses the paper pairs it with (Sections 4 and 5, Tables 1, 2 and 6):
 
 - imbalance: :func:`cross_entropy` (optionally label-smoothed), :func:`focal_loss`,
-  :func:`ldam_loss` with :func:`ldam_margins`, and class weights for any of them from
+  :func:`ldam_loss` with :func:`ldam_margins`, the prior-corrected
+  :func:`logit_adjusted_cross_entropy` and :func:`balanced_softmax_cross_entropy` (the
+  strongest cheap baselines for long-tailed data, beside the paper's), and class weights for
+  any loss from
   :func:`class_balanced_weights` (CB-CE, CB-Focal, CB-LDAM) or :func:`drw_class_weights`
   (deferred re-weighting);
 - label noise: :func:`symmetric_cross_entropy` (SCE), :func:`generalized_cross_entropy`
   (GCE) and :func:`truncated_generalized_cross_entropy` (TCE, the truncated Lq loss).
 
-Every loss takes ``logits [B, C]`` and integer ``labels [B]`` and returns ``[B]`` with no
-reduction. Conventions shared by all of them:
+Every loss has one signature, ``loss(logits [B, C], labels [B], *, class_weights=None,
+...) -> [B]``: its own settings, like the class weights, come by keyword, and nothing is
+reduced. Conventions shared by all of them:
 
 - Numerics. Everything is computed from log-probabilities (``jax.nn.log_softmax``, or optax's
   cross-entropy on max-shifted logits), never the log of a softmax, and in float32:
@@ -52,6 +56,7 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
+    "balanced_softmax_cross_entropy",
     "class_balanced_weights",
     "cross_entropy",
     "drw_class_weights",
@@ -59,6 +64,7 @@ __all__ = [
     "generalized_cross_entropy",
     "ldam_loss",
     "ldam_margins",
+    "logit_adjusted_cross_entropy",
     "symmetric_cross_entropy",
     "truncated_generalized_cross_entropy",
 ]
@@ -127,6 +133,18 @@ def _check_inputs(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   return logits.astype(dtype), labels
 
 
+def _prepare(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
+             class_weights: jax.typing.ArrayLike | None, fn: str
+             ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+  """The checks every loss opens with: logits and labels (:func:`_check_inputs`) and the
+  optional ``[C]`` class weights, cast to the logits' dtype."""
+  logits, labels = _check_inputs(logits, labels, fn)
+  if class_weights is not None:
+    class_weights = _check_class_vector(class_weights, logits.shape[1], "class_weights", fn,
+                                        logits.dtype)
+  return logits, labels, class_weights
+
+
 def _check_class_vector(x: jax.typing.ArrayLike, num_classes: int, name: str, fn: str,
                         dtype: jnp.dtype) -> jax.Array:
   value = _concrete(x)
@@ -170,6 +188,11 @@ def _check_counts(class_counts: jax.typing.ArrayLike, fn: str) -> jax.Array:
 def _true_class(values: jax.Array, labels: jax.Array) -> jax.Array:
   """values[i, labels[i]]. Out-of-range labels are turned into NaN losses by `_finish`."""
   return jnp.take_along_axis(values, labels[:, None], axis=-1)[:, 0]
+
+
+def _log_p_true(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """log p_y, the log-softmax of each sample's true class."""
+  return _true_class(jax.nn.log_softmax(logits, axis=-1), labels)
 
 
 def _finish(loss: jax.Array, labels: jax.Array, num_classes: int,
@@ -246,13 +269,9 @@ def cross_entropy(
     >>> cross_entropy(logits, labels, class_weights=jnp.array([2.0, 1.0, 0.5])).tolist()
     [0.3397, 0.5901]
   """
-  fn = "cross_entropy"
-  logits, labels = _check_inputs(logits, labels, fn)
+  logits, labels, class_weights = _prepare(logits, labels, class_weights, "cross_entropy")
   num_classes = logits.shape[1]
   eps = _check_number("label_smoothing", label_smoothing, 0.0, 1.0, hi_open=True)
-  if class_weights is not None:
-    class_weights = _check_class_vector(class_weights, num_classes, "class_weights", fn,
-                                        logits.dtype)
   if eps == 0.0:
     loss = _integer_label_ce(logits, labels)
   else:
@@ -299,14 +318,9 @@ def focal_loss(
     >>> focal_loss(logits, labels, gamma=0.0).tolist()  # cross-entropy
     [0.1698, 1.1803]
   """
-  fn = "focal_loss"
-  logits, labels = _check_inputs(logits, labels, fn)
-  num_classes = logits.shape[1]
+  logits, labels, class_weights = _prepare(logits, labels, class_weights, "focal_loss")
   gamma = _check_number("gamma", gamma, 0.0, math.inf, hi_open=True)
-  if class_weights is not None:
-    class_weights = _check_class_vector(class_weights, num_classes, "class_weights", fn,
-                                        logits.dtype)
-  log_pt = _true_class(jax.nn.log_softmax(logits, axis=-1), labels)
+  log_pt = _log_p_true(logits, labels)
   ce = -log_pt
   if gamma == 0.0:
     loss = ce  # Avoids 0 ** 0, whose gradient is NaN, at p_t = 1.
@@ -317,7 +331,7 @@ def focal_loss(
     tiny = jnp.finfo(logits.dtype).tiny
     modulator = jnp.power(jnp.maximum(_one_minus_exp(log_pt), tiny), gamma)
     loss = modulator * ce
-  return _finish(loss, labels, num_classes, class_weights)
+  return _finish(loss, labels, logits.shape[1], class_weights)
 
 
 def ldam_margins(class_counts: jax.typing.ArrayLike, max_m: float = 0.5) -> jax.Array:
@@ -353,8 +367,8 @@ def ldam_margins(class_counts: jax.typing.ArrayLike, max_m: float = 0.5) -> jax.
 def ldam_loss(
     logits: jax.typing.ArrayLike,
     labels: jax.typing.ArrayLike,
-    margins: jax.typing.ArrayLike,
     *,
+    margins: jax.typing.ArrayLike,
     scale: float = 30.0,
     class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
@@ -389,21 +403,124 @@ def ldam_loss(
     >>> from absgd_jax.losses import ldam_loss, ldam_margins
     >>> m = ldam_margins(jnp.array([5000, 50]))
     >>> cos = jnp.array([[0.2, 0.1], [0.1, 0.3]])
-    >>> ldam_loss(cos, jnp.array([0, 1]), m).tolist()  # CE(30 * [[0.0419, 0.1], [0.1, -0.2]], y)
+    >>> ldam_loss(cos, jnp.array([0, 1]), margins=m).tolist()  # CE(30 * [[0.0419, 0.1], [0.1, -0.2]], y)
     [1.9046, 9.0001]
   """
   fn = "ldam_loss"
-  logits, labels = _check_inputs(logits, labels, fn)
+  logits, labels, class_weights = _prepare(logits, labels, class_weights, fn)
   num_classes = logits.shape[1]
   margins = _check_class_vector(margins, num_classes, "margins", fn, logits.dtype)
   scale = _check_number("scale", scale, 0.0, math.inf, lo_open=True, hi_open=True)
-  if class_weights is not None:
-    class_weights = _check_class_vector(class_weights, num_classes, "class_weights", fn,
-                                        logits.dtype)
   true_mask = jax.nn.one_hot(labels, num_classes, dtype=logits.dtype)
   shifted = logits - true_mask * margins[None, :]
   loss = _integer_label_ce(scale * shifted, labels)
   return _finish(loss, labels, num_classes, class_weights)
+
+
+def _prior_adjusted_ce(logits: jax.Array, labels: jax.Array, counts: jax.Array,
+                       tau: float) -> jax.Array:
+  """CE(z + tau * log n, y). A per-row constant does not change a softmax, so log counts and
+  log priors (log n - log N) give the same loss; counts avoid one more rounding.
+
+  The logits are max-shifted before the adjustment is added: at 1e4 float32's spacing is 1e-3,
+  which would swallow most of a log count added to the raw logit.
+  """
+  shifted = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  return _integer_label_ce(shifted + tau * jnp.log(counts).astype(logits.dtype)[None, :],
+                           labels)
+
+
+def logit_adjusted_cross_entropy(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    class_counts: jax.typing.ArrayLike,
+    tau: float = 1.0,
+    class_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+  r"""Logit-adjusted cross-entropy (Menon et al., 2021): softmax CE of the logits plus
+  :math:`	au \log \pi`, with :math:`\pi` the training set's class prior.
+
+  :math:`\ell(z, y) = -\log rac{e^{z_y + 	au \log \pi_y}}{\sum_j e^{z_j + 	au \log \pi_j}}`.
+  Adding the log prior during training only makes the model's plain logits estimate the
+  balanced (uniform-prior) posterior, so predict with ``argmax(logits)`` as usual: nothing
+  changes at test time. Menon et al. use tau = 1 on CIFAR-LT. ABSGD's weights act on these
+  per-sample losses like on any other.
+
+  Args:
+    logits: ``[B, C]`` floating logits.
+    labels: ``[B]`` integer labels in [0, C).
+    class_counts: ``[C]`` training-set sizes per class, all > 0 (the prior is their share).
+    tau: the adjustment's scale, >= 0; 0 gives cross-entropy.
+    class_weights: optional ``[C]`` weights applied per sample by label.
+
+  Returns:
+    ``[B]`` per-sample losses.
+
+  Raises:
+    ValueError: for tau < 0 or not finite, counts that are not all finite and > 0 or not of
+      shape ``(C,)``, bad shapes or dtypes, or class_weights of the wrong shape.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from absgd_jax.losses import logit_adjusted_cross_entropy
+    >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+    >>> counts = jnp.array([90, 10])  # prior 0.9, 0.1
+    >>> # Row 1: CE([2 + log 0.9, 0 + log 0.1], 0) = log(1 + e^(-2 - log 9)).
+    >>> logit_adjusted_cross_entropy(logits, jnp.array([0, 1]), class_counts=counts).tolist()
+    [0.0149, 1.4612]
+  """
+  fn = "logit_adjusted_cross_entropy"
+  logits, labels, class_weights = _prepare(logits, labels, class_weights, fn)
+  counts = _check_class_vector(_check_counts(class_counts, fn), logits.shape[1],
+                               "class_counts", fn, jnp.float32)
+  tau = _check_number("tau", tau, 0.0, math.inf, hi_open=True)
+  loss = _prior_adjusted_ce(logits, labels, counts, tau)
+  return _finish(loss, labels, logits.shape[1], class_weights)
+
+
+def balanced_softmax_cross_entropy(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    class_counts: jax.typing.ArrayLike,
+    class_weights: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
+  r"""Balanced softmax cross-entropy (Ren et al., 2020).
+
+  The softmax is reweighted by the class counts,
+  :math:`p_y = n_y e^{z_y} / \sum_j n_j e^{z_j}`, and the loss is :math:`-\log p_y`. That is
+  :func:`logit_adjusted_cross_entropy` with tau = 1, derived from a different argument (a
+  label-shift correction of the likelihood); as there, predict with the plain logits.
+
+  Args:
+    logits: ``[B, C]`` floating logits.
+    labels: ``[B]`` integer labels in [0, C).
+    class_counts: ``[C]`` training-set sizes per class, all > 0.
+    class_weights: optional ``[C]`` weights applied per sample by label.
+
+  Returns:
+    ``[B]`` per-sample losses.
+
+  Raises:
+    ValueError: for counts that are not all finite and > 0 or not of shape ``(C,)``, bad
+      shapes or dtypes, or class_weights of the wrong shape.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from absgd_jax.losses import balanced_softmax_cross_entropy
+    >>> logits = jnp.array([[2.0, 0.0], [0.0, 1.0]])
+    >>> # Row 2: -log(10 e^1 / (90 e^0 + 10 e^1)) = log(1 + 9 / e).
+    >>> balanced_softmax_cross_entropy(logits, jnp.array([0, 1]),
+    ...                                class_counts=jnp.array([90, 10])).tolist()
+    [0.0149, 1.4612]
+  """
+  fn = "balanced_softmax_cross_entropy"
+  logits, labels, class_weights = _prepare(logits, labels, class_weights, fn)
+  counts = _check_class_vector(_check_counts(class_counts, fn), logits.shape[1],
+                               "class_counts", fn, jnp.float32)
+  loss = _prior_adjusted_ce(logits, labels, counts, 1.0)
+  return _finish(loss, labels, logits.shape[1], class_weights)
 
 
 def class_balanced_weights(class_counts: jax.typing.ArrayLike,
@@ -511,6 +628,7 @@ def symmetric_cross_entropy(
     alpha: float = 0.1,
     beta: float = 1.0,
     log_zero: float = -4.0,
+    class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Symmetric cross-entropy :math:`\alpha\,\mathrm{CE} + \beta\,\mathrm{RCE}` (Wang et al., 2019).
 
@@ -537,6 +655,7 @@ def symmetric_cross_entropy(
     alpha: weight of the CE term, >= 0.
     beta: weight of the RCE term, >= 0.
     log_zero: A, the clamped value of log 0, < 0.
+    class_weights: optional ``[C]`` weights applied per sample by label.
 
   Returns:
     ``[B]`` per-sample losses.
@@ -553,15 +672,14 @@ def symmetric_cross_entropy(
     >>> symmetric_cross_entropy(logits, labels).tolist()  # 0.1 * CE + 4 * (1 - p_y)
     [0.6418, 2.8892]
   """
-  fn = "symmetric_cross_entropy"
-  logits, labels = _check_inputs(logits, labels, fn)
+  logits, labels, class_weights = _prepare(logits, labels, class_weights,
+                                           "symmetric_cross_entropy")
   alpha = _check_number("alpha", alpha, 0.0, math.inf, hi_open=True)
   beta = _check_number("beta", beta, 0.0, math.inf, hi_open=True)
   log_zero = _check_number("log_zero", log_zero, -math.inf, 0.0, lo_open=True, hi_open=True)
-  log_py = _true_class(jax.nn.log_softmax(logits, axis=-1), labels)
-  ce = -log_py
+  log_py = _log_p_true(logits, labels)
   rce = -log_zero * _one_minus_exp(log_py)
-  return _finish(alpha * ce + beta * rce, labels, logits.shape[1], None)
+  return _finish(alpha * -log_py + beta * rce, labels, logits.shape[1], class_weights)
 
 
 def generalized_cross_entropy(
@@ -569,6 +687,7 @@ def generalized_cross_entropy(
     labels: jax.typing.ArrayLike,
     *,
     q: float = 0.7,
+    class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Generalized cross-entropy (the Lq loss) :math:`(1 - p_y^q) / q` (Zhang & Sabuncu, 2018).
 
@@ -580,6 +699,7 @@ def generalized_cross_entropy(
     logits: ``[B, C]`` floating logits.
     labels: ``[B]`` integer labels in [0, C).
     q: in (0, 1]; the default 0.7 is Zhang & Sabuncu's choice for CIFAR.
+    class_weights: optional ``[C]`` weights applied per sample by label.
 
   Returns:
     ``[B]`` per-sample losses, in [0, 1/q].
@@ -595,12 +715,11 @@ def generalized_cross_entropy(
     >>> generalized_cross_entropy(logits, labels).tolist()
     [0.1601, 0.8033]
   """
-  fn = "generalized_cross_entropy"
-  logits, labels = _check_inputs(logits, labels, fn)
+  logits, labels, class_weights = _prepare(logits, labels, class_weights,
+                                           "generalized_cross_entropy")
   q = _check_number("q", q, 0.0, 1.0, lo_open=True)
-  log_py = _true_class(jax.nn.log_softmax(logits, axis=-1), labels)
-  loss = _one_minus_exp(q * log_py) / q
-  return _finish(loss, labels, logits.shape[1], None)
+  loss = _one_minus_exp(q * _log_p_true(logits, labels)) / q
+  return _finish(loss, labels, logits.shape[1], class_weights)
 
 
 def truncated_generalized_cross_entropy(
@@ -609,6 +728,7 @@ def truncated_generalized_cross_entropy(
     *,
     q: float = 0.7,
     k: float = 0.5,
+    class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Truncated Lq loss (TCE in the ABSGD paper; Zhang & Sabuncu, 2018).
 
@@ -622,6 +742,7 @@ def truncated_generalized_cross_entropy(
     q: in (0, 1]; default 0.7 as in Zhang & Sabuncu.
     k: truncation threshold on p_y, in [0, 1); default 0.5 as in Zhang & Sabuncu. k = 0
       gives plain GCE.
+    class_weights: optional ``[C]`` weights applied per sample by label.
 
   Returns:
     ``[B]`` per-sample losses, in [0, (1 - k^q) / q].
@@ -637,13 +758,13 @@ def truncated_generalized_cross_entropy(
     >>> truncated_generalized_cross_entropy(logits, labels).tolist()  # (1 - 0.5**0.7) / 0.7
     [0.1601, 0.5492]
   """
-  fn = "truncated_generalized_cross_entropy"
-  logits, labels = _check_inputs(logits, labels, fn)
+  logits, labels, class_weights = _prepare(logits, labels, class_weights,
+                                           "truncated_generalized_cross_entropy")
   q = _check_number("q", q, 0.0, 1.0, lo_open=True)
   k = _check_number("k", k, 0.0, 1.0, hi_open=True)
   log_k = math.log(k) if k > 0.0 else -math.inf
   floor = -math.expm1(q * log_k) / q
-  log_py = _true_class(jax.nn.log_softmax(logits, axis=-1), labels)
+  log_py = _log_p_true(logits, labels)
   gce = _one_minus_exp(q * log_py) / q
   loss = jnp.where(log_py > log_k, gce, jnp.asarray(floor, gce.dtype))
-  return _finish(loss, labels, logits.shape[1], None)
+  return _finish(loss, labels, logits.shape[1], class_weights)

@@ -44,7 +44,8 @@ CACHE = os.path.join(RUNS, "jax_cache")  # jax's persistent compilation cache.
 # The shared CIFAR-10 JPEG copy beside the checkout: every script's default --data-dir.
 DATA_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg"))
 HISTORY_KEYS = ("epoch", "train_acc", "test_acc", "val_acc", "class_mean_weight",
-                "flipped_mean_weight", "clean_mean_weight")
+                "flipped_mean_weight", "clean_mean_weight", "lam", "ess_mean",
+                "collapsed_classes")
 
 
 def slug(text: str) -> str:

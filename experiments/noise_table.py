@@ -3,7 +3,9 @@
     python experiments/noise_table.py            # tune, then the table (resumable), then report
     python experiments/noise_table.py --report   # the report from the JSONL only
 
-Rows: SGD (CE), SGD (SCE), SGD (GCE), EG (SCE), ABSGD (CE), ABSGD (SCE). The protocol,
+Rows: SGD (CE), SGD (SCE), SGD (GCE), EG (SCE), ABSGD (CE), ABSGD (SCE), and ABSGD (CE) and
+ABSGD (SCE) with lam < 0 set online by a KL budget (their records keep lam's path, the
+effective sample size and any class the collapse guard named, per epoch). The protocol,
 shrunk from the paper's (Section 5.1: the SCE paper's CNN at 32 px, 120 epochs, the whole
 training set; ``experiments/noise_protocol_gpu.py``) to about 70 CPU core-minutes in all:
 
@@ -23,7 +25,8 @@ training set; ``experiments/noise_protocol_gpu.py``) to about 70 CPU core-minute
 Tuning (seed 0, on a validation split of 10% of every class, carved out before the noise, so
 clean, scored by its accuracy after the last epoch; the test set is never read for it): each
 SGD row takes the best of 3 learning rates; ABSGD and EG take the learning rate chosen for
-SGD with the same loss and the best of 3 values of lam. So every row has 3 tuning runs. The
+SGD with the same loss and the best of 3 values of lam (the budget rows: of 3 budgets). So
+every row has 3 tuning runs. The
 table then trains seeds 0, 1, 2 on the whole (noisy) training set and reports test accuracy
 after the last epoch, beside the best evaluation (every 3 epochs), which shows SGD's fall.
 
@@ -52,9 +55,18 @@ ROWS: dict[str, tuple[dict, str | None]] = {
     "EG (SCE)": (dict(method="eg", loss="sce", stage2_epoch=STAGE2), "SGD (SCE)"),
     "ABSGD (CE)": (dict(method="absgd", loss="ce", stage2_epoch=STAGE2), "SGD (CE)"),
     "ABSGD (SCE)": (dict(method="absgd", loss="sce", stage2_epoch=STAGE2), "SGD (SCE)"),
+    # lam < 0 set online by a KL budget (kl_absgd_weights(rho, sign=-1)) instead of the grid.
+    "ABSGD (CE, KL)": (dict(method="absgd", loss="ce", stage2_epoch=STAGE2, lam=-1.0),
+                       "SGD (CE)"),
+    "ABSGD (SCE, KL)": (dict(method="absgd", loss="sce", stage2_epoch=STAGE2, lam=-1.0),
+                        "SGD (SCE)"),
 }
 LR_GRID = (0.05, 0.1, 0.2)
 LAM_GRID = (-1.0, -2.0, -3.0)  # Within the paper's {-0.1, -0.5, -1, -2, -3}.
+# The budget rows' grid. Spreading the weight evenly over the clean 60% and giving the flipped
+# 40% nothing has KL(p || uniform) = -log 0.6 = 0.51 (docs/kl_budget.md, section 4); the grid
+# reaches up to it.
+RHO_GRID = (0.1, 0.25, 0.5)
 SEEDS = (0, 1, 2)
 VAL_FRACTION = 0.1
 # The paper's Table 6, CIFAR-10, symmetric 0.4 (4-layer CNN, 32 px, 120 epochs, 5 runs); its
@@ -72,7 +84,7 @@ def make(protocol: dict, row_overrides: dict, data_dir: str, **kw):
 
 
 def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_GRID,
-         lam_grid=LAM_GRID, setting: str = "sym 0.4", done=None, log=print,
+         lam_grid=LAM_GRID, rho_grid=RHO_GRID, setting: str = "sym 0.4", done=None, log=print,
          run_dir: str | None = None) -> dict:
   """Runs (or reads) every grid point on the validation split; returns row -> chosen values."""
   done = load_jsonl(path) if done is None else done
@@ -82,7 +94,8 @@ def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_G
       if (lr_from is None) != lr_rows:
         continue
       base = {} if lr_from is None else dict(lr=chosen[lr_from]["lr"])
-      field, grid = ("lr", lr_grid) if lr_from is None else ("lam", lam_grid)
+      field, grid = (("lr", lr_grid) if lr_from is None else
+                     ("kl_budget", rho_grid) if "KL" in row else ("lam", lam_grid))
       scores = {}
       for value in grid:
         point = {**base, field: value}
@@ -172,10 +185,10 @@ def main(argv=None):
                   help="a seconds-long smoke run: 1 epoch, 20 images per class (train and "
                        "test), 1 grid point")
   args = ap.parse_args(argv)
-  protocol, grids = PROTOCOL, dict(lr_grid=LR_GRID, lam_grid=LAM_GRID)
+  protocol, grids = PROTOCOL, dict(lr_grid=LR_GRID, lam_grid=LAM_GRID, rho_grid=RHO_GRID)
   if args.tiny:
     protocol = dict(PROTOCOL, n_max=20, epochs=1, eval_every=1, test_per_class=20)
-    grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[:1])
+    grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[:1], rho_grid=RHO_GRID[:1])
   if not args.report:
     from absgd_jax.train.demo import use_compile_cache
     use_compile_cache(CACHE)

@@ -378,3 +378,14 @@ def test_fields_carry_their_choices_and_ranges():
   with pytest.raises(ValueError, match=r"gamma=0.0 is outside .* \(0, 1\]"):
     Config(gamma=0.0)  # ... and excludes 0
   assert Config(val_fraction=0.0).val_fraction == 0.0  # "[0, 1)" includes 0
+
+
+def test_names_that_moved_are_still_importable_from_config():
+  from absgd_jax.train import config as old_home
+  from absgd_jax.train import experiment_data, presets, run_folder
+  assert old_home.make_config is presets.make_config and old_home.PRESETS is PRESETS
+  assert old_home.fingerprint is run_folder.fingerprint
+  assert old_home.RunMismatchError is RunMismatchError
+  assert old_home.validate_for_data is experiment_data.validate_for_data
+  with pytest.raises(AttributeError, match="no attribute 'json'"):
+    old_home.json  # noqa: B018  (only the moved names are forwarded)

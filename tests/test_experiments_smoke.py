@@ -76,9 +76,12 @@ def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
 
   def fake(path, fields, config, done):
     row, p = fields["row"], fields["point"]
-    if "lam" in p:  # lam rows: best at lam=-2, and they must run at the SGD row's lr.
-      return dict(val_acc=1.0 - abs(p["lam"] + 2.0), cpu_s=0.0, lr=config.lr)
     assert config.lr == p["lr"]
+    if "lam" in p:  # lam rows: best at lam=-2, and they must run at the SGD row's lr.
+      return dict(val_acc=1.0 - abs(p["lam"] + 2.0), cpu_s=0.0)
+    if "kl_budget" in p:  # budget rows: best at 0.25, on lam's negative side.
+      assert config.kl_budget == p["kl_budget"] and config.lam < 0
+      return dict(val_acc=1.0 - abs(p["kl_budget"] - 0.25), cpu_s=0.0)
     return dict(val_acc=score[(row, p["lr"])], cpu_s=0.0)
 
   monkeypatch.setattr(noise_table, "train_record", fake)
@@ -89,6 +92,8 @@ def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
   assert chosen["ABSGD (CE)"] == {"lr": 0.1, "lam": -2.0}
   assert chosen["ABSGD (SCE)"] == {"lr": 0.05, "lam": -2.0}
   assert chosen["EG (SCE)"] == {"lr": 0.05, "lam": -2.0}
+  assert chosen["ABSGD (CE, KL)"] == {"lr": 0.1, "kl_budget": 0.25}
+  assert chosen["ABSGD (SCE, KL)"] == {"lr": 0.05, "kl_budget": 0.25}
 
 
 def test_mean_std_cells(experiments):
@@ -198,3 +203,66 @@ def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can 
   assert [(r["method"], r["gamma"]) for r in recs] == [("sgd", None), ("absgd", 0.5)]
   assert recs[1]["config"]["gamma"] == 0.5 and recs[0]["config"]["method"] == "sgd"
   assert "wrote" in out and (tmp_path / "f4.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.fixture
+def paper_tables(monkeypatch):
+  monkeypatch.syspath_prepend(EXP)
+  monkeypatch.syspath_prepend(os.path.join(EXP, "parity"))
+  import paper_tables
+  return paper_tables
+
+
+def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
+  """The reduced table's SGD (CE) on LT trains what the PyTorch head-to-head trained: every
+  setting that changes what an SGD run computes is equal."""
+  import head_to_head
+  from absgd_jax.train.run_folder import result_fields
+  ours = result_fields(paper_tables._config("reduced", "LT", "SGD (CE)", {}, seed=1,
+                                            out_dir="/tmp/unused"))
+  parity = result_fields(head_to_head.our_config(head_to_head.Protocol(), 1, "/tmp/unused"))
+  # lam, stage2_epoch and drw_epoch do nothing for plain SGD without class weights.
+  differ = {k for k in set(ours) | set(parity) if ours.get(k) != parity.get(k)}
+  assert differ <= {"lam", "stage2_epoch", "drw_epoch"}, differ
+  # Every ABSGD row's lam and every DRW row's class weights switch on at the first decay.
+  for setting, row in paper_tables.CELLS["reduced"]:
+    cfg = paper_tables._config("reduced", setting, row, {}, out_dir="/tmp/unused")
+    assert cfg.stage2_epoch == cfg.drw_epoch == cfg.lr_decay_epochs[0] == 48
+
+
+def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
+  monkeypatch.setattr(paper_tables.common, "RUNS", str(tmp_path / "runs"))
+  path = str(tmp_path / "t.jsonl")
+  recs = [dict(key=paper_tables.tune_key("LT", "ABSGD (CE)", lam), stage="tune", setting="LT",
+               row="ABSGD (CE)", seed=0, lam=lam, val_balanced_acc=v, test_acc=0.0, wall_s=1.0)
+          for lam, v in ((1.0, 0.40), (3.0, 0.45), (10.0, 0.45))]
+  assert paper_tables.choose(recs, "LT", "ABSGD (CE)", (1.0, 3.0, 10.0)) == 3.0  # tie: first
+  assert paper_tables.choose(recs[:2], "LT", "ABSGD (CE)", (1.0, 3.0, 10.0)) is None
+  for seed, (sgd, ab) in enumerate([(0.50, 0.52), (0.48, 0.47), (0.51, 0.55)]):
+    for row, acc, extra in (("SGD (CE)", sgd, {}), ("ABSGD (CE)", ab, {"lam": 3.0})):
+      recs.append(dict(key=paper_tables.final_key("LT", row, seed), stage="final",
+                       setting="LT", row=row, seed=seed, test_acc=acc, wall_s=1.0, **extra))
+  with open(path, "w") as f:
+    f.write("".join(json.dumps(r) + "\n" for r in recs))
+  text = paper_tables.report(path, "reduced", [("LT", "SGD (CE)"), ("LT", "ABSGD (CE)"),
+                                               ("ST", "SGD (CE)")])
+  row = next(line for line in text.splitlines() if "| ABSGD (CE) |" in line)
+  assert "lam=3" in row and "+2.00, -1.00, +4.00 (mean +1.67, vs SGD (CE))" in row
+  assert "52.07" in next(line for line in text.splitlines() if "| LT | SGD (CE) |" in line)
+  assert "Still running or not started (1 cells): ST SGD (CE)" in text
+
+
+@needs_cifar
+def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
+  script = os.path.join(EXP, "paper_tables.py")
+  args = [script, "--smoke", "--results", str(tmp_path / "t.jsonl"), "--seeds", "0",
+          "--cells", "LT:ABSGD (CE)", "--data-dir", DATA]
+  out = _script(args, tmp_path)
+  recs = [json.loads(line) for line in open(tmp_path / "t.jsonl")]
+  assert [(r["stage"], r.get("lam")) for r in recs] == [("tune", 1.0), ("tune", 3.0),
+                                                        ("final", recs[-1]["lam"])]
+  best = max(recs[:2], key=lambda r: r["val_balanced_acc"])["lam"]
+  assert recs[-1]["lam"] == best and recs[-1]["config"]["val_fraction"] == 0.0
+  assert "| LT | ABSGD (CE) | lam=" in out
+  _script(args, tmp_path)  # Everything is recorded: nothing trains again.
+  assert len(open(tmp_path / "t.jsonl").readlines()) == 3

@@ -51,6 +51,21 @@ def np_ldam(x, y, margins, scale, w=None):
   return np_ce(scale * z, y, w=w)
 
 
+def np_logit_adjusted(x, y, counts, tau, w=None):
+  """Menon et al.'s loss as written: CE of z + tau * log(prior), the prior n / N."""
+  counts = np.asarray(counts, np.float64)
+  return np_ce(np.asarray(x, np.float64) + tau * np.log(counts / counts.sum()), y, w=w)
+
+
+def np_balanced_softmax(x, y, counts, w=None):
+  """Ren et al.'s loss, -log(n_y e^{z_y} / sum_j n_j e^{z_j}), in log space so that logits
+  in the thousands do not overflow: log sum_j exp(z_j + log n_j) - (z_y + log n_y)."""
+  a = np.asarray(x, np.float64) + np.log(np.asarray(counts, np.float64))[None, :]
+  m = a.max(axis=1, keepdims=True)
+  loss = m[:, 0] + np.log(np.exp(a - m).sum(axis=1)) - a[np.arange(len(y)), y]
+  return loss if w is None else loss * np.asarray(w, np.float64)[y]
+
+
 def np_cb_weights(counts, beta):
   counts = np.asarray(counts, np.float64)
   w = (1 - beta) / (1 - beta ** counts)
@@ -90,12 +105,31 @@ CASES = {
         lambda x, y: np_focal(x, y, 2.0, w=CLASS_W_7), 3.0),
     "focal_g05": (lambda x, y: losses.focal_loss(x, y, gamma=0.5),
                   lambda x, y: np_focal(x, y, 0.5), 3.0),
-    "ldam": (lambda x, y: losses.ldam_loss(x, y, MARGINS_7),
+    "ldam": (lambda x, y: losses.ldam_loss(x, y, margins=MARGINS_7),
              lambda x, y: np_ldam(x, y, MARGINS_7, 30.0), 1.0),
     "ldam_weighted": (
-        lambda x, y: losses.ldam_loss(x, y, MARGINS_7, scale=10.0, class_weights=CLASS_W_7),
+        lambda x, y: losses.ldam_loss(x, y, margins=MARGINS_7, scale=10.0, class_weights=CLASS_W_7),
         lambda x, y: np_ldam(x, y, MARGINS_7, 10.0, w=CLASS_W_7), 1.0),
+    "la": (lambda x, y: losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7),
+           lambda x, y: np_logit_adjusted(x, y, COUNTS_7, 1.0), 3.0),
+    "la_tau2_weighted": (
+        lambda x, y: losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7, tau=2.0,
+                                                         class_weights=CLASS_W_7),
+        lambda x, y: np_logit_adjusted(x, y, COUNTS_7, 2.0, w=CLASS_W_7), 3.0),
+    "bs_weighted": (
+        lambda x, y: losses.balanced_softmax_cross_entropy(x, y, class_counts=COUNTS_7,
+                                                           class_weights=CLASS_W_7),
+        lambda x, y: np_balanced_softmax(x, y, COUNTS_7, w=CLASS_W_7), 3.0),
     "sce": (losses.symmetric_cross_entropy, lambda x, y: np_sce(x, y, 0.1, 1.0, -4.0), 3.0),
+    "sce_weighted": (
+        lambda x, y: losses.symmetric_cross_entropy(x, y, class_weights=CLASS_W_7),
+        lambda x, y: np_sce(x, y, 0.1, 1.0, -4.0) * CLASS_W_7[y], 3.0),
+    "gce_weighted": (
+        lambda x, y: losses.generalized_cross_entropy(x, y, class_weights=CLASS_W_7),
+        lambda x, y: np_gce(x, y, 0.7) * CLASS_W_7[y], 3.0),
+    "tgce_weighted": (
+        lambda x, y: losses.truncated_generalized_cross_entropy(x, y, class_weights=CLASS_W_7),
+        lambda x, y: np_tgce(x, y, 0.7, 0.5) * CLASS_W_7[y], 3.0),
     "sce_custom": (
         lambda x, y: losses.symmetric_cross_entropy(x, y, alpha=6.0, beta=0.1, log_zero=-9.0),
         lambda x, y: np_sce(x, y, 6.0, 0.1, -9.0), 3.0),
@@ -111,7 +145,8 @@ CASES = {
 
 # One case per loss function, for the tests that compile each case separately (compiling is
 # what costs time here); GRAD_CASES adds the plain CE path and a focal gamma below 1.
-ONE_PER_LOSS = ["ce_smooth", "focal_g2_weighted", "ldam_weighted", "sce", "gce", "tgce"]
+ONE_PER_LOSS = ["ce_smooth", "focal_g2_weighted", "ldam_weighted", "la_tau2_weighted",
+                "bs_weighted", "sce", "gce", "tgce"]
 GRAD_CASES = ONE_PER_LOSS + ["ce", "focal_g05"]
 
 
@@ -321,13 +356,13 @@ def test_ldam_shifts_only_the_true_logit():
   x, y = random_batch(2, 1.0)
   # Zero margins and scale 1 is plain cross-entropy.
   np.testing.assert_allclose(
-      np.asarray(losses.ldam_loss(x, y, np.zeros(C), scale=1.0)),
+      np.asarray(losses.ldam_loss(x, y, margins=np.zeros(C), scale=1.0)),
       np.asarray(losses.cross_entropy(x, y)), rtol=1e-6)
   # Equivalent to CE on scale * (x - m_y e_y), formed by hand.
   shifted = x.copy()
   shifted[np.arange(B), y] -= MARGINS_7[y].astype(np.float32)
   np.testing.assert_allclose(
-      np.asarray(losses.ldam_loss(x, y, MARGINS_7, scale=30.0)),
+      np.asarray(losses.ldam_loss(x, y, margins=MARGINS_7, scale=30.0)),
       np.asarray(losses.cross_entropy(30.0 * shifted, y)), rtol=1e-5)
 
 
@@ -403,7 +438,7 @@ def test_drw_weights_feed_a_loss_in_a_jitted_step():
   @jax.jit
   def step_loss(step):
     w = losses.drw_class_weights(COUNTS_7, step, 10)
-    return losses.ldam_loss(x, y, MARGINS_7, class_weights=w)
+    return losses.ldam_loss(x, y, margins=MARGINS_7, class_weights=w)
 
   np.testing.assert_allclose(np.asarray(step_loss(9)), np_ldam(x, y, MARGINS_7, 30.0),
                              rtol=1e-5)
@@ -534,8 +569,16 @@ BAD_CALLS = [
     (lambda: losses.ldam_margins(np.array([10, -3])), r"class 1 has count -3"),
     (lambda: losses.ldam_margins(np.array([[10, 5]])), r"1-D"),
     (lambda: losses.ldam_margins(np.array([10, 5]), max_m=-0.5), r"max_m.*-0.5"),
-    (lambda: losses.ldam_loss(X, Y, MARGINS_7, scale=0.0), r"scale.*\(0.0, inf\).*0.0"),
-    (lambda: losses.ldam_loss(X, Y, MARGINS_7[:3]), r"margins.*\(7,\)"),
+    (lambda: losses.ldam_loss(X, Y, margins=MARGINS_7, scale=0.0), r"scale.*\(0.0, inf\).*0.0"),
+    (lambda: losses.ldam_loss(X, Y, margins=MARGINS_7[:3]), r"margins.*\(7,\)"),
+    (lambda: losses.logit_adjusted_cross_entropy(X, Y, class_counts=COUNTS_7, tau=-1.0),
+     r"tau.*-1.0"),
+    (lambda: losses.logit_adjusted_cross_entropy(X, Y, class_counts=COUNTS_7[:3]),
+     r"class_counts.*\(7,\)"),
+    (lambda: losses.balanced_softmax_cross_entropy(X, Y, class_counts=np.r_[COUNTS_7[:6], 0]),
+     r"class 6 has count 0"),
+    (lambda: losses.symmetric_cross_entropy(X, Y, class_weights=np.ones(3)),
+     r"class_weights.*\(7,\)"),
     (lambda: losses.class_balanced_weights(np.array([5, 0])), r"class 1 has count 0"),
     (lambda: losses.class_balanced_weights(np.array([]), 0.9), r"non-empty"),
     (lambda: losses.class_balanced_weights(np.array([5, 1]), beta=1.0), r"beta.*\[0.0, 1.0\)"),
@@ -571,3 +614,61 @@ def test_validation_happens_at_trace_time():
     jax.jit(lambda s: losses.drw_class_weights(np.array([4, 0]), s, 2))(1)
   with pytest.raises(ValueError, match="traced|Python number"):
     jax.jit(lambda x, y, g: losses.focal_loss(x, y, gamma=g))(X, Y, 2.0)
+
+
+# --------------------------------------------------------------------------------------------
+# One signature for every loss.
+# --------------------------------------------------------------------------------------------
+
+PER_SAMPLE_LOSSES = {
+    "cross_entropy": {}, "focal_loss": {}, "ldam_loss": {"margins": MARGINS_7},
+    "logit_adjusted_cross_entropy": {"class_counts": COUNTS_7},
+    "balanced_softmax_cross_entropy": {"class_counts": COUNTS_7},
+    "symmetric_cross_entropy": {}, "generalized_cross_entropy": {},
+    "truncated_generalized_cross_entropy": {},
+}
+
+
+def test_every_loss_takes_logits_labels_and_keywords_only():
+  """(logits, labels, *, class_weights=None, ...) -> [B] for every per-sample loss, and the
+  class weights scale each sample's loss by its label's weight."""
+  import inspect
+  listed = {n for n in losses.__all__ if n.endswith(("_loss", "cross_entropy"))}
+  assert listed == set(PER_SAMPLE_LOSSES)
+  x, y = random_batch(21, 1.0)
+  for name, extra in PER_SAMPLE_LOSSES.items():
+    fn = getattr(losses, name)
+    params = list(inspect.signature(fn).parameters.values())
+    assert [p.name for p in params[:2]] == ["logits", "labels"], name
+    assert all(p.kind is p.KEYWORD_ONLY for p in params[2:]), name
+    assert inspect.signature(fn).parameters["class_weights"].default is None, name
+    plain = np.asarray(fn(x, y, **extra), np.float64)
+    weighted = np.asarray(fn(x, y, class_weights=CLASS_W_7, **extra), np.float64)
+    assert plain.shape == (len(y),)
+    np.testing.assert_allclose(weighted, plain * CLASS_W_7[y], rtol=1e-5, atol=1e-7)
+
+
+def test_logit_adjustment_with_tau_one_is_balanced_softmax():
+  x, y = random_batch(22, 3.0)
+  np.testing.assert_allclose(
+      np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=CIFAR10_LT[:C])),
+      np.asarray(losses.balanced_softmax_cross_entropy(x, y, class_counts=CIFAR10_LT[:C])),
+      rtol=1e-6, atol=1e-6)
+
+
+def test_logit_adjustment_with_tau_zero_is_cross_entropy():
+  x, y = random_batch(23, 3.0)
+  np.testing.assert_allclose(
+      np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7, tau=0.0)),
+      np_ce(x, y), rtol=1e-5, atol=1e-6)
+
+
+def test_logit_adjustment_favours_the_rare_class_at_equal_logits():
+  """With equal logits, a rare class's sample has the larger loss (its prior is small), which
+  is what pushes its logit up during training."""
+  x = np.zeros((2, C), np.float32)
+  y = np.array([0, C - 1])  # the most and the least frequent class of COUNTS_7
+  got = np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7))
+  prior = COUNTS_7 / COUNTS_7.sum()
+  np.testing.assert_allclose(got, -np.log(prior[y]), rtol=1e-5)
+  assert got[1] > got[0]

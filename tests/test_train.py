@@ -427,6 +427,10 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
     dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"),
     # Not tce: from scratch every p_y is below k = 0.5, so its gradient is 0 everywhere.
     dict(method="sgd", loss="gce"),
+    # The prior-corrected losses, and class weights on a noise-robust loss.
+    dict(method="absgd", loss="la", lam=2.0, stage2_epoch=1),
+    dict(method="sgd", loss="bs"),
+    dict(method="sgd", loss="sce", class_weighting="cb"),
 ])
 def test_every_method_and_loss_trains(tmp_path, kw, fast_compile):
   cfg = _cfg(tmp_path, epochs=2, **kw)
@@ -518,10 +522,54 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
     Trainer(dataclasses.replace(cfg, kl_budget=0.0), progress=False, devices=ONE)
 
 
-def test_kl_budget_refuses_methods_and_signs_it_does_not_serve():
+def test_kl_budget_refuses_methods_it_does_not_serve():
   with pytest.raises(ValueError, match="kl_budget=0.1 sets ABSGD's lam: it needs method"):
     make_config("digits-lt", method="sgd", kl_budget=0.1)
-  with pytest.raises(ValueError, match="lam > 0"):
-    make_config("digits-noise", kl_budget=0.1)
   with pytest.raises(ValueError, match="kl_budget=-1.0 is outside the allowed range"):
     make_config("digits-lt", kl_budget=-1.0)
+
+
+@pytest.mark.parametrize("loss,weighting", [("la", "drw"), ("bs", "cb"), ("sce", "cb"),
+                                            ("ldam", "none")])
+def test_the_kit_s_loss_is_the_library_s(loss, weighting):
+  """make_loss_fn hands each loss its settings, the training counts and the class weights of
+  the step, as a direct call of absgd_jax.losses would."""
+  from absgd_jax import losses as L
+  from absgd_jax.train import make_config
+  from absgd_jax.train.setup import make_loss_fn
+  counts = np.array([500, 200, 80, 30, 10])
+  cfg = make_config("digits-lt", loss=loss, class_weighting=weighting, drw_epoch=2, la_tau=1.5,
+                    head="cosine" if loss == "ldam" else "linear")
+  fn = make_loss_fn(cfg, counts, steps_per_epoch=10)
+  rng = np.random.default_rng(0)
+  logits = jnp.asarray(rng.uniform(-1, 1, (6, 5)), jnp.float32)
+  labels = jnp.asarray(rng.integers(0, 5, 6))
+  cb = L.class_balanced_weights(counts, cfg.cb_beta)
+  for step, cw in ((0, None if weighting == "drw" else cb), (25, cb)):
+    if weighting == "none":
+      cw = None
+    want = {
+        "la": lambda: L.logit_adjusted_cross_entropy(logits, labels, class_counts=counts,
+                                                     tau=1.5, class_weights=cw),
+        "bs": lambda: L.balanced_softmax_cross_entropy(logits, labels, class_counts=counts,
+                                                       class_weights=cw),
+        "sce": lambda: L.symmetric_cross_entropy(logits, labels, alpha=cfg.sce_alpha,
+                                                 beta=cfg.sce_beta, class_weights=cw),
+        "ldam": lambda: L.ldam_loss(logits, labels, margins=L.ldam_margins(counts), scale=30.0),
+    }[loss]()
+    np.testing.assert_allclose(np.asarray(fn(logits, labels, step)), np.asarray(want),
+                               rtol=1e-6, err_msg=f"{loss} at step {step}")
+
+
+def test_kl_budget_with_lam_below_zero_weighs_easy_samples_up():
+  """lam < 0 with a budget: the core's min-min weigher (sign -1), from stage 2 on."""
+  cfg = make_config("digits-noise", kl_budget=0.05, stage2_epoch=1)
+  kit = setup.make_weighting(cfg, 10, None, None)
+  core = absgd_jax.kl_absgd_weights(0.05, cfg.gamma, sign=-1)
+  losses = jnp.asarray(np.random.default_rng(1).exponential(size=64), jnp.float32)
+  w_kit, _ = kit.for_batch({}, {}, jnp.asarray(10)).update(losses, kit.init())
+  w_core, _ = core.update(losses, core.init())
+  np.testing.assert_allclose(w_kit, w_core, rtol=1e-6)
+  # The easiest sample weighs most, the hardest least.
+  assert int(np.argmax(w_kit)) == int(np.argmin(losses))
+  assert int(np.argmin(w_kit)) == int(np.argmax(losses))

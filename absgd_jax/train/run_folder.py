@@ -34,7 +34,7 @@ NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_work
                                "data_dir", "preset", "collapse_weight", "collapse_steps"})
 # Result fields added after run folders were named by fingerprint: left out while at their
 # default, so that a run started before they existed keeps its folder name and resumes.
-OMITTED_AT_DEFAULT = frozenset({"test_per_class"})
+OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau"})
 
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:

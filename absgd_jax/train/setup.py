@@ -82,7 +82,7 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
   # EG: the current batch alone (how little that differs from ABSGD: absgd_weights' gamma).
   gamma = 1.0 if config.method == "eg" else config.gamma
   if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
-    return weighting.kl_budget(config.kl_budget, gamma,
+    return weighting.kl_budget(config.kl_budget, gamma, sign=1 if config.lam > 0 else -1,
                                start_step=max(config.stage2_epoch, 0) * steps_per_epoch)
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
@@ -90,9 +90,6 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
 def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int) -> LossFn:
   """The per-sample loss ``(logits, labels, step) -> [B]`` with the configured class weights."""
   counts = jnp.asarray(np.maximum(class_counts, 1), jnp.float32)  # An empty class: weight 1.
-  if config.class_weighting != "none" and config.loss not in ("ce", "focal", "ldam"):
-    raise ValueError(f"class_weighting={config.class_weighting!r} is for the imbalance "
-                     f"losses (ce, focal, ldam), not {config.loss!r}.")
 
   def class_weights(step):
     if config.class_weighting == "cb":
@@ -102,22 +99,26 @@ def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int)
                                  config.cb_beta)
     return None
 
-  margins = L.ldam_margins(counts, config.ldam_max_m) if config.loss == "ldam" else None
+  # Each loss with its own settings (a thunk: only the configured loss's are computed); every
+  # loss takes (logits, labels, *, class_weights, ...).
+  loss, settings = {
+      "ce": (L.cross_entropy, dict),
+      "focal": (L.focal_loss, lambda: dict(gamma=config.focal_gamma)),
+      "ldam": (L.ldam_loss, lambda: dict(margins=L.ldam_margins(counts, config.ldam_max_m),
+                                         scale=config.ldam_scale)),
+      "la": (L.logit_adjusted_cross_entropy,
+             lambda: dict(class_counts=counts, tau=config.la_tau)),
+      "bs": (L.balanced_softmax_cross_entropy, lambda: dict(class_counts=counts)),
+      "sce": (L.symmetric_cross_entropy,
+              lambda: dict(alpha=config.sce_alpha, beta=config.sce_beta)),
+      "gce": (L.generalized_cross_entropy, lambda: dict(q=config.gce_q)),
+      "tce": (L.truncated_generalized_cross_entropy,
+              lambda: dict(q=config.gce_q, k=config.tce_k)),
+  }[config.loss]
+  settings = settings()
 
   def loss_fn(logits, labels, step):
-    cw = class_weights(step)
-    if config.loss == "ce":
-      return L.cross_entropy(logits, labels, class_weights=cw)
-    if config.loss == "focal":
-      return L.focal_loss(logits, labels, gamma=config.focal_gamma, class_weights=cw)
-    if config.loss == "ldam":
-      return L.ldam_loss(logits, labels, margins, scale=config.ldam_scale, class_weights=cw)
-    if config.loss == "sce":
-      return L.symmetric_cross_entropy(logits, labels, alpha=config.sce_alpha,
-                                       beta=config.sce_beta)
-    if config.loss == "gce":
-      return L.generalized_cross_entropy(logits, labels, q=config.gce_q)
-    return L.truncated_generalized_cross_entropy(logits, labels, q=config.gce_q, k=config.tce_k)
+    return loss(logits, labels, class_weights=class_weights(step), **settings)
 
   return loss_fn
 

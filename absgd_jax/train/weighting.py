@@ -58,14 +58,15 @@ def absgd(lam: float | Callable[[jax.Array], Any], gamma: float = 0.9, *,
   return _constant(absgd_jax.absgd_weights(lam, gamma, axis_name=axis_name))
 
 
-def kl_budget(rho: float, gamma: float = 0.9, *, start_step: int = 0,
+def kl_budget(rho: float, gamma: float = 0.9, *, sign: int = 1, start_step: int = 0,
               axis_name: Any = None) -> Weighting:
-  """ABSGD's weights with lam set online by a KL budget (:func:`absgd_jax.kl_absgd_weights`).
+  """ABSGD's weights with lam set online by a KL budget (:func:`absgd_jax.kl_absgd_weights`);
+  ``sign`` -1 puts the budget on the lam < 0 (label noise) side.
 
   Before ``start_step`` (Section 3.6's first stage) every real sample weighs 1 and the state
   waits untouched, so the budget's lam is first estimated from the batches of stage 2.
   """
-  kl = absgd_jax.kl_absgd_weights(rho, gamma, axis_name=axis_name)  # the lam > 0 side
+  kl = absgd_jax.kl_absgd_weights(rho, gamma, sign=sign, axis_name=axis_name)
 
   def for_batch(batch, variables, step):
     del batch, variables
