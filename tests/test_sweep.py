@@ -212,8 +212,9 @@ def _files(folder):
 
 
 def _snapshot(folder):
-  return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) for p in folder.rglob("*")
-          if p.is_file()}
+  """Every file's bytes and time of change, and every folder, under ``folder``."""
+  return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else "folder"
+          for p in folder.rglob("*")}
 
 
 def _run_cfg(tmp_path, name, **kw):

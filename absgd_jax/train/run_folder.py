@@ -300,11 +300,21 @@ class RunFolder:
     self.log = log and jax.process_index() == 0
     # Checkpoints are resumed from, so their settings are recorded even when log=False.
     self._records_config = jax.process_index() == 0 and (log or self.config.checkpoint)
-    keep = self.config.checkpoint if checkpoints is None else checkpoints
-    self.checkpointer = Checkpointer(str(self.path / "checkpoints")) if keep else None
+    self._keeps_checkpoints = self.config.checkpoint if checkpoints is None else checkpoints
+    self._checkpointer: Checkpointer | None = None
+
+  @property
+  def checkpointer(self) -> Checkpointer | None:
+    """The folder's Checkpointer (None without checkpoints), made on first use: orbax makes
+    its folder, which a refused run must not leave behind."""
+    if self._keeps_checkpoints and self._checkpointer is None:
+      self._checkpointer = Checkpointer(str(self.path / "checkpoints"))
+    return self._checkpointer
 
   def last_epoch(self) -> int | None:
-    return None if self.checkpointer is None else self.checkpointer.latest_epoch()
+    if not (self._keeps_checkpoints and (self.path / "checkpoints").exists()):
+      return None
+    return self.checkpointer.latest_epoch()
 
   def check(self, new_run: bool = False) -> None:
     """Refuses a folder that holds a run with other settings (see :func:`check_resume`)."""
