@@ -23,7 +23,7 @@ from absgd_jax.optimizers import abadam, absgd
 from absgd_jax.weighted_loss import weighted_mean
 from absgd_jax.weights import AbsgdWeightsState, WeightTransform, absgd_weights
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # The one place the version is written (pyproject.toml reads it).
 
 __all__ = [
     "AbsgdWeightsState",

@@ -52,18 +52,49 @@ _LOG_LAM_BOUND = 80.0
 
 
 class KlAbsgdWeightsState(NamedTuple):
-  """State of :func:`kl_absgd_weights`: log s, log |lam| and the last KL estimate."""
+  """State of :func:`kl_absgd_weights`: log s, log |lam| and the last KL estimate.
 
-  count: jax.Array  # int32 scalar: number of ``update`` calls so far.
-  log_s: jax.Array  # float32 scalar: log s_t, the moving average of exp(L / lam_t).
-  log_abs_lam: jax.Array  # float32 scalar: log |lam_t|; lam_t = sign * exp(log_abs_lam).
-  kl: jax.Array  # float32 scalar: the last batch's estimate of KL(p || uniform) (to log).
-  has_s: jax.Array  # bool scalar: False until a batch has given s a value.
-  has_lam: jax.Array  # bool scalar: False until lam0 or a batch with distinct losses set lam.
+  Attributes:
+    count: int32 scalar, the number of ``update`` calls so far.
+    log_s: float32 scalar, ``log s_t``, the moving average of ``exp(L / lam_t)``.
+    log_abs_lam: float32 scalar, ``log |lam_t|``; ``lam_t = sign * exp(log_abs_lam)``
+      (:func:`kl_lam`).
+    kl: float32 scalar, the last batch's estimate of ``KL(p || uniform)`` (to log).
+    has_s: bool scalar, False until a batch has given ``s`` a value.
+    has_lam: bool scalar, False until ``lam0`` or a batch with distinct losses set lam.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> weigher = absgd_jax.kl_absgd_weights(rho=0.1, lam0=2.0)
+    >>> w, state = weigher.update(jnp.array([0.0, 1.0, 2.0, 3.0]), weigher.init())
+    >>> int(state.count), bool(state.kl > 0)  # lam moves to bring KL towards rho
+    (1, True)
+  """
+
+  count: jax.Array
+  log_s: jax.Array
+  log_abs_lam: jax.Array
+  kl: jax.Array
+  has_s: jax.Array
+  has_lam: jax.Array
 
 
 def kl_lam(state: KlAbsgdWeightsState, sign: int = 1) -> jax.Array:
-  """The lam a :class:`KlAbsgdWeightsState` holds: ``sign * exp(log_abs_lam)``."""
+  """The lam a :class:`KlAbsgdWeightsState` holds: ``sign * exp(log_abs_lam)``.
+
+  Args:
+    state: the state of a :func:`kl_absgd_weights` weigher.
+    sign: the weigher's ``sign``: 1 (imbalance, lam > 0) or -1 (label noise, lam < 0).
+
+  Returns:
+    lam as a float32 scalar, to log beside the loss.
+
+  Examples:
+    >>> import absgd_jax
+    >>> weigher = absgd_jax.kl_absgd_weights(rho=0.1, sign=-1, lam0=2.0)
+    >>> absgd_jax.kl_lam(weigher.init(), sign=-1)
+    Array(-2., dtype=float32)
+  """
   return sign * jnp.exp(state.log_abs_lam)
 
 

@@ -403,7 +403,8 @@ def ldam_loss(
     >>> from absgd_jax.losses import ldam_loss, ldam_margins
     >>> m = ldam_margins(jnp.array([5000, 50]))
     >>> cos = jnp.array([[0.2, 0.1], [0.1, 0.3]])
-    >>> ldam_loss(cos, jnp.array([0, 1]), margins=m).tolist()  # CE(30 * [[0.0419, 0.1], [0.1, -0.2]], y)
+    >>> # CE(30 * [[0.0419, 0.1], [0.1, -0.2]], y):
+    >>> ldam_loss(cos, jnp.array([0, 1]), margins=m).tolist()
     [1.9046, 9.0001]
   """
   fn = "ldam_loss"
@@ -439,9 +440,9 @@ def logit_adjusted_cross_entropy(
     class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Logit-adjusted cross-entropy (Menon et al., 2021): softmax CE of the logits plus
-  :math:`	au \log \pi`, with :math:`\pi` the training set's class prior.
+  :math:`\tau \log \pi`, with :math:`\pi` the training set's class prior.
 
-  :math:`\ell(z, y) = -\log rac{e^{z_y + 	au \log \pi_y}}{\sum_j e^{z_j + 	au \log \pi_j}}`.
+  :math:`\ell(z, y) = -\log \frac{e^{z_y + \tau \log \pi_y}}{\sum_j e^{z_j + \tau \log \pi_j}}`.
   Adding the log prior during training only makes the model's plain logits estimate the
   balanced (uniform-prior) posterior, so predict with ``argmax(logits)`` as usual: nothing
   changes at test time. Menon et al. use tau = 1 on CIFAR-LT. ABSGD's weights act on these

@@ -46,12 +46,28 @@ AxisName = Union[Hashable, Sequence[Hashable]]
 
 
 class AbsgdWeightsState(NamedTuple):
-  """State of :func:`absgd_weights`: the log of the moving average ``s`` and its context."""
+  """State of :func:`absgd_weights`: the log of the moving average ``s`` and its context.
 
-  count: jax.Array  # int32 scalar: number of ``update`` calls so far (drives a lam schedule).
-  log_s: jax.Array  # float32 scalar: log s_t. -inf only for an explicit s0 = 0 before step 1.
-  lam: jax.Array  # float32 scalar: the lam that log_s was estimated with.
-  has_s: jax.Array  # bool scalar: False until a batch (or s0) has given s a value.
+  Attributes:
+    count: int32 scalar, the number of ``update`` calls so far (drives a lam schedule).
+    log_s: float32 scalar, ``log s_t``; -inf only for an explicit ``s0 = 0`` before step 1.
+    lam: float32 scalar, the lam that ``log_s`` was estimated with.
+    has_s: bool scalar, False until a batch (or ``s0``) has given ``s`` a value.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> weigher = absgd_jax.absgd_weights(lam=1.0)
+    >>> w, state = weigher.update(jnp.log(jnp.array([1.0, 3.0])), weigher.init())
+    >>> int(state.count), float(jnp.exp(state.log_s))  # s = mean(exp(L / lam)) = (1 + 3) / 2
+    (1, 2.0)
+    >>> w  # exp(L / lam) / s
+    Array([0.5, 1.5], dtype=float32)
+  """
+
+  count: jax.Array
+  log_s: jax.Array
+  lam: jax.Array
+  has_s: jax.Array
 
   @classmethod
   def from_dict(cls, tree: dict) -> "AbsgdWeightsState":
@@ -83,6 +99,21 @@ class WeightTransform(NamedTuple):
 
   Not an optax ``GradientTransformation``: ``init`` takes no params, and ``update`` takes
   per-sample losses, not gradients. Pass it to :func:`absgd_jax.weighted_mean`.
+
+  Attributes:
+    init: ``init() -> state``, the state before the first batch.
+    update: ``update(losses, state, *, mask=None) -> (weights, state)``: float32 weights
+      ``[B]`` for float losses ``[B]`` (``mask``: optional boolean ``[B]``, False on padding).
+    axis_name: the mapped axis the batch is split over, or None.
+
+  Examples:
+    >>> import jax.numpy as jnp, absgd_jax
+    >>> weigher = absgd_jax.absgd_weights(lam=-1.0)  # lam < 0: easy samples weigh more
+    >>> isinstance(weigher, absgd_jax.WeightTransform)
+    True
+    >>> w, state = weigher.update(jnp.log(jnp.array([1.0, 3.0])), weigher.init())
+    >>> w  # exp(-L) / mean(exp(-L)) = (1, 1/3) / (2/3)
+    Array([1.5, 0.5], dtype=float32)
   """
 
   init: Callable[[], AbsgdWeightsState]

@@ -195,7 +195,8 @@ def main(argv=None):
                     "backend": jax.default_backend(), "python": platform.python_version(),
                     "torch": torch_info, "model": args.model, "image_size": args.image_size,
                     "batch": args.batch, "augment": args.augment, "steps": args.steps,
-                    "rounds": args.rounds, "modes": args.modes, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+                    "rounds": args.rounds, "modes": args.modes,
+                    "xla_flags": os.environ.get("XLA_FLAGS", "")}
   print(f"{args.model} {args.image_size}px batch {args.batch} on "
         f"{result['info']['jax_device']} ({jax.default_backend()})")
   for k in runners:

@@ -209,7 +209,7 @@ def train_once(results: str, key: str, config: Any, fields: dict[str, Any]
                   **{k: final.get(k) for k in ("test_acc", "test_balanced_acc",
                                                "val_balanced_acc", "train_loss")},
                   history=[{k: r.get(k) for k in ("epoch", "test_acc", "val_balanced_acc",
-                                                  "class_mean_weight")}
+                                                  "class_mean_weight", "epoch_time_s")}
                            for r in trainer.history])
     append_record(results, record)
     return record

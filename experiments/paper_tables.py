@@ -46,7 +46,6 @@ run with a lock file). The queue runs Table 1's CE pairs (LT, then ST) first.
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import statistics
 import time
@@ -256,9 +255,13 @@ def main(argv=None):
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="override a setting of every run")
   ap.add_argument("--smoke", action="store_true",
-                  help="a seconds-long run of the whole pipeline (8 px, 200 images in the head class)")
+                  help="a seconds-long run of the whole pipeline "
+                       "(8 px, 200 images in the head class)")
   ap.add_argument("--report", action="store_true")
+  ap.add_argument("--work", default=common.RUNS,
+                  help="where runs keep their checkpoints (default runs/ in the checkout)")
   args = ap.parse_args(argv)
+  common.RUNS = args.work
   results = args.results or common.results_path(f"paper_tables_{args.protocol}")
   cells = CELLS[args.protocol]
   if args.cells:

@@ -19,7 +19,9 @@ from PIL import Image
 from absgd_jax import data
 from absgd_jax.data import image_folder as image_folder_mod
 
-CIFAR_JPEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+# The CIFAR-10 zips: $ABSGD_CIFAR10_DIR, else a copy beside the checkout; tests skip without.
+CIFAR_JPEG = Path(os.environ.get("ABSGD_CIFAR10_DIR") or
+                  Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg")
 
 
 # ----------------------------------------------------------------------------- imbalance

@@ -15,7 +15,9 @@ from processes import child_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = os.path.join(REPO, "experiments")
-DATA = os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg")
+# The CIFAR-10 zips: $ABSGD_CIFAR10_DIR, else a copy beside the checkout; tests skip without.
+DATA = (os.environ.get("ABSGD_CIFAR10_DIR") or
+        os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg"))
 needs_cifar = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "train.zip")),
                                  reason="CIFAR-10 zips not found")
 
@@ -256,7 +258,7 @@ def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
 def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
   script = os.path.join(EXP, "paper_tables.py")
   args = [script, "--smoke", "--results", str(tmp_path / "t.jsonl"), "--seeds", "0",
-          "--cells", "LT:ABSGD (CE)", "--data-dir", DATA]
+          "--cells", "LT:ABSGD (CE)", "--data-dir", DATA, "--work", str(tmp_path / "runs")]
   out = _script(args, tmp_path)
   recs = [json.loads(line) for line in open(tmp_path / "t.jsonl")]
   assert [(r["stage"], r.get("lam")) for r in recs] == [("tune", 1.0), ("tune", 3.0),
@@ -266,3 +268,25 @@ def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
   assert "| LT | ABSGD (CE) | lam=" in out
   _script(args, tmp_path)  # Everything is recorded: nothing trains again.
   assert len(open(tmp_path / "t.jsonl").readlines()) == 3
+
+
+@needs_cifar
+def test_table1_gpu_probes_both_ways_then_records_every_run(tmp_path):
+  """The GPU script at 8 px on the CPU: it times both ways of sharing the device, keeps the
+  faster, and records SGD and ABSGD for each setting and seed in paper_tables' format."""
+  results = tmp_path / "t.jsonl"
+  out = _script([os.path.join(EXP, "table1_gpu.py"), "--tiny", "--data-dir", DATA,
+                 "--results", str(results), "--seeds", "0", "--workers", "2", "--settings", "LT",
+                 "--probe-epochs", "2", "--work", str(tmp_path / "runs")], tmp_path,
+                timeout=600)
+  probe = json.loads((tmp_path / "t.strategy.json").read_text())
+  rates = probe["run_epochs_per_s"]
+  assert set(rates) == {"members", "processes"} and min(rates.values()) > 0
+  assert probe["chosen"] == max(rates, key=rates.get)
+  recs = [json.loads(line) for line in open(results)]
+  assert sorted(r["key"] for r in recs) == ["final__LT__ABSGD__CE___seed0",
+                                            "final__LT__SGD__CE___seed0"]
+  assert {r["strategy"] for r in recs} == {probe["chosen"]}
+  assert all(r["lam"] == 5.0 and 0.0 <= r["test_acc"] <= 1.0 for r in recs)
+  assert not (tmp_path / "t.probe.jsonl").exists()
+  assert "| LT | ABSGD (CE) | lam=5 |" in out

@@ -323,7 +323,7 @@ def test_schedule_reaching_zero_raises_where_it_can_be_seen():
     absgd_jax.absgd_weights(lambda c: 0.0 * c)
 
 
-# ----------------------------------------------------------------------------- issue 14: the API's edges
+# ----------------------------------------------------------------------------- the API's edges
 
 
 def test_lam_as_a_traced_array_under_vmap_matches_each_float_lam():

@@ -13,12 +13,6 @@ any data is read. What else the kit does with a config lives beside what it conc
   :func:`absgd_jax.train.experiment_data.validate_for_data`.
 
 Examples:
-  >>> Config(lr=0.05).lr
-  0.05
-  >>> Config(momentum=1.5)
-  Traceback (most recent call last):
-  ...
-  ValueError: momentum=1.5 is outside the allowed range: momentum must lie in [0, 1).
   >>> Config.parse_value("lr_decay_epochs", "160,180")
   (160, 180)
 """
@@ -68,15 +62,24 @@ class Config:
 
   Every value is checked on construction (:meth:`__post_init__`): its type, its choices or
   range (the field's metadata), and the epoch-valued fields against ``epochs``. A bad value
-  raises ``ValueError`` naming the key, the value and what is allowed.
+  raises ``ValueError`` naming the key, the value and what is allowed, before any data is read.
+
+  Examples:
+    >>> from absgd_jax.train import Config
+    >>> Config(dataset="digits", method="absgd", lam=-1.0).lam
+    -1.0
+    >>> Config(gamma=1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: gamma=1.5 is outside the allowed range: ...
   """
 
   # Data.
   dataset: str = _choice("digits", FACTS)
   source: str = _choice("zip", ("zip", "tfds"))  # CIFAR: an image-folder zip, or tfds.
-  # CIFAR: holds train.zip / test.zip, or tfds data. File-list data sets: the folder the
-  # images' relative paths start from (and the lists, when their paths are relative).
-  data_dir: str = "../shared/data/cifar10-jpeg"
+  # CIFAR: holds train.zip / test.zip, or tfds data ("" is tfds' own default). File-list data
+  # sets: the folder the images' relative paths start from (and the lists, when relative).
+  data_dir: str = ""
   # File-list data sets: the training and test split lists, "relative/path label" lines
   # (iNaturalist: its JSON), relative to data_dir unless absolute.
   train_list: str = ""

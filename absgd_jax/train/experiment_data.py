@@ -49,6 +49,21 @@ def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
   return ds
 
 
+def _missing_zip_message(config: Config, path: str) -> str:
+  """Where a CIFAR run looked for its zips, and the two ways to give it the data."""
+  where = (f"data_dir={config.data_dir!r}, so it looked for {os.path.abspath(path)}"
+           if config.data_dir else
+           f"data_dir is not set, so it looked for {path} in the working directory "
+           f"{os.getcwd()}")
+  return (f"dataset={config.dataset!r} needs its images, and {where}, which does not exist. "
+          f"Either set data_dir (--set data_dir=DIR) to a folder holding train.zip and test.zip "
+          f"with one folder per class, <class>/<NNNN>.jpg (class folders sorted by name give "
+          f"the labels), or read the data through tensorflow-datasets: "
+          f'pip install "absgd_jax[tfds]", prepare it once on a machine with a network with '
+          f"`tfds build {config.dataset} --file_format=array_record`, and --set source=tfds (it "
+          f"reads $TFDS_DATA_DIR or ~/tensorflow_datasets, or data_dir when set).")
+
+
 def _load_source(config: Config):
   if config.streamed:
     train_default, test_default = facts(config.dataset).default_lists
@@ -57,14 +72,13 @@ def _load_source(config: Config):
   if config.dataset == "digits":
     return data.load_digits(seed=0)
   if config.source == "tfds":
-    return (data.load_tfds(config.dataset, "train", data_dir=config.data_dir),
-            data.load_tfds(config.dataset, "test", data_dir=config.data_dir))
+    tfds_dir = config.data_dir or None  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+    return (data.load_tfds(config.dataset, "train", data_dir=tfds_dir),
+            data.load_tfds(config.dataset, "test", data_dir=tfds_dir))
   paths = [os.path.join(config.data_dir, f"{split}.zip") for split in ("train", "test")]
   for p in paths:
     if not os.path.exists(p):
-      raise FileNotFoundError(
-          f"{p} not found. Point data_dir at a folder holding train.zip and test.zip of "
-          f"<class>/<image> files (e.g. ../shared/data/cifar10-jpeg), or use source=tfds.")
+      raise FileNotFoundError(_missing_zip_message(config, p))
   train, test = (data.load_image_folder(p) for p in paths)
   if train.num_classes != config.num_classes:
     raise ValueError(f"{paths[0]} has {train.num_classes} classes; {config.dataset} needs "

@@ -39,6 +39,15 @@ _CIFAR_NOISE = dict(noise="sym", noise_rate=0.4, epochs=120, batch_size=128,
 # CIFAR-100 comes from tensorflow-datasets (the shared copy is CIFAR-10's JPEG zips).
 _C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds")
 
+#: The presets by name, one per experiment of the paper: each maps setting names to the
+#: values that differ from :class:`Config`'s defaults. ``make_config(name, **overrides)`` and
+#: ``absgd-train --config NAME`` start from one; ``absgd-train --list`` prints them.
+#:
+#: Examples:
+#:   >>> PRESETS["cifar10-lt"]["model"], PRESETS["cifar10-lt"]["lam"]
+#:   ('resnet32', 5.0)
+#:   >>> make_config("digits-lt").lam == PRESETS["digits-lt"]["lam"]
+#:   True
 PRESETS: dict[str, dict[str, Any]] = {
     "digits-lt": dict(_DIGITS, imbalance="exp", rho=50),
     "digits-st": dict(_DIGITS, imbalance="step", rho=50, stage2_epoch=22),

@@ -203,7 +203,23 @@ def read_run_config(out_dir: str) -> dict[str, Any] | None:
 
 
 class RunMismatchError(ValueError):
-  """``out_dir`` holds a run with other settings than the ones asked for."""
+  """``out_dir`` holds a run with other settings than the ones asked for.
+
+  :class:`~absgd_jax.train.Trainer` (and :class:`~absgd_jax.train.Sweep`) raise it before
+  anything in the folder is written, naming each setting that differs; ``new_run=True``
+  (``--new-run``) starts afresh there instead.
+
+  Examples:
+    >>> import tempfile
+    >>> from absgd_jax.train import RunMismatchError, make_config
+    >>> folder = tempfile.mkdtemp()
+    >>> write_run_config(make_config("digits-lt", out_dir=folder))
+    >>> try:
+    ...   claim_run_dir(make_config("digits-lt", lr=0.5, out_dir=folder), last_epoch=None)
+    ... except RunMismatchError as e:
+    ...   print(str(e).split("(")[1].split(")")[0])
+    lr: 0.1 in the saved run, 0.5 now
+  """
 
 
 def check_resume(saved: Mapping[str, Any] | None, config: Config, *,

@@ -37,14 +37,36 @@ Preprocess = Callable[[Batch, jax.Array | None, bool], Batch]
 
 
 class TrainState(flax.struct.PyTreeNode):
-  """Everything that changes during training, and all of it is checkpointed."""
+  """Everything that changes during training, and all of it is checkpointed.
 
-  step: jax.Array  # int32 scalar, optimizer steps so far.
+  Attributes:
+    step: int32 scalar, the optimizer steps so far.
+    params: the model's parameters (a pytree of arrays).
+    batch_stats: the model's BatchNorm statistics (a pytree; ``{}`` for a model without).
+    opt_state: the optax optimizer's state.
+    w_state: the weigher's state (:class:`absgd_jax.AbsgdWeightsState` for ABSGD).
+    rng: uint32 ``[2]``, the augmentation key as raw key data (so checkpoints can hold it).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, absgd_jax
+    >>> from absgd_jax.models import create_model
+    >>> from absgd_jax.train import TrainState, make_eval_step, make_train_step
+    >>> model = create_model("mlp", num_classes=3)
+    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)["params"]
+    >>> tx, weigher = absgd_jax.absgd(0.1), absgd_jax.absgd_weights(lam=1.0)
+    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={},
+    ...                    opt_state=tx.init(params), w_state=weigher.init(),
+    ...                    rng=jax.random.key_data(jax.random.key(0)))
+    >>> int(state.replace(step=state.step + 1).step)  # a frozen dataclass: replace, not assign
+    1
+  """
+
+  step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: optax.OptState
   w_state: absgd_jax.AbsgdWeightsState
-  rng: jax.Array  # uint32 [2]: raw key data (checkpoint-friendly), for augmentation.
+  rng: jax.Array
 
 
 def cast_images(batch: Batch, key: jax.Array | None = None, train: bool = False) -> Batch:
@@ -94,6 +116,33 @@ def make_train_step(
       function the eval step is given (with ``train=False``).
     num_classes: C, for the per-class weight metrics.
     axis_name: the mapped axis under ``pmap``/``shard_map``; None under ``jax.jit``.
+
+  Returns:
+    ``train_step(state, batch) -> (state, metrics)``, a pure function to ``jax.jit``. The
+    batch is a dict of ``"images"`` ``[B, ...]``, int ``"labels"`` ``[B]`` and a boolean
+    ``"mask"`` ``[B]`` (False on padding rows); the metrics are float32 sums over the real
+    rows (``loss_sum``, ``wloss_sum``, ``correct``, ``count``, per-class ``class_count`` and
+    ``class_weight_sum`` ``[C]``) and the weigher's ``log_s``, ``lam``, ``ess`` and
+    ``max_weight``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, absgd_jax
+    >>> from absgd_jax.models import create_model
+    >>> from absgd_jax.train import TrainState, make_eval_step, make_train_step
+    >>> model = create_model("mlp", num_classes=3)
+    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)["params"]
+    >>> tx, weigher = absgd_jax.absgd(0.1), absgd_jax.absgd_weights(lam=1.0)
+    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={},
+    ...                    opt_state=tx.init(params), w_state=weigher.init(),
+    ...                    rng=jax.random.key_data(jax.random.key(0)))
+    >>> ce = lambda logits, labels, step: optax.softmax_cross_entropy_with_integer_labels(
+    ...     logits, labels)
+    >>> train_step = jax.jit(make_train_step(model, tx, ce, weigher, num_classes=3))
+    >>> batch = {"images": jnp.ones((4, 4)), "labels": jnp.array([0, 1, 2, 0]),
+    ...          "mask": jnp.array([True, True, True, False])}  # the last row is padding
+    >>> state, metrics = train_step(state, batch)
+    >>> int(state.step), float(metrics["count"])
+    (1, 3.0)
   """
   weigher = uniform(axis_name) if weigher is None else as_weighting(weigher)
   if weigher.axis_name != axis_name:
@@ -181,6 +230,33 @@ def make_eval_step(model: Any, *, num_classes: int, preprocess: Preprocess = cas
   """Builds ``eval_step(state, batch) -> {per-class correct [C], per-class count [C]}``.
 
   ``preprocess`` is the train step's, called with ``train=False`` (normalisation only).
+
+  Args:
+    model: the Flax Linen module of :func:`make_train_step`.
+    num_classes: C.
+    preprocess: ``(batch, key, train) -> batch``, the train step's.
+    axis_name: the mapped axis under ``pmap``/``shard_map``; None under ``jax.jit``.
+
+  Returns:
+    ``eval_step(state, batch)``: for a batch as in :func:`make_train_step`, float32
+    ``class_correct`` and ``class_count`` ``[C]`` over its real rows; their ratio summed over
+    batches is the per-class accuracy.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax, absgd_jax
+    >>> from absgd_jax.models import create_model
+    >>> from absgd_jax.train import TrainState, make_eval_step, make_train_step
+    >>> model = create_model("mlp", num_classes=3)
+    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)["params"]
+    >>> tx, weigher = absgd_jax.absgd(0.1), absgd_jax.absgd_weights(lam=1.0)
+    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={},
+    ...                    opt_state=tx.init(params), w_state=weigher.init(),
+    ...                    rng=jax.random.key_data(jax.random.key(0)))
+    >>> eval_step = jax.jit(make_eval_step(model, num_classes=3))
+    >>> batch = {"images": jnp.ones((4, 4)), "labels": jnp.array([0, 1, 2, 0]),
+    ...          "mask": jnp.array([True, True, True, False])}  # the last row is padding
+    >>> eval_step(state, batch)["class_count"]  # the padding row is not counted
+    Array([1., 1., 1.], dtype=float32)
   """
 
   def eval_step(state: TrainState, batch: Batch):

@@ -126,7 +126,8 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
   Examples:
     >>> from absgd_jax.train import make_config
     >>> cfg = make_config("digits-lt", out_dir="runs/s")
-    >>> [(m.label, m.config.lam, m.config.out_dir) for m in member_configs(cfg, {"lam": ["1", "5"]})]
+    >>> members = member_configs(cfg, {"lam": ["1", "5"]})
+    >>> [(m.label, m.config.lam, m.config.out_dir) for m in members]
     [('lam=1', 1.0, 'runs/s/lam=1'), ('lam=5', 5.0, 'runs/s/lam=5')]
   """
   if not grid:

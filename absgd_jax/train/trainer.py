@@ -44,7 +44,16 @@ from absgd_jax.train.step import make_eval_step, make_train_step
 
 
 class DivergenceError(RuntimeError):
-  """The run diverged: a non-finite or exploding loss, collapsed weights or a log s jump."""
+  """The run diverged: a non-finite or exploding loss, collapsed weights or a log s jump.
+
+  :meth:`Trainer.fit` raises it with a message that says what diverged, in which epoch, and
+  which checkpoint is the last healthy one (kept apart from the rolling ones).
+
+  Examples:
+    >>> from absgd_jax.train import DivergenceError
+    >>> issubclass(DivergenceError, RuntimeError)  # `except RuntimeError` catches it too
+    True
+  """
 
 
 class Trainer:
