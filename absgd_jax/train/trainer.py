@@ -309,7 +309,8 @@ class Trainer:
                 f"on from epoch {start}")
     for epoch in range(start, c.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
-        lam = "lam per member" if self.stacked else f"lam={c.lam}"
+        lams = {m.config.lam for m in self.members}
+        lam = "lam per member" if len(lams) > 1 else f"lam={lams.pop()}"
         self._say(f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
                   + ("" if c.method == "l2rw" else f" (lam set by KL budget {c.kl_budget})"
                      if c.kl_budget > 0 else f" ({lam})"))
