@@ -1,4 +1,5 @@
-"""A sweep as one program: each member equals its single run, one compile, clear refusals.
+"""A sweep as one program: each member equals its single run, one compile, clear refusals;
+and a sweep folder is a run folder (member folders as single runs', refusal, resume).
 
 The single runs are :class:`absgd_jax.train.Trainer` with the member's own config, on one
 device; the tolerance is that of the one-vs-eight-device tests in test_train.py (the vmapped
