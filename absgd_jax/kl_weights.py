@@ -35,24 +35,29 @@ of every batch statistic, a batch with no usable sample leaves the state untouch
 from __future__ import annotations
 
 import math
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
-from absgd_jax.weights import (AxisName, WeightTransform, _check_losses_and_mask, _global_reduce,
-                               _log_mean_exp, _refuse_init_args)
+from absgd_jax._numerics import (AxisName, global_count, global_max, global_sum, log_mean_exp,
+                                 moving_average_log_s)
+from absgd_jax.weights import (WeightTransform, _check_losses_and_mask, _check_state,
+                               _refuse_init_args, _state_from_dict)
 
 # Largest change of log|lam| in one step (a factor e^0.5 = 1.65): a trust region for the first
 # steps, when the losses spread out faster than lam follows and KL_t / rho can be 30 or more.
 _MAX_LOG_STEP = 0.5
 # log|lam| stays inside float32's normal range, so lam is never 0 or inf.
 _LOG_LAM_BOUND = 80.0
+_FMAX = float(jnp.finfo(jnp.float32).max)
 
 
 class KlAbsgdWeightsState(NamedTuple):
-  """State of :func:`kl_absgd_weights`: log s, log |lam| and the last KL estimate.
+  """State of :func:`kl_absgd_weights`: log s, log |lam|, the sign of lam, the last KL.
 
   Attributes:
     count: int32 scalar, the number of ``update`` calls so far.
@@ -62,6 +67,8 @@ class KlAbsgdWeightsState(NamedTuple):
     kl: float32 scalar, the last batch's estimate of ``KL(p || uniform)`` (to log).
     has_s: bool scalar, False until a batch has given ``s`` a value.
     has_lam: bool scalar, False until ``lam0`` or a batch with distinct losses set lam.
+    sign: float32 scalar, +1 (lam > 0, imbalance) or -1 (lam < 0, label noise): the
+      weigher's ``sign``, kept so that :func:`kl_lam` needs only the state.
 
   Examples:
     >>> import jax.numpy as jnp, absgd_jax
@@ -77,25 +84,170 @@ class KlAbsgdWeightsState(NamedTuple):
   kl: jax.Array
   has_s: jax.Array
   has_lam: jax.Array
+  sign: jax.Array
+
+  @classmethod
+  def from_dict(cls, tree: dict, *, sign: int | None = None) -> "KlAbsgdWeightsState":
+    """The state back from the plain dict that a checkpoint restored without a target holds.
+
+    orbax (like any pytree store) restores a ``NamedTuple`` as a dict when it is given no
+    target; this turns that dict back into the state, with each field's dtype.
+
+    Args:
+      tree: the dict of the state's fields.
+      sign: the sign of lam (+1 or -1), needed only for a dict without a ``"sign"`` key (a
+        state saved before the state kept its sign); given with one, the two must agree.
+
+    Returns:
+      The :class:`KlAbsgdWeightsState`.
+
+    Raises:
+      TypeError: if ``tree`` is not a dict.
+      ValueError: for missing or unexpected keys, a sign that is not +-1, or no sign at all.
+
+    Examples:
+      >>> import absgd_jax
+      >>> d = {"count": 3, "log_s": 0.5, "log_abs_lam": 0.0, "kl": 0.1, "has_s": True,
+      ...      "has_lam": True, "sign": -1.0}
+      >>> absgd_jax.kl_lam(absgd_jax.KlAbsgdWeightsState.from_dict(d))
+      Array(-1., dtype=float32)
+    """
+    if isinstance(tree, dict) and "sign" not in tree:
+      if sign is None:
+        raise ValueError(
+            "this KlAbsgdWeightsState was saved without its sign (the side of lam): pass it, "
+            "KlAbsgdWeightsState.from_dict(tree, sign=+1) for lam > 0 (imbalance) or sign=-1 "
+            "for lam < 0 (label noise), as the weigher was built with.")
+      tree = {**tree, "sign": sign}
+    if isinstance(tree, dict):
+      saved = np.asarray(jax.device_get(tree["sign"]))
+      if not np.all(np.abs(saved) == 1) or (sign is not None and not np.all(saved == sign)):
+        raise ValueError(f"the state's sign must be +1 or -1 (and agree with sign={sign}); "
+                         f"got {saved}.")
+    dtypes = {"count": jnp.int32, "log_s": jnp.float32, "log_abs_lam": jnp.float32,
+              "kl": jnp.float32, "has_s": jnp.bool_, "has_lam": jnp.bool_,
+              "sign": jnp.float32}
+    return _state_from_dict(cls, tree, dtypes)
 
 
-def kl_lam(state: KlAbsgdWeightsState, sign: int = 1) -> jax.Array:
-  """The lam a :class:`KlAbsgdWeightsState` holds: ``sign * exp(log_abs_lam)``.
+def kl_lam(state: KlAbsgdWeightsState, sign: int | None = None) -> jax.Array:
+  """The lam a :class:`KlAbsgdWeightsState` holds: ``state.sign * exp(log_abs_lam)``.
 
   Args:
     state: the state of a :func:`kl_absgd_weights` weigher.
-    sign: the weigher's ``sign``: 1 (imbalance, lam > 0) or -1 (label noise, lam < 0).
+    sign: deprecated; the state keeps its sign. Given, it is used in place of the state's,
+      as before the state kept it, with a ``DeprecationWarning``.
 
   Returns:
-    lam as a float32 scalar, to log beside the loss.
+    lam as a float32 scalar (an array of them for a batched state), to log beside the loss.
 
   Examples:
     >>> import absgd_jax
-    >>> weigher = absgd_jax.kl_absgd_weights(rho=0.1, sign=-1, lam0=2.0)
-    >>> absgd_jax.kl_lam(weigher.init(), sign=-1)
+    >>> wt = absgd_jax.kl_absgd_weights(rho=0.1, sign=-1, lam0=2.0)
+    >>> absgd_jax.kl_lam(wt.init())
     Array(-2., dtype=float32)
   """
-  return sign * jnp.exp(state.log_abs_lam)
+  if sign is not None:
+    warnings.warn("kl_lam(state, sign): the sign argument is deprecated; the state keeps "
+                  "its sign, so call kl_lam(state).", DeprecationWarning, stacklevel=2)
+    return sign * jnp.exp(state.log_abs_lam)
+  return state.sign * jnp.exp(state.log_abs_lam)
+
+
+def _log_std(losses: jax.Array, valid: jax.Array, n: jax.Array,
+             axis_name: AxisName | None) -> jax.Array:
+  """log of the global batch's standard deviation of the valid losses, or -inf if 0.
+
+  The losses are divided by their largest magnitude first, so that squares of losses up to
+  float32's max cannot overflow.
+  """
+  scale = global_max(jnp.max(jnp.where(valid, jnp.abs(losses), 0.0)), axis_name)
+  x = jnp.where(valid, losses / jnp.where(scale > 0, scale, 1.0), 0.0)
+  mean = global_sum(jnp.sum(x), axis_name) / jnp.maximum(n, 1.0)
+  var = global_sum(jnp.sum(jnp.where(valid, (x - mean) ** 2, 0.0)), axis_name)
+  var = var / jnp.maximum(n, 1.0)
+  return jnp.where(var > 0, jnp.log(scale) + 0.5 * jnp.log(jnp.where(var > 0, var, 1.0)),
+                   -jnp.inf)
+
+
+def _log_range(losses: jax.Array, valid: jax.Array, axis_name: AxisName | None) -> jax.Array:
+  """log(max L - min L) over the global batch's valid losses (-inf if they are all equal)."""
+  hi = global_max(jnp.max(jnp.where(valid, losses, -jnp.inf)), axis_name)
+  lo = -global_max(jnp.max(jnp.where(valid, -losses, -jnp.inf)), axis_name)
+  # Halves first: max - min of two float32 losses near +-max would overflow.
+  span = 2.0 * (0.5 * hi - 0.5 * lo)
+  return jnp.where(jnp.isfinite(span) & (span > 0), jnp.log(jnp.where(span > 0, span, 1.0)),
+                   -jnp.inf)
+
+
+def _guarded_lam(losses: jax.Array, valid: jax.Array, n_valid: jax.Array,
+                 state: KlAbsgdWeightsState, *, rho: float, batch_cap: float | None,
+                 axis_name: AxisName | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Step 1: the |lam| this batch's weights use, as ``(log|lam_t|, has_lam, guarded)``.
+
+  ``has_lam`` says whether lam has a value (from lam0, or set now from this batch), and
+  ``guarded`` whether the batch guard lifted it.
+  """
+  # lam0 = std(L) / sqrt(2 rho), the root of KL = rho for Gaussian losses (KL = Var(L/lam)/2),
+  # until a batch with distinct losses arrives; before that every lam gives uniform weights.
+  log_std = _log_std(losses, valid, n_valid, axis_name)
+  can_set = jnp.logical_not(state.has_lam) & jnp.isfinite(log_std)
+  log_dual = jnp.where(
+      can_set, jnp.clip(log_std - 0.5 * math.log(2.0 * rho), -_LOG_LAM_BOUND, _LOG_LAM_BOUND),
+      state.log_abs_lam)
+  has_lam = state.has_lam | can_set
+  # The batch guard: for losses spanning a range R, KL(softmax(L/lam) || uniform) <= R^2 /
+  # (8 lam^2) (Hoeffding's lemma), so |lam| >= R / sqrt(8 cap rho) keeps this batch's own
+  # weights within a KL of cap * rho, however far one sample's loss jumps ahead of the rest.
+  log_guard = (_log_range(losses, valid, axis_name) - 0.5 * math.log(8.0 * batch_cap * rho)
+               if batch_cap is not None else -jnp.inf)
+  guarded = has_lam & (log_guard > log_dual)
+  log_abs_lam = jnp.clip(jnp.where(guarded, log_guard, log_dual), -_LOG_LAM_BOUND,
+                         _LOG_LAM_BOUND)
+  return log_abs_lam, has_lam, guarded
+
+
+def _absgd_weights_at(losses: jax.Array, valid: jax.Array, lam_t: jax.Array,
+                      log_s: jax.Array, restart: jax.Array, *, gamma: float,
+                      axis_name: AxisName | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Step 2: ABSGD's weights at ``lam_t`` with the moving average ``s`` (Algorithm 1, 3-5).
+
+  In log space relative to the batch max, as :func:`absgd_jax.absgd_weights`. Returns
+  ``(weights, log_w, log_s_new)``: the weights (0 where not valid), their logs (0 there) and
+  log s_{t+1} at ``lam_t``.
+  """
+  z = jnp.clip(losses / lam_t, -_FMAX, _FMAX)
+  shift, log_g_rel, _ = log_mean_exp(z, valid, axis_name)
+  log_s_rel = moving_average_log_s(log_s, shift, log_g_rel, gamma, restart)
+  log_w = jnp.where(valid, (z - shift) - log_s_rel, 0.0)
+  weights = jnp.where(valid, jnp.exp(log_w), 0.0)
+  return weights, log_w, shift + log_s_rel
+
+
+def _mirror_step(weights: jax.Array, log_w: jax.Array, valid: jax.Array, n_valid: jax.Array,
+                 log_abs_lam: jax.Array, has_lam: jax.Array, *, rho: float, lam_lr: float,
+                 axis_name: AxisName | None) -> tuple[jax.Array, jax.Array]:
+  """Step 3: the batch's KL estimate and the mirror step on log|lam|, as ``(kl, log|lam'|)``.
+
+  The step (entropy mirror map on |lam|) grows |lam| when the weights are more uneven than
+  the budget allows and shrinks it when they are more even. It starts from the lam actually
+  used, so that the budget is met by the weights the caller receives.
+  """
+  # KL(p || uniform) = E_u[w log w - w + 1] when s = E exp(L / lam); >= 0 term by term.
+  terms = jnp.where(valid, weights * log_w - weights + 1.0, 0.0)
+  kl = global_sum(jnp.sum(terms), axis_name) / jnp.maximum(n_valid, 1.0)
+  step = jnp.where(has_lam, jnp.clip(lam_lr * (kl - rho) / rho, -_MAX_LOG_STEP,
+                                     _MAX_LOG_STEP), 0.0)
+  return kl, jnp.clip(log_abs_lam + step, -_LOG_LAM_BOUND, _LOG_LAM_BOUND)
+
+
+def _carry_log_s(log_s: jax.Array, kl: jax.Array, d: jax.Array) -> jax.Array:
+  """Step 4: log s carried from lam to lam' = lam e^d by the envelope theorem.
+
+  T(lam) = lam log s(lam) has dT/dlam = -KL, so to first order
+  log s(lam') = (lam / lam') log s - KL (1 - lam / lam'), with lam / lam' = exp(-d).
+  """
+  return jnp.exp(-d) * log_s + kl * jnp.expm1(-d)
 
 
 def kl_absgd_weights(
@@ -116,12 +268,14 @@ def kl_absgd_weights(
 
   1. uses ``|lam_t| = max(|lam|, R / sqrt(8 batch_cap rho))`` with R the batch's loss range
      (a guard: by Hoeffding's lemma this batch's own KL then stays below ``batch_cap * rho``,
-     even when one sample's loss jumps far ahead of the rest);
-  2. computes ABSGD's weights at ``lam_t`` with the moving average ``s`` of Algorithm 1;
+     even when one sample's loss jumps far ahead of the rest) (``_guarded_lam``);
+  2. computes ABSGD's weights at ``lam_t`` with the moving average ``s`` of Algorithm 1
+     (``_absgd_weights_at``);
   3. estimates ``KL_t = mean(w log w - w + 1)`` and takes the mirror step
-     ``log|lam| = log|lam_t| + lam_lr * (KL_t - rho) / rho`` (clipped to +-0.5);
+     ``log|lam| = log|lam_t| + lam_lr * (KL_t - rho) / rho`` (clipped to +-0.5)
+     (``_mirror_step``);
   4. carries ``log s`` to the new lam: ``log s <- e^{-d} log s - KL_t (1 - e^{-d})`` with
-     ``d`` the change of ``log|lam|`` (the envelope theorem).
+     ``d`` the change of ``log|lam|`` (the envelope theorem) (``_carry_log_s``).
 
   On a fixed loss vector lam converges to the root of ``KL(softmax(L / lam) || uniform) =
   rho``; on mini-batches, to where the budget is met on average. Scaling every loss by c > 0
@@ -151,7 +305,7 @@ def kl_absgd_weights(
   Args:
     rho: the KL budget, a finite number > 0. On digits, rho = 0.01 (ESS / B about 0.98) was
       chosen on validation and matched the grid-tuned lam for CE, focal and LDAM alike
-      (benchmarks/RESULTS.md, issue 12).
+      (benchmarks/RESULTS.md).
     gamma: moving-average rate of s in (0, 1], as in :func:`absgd_jax.absgd_weights`.
     sign: ``+1`` (lam > 0: up-weight hard samples, imbalance) or ``-1`` (lam < 0: up-weight
       easy samples, label noise).
@@ -167,13 +321,26 @@ def kl_absgd_weights(
   Returns:
     A :class:`~absgd_jax.WeightTransform`. ``update(losses, state, *, mask=None)`` takes
     ``losses [B]`` (floating) and an optional boolean ``mask [B]``; it returns float32
-    ``weights [B]`` without gradient and the new :class:`KlAbsgdWeightsState`. Read lam with
-    :func:`kl_lam`.
+    ``weights [B]`` without gradient and the new :class:`KlAbsgdWeightsState`, which keeps
+    the sign of lam: read lam with :func:`kl_lam`.
 
   Raises:
     ValueError: at construction for rho, gamma, sign, lam0, lam_lr or batch_cap out of range;
       at trace time for losses that are not a non-empty 1-D floating array, or a mask of
       another shape.
+    TypeError: in ``update``, for a state that is the weigher itself or a dict (a state
+      restored without a target: see :meth:`KlAbsgdWeightsState.from_dict`).
+
+  References:
+    Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic
+    Gradient Descent. arXiv:2012.06951. Algorithm 1; Eqs. (3), (4), (6).
+
+    Qi, Q., Lyu, J., et al. (2022). Stochastic Constrained DRO with a Complexity
+    Independent of Sample Size. arXiv:2210.05740. (The constrained form and its
+    dual; the lam step here differs, see docs/kl_budget.md.)
+
+    Hoeffding, W. (1963). Probability Inequalities for Sums of Bounded Random Variables.
+    Journal of the American Statistical Association 58(301). (The lemma behind the guard.)
 
   Examples:
     >>> import jax, jax.numpy as jnp, absgd_jax
@@ -215,9 +382,7 @@ def kl_absgd_weights(
   lam_lr = float(lam_lr)
   if not (lam_lr > 0.0 and math.isfinite(lam_lr)):
     raise ValueError(f"lam_lr must be a finite number > 0; got {lam_lr}.")
-  log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
-  log_gamma = math.log(gamma)
-  fmax = float(jnp.finfo(jnp.float32).max)
+  sign = int(sign)
 
   def init_fn(*args, **kwargs) -> KlAbsgdWeightsState:
     _refuse_init_args("kl_absgd_weights", args, kwargs)
@@ -228,85 +393,32 @@ def kl_absgd_weights(
         kl=jnp.zeros([], jnp.float32),
         has_s=jnp.asarray(False),
         has_lam=jnp.asarray(lam0 is not None),
+        sign=jnp.asarray(sign, jnp.float32),
     )
-
-  def _log_std(losses, valid, n):
-    """log of the global batch's standard deviation of the valid losses, or -inf if 0.
-
-    The losses are divided by their largest magnitude first, so that squares of losses up to
-    float32's max cannot overflow.
-    """
-    scale = _global_reduce(jnp.max(jnp.where(valid, jnp.abs(losses), 0.0)), "max", axis_name)
-    x = jnp.where(valid, losses / jnp.where(scale > 0, scale, 1.0), 0.0)
-    mean = _global_reduce(jnp.sum(x), "sum", axis_name) / jnp.maximum(n, 1.0)
-    var = _global_reduce(jnp.sum(jnp.where(valid, (x - mean) ** 2, 0.0)), "sum", axis_name)
-    var = var / jnp.maximum(n, 1.0)
-    return jnp.where(var > 0, jnp.log(scale) + 0.5 * jnp.log(jnp.where(var > 0, var, 1.0)),
-                     -jnp.inf)
-
-  def _log_range(losses, valid):
-    """log(max L - min L) over the global batch's valid losses (-inf if they are all equal)."""
-    hi = _global_reduce(jnp.max(jnp.where(valid, losses, -jnp.inf)), "max", axis_name)
-    lo = -_global_reduce(jnp.max(jnp.where(valid, -losses, -jnp.inf)), "max", axis_name)
-    # Halves first: max - min of two float32 losses near +-max would overflow.
-    span = 2.0 * (0.5 * hi - 0.5 * lo)
-    return jnp.where(jnp.isfinite(span) & (span > 0), jnp.log(jnp.where(span > 0, span, 1.0)),
-                     -jnp.inf)
 
   def update_fn(losses: jax.Array, state: KlAbsgdWeightsState, *,
                 mask: jax.Array | None = None) -> tuple[jax.Array, KlAbsgdWeightsState]:
+    _check_state("kl_absgd_weights", state, KlAbsgdWeightsState)
     losses, mask = _check_losses_and_mask("kl_absgd_weights", losses, mask)
-
     losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
     valid = jnp.isfinite(losses)
     if mask is not None:
       valid = valid & mask.astype(bool)
-    n_valid = _global_reduce(jnp.sum(valid, dtype=jnp.float32), "sum", axis_name)
-    any_valid = n_valid > 0
+    n_valid = global_count(valid, axis_name)
 
-    # lam0 = std(L) / sqrt(2 rho), the root of KL = rho for Gaussian losses (KL = Var(L/lam)/2),
-    # until a batch with distinct losses arrives; before that every lam gives uniform weights.
-    log_std = _log_std(losses, valid, n_valid)
-    can_set = jnp.logical_not(state.has_lam) & jnp.isfinite(log_std)
-    log_dual = jnp.where(
-        can_set, jnp.clip(log_std - 0.5 * math.log(2.0 * rho), -_LOG_LAM_BOUND, _LOG_LAM_BOUND),
-        state.log_abs_lam)
-    has_lam = state.has_lam | can_set
-    # The batch guard: for losses spanning a range R, KL(softmax(L/lam) || uniform) <= R^2 /
-    # (8 lam^2) (Hoeffding's lemma), so |lam| >= R / sqrt(8 cap rho) keeps this batch's own
-    # weights within a KL of cap * rho, however far one sample's loss jumps ahead of the rest.
-    log_guard = (_log_range(losses, valid) - 0.5 * math.log(8.0 * batch_cap * rho)
-                 if batch_cap is not None else -jnp.inf)
-    guarded = has_lam & (log_guard > log_dual)
-    log_abs_lam = jnp.clip(jnp.where(guarded, log_guard, log_dual), -_LOG_LAM_BOUND,
-                           _LOG_LAM_BOUND)
-    lam_t = sign * jnp.exp(log_abs_lam)
-
-    # Algorithm 1, steps 3 to 5, in log space relative to the batch max (as absgd_weights).
-    z = jnp.clip(losses / lam_t, -fmax, fmax)
-    shift, log_g_rel, _ = _log_mean_exp(z, valid, axis_name)
+    log_abs_lam, has_lam, guarded = _guarded_lam(
+        losses, valid, n_valid, state, rho=rho, batch_cap=batch_cap, axis_name=axis_name)
     # s is estimated afresh from the batch until lam is set, and when the guard moved lam.
-    restart = (jnp.logical_not(state.has_s) | jnp.logical_not(state.has_lam) | guarded)
-    log_s_rel = jnp.logaddexp(log_keep + (state.log_s - shift), log_gamma + log_g_rel)
-    log_s_rel = jnp.where(restart, log_g_rel, log_s_rel)
-    log_w = jnp.where(valid, (z - shift) - log_s_rel, 0.0)
-    weights = jnp.where(valid, jnp.exp(log_w), 0.0)
+    restart = jnp.logical_not(state.has_s) | jnp.logical_not(state.has_lam) | guarded
+    weights, log_w, log_s = _absgd_weights_at(
+        losses, valid, sign * jnp.exp(log_abs_lam), state.log_s, restart, gamma=gamma,
+        axis_name=axis_name)
+    kl, new_log_abs_lam = _mirror_step(weights, log_w, valid, n_valid, log_abs_lam, has_lam,
+                                       rho=rho, lam_lr=lam_lr, axis_name=axis_name)
+    new_log_s = _carry_log_s(log_s, kl, new_log_abs_lam - log_abs_lam)
 
-    # KL(p || uniform) = E_u[w log w - w + 1] when s = E exp(L / lam); >= 0 term by term.
-    terms = jnp.where(valid, weights * log_w - weights + 1.0, 0.0)
-    kl = _global_reduce(jnp.sum(terms), "sum", axis_name) / jnp.maximum(n_valid, 1.0)
-
-    # The mirror step on the dual (entropy mirror map on |lam|): |lam| grows when the weights
-    # are more uneven than the budget allows, shrinks when they are more even. It starts from
-    # the lam actually used, so that the budget is met by the weights the caller receives.
-    step = jnp.where(has_lam, jnp.clip(lam_lr * (kl - rho) / rho, -_MAX_LOG_STEP,
-                                       _MAX_LOG_STEP), 0.0)
-    new_log_abs_lam = jnp.clip(log_abs_lam + step, -_LOG_LAM_BOUND, _LOG_LAM_BOUND)
-    d = new_log_abs_lam - log_abs_lam
-    # Carry log s to the new lam: T(lam) = lam log s(lam) has dT/dlam = -KL, so to first order
-    # log s(lam') = (lam / lam') log s - KL (1 - lam / lam'), with lam / lam' = exp(-d).
-    new_log_s = jnp.exp(-d) * (shift + log_s_rel) + kl * jnp.expm1(-d)
-
+    # A batch without a usable sample leaves everything but the count as it was.
+    any_valid = n_valid > 0
     new_state = KlAbsgdWeightsState(
         count=optax.safe_int32_increment(state.count),
         log_s=jnp.where(any_valid, new_log_s, state.log_s),
@@ -314,6 +426,7 @@ def kl_absgd_weights(
         kl=jnp.where(any_valid, kl, state.kl),
         has_s=state.has_s | any_valid,
         has_lam=jnp.where(any_valid, has_lam, state.has_lam),
+        sign=jnp.asarray(sign, jnp.float32),
     )
     return jax.lax.stop_gradient(weights), new_state
 

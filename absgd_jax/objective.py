@@ -12,6 +12,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from absgd_jax._numerics import log_mean_exp
+
 
 def dro_objective(losses: jax.Array, lam: float | jax.Array) -> jax.Array:
   r"""The KL-regularised DRO risk :math:`\lambda \log \frac{1}{n}\sum_i e^{L_i/\lambda}` (Eq. 6).
@@ -48,22 +50,20 @@ def dro_objective(losses: jax.Array, lam: float | jax.Array) -> jax.Array:
       raise ValueError(f"lam must be nonzero and not NaN; got {lam}.")
     if math.isinf(lam):
       return jnp.mean(losses)
-    return lam * _log_mean_exp(losses / lam)
+    return _lam_log_mean_exp(losses, lam)
   # A traced lam: keep both branches NaN-free so the unused one cannot leak NaN gradients.
   lam = jnp.asarray(lam, jnp.float32)
   erm = jnp.isinf(lam)
   safe_lam = jnp.where(erm, 1.0, lam)
-  return jnp.where(erm, jnp.mean(losses), safe_lam * _log_mean_exp(losses / safe_lam))
+  return jnp.where(erm, jnp.mean(losses), _lam_log_mean_exp(losses, safe_lam))
 
 
-def _log_mean_exp(z: jax.Array) -> jax.Array:
-  """log(mean(exp(z))), accurate also when all z are tiny (large |lam|).
+def _lam_log_mean_exp(losses: jax.Array, lam: jax.Array | float) -> jax.Array:
+  """``lam * log(mean(exp(losses / lam)))``, to float32's relative accuracy at any |lam|.
 
-  ``logsumexp(z) - log(n)`` subtracts two numbers near log(n) and then multiplies the
-  rounding error by lam, so at |lam| = 1e8 it returned 0 instead of about mean(L). Near that
-  limit ``log1p(mean(expm1(z - c)))`` keeps every digit.
+  At |lam| = 1e8 every ``L / lam`` is tiny and the log-mean is about mean(L) / lam, which
+  ``log(sum) - log(n)`` would lose to rounding before lam multiplies it back; ``near_zero``
+  keeps those digits.
   """
-  c = jnp.max(z)
-  t = jnp.mean(jnp.exp(z - c))
-  near_one = jnp.log1p(jnp.mean(jnp.expm1(z - c)))
-  return c + jnp.where(t > 0.5, near_one, jnp.log(t))
+  shift, rel, _ = log_mean_exp(losses / lam, near_zero=True)
+  return lam * (shift + rel)

@@ -13,20 +13,58 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 
-from absgd_jax.weights import AbsgdWeightsState, WeightTransform
+from absgd_jax._numerics import global_sum
+from absgd_jax.kl_weights import KlAbsgdWeightsState
+from absgd_jax.weights import AbsgdWeightsState, WeightTransform, _describe
+
+_SIGNATURE = "weighted_mean(losses, state, weigher, where=None)"
+_STATES = (AbsgdWeightsState, KlAbsgdWeightsState)
+
+
+def _check_kinds(losses, state, weigher) -> None:
+  """Refuses arguments of the wrong kind, naming which argument is which."""
+  for i, arg in ((1, losses), (2, state)):
+    if isinstance(arg, WeightTransform):
+      which = "the per-sample losses [B]" if i == 1 else (
+          "the weigher's state (weigher.init(), or the state the last step returned)")
+      raise TypeError(
+          f"{_SIGNATURE}: the {('first', 'second')[i - 1]} argument must be {which}; got "
+          f"{_describe(arg)}. Did you swap the arguments? The weigher comes third.")
+  if isinstance(losses, _STATES):
+    raise TypeError(
+        f"{_SIGNATURE}: the first argument must be the per-sample losses [B]; got "
+        f"{_describe(losses)}. The state comes second.")
+  # A dict with a known state's keys (KlAbsgdWeightsState's saved before it kept its sign
+  # lack "sign"); any other dict may be a custom weigher's own state.
+  kind = isinstance(state, Mapping) and next(
+      (cls for cls in _STATES if set(cls._fields) - {"sign"} <= set(state) <= set(cls._fields)),
+      None)
+  if kind:
+    raise TypeError(
+        f"{_SIGNATURE}: the second argument (the weigher's state) is a dict, which is what "
+        f"orbax gives back for a state restored without a target: restore it with "
+        f"absgd_jax.{kind.__name__}.from_dict(...), or pass orbax the target "
+        f"{{..., 'w_state': weigher.init()}}.")
+  if not callable(getattr(weigher, "update", None)):
+    hint = " Did you swap the state and the weigher?" if isinstance(weigher, _STATES) else ""
+    raise TypeError(
+        f"{_SIGNATURE}: the third argument must be the weigher (from absgd_jax.absgd_weights "
+        f"or kl_absgd_weights); got {_describe(weigher)}.{hint}")
 
 
 def weighted_mean(
     losses: jax.Array,
-    state: AbsgdWeightsState,
+    state: AbsgdWeightsState | KlAbsgdWeightsState,
     weigher: WeightTransform,
     where: jax.Array | None = None,
     *,
     mask: jax.Array | None = None,
-) -> tuple[jax.Array, tuple[AbsgdWeightsState, jax.Array]]:
+) -> tuple[jax.Array, tuple[AbsgdWeightsState | KlAbsgdWeightsState, jax.Array]]:
   r"""ABSGD's loss :math:`\frac{1}{n}\sum_i w_i L_i` over the ``n`` valid samples of a batch.
 
   The weights :math:`w_i = e^{L_i/\lambda} / s_{t+1}` come from ``weigher.update`` and carry
@@ -45,7 +83,8 @@ def weighted_mean(
   Args:
     losses: per-sample losses ``[B]``, float32, bfloat16 or float16.
     state: the weigher's state, from ``weigher.init()`` or the previous step.
-    weigher: the :class:`~absgd_jax.WeightTransform` from :func:`~absgd_jax.absgd_weights`.
+    weigher: the :class:`~absgd_jax.WeightTransform` from :func:`~absgd_jax.absgd_weights`
+      or :func:`~absgd_jax.kl_absgd_weights`.
     where: optional boolean ``[B]``, True for real samples and False for padding, as in
       ``jnp.mean(..., where=...)``. Padding gets weight 0 and is left out of ``n`` and of ``s``.
     mask: another name for ``where`` (the name the weigher's ``update`` uses).
@@ -55,6 +94,8 @@ def weighted_mean(
     the float32 weights ``[B]`` (0 on padding), for logging.
 
   Raises:
+    TypeError: for an argument of the wrong kind (the weigher and its state swapped, a state
+      that is a dict, as orbax restores one without a target), naming which is which.
     ValueError: if both ``where`` and ``mask`` are given, or ``where`` is not boolean.
 
   Examples:
@@ -74,6 +115,7 @@ def weighted_mean(
     >>> g.round(4)  # w_i * 2 x_i / n with w = [2, 2e] / (1 + e) held fixed
     Array([0.    , 1.4621], dtype=float32)
   """
+  _check_kinds(losses, state, weigher)
   if mask is not None:
     if where is not None:
       raise ValueError("weighted_mean got both where= and mask=; they are one argument "
@@ -96,6 +138,6 @@ def weighted_mean(
     # where(), not weights * losses: padding's loss may be anything (NaN from a dummy row),
     # and the weight 0 alone would still leak it as 0 * NaN.
     terms = jnp.where(where, weights * losses, 0.0)
-  n = n_local if axis_name is None else jax.lax.psum(n_local, axis_name)
+  n = global_sum(n_local, axis_name)
   loss = jnp.sum(terms.astype(jnp.float32)) / jnp.maximum(n, 1.0)
   return loss, (new_state, weights)

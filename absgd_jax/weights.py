@@ -32,17 +32,18 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Sequence
-from typing import NamedTuple, Union
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from absgd_jax._numerics import AxisName, log_mean_exp, moving_average_log_s
+
 # A lam that follows a schedule is a function of the update count, like an optax schedule.
 LamSchedule = Callable[[jax.Array], jax.typing.ArrayLike]
-AxisName = Union[Hashable, Sequence[Hashable]]
 
 
 class AbsgdWeightsState(NamedTuple):
@@ -82,16 +83,23 @@ class AbsgdWeightsState(NamedTuple):
       >>> absgd_jax.AbsgdWeightsState.from_dict(d).count
       Array(3, dtype=int32)
     """
-    if not isinstance(tree, dict):
-      raise TypeError(f"AbsgdWeightsState.from_dict takes a dict; got {type(tree).__name__}.")
-    missing = [k for k in cls._fields if k not in tree]
-    extra = [k for k in tree if k not in cls._fields]
-    if missing or extra:
-      raise ValueError(
-          f"not an AbsgdWeightsState: missing keys {missing}, unexpected keys {extra} (the "
-          f"state has {list(cls._fields)}). Restore the right sub-tree of the checkpoint.")
     dtypes = {"count": jnp.int32, "log_s": jnp.float32, "lam": jnp.float32, "has_s": jnp.bool_}
-    return cls(**{k: jnp.asarray(tree[k], dtypes[k]) for k in cls._fields})
+    return _state_from_dict(cls, tree, dtypes)
+
+
+def _state_from_dict(cls, tree, dtypes: dict):
+  """``cls`` (a weigher's state) from the dict of its fields, each cast to its dtype."""
+  name = cls.__name__
+  article = "an" if name[0] in "AEIOU" else "a"
+  if not isinstance(tree, Mapping):
+    raise TypeError(f"{name}.from_dict takes a dict; got {type(tree).__name__}.")
+  missing = [k for k in cls._fields if k not in tree]
+  extra = [k for k in tree if k not in cls._fields]
+  if missing or extra:
+    raise ValueError(
+        f"not {article} {name}: missing keys {missing}, unexpected keys {extra} (the state has "
+        f"{list(cls._fields)}). Restore the right sub-tree of the checkpoint.")
+  return cls(**{k: jnp.asarray(tree[k], dtypes[k]) for k in cls._fields})
 
 
 class WeightTransform(NamedTuple):
@@ -194,6 +202,46 @@ def _refuse_init_args(name: str, args: tuple, kwargs: dict) -> None:
         "(absgd_jax.absgd / abadam, or any optax one) to optax.")
 
 
+def _describe(x) -> str:
+  """What ``x`` is, in the words an error message about a swapped argument needs."""
+  if isinstance(x, WeightTransform):
+    maker = getattr(x.update, "__qualname__", "").split(".")[0]
+    if maker in ("absgd_weights", "kl_absgd_weights"):
+      return f"a weigher (the WeightTransform from {maker}(...))"
+    return "a weigher (a WeightTransform)"
+  name = type(x).__name__
+  article = "an" if name[0] in "AEIOUaeiou" else "a"
+  if isinstance(x, tuple) and hasattr(x, "_fields"):
+    return f"{article} {name} (a weigher's state)"
+  return f"{article} {name}"
+
+
+def _check_state(name: str, state, cls) -> None:
+  """Names the ways a wrong object reaches ``update`` as the state, and the fix of each.
+
+  Only these are refused (the weigher itself, another weigher's state, a dict): any other
+  kind is let through, as a custom weigher's state may be a pytree of its own.
+  """
+  if isinstance(state, cls):
+    return
+  if isinstance(state, WeightTransform):
+    raise TypeError(
+        f"{name}(...).update(losses, state): the state argument is {_describe(state)}; pass "
+        f"the weigher's state instead (weigher.init(), or the state the last update "
+        f"returned). Did you swap the weigher and its state?")
+  kind = type(state)
+  if kind.__name__.endswith("WeightsState") and kind.__module__.startswith("absgd_jax"):
+    raise TypeError(
+        f"{name}(...).update got {_describe(state)}, the state of another weigher; pass the "
+        f"state this weigher's init() returned (a {cls.__name__}).")
+  if isinstance(state, Mapping):
+    raise TypeError(
+        f"{name}(...).update got a dict as its state, which is what orbax gives back for a "
+        f"{cls.__name__} restored without a target: restore it with "
+        f"absgd_jax.{cls.__name__}.from_dict(...) (or pass orbax the target "
+        f"{{..., 'w_state': weigher.init()}}). Got keys {sorted(state)}.")
+
+
 def _check_losses_and_mask(name: str, losses, mask):
   """The trace-time checks every weigher makes of its inputs; returns them as arrays."""
   losses = jnp.asarray(losses)
@@ -215,31 +263,6 @@ def _check_losses_and_mask(name: str, losses, mask):
           f"mask must be boolean (True for a real sample, False for padding); got dtype "
           f"{mask.dtype}. Pass `mask > 0` for a 0/1 mask; to weigh samples, scale the losses.")
   return losses, mask
-
-
-def _global_reduce(x: jax.Array, op: str, axis_name: AxisName | None) -> jax.Array:
-  if axis_name is None:
-    return x
-  return {"max": jax.lax.pmax, "sum": jax.lax.psum}[op](x, axis_name)
-
-
-def _log_mean_exp(z: jax.Array, valid: jax.Array, axis_name: AxisName | None):
-  """log(mean_i exp(z_i)) over the valid entries of the global batch, as ``shift + rel``.
-
-  Returns ``(shift, rel, n)``: the batch's max z, the log-mean relative to it, and the number
-  of valid samples. Keeping ``rel`` apart from ``shift`` matters: at |z| ~ 1e7 a float32 log
-  has an ulp of 1, so the weights are formed from relative quantities only. Under
-  ``axis_name`` the max, the shifted sum and the count are reduced across devices, so every
-  device gets the global batch's value.
-  """
-  neg_inf = jnp.asarray(-jnp.inf, z.dtype)
-  z_max = _global_reduce(jnp.max(jnp.where(valid, z, neg_inf)), "max", axis_name)
-  # An all-invalid batch has z_max = -inf; shift by 0 instead to keep exp() NaN-free.
-  shift = jnp.where(jnp.isfinite(z_max), z_max, 0.0)
-  total = _global_reduce(jnp.sum(jnp.where(valid, jnp.exp(z - shift), 0.0)), "sum", axis_name)
-  n = _global_reduce(jnp.sum(valid, dtype=jnp.float32), "sum", axis_name)
-  rel = jnp.log(total) - jnp.log(jnp.maximum(n, 1.0))
-  return shift, rel, n
 
 
 def absgd_weights(
@@ -301,6 +324,8 @@ def absgd_weights(
       value at step 0, or at any step below ``num_steps``), gamma outside (0, 1] or s0 < 0;
       at trace time, for losses that are not a non-empty 1-D floating array or a mask that is
       not boolean; in an eager (un-jitted) ``update``, for a schedule that reaches 0 or NaN.
+    TypeError: in ``update``, for a state that is the weigher itself or a dict (a state
+      restored without a target: see :meth:`AbsgdWeightsState.from_dict`).
 
   A lam of 0 or NaN that cannot be seen (a traced lam, or a schedule evaluated inside a
   jitted step) is not an error at run time, as nothing inside jit can raise. That step gives
@@ -331,8 +356,6 @@ def absgd_weights(
     s0 = float(s0)
     if not (s0 >= 0.0 and math.isfinite(s0)):
       raise ValueError(f"s0 must be None or a finite number >= 0; got {s0}.")
-  log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
-  log_gamma = math.log(gamma)
 
   def init_fn(*args, **kwargs) -> AbsgdWeightsState:
     _refuse_init_args("absgd_weights", args, kwargs)
@@ -347,6 +370,7 @@ def absgd_weights(
 
   def update_fn(losses: jax.Array, state: AbsgdWeightsState, *,
                 mask: jax.Array | None = None) -> tuple[jax.Array, AbsgdWeightsState]:
+    _check_state("absgd_weights", state, AbsgdWeightsState)
     losses, mask = _check_losses_and_mask("absgd_weights", losses, mask)
 
     lam_t = jnp.asarray(lam_fn(state.count), jnp.float32)
@@ -366,12 +390,11 @@ def absgd_weights(
     z = jnp.clip(jnp.where(erm, 0.0, losses / jnp.where(erm, 1.0, lam_t)), -fmax, fmax)
     # A schedule that reaches lam = 0 or NaN gives no usable sample: s is left as it was.
     valid = valid & (lam_t != 0) & jnp.logical_not(jnp.isnan(lam_t))
-    shift, log_g_rel, n_valid = _log_mean_exp(z, valid, axis_name)
+    shift, log_g_rel, n_valid = log_mean_exp(z, valid, axis_name)
 
     # Step 4 in log space, relative to the batch max: log(s_{t+1}) - shift.
     restart = jnp.logical_not(state.has_s) | (lam_t != state.lam)
-    log_s_rel = jnp.logaddexp(log_keep + (state.log_s - shift), log_gamma + log_g_rel)
-    log_s_rel = jnp.where(restart, log_g_rel, log_s_rel)
+    log_s_rel = moving_average_log_s(state.log_s, shift, log_g_rel, gamma, restart)
     any_valid = n_valid > 0
     log_s_new = jnp.where(erm, 0.0, shift + log_s_rel)
     log_s_new = jnp.where(any_valid, log_s_new, state.log_s)

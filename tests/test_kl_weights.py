@@ -9,6 +9,7 @@ import pytest
 from jax.sharding import Mesh, PartitionSpec as P
 
 import absgd_jax
+import yardstick
 
 
 def _stream(seed, steps=12, batch=32, shape=2.0):
@@ -91,7 +92,7 @@ def test_matches_float64_reference(rho, gamma, sign, lam0, batch_cap):
   for (w, state), (w_ref, lam_ref, log_s_ref, kl_ref) in zip(got, want):
     assert w.dtype == np.float32
     np.testing.assert_allclose(w, w_ref, rtol=1e-4)
-    np.testing.assert_allclose(float(absgd_jax.kl_lam(state, sign)), sign * lam_ref, rtol=1e-4)
+    np.testing.assert_allclose(float(absgd_jax.kl_lam(state)), sign * lam_ref, rtol=1e-4)
     np.testing.assert_allclose(float(state.log_s), log_s_ref, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(state.kl), kl_ref, rtol=1e-3, atol=1e-6)
 
@@ -106,7 +107,7 @@ def test_lam_converges_to_the_root_of_the_budget(rho, sign):
   for _ in range(400):
     w, state = update(jnp.asarray(losses), state)
   want = budget_root(losses, rho, sign)
-  np.testing.assert_allclose(float(absgd_jax.kl_lam(state, sign)), sign * want, rtol=1e-3)
+  np.testing.assert_allclose(float(absgd_jax.kl_lam(state)), sign * want, rtol=1e-3)
   # The weights are then the constrained problem's optimum, B * softmax(L / lam*).
   z = losses.astype(np.float64) / (sign * want)
   p = np.exp(z - z.max())
@@ -262,7 +263,19 @@ multidevice = pytest.mark.skipif(jax.device_count() < N, reason="needs 8 (simula
 
 
 def _single(wt, stream):
-  return [(w, float(s.log_s), float(s.log_abs_lam)) for w, s in _run(wt, stream)]
+  return [(w, float(s.log_s), float(absgd_jax.kl_lam(s))) for w, s in _run(wt, stream)]
+
+
+def _check(t, w, log_s, lam, single, ref, sign):
+  """Step t's weights, log s and lam (of every device) against one device and float64: the
+  many-device path is no farther from float64 than float32 puts the one-device path."""
+  (w_one, log_s_one, lam_one), (w_ref, lam_ref, log_s_ref, _) = single, ref
+  yardstick.assert_float32_paths_agree(w, w_one, w_ref, f"weights at step {t}")
+  for name, got, one, want in (("log s", log_s, log_s_one, log_s_ref),
+                               ("lam", lam, lam_one, sign * lam_ref)):
+    got = np.asarray(got).reshape(-1)
+    yardstick.assert_float32_paths_agree(got, np.full_like(got, one), np.full(got.shape, want),
+                                         f"{name} at step {t}")
 
 
 @multidevice
@@ -271,28 +284,103 @@ def test_pmap_equals_one_device(sign):
   stream = _stream(11, steps=6, batch=64)
   stream[2][:8] = np.nan  # device 0's whole shard of one batch
   want = _single(absgd_jax.kl_absgd_weights(0.1, 0.5, sign=sign), stream)
+  ref = kl_reference([x[np.isfinite(x)] for x in stream], 0.1, 0.5, sign=sign)
   wt = absgd_jax.kl_absgd_weights(0.1, 0.5, sign=sign, axis_name="i")
   update = jax.pmap(wt.update, axis_name="i")
   state = jax.tree.map(lambda x: jnp.broadcast_to(x, (N,) + x.shape), wt.init())
-  for x, (w_ref, log_s_ref, log_lam_ref) in zip(stream, want):
+  for t, x in enumerate(stream):
     w, state = update(jnp.asarray(x).reshape(N, -1), state)
-    np.testing.assert_allclose(np.asarray(w).reshape(-1), w_ref, rtol=1e-5)
-    np.testing.assert_allclose(np.asarray(state.log_s), log_s_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.asarray(state.log_abs_lam), log_lam_ref, rtol=1e-5,
-                               atol=1e-6)
+    w, ok = np.asarray(w).reshape(-1), np.isfinite(x)
+    assert np.all(w[~ok] == 0)
+    w_one, *rest = want[t]
+    _check(t, w[ok], state.log_s, absgd_jax.kl_lam(state), (w_one[ok], *rest), ref[t], sign)
 
 
 @multidevice
 def test_shard_map_equals_one_device():
   stream = _stream(12, steps=6, batch=64)
   want = _single(absgd_jax.kl_absgd_weights(0.05, 0.9), stream)
+  ref = kl_reference(stream, 0.05, 0.9)
   mesh = Mesh(np.array(jax.devices()[:N]), ("data",))
   wt = absgd_jax.kl_absgd_weights(0.05, 0.9, axis_name="data")
   update = jax.jit(jax.shard_map(wt.update, mesh=mesh, in_specs=(P("data"), P()),
                                  out_specs=(P("data"), P())))
   state = wt.init()
-  for x, (w_ref, log_s_ref, log_lam_ref) in zip(stream, want):
+  for t, x in enumerate(stream):
     w, state = update(jnp.asarray(x), state)
-    np.testing.assert_allclose(np.asarray(w), w_ref, rtol=1e-5)
-    np.testing.assert_allclose(float(state.log_s), log_s_ref, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(float(state.log_abs_lam), log_lam_ref, rtol=1e-5, atol=1e-6)
+    _check(t, np.asarray(w), state.log_s, absgd_jax.kl_lam(state), want[t], ref[t], 1)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_the_state_keeps_the_sign_of_lam(sign):
+  wt = absgd_jax.kl_absgd_weights(0.1, sign=sign, lam0=2.5)
+  state = wt.init()
+  assert float(absgd_jax.kl_lam(state)) == pytest.approx(sign * 2.5, rel=1e-6)
+  _, state = jax.jit(wt.update)(jnp.asarray(_stream(13, steps=1)[0]), state)
+  assert float(state.sign) == sign
+  np.testing.assert_allclose(float(absgd_jax.kl_lam(state)),
+                             sign * math.exp(float(state.log_abs_lam)), rtol=1e-7)
+  # The old call, with the sign passed back in, still answers, with a warning.
+  with pytest.warns(DeprecationWarning, match=r"call kl_lam\(state\)"):
+    assert float(absgd_jax.kl_lam(state, sign)) == float(absgd_jax.kl_lam(state))
+
+
+def test_state_from_a_targetless_orbax_restore(tmp_path):
+  # Without a target orbax returns a dict; from_dict makes it a state again.
+  ocp = pytest.importorskip("orbax.checkpoint")
+  wt = absgd_jax.kl_absgd_weights(0.1, 0.5, sign=-1)
+  state = wt.init()
+  for x in _stream(14, steps=3):
+    _, state = wt.update(jnp.asarray(x), state)
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(tmp_path / "w", {"w_state": state, "step": 3})
+  with ocp.StandardCheckpointer() as ckptr:
+    raw = ckptr.restore(tmp_path / "w")
+  assert isinstance(raw["w_state"], dict)  # what a user gets without a target
+  back = absgd_jax.KlAbsgdWeightsState.from_dict(raw["w_state"])
+  assert isinstance(back, absgd_jax.KlAbsgdWeightsState) and int(back.count) == 3
+  jax.tree.map(np.testing.assert_array_equal, back, state)
+  assert jax.tree.map(lambda a: a.dtype, back) == jax.tree.map(lambda a: a.dtype, state)
+  assert float(absgd_jax.kl_lam(back)) < 0  # the sign came back with it
+  # The restored state carries on exactly as the original.
+  x = jnp.asarray(_stream(15, steps=1)[0])
+  jax.tree.map(np.testing.assert_array_equal, wt.update(x, back), wt.update(x, state))
+  with pytest.raises(ValueError, match=r"missing keys \['has_lam'\]"):
+    absgd_jax.KlAbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items()
+                                             if k != "has_lam"})
+  with pytest.raises(TypeError, match="takes a dict"):
+    absgd_jax.KlAbsgdWeightsState.from_dict(state)
+
+
+def test_a_dict_saved_without_the_sign_needs_it_given():
+  wt = absgd_jax.kl_absgd_weights(0.1, sign=-1, lam0=3.0)
+  d = {k: np.asarray(v) for k, v in wt.init()._asdict().items() if k != "sign"}
+  with pytest.raises(ValueError, match=r"saved without its sign.*sign=\+1.*sign=-1"):
+    absgd_jax.KlAbsgdWeightsState.from_dict(d)
+  back = absgd_jax.KlAbsgdWeightsState.from_dict(d, sign=-1)
+  jax.tree.map(np.testing.assert_array_equal, back, wt.init())
+  with pytest.raises(ValueError, match=r"must be \+1 or -1"):
+    absgd_jax.KlAbsgdWeightsState.from_dict(d, sign=2)
+  with pytest.raises(ValueError, match=r"agree with sign=1"):
+    absgd_jax.KlAbsgdWeightsState.from_dict({**d, "sign": -1.0}, sign=1)
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_a_batch_without_a_usable_sample_makes_no_nan_anywhere(sign):
+  # As for absgd_weights: +-inf and masked-out losses only; debug_nans checks every op.
+  wt = absgd_jax.kl_absgd_weights(0.1, 0.5, sign=sign)
+  x = jnp.asarray(_stream(16, steps=1, batch=6)[0])
+  bad = jnp.array([np.inf, -np.inf, np.inf, 1.0, 2.0, 3.0], jnp.float32)
+  mask = jnp.array([True, True, True, False, False, False])
+  with jax.debug_nans(True):
+    w0, s0 = wt.update(bad, wt.init(), mask=mask)
+    _, s1 = wt.update(x, s0)
+    w2, s2 = wt.update(bad, s1, mask=mask)
+  assert np.all(np.asarray(w0) == 0) and np.all(np.asarray(w2) == 0)
+  assert not bool(s0.has_s) and not bool(s0.has_lam)
+  for a, b in zip(s1[1:], s2[1:]):
+    np.testing.assert_array_equal(a, b)
+  # The first usable batch is the reference's first batch: nothing of the unusable one stayed.
+  w_ref, lam_ref, log_s_ref, _ = kl_reference([np.asarray(x)], 0.1, 0.5, sign=sign)[0]
+  np.testing.assert_allclose(float(absgd_jax.kl_lam(s1)), sign * lam_ref, rtol=1e-4)
+  np.testing.assert_allclose(float(s1.log_s), log_s_ref, rtol=1e-4, atol=1e-6)

@@ -102,6 +102,29 @@ def test_weight_decay_mask():
 
 
 @pytest.mark.parametrize("bias_correction", [True, False])
+def test_abadam_weight_decay_mask(bias_correction):
+  # Eq. (9) with mu = 0.5 where the mask is True and mu = 0 where it is False (BatchNorm
+  # scales), each leaf against the float64 reference with its own mu.
+  grads = _grads(3)
+  params = {"w": jnp.asarray(np.linspace(-2, 2, 5), jnp.float32),
+            "bn_scale": jnp.asarray(np.linspace(0.5, 1.5, 5), jnp.float32)}
+  opt = absgd_jax.abadam(1e-2, b1=0.9, b2=0.99, eps=1e-6, weight_decay=0.5,
+                         bias_correction=bias_correction,
+                         weight_decay_mask={"w": True, "bn_scale": False})
+  state = opt.init(params)
+  path = []
+  for g in grads:
+    u, state = opt.update({"w": jnp.asarray(g), "bn_scale": jnp.asarray(g)}, state, params)
+    params = optax.apply_updates(params, u)
+    path.append(jax.device_get(params))
+  for name, wd in (("w", 0.5), ("bn_scale", 0.0)):
+    w0 = np.linspace(-2, 2, 5) if name == "w" else np.linspace(0.5, 1.5, 5)
+    want = abadam_reference(grads, w0, 1e-2, 0.9, 0.99, 1e-6, wd, bias_correction)
+    for got, ref in zip(path, want):
+      np.testing.assert_allclose(got[name], ref, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("bias_correction", [True, False])
 @pytest.mark.parametrize("wd", [0.0, 1e-2])
 def test_abadam_is_eq9(bias_correction, wd):
   grads, w0 = _grads(3), np.linspace(-2, 2, 5)

@@ -275,12 +275,44 @@ def test_vmap_over_independent_streams():
       np.testing.assert_allclose(np.asarray(w[k]), want, rtol=2e-5)
 
 
-def test_float32_overflowing_ratio_still_gets_the_largest_weight():
-  # L / lam = 1e39 overflows float32; the sample is clipped, not dropped.
-  wt = absgd_jax.absgd_weights(1e-3, 0.5)
-  w, state = wt.update(jnp.array([1e36, 1.0], jnp.float32), wt.init())
-  w = np.asarray(w)
-  assert w[0] > 0 and w[0] > w[1] and np.isfinite(float(state.log_s))
+@pytest.mark.parametrize("lam", [1e-3, -1e-3])
+def test_float32_overflowing_ratio_still_gets_the_largest_weight(lam):
+  # L / lam = +-1e39 overflows float32; the sample is clipped to float32's max, not dropped.
+  losses = np.array([1e36, 1.0, 2.0], np.float32) * np.sign(lam)
+  wt = absgd_jax.absgd_weights(lam, 0.5)
+  w, state = wt.update(jnp.asarray(losses), wt.init())
+  # The formula on the clipped ratios, in float64: z = clip(L / lam), w = e^z / mean(e^z).
+  fmax = float(np.finfo(np.float32).max)
+  z = np.clip(losses.astype(np.float64) / lam, -fmax, fmax)
+  e = np.exp(z - z.max())
+  np.testing.assert_allclose(np.asarray(w), e / e.mean(), rtol=1e-6, atol=0)
+  np.testing.assert_array_equal(np.asarray(w), [3.0, 0.0, 0.0])  # all of the batch's weight
+  np.testing.assert_allclose(float(state.log_s), z.max() + np.log(e.mean()), rtol=1e-6)
+
+
+def test_a_batch_without_a_usable_sample_makes_no_nan_anywhere():
+  # +-inf and masked-out finite losses: no valid sample, so the batch max is -inf and the
+  # max-shift must fall back to 0 (shifting by -inf gives inf - inf = NaN inside, even where
+  # the outputs hide it; debug_nans checks every op of the eager update, which is also why
+  # no loss here is NaN: a NaN input would trip it at once).
+  wt = absgd_jax.absgd_weights(0.8, 0.5)
+  stream = _stream(10, steps=2, batch=6)
+  bad = jnp.array([np.inf, -np.inf, np.inf, 1.0, 2.0, 3.0], jnp.float32)
+  mask = jnp.array([True, True, True, False, False, False])
+  with jax.debug_nans(True):
+    w0, s0 = wt.update(bad, wt.init(), mask=mask)  # before s has a value
+    w1, s1 = wt.update(jnp.asarray(stream[0]), s0)
+    w2, s2 = wt.update(bad, s1, mask=mask)  # after
+    w3, s3 = wt.update(jnp.asarray(stream[1]), s2)
+  assert np.all(np.asarray(w0) == 0) and np.all(np.asarray(w2) == 0)
+  assert not bool(s0.has_s) and int(s2.count) == 3
+  assert float(s2.log_s) == float(s1.log_s) and float(s2.lam) == float(s1.lam)
+  assert bool(s2.has_s)
+  # The unusable batches left no trace: the stream goes on as Algorithm 1 without them.
+  want = absgd_weights_reference(stream, 0.8, 0.5)
+  for w, s, (w_ref, s_ref) in ((w1, s1, want[0]), (w3, s3, want[1])):
+    np.testing.assert_allclose(np.asarray(w), w_ref, rtol=2e-5)
+    np.testing.assert_allclose(float(s.log_s), math.log(s_ref), rtol=1e-5, atol=1e-6)
 
 
 def test_lam_that_underflows_float32_is_rejected():

@@ -87,7 +87,7 @@ def kl_budget(rho: float, gamma: float = 0.9, *, sign: int = 1, start_step: int 
 
 def current_lam(w_state: Any) -> jax.Array:
   """The lam a weight state holds: ABSGD's ``lam``, or a KL budget's (inf until it is set)."""
-  if isinstance(w_state, absgd_jax.KlAbsgdWeightsState):  # the kit's budget is lam > 0's
+  if isinstance(w_state, absgd_jax.KlAbsgdWeightsState):  # its sign is in the state
     return jnp.where(w_state.has_lam, absgd_jax.kl_lam(w_state), jnp.inf)
   return w_state.lam
 
