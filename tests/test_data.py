@@ -455,7 +455,13 @@ def test_tfds_not_installed_fails_at_once_with_instructions(monkeypatch):
   with pytest.raises(ImportError) as err:
     data.load_tfds("cifar10", "train", data_dir="/nowhere/tfds")
   msg = str(err.value)
-  assert 'pip install -e ".[tfds]"' in msg and "/nowhere/tfds" in msg and "TFDS_DATA_DIR" in msg
+  assert 'pip install -e ".[tfds]"' in msg and "/nowhere/tfds" in msg
+  # TFDS_DATA_DIR is advised only where it is read: when no data_dir is given.
+  assert "TFDS_DATA_DIR" not in msg and "or pass data_dir=... to where they are" in msg
+  with pytest.raises(ImportError) as err:
+    data.load_tfds("cifar10", "train")
+  msg = str(err.value)
+  assert 'pip install -e ".[tfds]"' in msg and "TFDS_DATA_DIR" in msg
 
 
 def _fake_tfds(records=None, error=None):

@@ -14,7 +14,7 @@ What makes the result independent of the number of hosts and workers:
 
 So one host and N hosts train on the same global batches, pixel for pixel, and an epoch
 resumed from a checkpoint sees what it would have seen. grain is an optional extra
-(``pip install absgd_jax[scale]``): ``absgd_jax.data`` does not import this module, the
+(``pip install -e ".[scale]"`` in the checkout): ``absgd_jax.data`` does not import this module, the
 training loop imports it for a :class:`FileDataset` only.
 
 Examples:
@@ -38,8 +38,8 @@ from absgd_jax.data.imagenet_transforms import decode_rgb, random_resized_crop, 
 try:
   import grain.python as grain
 except ImportError as e:
-  raise ImportError("streaming image files needs grain: pip install 'absgd_jax[scale]' "
-                    "(or pip install grain).") from e
+  raise ImportError("streaming image files needs grain: pip install -e '.[scale]' in the "
+                    "absgd_jax checkout (or pip install grain).") from e
 
 
 @dataclasses.dataclass(frozen=True)

@@ -25,11 +25,13 @@ _INSTALL_HINT = 'pip install -e ".[tfds]"  (or: pip install tensorflow-datasets)
 
 def _where_hint(name: str, data_dir: str | None) -> str:
   place = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  # TFDS_DATA_DIR is consulted only when no data_dir is given: advising it otherwise misleads.
+  where = ("or pass data_dir=... to where they are" if data_dir else
+           "or pass data_dir=... or set TFDS_DATA_DIR to where they are")
   # data_source reads ArrayRecord files only; tfds's default TFRecord build does not serve.
   return (f"Put the prepared {name} files (the '{name}/<version>/' folder written on a machine "
           f"with a network by `tfds build {name} --file_format=array_record`) under {place}, "
-          "or pass data_dir=... or set TFDS_DATA_DIR to where they are; or call "
-          "load_tfds(..., download=True) with a network.")
+          f"{where}; or call load_tfds(..., download=True) with a network.")
 
 
 def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,

@@ -1,4 +1,4 @@
-"""The training kit (``pip install absgd_jax[train]``): configs, the train loop, the demo.
+"""The training kit (``pip install -e ".[train]"``): configs, the train loop, the demo.
 
 The core (:mod:`absgd_jax`) never imports this package.
 """

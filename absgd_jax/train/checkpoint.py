@@ -8,8 +8,10 @@ to resume from) and, apart from them, the best healthy one, by the validation me
 the loop gives one and else the latest healthy. A blow-up that writes several bad epochs in a
 row therefore cannot push the last good state out: ``max_to_keep`` never applies to it.
 
-On resume, a checkpoint that does not read (a corrupt file, a disk filled mid-copy) is
-skipped for the one before it, with a warning naming both.
+On resume, a checkpoint that does not read (a corrupt file, a disk filled mid-copy, a damaged
+metrics record) is skipped for the one before it, with a one-line warning naming both. The
+temporary folders of saves that never finished (a killed run, a full disk) are deleted when the
+next Checkpointer opens the folder.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from absgd_jax.train import errors
+
 
 class CheckpointError(RuntimeError):
   """No checkpoint of a run could be read."""
@@ -38,10 +42,23 @@ def _score(metrics: dict[str, Any]) -> tuple:
           int(metrics.get("epoch", -1)))
 
 
-def _short(e: BaseException, limit: int = 300) -> str:
-  """The first line of an error, cut short: TensorStore's messages run to pages."""
-  text = f"{type(e).__name__}: {e}".strip().splitlines()[0] if str(e) else type(e).__name__
-  return text if len(text) <= limit else text[:limit] + " ..."
+_short = errors.short_reason
+
+
+class _Manager(ocp.CheckpointManager):
+  """orbax's manager, except that a checkpoint whose metrics record does not read is noted
+  (and later passed over as unreadable) instead of stopping the manager from opening."""
+
+  def __init__(self, *args, **kwargs):
+    self.damaged: dict[int, str] = {}  # epoch -> why its metrics record does not read.
+    super().__init__(*args, **kwargs)
+
+  def metrics(self, step: int):
+    try:
+      return super().metrics(step)
+    except Exception as e:  # json's, orbax's or the file system's error: all mean unreadable.
+      self.damaged[step] = _short(e)
+      return None
 
 
 def find_run_checkpoints(run_dir: str) -> str:
@@ -95,10 +112,11 @@ class Checkpointer:
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False)])
-    self._manager = ocp.CheckpointManager(
+    self._manager = _Manager(
         epath.Path(directory),
         options=ocp.CheckpointManagerOptions(best_fn=_score, best_mode="max", create=True,
-                                             preservation_policy=policy))
+                                             preservation_policy=policy,
+                                             cleanup_tmp_directories=True))
 
   def latest_epoch(self) -> int | None:
     """The epoch number of the newest complete checkpoint, or None."""
@@ -122,6 +140,8 @@ class Checkpointer:
     best, best_key = None, None
     for epoch in self.all_epochs():
       m = self._metrics(epoch)
+      if epoch in self._manager.damaged:
+        continue
       m = {"healthy": True, "epoch": epoch} if m is None else m
       if not m.get("healthy"):
         continue
@@ -153,6 +173,10 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def _restore_one(self, state_like: Any, epoch: int):
+    self._metrics(epoch)  # Notes a damaged metrics record, if it was not read yet.
+    if epoch in self._manager.damaged:
+      raise CheckpointError(f"its metrics record {self.directory}/{epoch}/metrics is damaged"
+                            f" ({self._manager.damaged[epoch]})")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
     out = self._manager.restore(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -165,7 +189,8 @@ class Checkpointer:
 
   def latest_healthy_epoch(self) -> int | None:
     """The newest checkpoint saved as healthy, or None."""
-    healthy = [e for e in self.all_epochs() if self.is_healthy(e)]
+    healthy = [e for e in self.all_epochs()
+               if self.is_healthy(e) and e not in self._manager.damaged]
     return healthy[-1] if healthy else None
 
   def restore(self, state_like: Any, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
@@ -181,6 +206,11 @@ class Checkpointer:
       CheckpointError: when no healthy checkpoint reads (or the given ``epoch`` does not),
         with the reason in one line and what to do; the full error is chained.
     """
+    # A failed read abandons orbax's other reads, each of which would print a page.
+    with errors.quiet_abandoned_reads():
+      return self._restore(state_like, epoch)
+
+  def _restore(self, state_like: Any, epoch: int | None) -> tuple[Any, dict[str, Any]]:
     if epoch is not None:
       try:
         return self._restore_one(state_like, epoch)
@@ -199,7 +229,7 @@ class Checkpointer:
     if unhealthy and unhealthy[0] > epochs[0]:
       warnings.warn(f"checkpoints {sorted(unhealthy)} in {self.directory} were saved after "
                     f"the run diverged; resuming from the last healthy one, epoch {epochs[0]}.",
-                    stacklevel=2)
+                    stacklevel=3)
     failed: list[tuple[int, BaseException]] = []
     for i, ep in enumerate(epochs):
       try:
@@ -209,7 +239,7 @@ class Checkpointer:
         if i + 1 < len(epochs):
           warnings.warn(f"checkpoint {self.directory}/{ep} does not read ({_short(e)}); "
                         f"falling back to the previous one, epoch {epochs[i + 1]}.",
-                        stacklevel=2)
+                        stacklevel=3)
         continue
       return out
     ep, e = failed[0]

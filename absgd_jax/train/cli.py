@@ -8,6 +8,12 @@ command again resumes from the latest checkpoint; a resume with other settings i
 naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed``
 joins a multi-host job (TPU pod, GPU cluster) through ``jax.distributed.initialize()`` before
 anything touches the devices.
+
+A failure that is the user's to fix (settings, data, files, disk, permissions, checkpoints: see
+:mod:`absgd_jax.train.errors`) is one line, ``error: ...``, and exit status 2; Ctrl-C is one line
+saying where the run stopped and how to go on, and exit status 130. ``--debug`` (or
+``ABSGD_DEBUG=1``) shows their tracebacks and the libraries' logging; any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import os
 import sys
 
+from absgd_jax.train import errors
 from absgd_jax.train.config import Config
 from absgd_jax.train.presets import PRESETS, make_config
 
@@ -38,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
                   help="override a setting (repeatable), e.g. --set method=sgd")
   ap.add_argument("--out", help="output directory (the out_dir setting)")
   ap.add_argument("--list", action="store_true", help="list the presets and exit")
-  ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+  ap.add_argument("--no-progress", action="store_true",
+                  help="no progress bars (the epoch lines stay)")
   ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
   ap.add_argument("--new-run", action="store_true",
                   help="start afresh in out_dir even if it holds a run with other settings")
@@ -47,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
                        "compiled program, and pick the winner on the validation split")
   ap.add_argument("--distributed", action="store_true",
                   help="call jax.distributed.initialize() first (multi-host)")
+  ap.add_argument("--debug", action="store_true",
+                  help=f"show tracebacks and library logging (also: {errors.DEBUG_ENV}=1)")
   return ap
 
 
@@ -73,13 +83,84 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
   return args, config
 
 
-def main(argv: list[str] | None = None) -> int:
-  args, config = parse(argv)
-  if config is None:
-    for name, values in PRESETS.items():
-      print(f"{name}: {json.dumps(values)}")
-    return 0
+def _named(args: argparse.Namespace, config: Config) -> Config:
+  """``config`` with the folder the run will use: its own, a sweep's, or one named by its
+  settings (messages about the run name that folder)."""
+  import dataclasses
+  if args.sweep:
+    from absgd_jax.train.sweep import parse_sweep, sweep_dir
+    return dataclasses.replace(config, out_dir=sweep_dir(config, list(parse_sweep(args.sweep))))
+  from absgd_jax.train.run_folder import resolve_out_dir
+  return resolve_out_dir(config)
 
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  # Known before parsing, so that the settings' own warnings are printed as one line too.
+  debug = errors.debug_requested("--debug" in argv)
+  run: dict = {}  # The Trainer, once made: where an interrupt or a full disk stopped it.
+  with errors.console(debug):
+    args, config = parse(argv)
+    if config is None:
+      for name, values in PRESETS.items():
+        print(f"{name}: {json.dumps(values)}")
+      return 0
+    config = _named(args, config)
+    try:
+      return _run(args, config, run)
+    except KeyboardInterrupt:
+      if debug:
+        raise
+      print(_interrupted(config, run.get("trainer")), file=sys.stderr)
+      return 130
+    except Exception as e:
+      if debug or not _users_to_fix(e):
+        raise
+      line = _disk_full(config, e) if errors.disk_full(e) else errors.one_line(e)
+      print(f"error: {line}", file=sys.stderr)
+      return 2
+
+
+def _users_to_fix(e: BaseException) -> bool:
+  """Whether ``e`` is about the user's settings, data or environment (module docstring)."""
+  from absgd_jax.train.checkpoint import CheckpointError
+  from absgd_jax.train.run_folder import RunMismatchError
+  from absgd_jax.train.trainer import DivergenceError
+  return errors.disk_full(e) or isinstance(e, (errors.UserError, OSError, DivergenceError,
+                                               RunMismatchError, CheckpointError))
+
+
+def _last_checkpoint_text(config: Config) -> str:
+  if not config.checkpoint:
+    return "checkpoints are off (checkpoint=false), so a rerun starts afresh"
+  last = errors.last_checkpoint(config.out_dir)
+  return ("no checkpoint was saved yet" if last is None else
+          f"the last checkpoint is epoch {last}")
+
+
+def _interrupted(config: Config, trainer) -> str:
+  """The one line for Ctrl-C: where the run stopped, its last checkpoint, how to go on."""
+  for folder in [] if trainer is None else trainer.folders:  # each member's, in a sweep
+    try:  # A save under way is finished (or fails) before the folder is read.
+      folder.close()
+    except BaseException:  # noqa: BLE001 - a second Ctrl-C, or the save's own failure.
+      pass
+  where = ("before the first step" if trainer is None else
+           f"at epoch {trainer.position[0]}, step {trainer.position[1]}")
+  return (f"interrupted {where}; {_last_checkpoint_text(config)}; rerun the same command to "
+          "resume")
+
+
+def _disk_full(config: Config, e: BaseException) -> str:
+  """The one line for a full disk: the folder, the last good checkpoint, what to do."""
+  path = next((x.filename for x in errors.chain(e) if getattr(x, "filename", None)), None)
+  return (f"no space left on the disk holding {config.out_dir}"
+          + (f" (writing {path})" if path else "") + f"; {_last_checkpoint_text(config)} "
+          f"(in {config.out_dir}/checkpoints), and what was saved before is intact. Free space "
+          "(or move the folder and pass --out) and rerun the same command to resume.")
+
+
+def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
   import jax
   if args.distributed:
     # jax reads JAX_COORDINATOR_ADDRESS itself and detects TPU pods, SLURM and Open MPI;
@@ -87,27 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
     jax.distributed.initialize(**kw)
-  from absgd_jax.train.checkpoint import CheckpointError
-  from absgd_jax.train.run_folder import RunMismatchError
-  from absgd_jax.train.sweep import Sweep, parse_sweep, table
-  from absgd_jax.train.trainer import DivergenceError, Trainer
-  try:
-    kw = {"new_run": True} if args.new_run else {}
-    if args.sweep:  # A folder per member, sweep.jsonl and a table (absgd_jax.train.sweep).
-      trainer = Sweep(config, parse_sweep(args.sweep), progress=not args.no_progress, **kw)
-    else:
-      trainer = Trainer(config, progress=not args.no_progress, **kw)
-    summary = trainer.fit()
-  except (DivergenceError, RunMismatchError, CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  from absgd_jax.train.sweep import Sweep, parse_sweep
+  from absgd_jax.train.trainer import Trainer
+  kw = {"new_run": True} if args.new_run else {}
+  if args.sweep:  # A folder per member, sweep.jsonl and a table (absgd_jax.train.sweep).
+    trainer = run["trainer"] = Sweep(config, parse_sweep(args.sweep),
+                                     progress=not args.no_progress, console=True, **kw)
+  else:
+    trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True,
+                                       **kw)
+  summary = trainer.fit()
   if not args.no_plots and jax.process_index() == 0:
     for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
       if history:
         _plot(history, folder.config.out_dir, exp.train.class_names)
   if args.sweep:
-    if args.no_progress and jax.process_index() == 0:  # fit() printed it otherwise
-      print(table(summary))
     return 0 if summary["winner"] is not None else 2
   final = summary["final"]
   print(json.dumps({k: final.get(k) for k in ("epoch", "train_loss", "test_acc",
@@ -121,6 +196,7 @@ def _plot(history: list, out_dir: str, class_names: list) -> None:
   from absgd_jax.train.plots import plot_run
   if "://" in out_dir:  # matplotlib writes local files: plot, then copy them over.
     import tempfile
+
     from etils import epath
     with tempfile.TemporaryDirectory() as tmp:
       for path in plot_run(history, tmp, class_names):

@@ -28,6 +28,7 @@ from typing import Any
 
 from absgd_jax.data.facts import FACTS, facts
 from absgd_jax.optimizers import MOMENTUM_FORMS
+from absgd_jax.train import checks
 
 METHODS = ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
 # The methods whose per-sample weights switch on at stage2_epoch (lam = inf before it).
@@ -209,6 +210,7 @@ class Config:
     if self.kl_budget > 0 and self.method not in ("absgd", "abadam"):
       raise ValueError(f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
                        f"'abadam', not {self.method!r} (set kl_budget=0).")
+    checks.kl_budget(self.kl_budget, self.batch_size)
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:

@@ -10,6 +10,7 @@ import numpy as np
 
 from absgd_jax import data
 from absgd_jax.data.facts import facts
+from absgd_jax.train import checks
 from absgd_jax.train.config import Config
 
 
@@ -114,6 +115,7 @@ def _split_meta(ds: data.ArrayDataset, per_class: int, seed: int):
 
 def build(config: Config) -> ExperimentData:
   """Loads, imbalances (seeded), downsamples, splits off validation, then adds noise (seeded)."""
+  checks.tfds_data_dir(config.dataset, config.source, config.data_dir)  # Before any reading.
   train, test = _load_source(config)
   n_max = config.n_max or None
   # The subset before the downsampling: which images it keeps depends on the labels alone, so

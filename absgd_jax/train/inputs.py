@@ -15,6 +15,7 @@ import numpy as np
 from jax.sharding import Sharding
 
 from absgd_jax.data import epoch_batches
+from absgd_jax.train import errors
 from absgd_jax.train.config import Config
 from absgd_jax.train.experiment_data import ExperimentData
 
@@ -43,6 +44,12 @@ def _stream_options(config: Config):
                        workers=config.data_workers)
 
 
+def _files(images: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+  """Streamed images, whose errors (an unreadable or cut-short file) are the user's to fix."""
+  with errors.user_input():
+    yield from images
+
+
 def train_batches(config: Config, exp: ExperimentData, epoch: int,
                   sharding: Sharding) -> Iterator[dict[str, jax.Array]]:
   """The global batches of one training epoch: images, labels, mask (and flipped, val_*)."""
@@ -57,8 +64,8 @@ def train_batches(config: Config, exp: ExperimentData, epoch: int,
     # is the same, pixel for pixel, for any number of processes and workers.
     positions = [process_rows(i * config.batch_size + np.arange(config.batch_size))
                  for i in range(len(batches))]
-    images = stream_images(train, rows, train=True, seed=(config.seed, epoch),
-                           positions=positions, options=_stream_options(config))
+    images = _files(stream_images(train, rows, train=True, seed=(config.seed, epoch),
+                                  positions=positions, options=_stream_options(config)))
   else:
     images = (train.images[idx] for idx in rows)
   for i, (b, idx, imgs) in enumerate(zip(batches, rows, images)):
@@ -83,7 +90,7 @@ def eval_batches(config: Config, dataset, sharding: Sharding) -> Iterator[dict[s
     masks.append(process_rows(idx < n))
   if config.streamed:
     from absgd_jax.data.streaming import stream_images
-    images = stream_images(dataset, rows, train=False, options=_stream_options(config))
+    images = _files(stream_images(dataset, rows, train=False, options=_stream_options(config)))
   else:
     images = (dataset.images[r] for r in rows)
   for r, mask, imgs in zip(rows, masks, images):

@@ -24,8 +24,10 @@ import jax
 import numpy as np
 from etils import epath
 
+from absgd_jax.train import checks
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
+from absgd_jax.train.presets import EPOCH_FIELDS
 
 # Fields that do not change what a run computes: where it writes and reads from, how often it
 # evaluates or checkpoints, how many processes decode images, when the class-collapse guard
@@ -249,6 +251,10 @@ def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
   keys = diff_configs(saved, config)
   if keys:
     old, new = result_fields(saved), result_fields(config)
+    moved = checks.moved_schedule(config.out_dir, saved.get("epochs"), config.epochs,
+                                  {k: (old.get(k), new.get(k)) for k in keys}, EPOCH_FIELDS)
+    if moved:
+      raise RunMismatchError(moved)
     lines = "; ".join(f"{k}: {old.get(k)!r} in the saved run, {new.get(k)!r} now" for k in keys)
     raise RunMismatchError(
         f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "
@@ -347,18 +353,16 @@ class RunFolder:
             f"run, {value!r} now). Use another out_dir (--out), or --new-run (new_run=True) to "
             "start afresh there.")
 
-  def claim(self, new_run: bool = False) -> None:
-    """Records this run's settings there; with ``new_run``, drops the old run's checkpoints
-    and records first. Call :meth:`check` on every folder of a run before claiming any."""
-    if not self._records_config:
-      return
-    write_run_config(self.config, extra=self.extra)
-    if new_run:
-      if self.checkpointer is not None:
-        self.checkpointer.delete_all()
-      for name in ("metrics.jsonl", "summary.json", "sweep.jsonl"):
-        if (self.path / name).exists():
-          (self.path / name).unlink()
+  def claim(self) -> None:
+    """Records this run's settings there. Call :meth:`check` on every folder of a run before
+    claiming any (and, for a new run, :func:`absgd_jax.train.afresh.start_afresh` first)."""
+    if self._records_config:
+      write_run_config(self.config, extra=self.extra)
+
+  def close(self) -> None:
+    """Finishes a checkpoint save under way, if a Checkpointer was made."""
+    if self._checkpointer is not None:
+      self._checkpointer.close()
 
   def write(self, name: str, text: str) -> None:
     """Writes ``name`` through a temporary file (disk, GCS...), when this process logs."""

@@ -55,7 +55,7 @@ from typing import Any
 
 from etils import epath
 
-from absgd_jax.train import run_folder
+from absgd_jax.train import errors, run_folder
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.members import Member
 from absgd_jax.train.trainer import DivergenceError, Trainer
@@ -182,7 +182,8 @@ class Sweep(Trainer):
     config: the base config (a preset plus overrides); its ``out_dir`` holds the sweep
       (:func:`sweep_dir` names one when empty).
     grid: ``{key: values}`` (strings or numbers), as :func:`parse_sweep` returns it.
-    exp, progress, log, devices, new_run, mode: as :class:`~absgd_jax.train.Trainer`'s.
+    exp, progress, log, devices, new_run, mode, console: as
+      :class:`~absgd_jax.train.Trainer`'s.
 
   Examples:
     >>> from absgd_jax.train import make_config
@@ -194,18 +195,20 @@ class Sweep(Trainer):
 
   def __init__(self, config: Config, grid: dict[str, Sequence[Any]], *, exp: Any = None,
                progress: bool = True, log: bool = True, devices: list | None = None,
-               new_run: bool = False, mode: str = "auto"):
+               new_run: bool = False, mode: str = "auto", console: bool | None = None):
     members = member_configs(config, grid)
     config = dataclasses.replace(config, out_dir=sweep_dir(config, list(grid)))
     swept = {k: list(dict.fromkeys(m.values[k] for m in members)) for k in grid}
     self.root = run_folder.RunFolder(config, log=log, checkpoints=False, extra={"sweep": swept})
     super().__init__(config, exp=exp, progress=progress, log=log, devices=devices,
-                     new_run=new_run, members=members, mode=mode)
+                     new_run=new_run, members=members, mode=mode, console=console)
 
   def _claim(self, new_run: bool) -> None:
-    self.root.check(new_run)  # the base settings, then every member's, before any write
+    with errors.user_input():  # the base settings, then every member's, before any write
+      self._start_afresh([self.root], new_run)
+      self.root.check(new_run)
     super()._claim(new_run)
-    self.root.claim(new_run)
+    self.root.claim()
 
   def fit(self) -> dict[str, Any]:
     """Trains every member to ``config.epochs``; returns the sweep's summary (see

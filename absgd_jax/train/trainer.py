@@ -27,7 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from absgd_jax.data import num_batches
 from absgd_jax.models import create_model
-from absgd_jax.train import experiment_data, health, inputs, run_folder, setup
+from absgd_jax.train import afresh, errors, experiment_data, health, inputs, run_folder, setup
 from absgd_jax.train.config import Config
 from absgd_jax.train.members import (
     Member,
@@ -67,13 +67,14 @@ class Trainer:
   Args:
     config: the run's settings (for a sweep, its base settings; ``out_dir`` its folder).
     exp: the data (built from ``config`` when None).
-    progress: print a line per epoch and progress bars (process 0).
+    progress: show progress bars (process 0).
     log: write the folder's files (process 0); checkpoints follow ``config.checkpoint``.
     devices: the devices of the mesh (all when None).
     new_run: start afresh in a folder that holds a run with other settings.
     members: the members to train side by side (:class:`absgd_jax.train.sweep.Sweep` makes
       them); None is one member, the run itself.
     mode: how several members share the program (:func:`~absgd_jax.train.members.resolve_mode`).
+    console: print the epoch lines (process 0); default: as ``progress``.
 
   Examples:
     >>> from absgd_jax.train import make_config, Trainer
@@ -86,24 +87,27 @@ class Trainer:
   def __init__(self, config: Config, *, exp: experiment_data.ExperimentData | None = None,
                progress: bool = True, log: bool = True, devices: list | None = None,
                new_run: bool = False, members: Sequence[Member] | None = None,
-               mode: str = "auto"):
+               mode: str = "auto", console: bool | None = None):
     self.config = config = run_folder.resolve_out_dir(config)
     self.progress, self.log, self.mode = progress, log, resolve_mode(mode)
+    self.console = progress if console is None else console
+    self.position = (0, 0)  # The epoch running and the steps of it done (for an interrupt).
     self.members = list(members) if members is not None else [Member({}, "", config)]
     M, C = len(self.members), config.num_classes
     self.stacked = M > 1  # a plain run keeps a plain state, as its checkpoints hold it
     by_seed: dict[int, experiment_data.ExperimentData] = {}  # lam and gamma share the data
-    for m in self.members:
-      if m.config.seed not in by_seed:
-        by_seed[m.config.seed] = (exp if exp is not None and m.config.seed == config.seed
-                                  else experiment_data.build(m.config))
-    self.exps = [by_seed[m.config.seed] for m in self.members]
-    self.exp = self.exps[0]
-    self.shared_batches = len(by_seed) == 1  # else each member has its own batches
-    self._check_member_data()
     devices = jax.devices() if devices is None else list(devices)
-    experiment_data.validate_for_data(config, len(self.exp.train), len(devices),
-                                      jax.process_count())
+    with errors.user_input():  # Reading and sizing the data: their errors are the user's.
+      for m in self.members:
+        if m.config.seed not in by_seed:
+          by_seed[m.config.seed] = (exp if exp is not None and m.config.seed == config.seed
+                                    else experiment_data.build(m.config))
+      self.exps = [by_seed[m.config.seed] for m in self.members]
+      self.exp = self.exps[0]
+      self.shared_batches = len(by_seed) == 1  # else each member has its own batches
+      self._check_member_data()
+      experiment_data.validate_for_data(config, len(self.exp.train), len(devices),
+                                        jax.process_count())
     self.mesh = Mesh(np.array(devices), ("data",))
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
@@ -188,11 +192,21 @@ class Trainer:
 
   def _claim(self, new_run: bool) -> None:
     """Refuses folders holding runs with other settings (every one checked before any is
-    written); records this run's settings in each."""
+    written); records this run's settings in each. ``new_run`` first clears them."""
+    with errors.user_input():  # A damaged config.json is the user's to restore or replace.
+      self._start_afresh(self.folders, new_run)
+      for folder in self.folders:
+        folder.check(new_run)
     for folder in self.folders:
-      folder.check(new_run)
-    for folder in self.folders:
-      folder.claim(new_run)
+      folder.claim()
+
+  def _start_afresh(self, folders: Sequence[run_folder.RunFolder], new_run: bool) -> None:
+    """``new_run``: removes what a run wrote in each folder, before anything reads it."""
+    if new_run and jax.process_index() == 0:
+      for folder in folders:
+        removed = afresh.start_afresh(str(folder.path))
+        if removed:
+          self._say(f"new run in {folder.path}: removed {', '.join(removed)}")
 
   # --- members ------------------------------------------------------------------------------
 
@@ -220,8 +234,8 @@ class Trainer:
     return "val_balanced_acc" if self.exp.val is not None else "test_balanced_acc"
 
   def _say(self, line: str) -> None:
-    """One line on the console (process 0, when ``progress`` is on)."""
-    if self.progress and jax.process_index() == 0:
+    """One line on the console (process 0, when ``console`` is on)."""
+    if self.console and jax.process_index() == 0:
       print(line, flush=True)
 
   def _name(self, i: int) -> str:
@@ -248,6 +262,7 @@ class Trainer:
                       leave=False, disable=not (self.progress and jax.process_index() == 0)):
       self.state, m = self.train_step(self.state, batch)
       steps.append(m)
+      self.position = (epoch, len(steps))
     steps = jax.device_get(steps)
     first, records = epoch * self.steps_per_epoch, []
     for i in range(len(self.members)):
@@ -303,10 +318,15 @@ class Trainer:
     """
     c, t0 = self.config, time.perf_counter()
     start = self.restore()
-    if start:
-      self._say(f"resumed from epoch {start - 1} (its checkpoint in "
-                f"{self.out / ('*/checkpoints' if self.stacked else 'checkpoints')}); training "
-                f"on from epoch {start}")
+    self.position = (start, 0)
+    where = self.out / ("*/checkpoints" if self.stacked else "checkpoints")
+    if start >= c.epochs:
+      self._say(f"resumed from epoch {start - 1} (its checkpoint in {where}): the run is "
+                f"finished, trained to epochs={c.epochs}; nothing left to train (--new-run "
+                "starts it again)")
+    elif start:
+      self._say(f"resumed from epoch {start - 1} (its checkpoint in {where}); training on from "
+                f"epoch {start}")
     for epoch in range(start, c.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
         lams = {m.config.lam for m in self.members}
