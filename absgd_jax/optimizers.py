@@ -18,7 +18,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, get_args
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +53,7 @@ def _check_nonnegative(name: str, value: Any, upper: float | None = None) -> Non
 
 
 MomentumForm = Literal["pytorch", "paper"]
-MOMENTUM_FORMS: tuple[MomentumForm, ...] = ("pytorch", "paper")
+MOMENTUM_FORMS: tuple[MomentumForm, ...] = get_args(MomentumForm)  # the type, as a tuple
 
 
 def absgd(

@@ -2,7 +2,7 @@
 
 The JAX side is the training kit's own step (:func:`absgd_jax.train.step.make_train_step`), on
 synthetic CIFAR-shaped data (uint8 images, 10 classes): the single run's step under
-``jax.jit``, and :func:`absgd_jax.train.sweep.make_sweep_step` (the same step vmapped over M
+``jax.jit``, and :func:`absgd_jax.train.members.make_sweep_step` (the same step vmapped over M
 members, each with its own lam) under one ``jax.jit``. The goal on a GPU: M = 8 for at most
 2.5 times one run. Beside it, the same ABSGD step of one ResNet-32 in PyTorch with
 ``torch.compile`` (mode ``reduce-overhead`` on CUDA: CUDA graphs, the strongest for a
@@ -37,7 +37,7 @@ import numpy as np
 from absgd_jax.models import create_model
 from absgd_jax.train import make_config, setup, weighting
 from absgd_jax.train.step import make_train_step
-from absgd_jax.train.sweep import make_sweep_step, swept_absgd
+from absgd_jax.train.members import make_sweep_step, swept_absgd
 
 LAMS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 0.5, 100.0)  # member i takes LAMS[i % 8] * (1 + i // 8)
 

@@ -78,7 +78,9 @@ def run_members(args, settings, results: str, overrides: dict) -> float:
     t0 = time.perf_counter()
     out = sweep.fit()
     wall = time.perf_counter() - t0
-    epochs = [h["sweep_epoch_time_s"] for h in sweep.histories[0]]
+    # A member's record is a single run's: epoch_time_s is the program's training time for
+    # the epoch (all members), without evaluation, as the processes' records count it.
+    epochs = [h["epoch_time_s"] for h in sweep.histories[0]]
     steady = epochs[1:] or epochs
     rates.append(len(sweep.members) / (sum(steady) / len(steady)))
     for m in out["members"]:

@@ -8,19 +8,19 @@ import pytest
 
 from absgd_jax.data.facts import FACTS
 from absgd_jax.train import cli
-from absgd_jax.train import config as C
-from absgd_jax.train.config import (
-    Config,
+from absgd_jax.train import run_folder as C
+from absgd_jax.train.config import Config
+from absgd_jax.train.experiment_data import validate_for_data
+from absgd_jax.train.presets import PRESETS, make_config, scale_epochs
+from absgd_jax.train.run_folder import (
     RunMismatchError,
     check_resume,
     config_from_dict,
     config_to_dict,
     diff_configs,
     fingerprint,
-    make_config,
+    resolve_out_dir,
     result_fields,
-    scale_epochs,
-    validate_for_data,
 )
 
 # ------------------------------------------------------------------------- a run is its settings
@@ -28,24 +28,24 @@ from absgd_jax.train.config import (
 
 def test_readme_sgd_baseline_does_not_share_the_absgd_folder():
   # `--config digits-lt`, then `--config digits-lt --set method=sgd`: two runs, two folders.
-  _, absgd = cli.parse(["--config", "digits-lt"])
-  _, sgd = cli.parse(["--config", "digits-lt", "--set", "method=sgd"])
+  absgd = resolve_out_dir(cli.parse(["--config", "digits-lt"])[1])
+  sgd = resolve_out_dir(cli.parse(["--config", "digits-lt", "--set", "method=sgd"])[1])
   assert absgd.out_dir != sgd.out_dir
   assert absgd.out_dir.startswith("runs/digits-lt/absgd-lam5-")
   assert sgd.out_dir.startswith("runs/digits-lt/sgd-")
   # The README's CIFAR commands and every preset: one folder each.
-  dirs = {cli.parse(["--config", p])[1].out_dir for p in C.PRESETS}
-  assert len(dirs) == len(C.PRESETS)
+  dirs = {resolve_out_dir(cli.parse(["--config", p])[1]).out_dir for p in PRESETS}
+  assert len(dirs) == len(PRESETS)
   # Any two settings that compute different things differ in their folder.
-  _, lr = cli.parse(["--config", "digits-lt", "--set", "lr=0.5"])
+  lr = resolve_out_dir(cli.parse(["--config", "digits-lt", "--set", "lr=0.5"])[1])
   assert lr.out_dir != absgd.out_dir
 
 
 def test_out_dir_given_is_kept_and_same_command_gives_same_folder():
   _, a = cli.parse(["--config", "digits-lt", "--out", "/tmp/x"])
   assert a.out_dir == "/tmp/x"
-  assert cli.parse(["--config", "digits-lt"])[1].out_dir == \
-      cli.parse(["--config", "digits-lt"])[1].out_dir
+  assert resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir == \
+      resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir
   args, _ = cli.parse(["--config", "digits-lt", "--new-run"])
   assert args.new_run
 
@@ -133,7 +133,7 @@ def test_resume_refuses_a_run_already_past_the_epochs_asked(tmp_path):
 def test_shortening_cifar10_lt_keeps_absgd_on():
   # `--set epochs=20` on cifar10-lt must not keep stage2_epoch=160, which would never come.
   _, cfg = cli.parse(["--config", "cifar10-lt", "--set", "epochs=20"])
-  base = C.PRESETS["cifar10-lt"]
+  base = PRESETS["cifar10-lt"]
   r = 20 / base["epochs"]
   assert cfg.stage2_epoch == round(base["stage2_epoch"] * r) == 16
   assert cfg.lr_decay_epochs == tuple(round(e * r) for e in base["lr_decay_epochs"]) == (16, 18)
@@ -274,9 +274,9 @@ def test_wrong_python_types_name_the_key():
 
 
 def test_presets_share_a_base_and_keep_the_paper_numbers():
-  lt, st = C.PRESETS["cifar10-lt"], C.PRESETS["cifar10-st"]
+  lt, st = PRESETS["cifar10-lt"], PRESETS["cifar10-st"]
   assert {k for k in lt.keys() | st.keys() if lt.get(k) != st.get(k)} == {"imbalance"}
-  c100 = C.PRESETS["cifar100-lt"]
+  c100 = PRESETS["cifar100-lt"]
   assert {k for k in lt.keys() | c100.keys() if lt.get(k) != c100.get(k)} == {"dataset",
                                                                               "source"}
   # Section 4.1's protocol, as the paper states it.
@@ -318,3 +318,74 @@ def test_without_a_preset_nothing_is_scaled():
   b = make_config(dataset="digits", epochs=2)
   assert a.drw_epoch == b.drw_epoch == Config.drw_epoch
   assert fingerprint(a) == fingerprint(b)
+
+
+# Fingerprints of configs as named by earlier versions (computed by the code before the
+# config was split into config / presets / run_folder): run folders named by them must keep
+# their names, so that those runs resume.
+_EARLIER_FINGERPRINTS = {
+    ("digits-lt", ()): "18da1761226b1613",
+    ("digits-st", ()): "e9058e88703111ee",
+    ("digits-noise", ()): "94eff5df0d64a54b",
+    ("cifar10-lt", ()): "ffa946f936dd869f",
+    ("cifar10-st", ()): "6b5312f34ee0b675",
+    ("cifar100-lt", ()): "8173b7b733a4d15a",
+    ("cifar100-st", ()): "b71fef3af0e9b358",
+    ("cifar10-noise", ()): "0e25ad524c8c15e7",
+    ("cifar100-noise", ()): "a17616eda90d5e3b",
+    ("imagenet-lt-stage1", ()): "bee17080ff04c3a1",
+    ("imagenet-lt-stage2", ()): "7a2b6a17d694d3e3",
+    ("places-lt-stage1", ()): "febbe6b408610bb8",
+    ("places-lt-stage2", ()): "13d519946105425c",
+    ("inat2018-stage1", ()): "796c0a950ee16231",
+    ("inat2018-stage2", ()): "b895bd6631da9ca8",
+    ("clothing1m", ()): "853a76235a955b37",
+    ("digits-lt", (("lam", 2.0), ("lr", 0.05))): "989254782e54cbac",
+    ("digits-lt", (("method", "sgd"),)): "06efc9bbfbb40837",
+    ("digits-lt", (("kl_budget", 0.01),)): "7a95c557c8780bd9",
+    ("cifar10-lt", (("epochs", 20),)): "d2f687b2fd1fa290",
+    ("cifar10-noise", (("lam", float("inf")), ("method", "sgd"))): "bb6eb8be276d2721",
+    ("digits-lt", (("test_per_class", 20), ("seed", 3))): "162189e6641b1d3a",
+    ("digits-noise", (("lr_schedule", "cosine"), ("lr_decay_epochs", ()), ("epochs", 10))):
+        "79f8c82943709c57",
+    (None, (("dataset", "digits"), ("epochs", 2))): "b9b0b208a9a49c12",
+}
+
+
+@pytest.mark.parametrize("preset, kw", list(_EARLIER_FINGERPRINTS))
+def test_fingerprints_keep_the_names_of_existing_run_folders(preset, kw):
+  cfg = make_config(preset, **dict(kw))
+  want = _EARLIER_FINGERPRINTS[preset, kw]
+  assert fingerprint(cfg) == want
+  assert resolve_out_dir(cfg).out_dir.endswith("-" + want[:8])
+  assert cfg.out_dir == ""  # building a config names no folder: the run does
+
+
+def test_every_preset_has_a_pinned_fingerprint():
+  assert {p for p, kw in _EARLIER_FINGERPRINTS if not kw} == set(PRESETS)
+
+
+def test_fields_carry_their_choices_and_ranges():
+  # Every field with a fixed set of values or a range says so in its metadata, and the
+  # check on construction reads it from there.
+  fields = {f.name: f.metadata for f in dataclasses.fields(Config)}
+  assert fields["method"]["choices"] == ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
+  assert fields["momentum"]["range"] == "[0, 1)" and fields["lr"]["range"] == "> 0"
+  assert set(fields["momentum_form"]["choices"]) == {"paper", "pytorch"}
+  with pytest.raises(ValueError, match=r"momentum_form='torch' is not one of"):
+    Config(momentum_form="torch")
+  assert Config(gamma=1.0).gamma == 1.0  # "(0, 1]" includes 1 ...
+  with pytest.raises(ValueError, match=r"gamma=0.0 is outside .* \(0, 1\]"):
+    Config(gamma=0.0)  # ... and excludes 0
+  assert Config(val_fraction=0.0).val_fraction == 0.0  # "[0, 1)" includes 0
+
+
+def test_names_that_moved_are_still_importable_from_config():
+  from absgd_jax.train import config as old_home
+  from absgd_jax.train import experiment_data, presets, run_folder
+  assert old_home.make_config is presets.make_config and old_home.PRESETS is PRESETS
+  assert old_home.fingerprint is run_folder.fingerprint
+  assert old_home.RunMismatchError is RunMismatchError
+  assert old_home.validate_for_data is experiment_data.validate_for_data
+  with pytest.raises(AttributeError, match="no attribute 'json'"):
+    old_home.json  # noqa: B018  (only the moved names are forwarded)

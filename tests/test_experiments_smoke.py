@@ -223,7 +223,7 @@ def paper_tables():
 def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
   """The reduced table's SGD (CE) on LT trains what the PyTorch head-to-head trained: every
   setting that changes what an SGD run computes is equal."""
-  from absgd_jax.train.config import result_fields
+  from absgd_jax.train.run_folder import result_fields
   from experiments.parity import head_to_head
   ours = result_fields(paper_tables._config("reduced", "LT", "SGD (CE)", {}, seed=1,
                                             out_dir="/tmp/unused"))

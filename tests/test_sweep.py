@@ -1,4 +1,5 @@
-"""A sweep as one program: each member equals its single run, one compile, clear refusals.
+"""A sweep as one program: each member equals its single run, one compile, clear refusals;
+and a sweep folder is a run folder (member folders as single runs', refusal, resume).
 
 The single runs are :class:`absgd_jax.train.Trainer` with the member's own config, on one
 device; the tolerance is that of the one-vs-eight-device tests in test_train.py (the vmapped
@@ -13,8 +14,18 @@ import jax
 import numpy as np
 import pytest
 
-from absgd_jax.train import Trainer, cli, make_config, sweep
-from absgd_jax.train.sweep import Sweep, member_configs, parse_sweep
+from absgd_jax.train import (
+    DivergenceError,
+    RunMismatchError,
+    Sweep,
+    Trainer,
+    cli,
+    make_config,
+    sweep,
+)
+from absgd_jax.train import members as members_lib
+from absgd_jax.train import trainer as trainer_lib
+from absgd_jax.train.sweep import member_configs, parse_sweep
 
 ONE = jax.devices()[:1]
 PARAM_TOL = dict(rtol=2e-4, atol=2e-6)  # test_train.test_eight_devices_match_one's
@@ -58,6 +69,8 @@ def _single_run(config):
     ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "vmap"),
     # gamma, one weigher per value chosen by lax.switch (a select under vmap).
     ({"gamma": ["0.5", "1.0"]}, dict(lam=1.0), "vmap"),
+    # A one-value lam beside a gamma axis: every member's lam (2) replaces the base's (5).
+    ({"lam": ["2"], "gamma": ["0.5", "1.0"]}, {}, "vmap"),
     # The CPU's default: the members one after another (lax.map) inside the program.
     ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "map"),
 ])
@@ -108,7 +121,7 @@ def _check_winner_and_records(out, singles, folder):
 @pytest.mark.parametrize("mode", ["vmap", "map"])
 def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile, mode):
   traces = {"train": 0, "eval": 0}
-  real_train, real_eval = sweep.make_train_step, sweep.make_eval_step
+  real_train, real_eval = members_lib.make_train_step, trainer_lib.make_eval_step
 
   def counting_train(*args, **kwargs):  # built once per trace of the vmapped member step
     traces["train"] += 1
@@ -123,8 +136,8 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile
 
     return eval_step
 
-  monkeypatch.setattr(sweep, "make_train_step", counting_train)
-  monkeypatch.setattr(sweep, "make_eval_step", counting_eval)
+  monkeypatch.setattr(members_lib, "make_train_step", counting_train)
+  monkeypatch.setattr(trainer_lib, "make_eval_step", counting_eval)
   cfg = _cfg(tmp_path, epochs=2, val_fraction=0.2)
   sw = Sweep(cfg, {"lam": [1, 5], "gamma": [0.5, 0.9]}, progress=False, log=False,
              devices=ONE, mode=mode)
@@ -188,3 +201,161 @@ def test_sweep_on_two_devices_matches_one(tmp_path):
   assert two.mesh.size == 2 and not two.shared_batches
   _assert_trees_close(jax.device_get(one.state.params), jax.device_get(two.state.params),
                       **PARAM_TOL)
+
+
+# ------------------------------------------------------------- a sweep folder is a run folder
+
+
+def _files(folder):
+  """Every file under ``folder`` (relative paths), without orbax's per-save internals."""
+  return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                if p.is_file() and "checkpoints" not in p.parts)
+
+
+def _snapshot(folder):
+  """Every file's bytes and time of change, and every folder, under ``folder``."""
+  return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else "folder"
+          for p in folder.rglob("*")}
+
+
+def _run_cfg(tmp_path, name, **kw):
+  # lr_decay_epochs given, so that `epochs` changes no setting (a resume may extend a run).
+  base = dict(epochs=2, checkpoint=True, out_dir=str(tmp_path / name), batch_size=64,
+              lr_decay_epochs=(), drw_epoch=160, val_fraction=0.2)
+  base.update(kw)
+  return make_config("digits-lt", **base)
+
+
+def test_a_members_folder_holds_what_a_single_runs_holds(tmp_path):
+  sw = Sweep(_run_cfg(tmp_path, "sweep"), {"lam": [2, 5]}, progress=False, devices=ONE,
+             mode="vmap")
+  sw.fit()
+  single = Trainer(_run_cfg(tmp_path, "single", lam=2.0), progress=False, devices=ONE)
+  single.fit()
+  member, run = tmp_path / "sweep" / "lam=2", tmp_path / "single"
+  assert _files(member) == _files(run) == ["config.json", "metrics.jsonl", "summary.json"]
+  assert sorted(p.name for p in (member / "checkpoints").iterdir()) == \
+      sorted(p.name for p in (run / "checkpoints").iterdir())
+  got_cfg, want_cfg = (json.loads((d / "config.json").read_text()) for d in (member, run))
+  assert got_cfg["fingerprint"] == want_cfg["fingerprint"]
+  assert {**got_cfg["config"], "out_dir": ""} == {**want_cfg["config"], "out_dir": ""}
+  got, want = (json.loads((d / "summary.json").read_text()) for d in (member, run))
+  assert got.keys() == want.keys() and got["weights"] == want["weights"]
+  assert got["weights"] == {"method": "absgd", "first_step": 0, "on": True}
+  for a, b in zip(*((d / "metrics.jsonl").read_text().splitlines() for d in (member, run))):
+    a, b = json.loads(a), json.loads(b)
+    assert a.keys() == b.keys()
+    assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1.5 / len(single.exp.test))
+    assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1.5 / len(single.exp.val))
+  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(single.state.params),
+                      **PARAM_TOL)
+  # The member's checkpoint is a single run's: a Trainer resumes it as its own.
+  again = Trainer(_run_cfg(tmp_path, "sweep/lam=2", lam=2.0), progress=False, devices=ONE)
+  assert again.restore() == 2
+  _assert_trees_close(jax.device_get(again.state.params), _member(sw.state.params, 0),
+                      rtol=0, atol=0)
+
+
+def test_a_one_member_sweep_is_a_plain_run(tmp_path):
+  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [2]}, progress=False,
+             devices=ONE)
+  out = sw.fit()
+  single = Trainer(_run_cfg(tmp_path, "single", epochs=1, lam=2.0), progress=False,
+                   devices=ONE)
+  single.fit()
+  assert not sw.stacked and out["winner"] == "lam=2"
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(sw.state.params),
+               jax.device_get(single.state.params))
+  assert sw.history[-1]["test_acc"] == single.history[-1]["test_acc"]
+
+
+def test_a_reused_sweep_folder_with_other_settings_is_refused_and_left_alone(tmp_path, capsys):
+  Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2]}, progress=False,
+        devices=ONE).fit()
+  before = _snapshot(tmp_path / "sweep")
+  assert any(k.endswith("lam=2/summary.json") for k in before)
+  # The command line, as a user reruns a sweep with another learning rate.
+  code = cli.main(["--config", "digits-lt", "--out", str(tmp_path / "sweep"), "--set",
+                   "epochs=1", "--set", "lr_decay_epochs=", "--set", "val_fraction=0.2",
+                   "--set", "lr=0.05", "--sweep", "lam=1,2", "--no-progress", "--no-plots"])
+  assert code == 2
+  assert "lr: 0.1 in the saved run, 0.05 now" in capsys.readouterr().err
+  assert _snapshot(tmp_path / "sweep") == before  # nothing written, nothing touched
+  with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run"):
+    Sweep(_run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False,
+          devices=ONE)
+  # Another grid is another sweep: its sweep.jsonl would replace this one's.
+  with pytest.raises(RunMismatchError, match=r"sweep: \{'lam': \[1\.0, 2\.0\]\} in the saved"):
+    Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2, 5]}, progress=False,
+          devices=ONE)
+  assert _snapshot(tmp_path / "sweep") == before
+  # Asked for, a new run starts afresh there with its own settings.
+  Sweep(_run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False,
+        devices=ONE, new_run=True).fit()
+  for label in ("lam=1", "lam=2"):
+    saved = json.loads((tmp_path / "sweep" / label / "config.json").read_text())["config"]
+    assert saved["lr"] == 0.05
+
+
+def test_an_interrupted_sweep_resumes_from_its_members_checkpoints(tmp_path, capsys):
+  grid = {"lam": [1, 5], "seed": [0, 1]}
+  straight = Sweep(_run_cfg(tmp_path, "a", epochs=3), grid, progress=False, devices=ONE,
+                   mode="vmap")
+  straight.fit()
+  # Stopped after its first epoch, then run again to the end.
+  Sweep(_run_cfg(tmp_path, "b", epochs=1), grid, progress=False, devices=ONE,
+        mode="vmap").fit()
+  resumed = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=True, devices=ONE,
+                  mode="vmap")
+  out = resumed.fit()
+  assert "resumed from epoch 0" in capsys.readouterr().out
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state.params),
+               jax.device_get(resumed.state.params))
+  for h, want in zip(resumed.histories, straight.histories):
+    assert [r["epoch"] for r in h] == [0, 1, 2]
+    assert h[-1]["test_acc"] == want[-1]["test_acc"]
+  assert out["winner"] == straight._finish(0.0)["winner"]
+  for m in resumed.members:
+    lines = (tmp_path / "b" / m.label / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+  # Members saved at different epochs (stopped between two saves) go back to the earliest.
+  ckpt = resumed.folders[1].checkpointer
+  ckpt._manager.delete(2)
+  again = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=False, devices=ONE,
+                mode="vmap")
+  assert again.restore() == 2
+  assert [len(h) for h in again.histories] == [2] * 4
+
+
+def test_lam_inf_member_is_plain_sgd(tmp_path):
+  # lam = inf gives every sample weight 1: the member trains as method="sgd" does, so one
+  # program can hold the SGD baseline beside the ABSGD members.
+  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False), {"lam": ["inf", "2"]},
+             progress=False, devices=ONE, mode="vmap")
+  assert [m.label for m in sw.members] == ["lam=inf", "lam=2"]
+  sw.fit()
+  sgd = Trainer(_run_cfg(tmp_path, "sgd", epochs=1, checkpoint=False, method="sgd"),
+                progress=False, devices=ONE)
+  sgd.fit()
+  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(sgd.state.params),
+                      **PARAM_TOL)
+  assert _max_diff(_member(sw.state.params, 1), jax.device_get(sgd.state.params)) > 1e-3
+
+
+def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path):
+  # The divergence rules are the single run's (health.divergence), applied per member: a
+  # member that diverges is left out, the others carry on, and when none is left the sweep
+  # raises the single run's error, naming the members.
+  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False), {"lam": [1, 2]},
+             progress=False, devices=ONE)
+  ok = {"train_loss": 1.0, "weighted_loss": 0.9, "ess_mean": 50.0, "log_s": 0.3, "lam": 1.0}
+  bad = {**ok, "train_loss": float("nan")}
+  records = [bad, dict(ok)]
+  sw._check_divergence(0, records)
+  assert sw.status[0].startswith("diverged in epoch 0: the mean training loss is nan")
+  assert sw.status[1] == "ok" and records == [None, ok]
+  with pytest.raises(DivergenceError, match=r"member lam=2: training diverged in epoch 1"):
+    sw._check_divergence(1, [None, bad])
+  out = sw._finish(0.0)
+  assert out["winner"] is None and [r["status"][:8] for r in out["members"]] == ["diverged"] * 2
+  assert "no healthy member: no winner." in sweep.table(out)

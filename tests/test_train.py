@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import absgd_jax
-from absgd_jax.train import DivergenceError, Trainer, make_config
+from absgd_jax.train import DivergenceError, RunMismatchError, Trainer, make_config
 from absgd_jax.train import experiment_data, health, inputs, setup
-from absgd_jax.train.config import RunMismatchError
+from absgd_jax.train.run_folder import resolve_out_dir
 from processes import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -506,7 +506,7 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
 def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_path, capsys):
   # kl_budget > 0: uniform weights in stage 1, then lam from the budget.
   cfg = _cfg(tmp_path, epochs=2, stage2_epoch=1, kl_budget=0.01, checkpoint=True)
-  assert "-kl0.01-" in make_config("digits-lt", kl_budget=0.01).out_dir
+  assert "-kl0.01-" in resolve_out_dir(make_config("digits-lt", kl_budget=0.01)).out_dir
   t = Trainer(cfg, progress=True, devices=ONE)
   summary = t.fit()
   first, second = t.history
@@ -551,7 +551,7 @@ def test_the_kit_s_loss_is_the_library_s(loss, weighting):
   """make_loss_fn hands each loss its settings, the training counts and the class weights of
   the step, as a direct call of absgd_jax.losses would."""
   from absgd_jax import losses as L
-  from absgd_jax.train.config import make_config
+  from absgd_jax.train import make_config
   from absgd_jax.train.setup import make_loss_fn
   counts = np.array([500, 200, 80, 30, 10])
   cfg = make_config("digits-lt", loss=loss, class_weighting=weighting, drw_epoch=2, la_tau=1.5,

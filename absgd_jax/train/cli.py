@@ -24,7 +24,8 @@ import os
 import sys
 
 from absgd_jax.train import errors
-from absgd_jax.train.config import PRESETS, Config, make_config
+from absgd_jax.train.config import Config
+from absgd_jax.train.presets import PRESETS, make_config
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -75,11 +76,22 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
   try:
     config = make_config(args.config, overrides)
     if args.sweep:  # The grid is checked before any device or data is touched.
-      from absgd_jax.train import sweep
-      sweep.member_configs(config, sweep.parse_sweep(args.sweep))
+      from absgd_jax.train.sweep import member_configs, parse_sweep
+      member_configs(config, parse_sweep(args.sweep))
   except ValueError as e:
     ap.error(str(e))
   return args, config
+
+
+def _named(args: argparse.Namespace, config: Config) -> Config:
+  """``config`` with the folder the run will use: its own, a sweep's, or one named by its
+  settings (messages about the run name that folder)."""
+  import dataclasses
+  if args.sweep:
+    from absgd_jax.train.sweep import parse_sweep, sweep_dir
+    return dataclasses.replace(config, out_dir=sweep_dir(config, list(parse_sweep(args.sweep))))
+  from absgd_jax.train.run_folder import resolve_out_dir
+  return resolve_out_dir(config)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
       for name, values in PRESETS.items():
         print(f"{name}: {json.dumps(values)}")
       return 0
+    config = _named(args, config)
     try:
       return _run(args, config, run)
     except KeyboardInterrupt:
@@ -111,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 def _users_to_fix(e: BaseException) -> bool:
   """Whether ``e`` is about the user's settings, data or environment (module docstring)."""
   from absgd_jax.train.checkpoint import CheckpointError
-  from absgd_jax.train.config import RunMismatchError
+  from absgd_jax.train.run_folder import RunMismatchError
   from absgd_jax.train.trainer import DivergenceError
   return errors.disk_full(e) or isinstance(e, (errors.UserError, OSError, DivergenceError,
                                                RunMismatchError, CheckpointError))
@@ -127,9 +140,9 @@ def _last_checkpoint_text(config: Config) -> str:
 
 def _interrupted(config: Config, trainer) -> str:
   """The one line for Ctrl-C: where the run stopped, its last checkpoint, how to go on."""
-  if trainer is not None and trainer.checkpointer is not None:
+  for folder in [] if trainer is None else trainer.folders:  # each member's, in a sweep
     try:  # A save under way is finished (or fails) before the folder is read.
-      trainer.checkpointer.close()
+      folder.close()
     except BaseException:  # noqa: BLE001 - a second Ctrl-C, or the save's own failure.
       pass
   where = ("before the first step" if trainer is None else
@@ -155,30 +168,42 @@ def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
     kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
                                              ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
     jax.distributed.initialize(**kw)
-  if args.sweep:  # absgd_jax.train.sweep: a folder per member, sweep.jsonl, a table.
-    from absgd_jax.train import sweep
-    return sweep.main(config, sweep.parse_sweep(args.sweep), progress=not args.no_progress)
+  from absgd_jax.train.sweep import Sweep, parse_sweep
   from absgd_jax.train.trainer import Trainer
   kw = {"new_run": True} if args.new_run else {}
-  trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True, **kw)
+  if args.sweep:  # A folder per member, sweep.jsonl and a table (absgd_jax.train.sweep).
+    trainer = run["trainer"] = Sweep(config, parse_sweep(args.sweep),
+                                     progress=not args.no_progress, console=True, **kw)
+  else:
+    trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True,
+                                       **kw)
   summary = trainer.fit()
-  if not args.no_plots and jax.process_index() == 0 and trainer.history:
-    from absgd_jax.train.plots import plot_run
-    if "://" in config.out_dir:  # matplotlib writes local files: plot, then copy them over.
-      import tempfile
-      from etils import epath
-      with tempfile.TemporaryDirectory() as tmp:
-        for path in plot_run(trainer.history, tmp, trainer.exp.train.class_names):
-          with open(path, "rb") as f:
-            (epath.Path(config.out_dir) / os.path.basename(path)).write_bytes(f.read())
-    else:
-      plot_run(trainer.history, config.out_dir, trainer.exp.train.class_names)
+  if not args.no_plots and jax.process_index() == 0:
+    for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
+      if history:
+        _plot(history, folder.config.out_dir, exp.train.class_names)
+  if args.sweep:
+    return 0 if summary["winner"] is not None else 2
   final = summary["final"]
   print(json.dumps({k: final.get(k) for k in ("epoch", "train_loss", "test_acc",
                                               "test_balanced_acc", "test_many_shot_acc",
                                               "test_medium_shot_acc", "test_few_shot_acc")}))
   return 0
 
+
+def _plot(history: list, out_dir: str, class_names: list) -> None:
+  """The run's PNG plots in ``out_dir``."""
+  from absgd_jax.train.plots import plot_run
+  if "://" in out_dir:  # matplotlib writes local files: plot, then copy them over.
+    import tempfile
+
+    from etils import epath
+    with tempfile.TemporaryDirectory() as tmp:
+      for path in plot_run(history, tmp, class_names):
+        with open(path, "rb") as f:
+          (epath.Path(out_dir) / os.path.basename(path)).write_bytes(f.read())
+  else:
+    plot_run(history, out_dir, class_names)
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -1,4 +1,5 @@
-"""The data of one experiment, from its config: source, imbalance, validation split, noise."""
+"""The data of one experiment, from its config: source, imbalance, validation split, noise;
+and the checks of a config that need the data (:func:`validate_for_data`)."""
 
 from __future__ import annotations
 
@@ -153,3 +154,26 @@ def build(config: Config) -> ExperimentData:
                         val=val, meta=meta, test=test,
                         train_class_counts=np.bincount(train.labels,
                                                        minlength=config.num_classes))
+
+
+def validate_for_data(config: Config, n_train: int, n_devices: int,
+                      n_processes: int = 1) -> None:
+  """Checks the batch size against the training split and the devices, before the first step.
+
+  Raises:
+    ValueError: naming ``batch_size`` and what it must divide or not exceed.
+  """
+  B = config.batch_size
+  if n_train < 1:
+    raise ValueError(f"the training split of {config.dataset} is empty (after imbalance, "
+                     "validation and meta splits): check n_max, rho and val_fraction.")
+  if B > n_train:
+    raise ValueError(f"batch_size={B} exceeds the {n_train} training examples of this run "
+                     f"({config.dataset} after imbalance and splits): choose batch_size <= "
+                     f"{n_train}.")
+  if B % n_devices:
+    fit = max(n_devices, B - B % n_devices)
+    raise ValueError(f"batch_size={B} must be a multiple of the {n_devices} devices, so that "
+                     f"the batch splits evenly: e.g. batch_size={fit}.")
+  if B % n_processes:
+    raise ValueError(f"batch_size={B} must be a multiple of the {n_processes} processes.")

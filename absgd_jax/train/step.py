@@ -48,14 +48,11 @@ class TrainState(flax.struct.PyTreeNode):
     rng: uint32 ``[2]``, the augmentation key as raw key data (so checkpoints can hold it).
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, absgd_jax
-    >>> from absgd_jax.models import create_model
-    >>> from absgd_jax.train import TrainState, make_eval_step, make_train_step
-    >>> model = create_model("mlp", num_classes=3)
-    >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)["params"]
-    >>> tx, weigher = absgd_jax.absgd(0.1), absgd_jax.absgd_weights(lam=1.0)
-    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={},
-    ...                    opt_state=tx.init(params), w_state=weigher.init(),
+    >>> import jax, jax.numpy as jnp, absgd_jax
+    >>> from absgd_jax.train import TrainState
+    >>> params = {"w": jnp.zeros(3)}  # any pytree; a model's "params" collection in practice
+    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={}, opt_state=(),
+    ...                    w_state=absgd_jax.absgd_weights(lam=1.0).init(),
     ...                    rng=jax.random.key_data(jax.random.key(0)))
     >>> int(state.replace(step=state.step + 1).step)  # a frozen dataclass: replace, not assign
     1
@@ -243,15 +240,14 @@ def make_eval_step(model: Any, *, num_classes: int, preprocess: Preprocess = cas
     batches is the per-class accuracy.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, absgd_jax
+    >>> import jax, jax.numpy as jnp
     >>> from absgd_jax.models import create_model
-    >>> from absgd_jax.train import TrainState, make_eval_step, make_train_step
+    >>> from absgd_jax.train import TrainState, make_eval_step
     >>> model = create_model("mlp", num_classes=3)
     >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)["params"]
-    >>> tx, weigher = absgd_jax.absgd(0.1), absgd_jax.absgd_weights(lam=1.0)
-    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={},
-    ...                    opt_state=tx.init(params), w_state=weigher.init(),
-    ...                    rng=jax.random.key_data(jax.random.key(0)))
+    >>> # Evaluation reads only the variables: no optimizer or weight state is needed.
+    >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={}, opt_state=(),
+    ...                    w_state=None, rng=jnp.zeros(2, jnp.uint32))
     >>> eval_step = jax.jit(make_eval_step(model, num_classes=3))
     >>> batch = {"images": jnp.ones((4, 4)), "labels": jnp.array([0, 1, 2, 0]),
     ...          "mask": jnp.array([True, True, True, False])}  # the last row is padding

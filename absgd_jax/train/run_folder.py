@@ -1,0 +1,378 @@
+"""A run's folder: its name, its ``config.json``, its records, and the check before a resume.
+
+A run is its settings. :func:`fingerprint` hashes the fields that change what a run computes
+(:func:`result_fields`: not ``out_dir``, ``eval_every``, ``checkpoint``, ``data_workers``,
+``data_dir``, ``preset``, the collapse guard's thresholds). A run given no ``out_dir`` is
+named by it (:func:`resolve_out_dir`), and a run folder keeps the resolved config
+(:func:`write_run_config`), so that a resume with other settings is refused, naming the keys
+that differ (:func:`check_resume`). :class:`RunFolder` is the loop's handle on one folder:
+``config.json``, ``metrics.jsonl``, ``summary.json`` and ``checkpoints/``, written the same way
+for a single run and for each member of a sweep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from etils import epath
+
+from absgd_jax.train import checks
+from absgd_jax.train.checkpoint import Checkpointer
+from absgd_jax.train.config import WEIGHTED_METHODS, Config
+from absgd_jax.train.presets import EPOCH_FIELDS
+
+# Fields that do not change what a run computes: where it writes and reads from, how often it
+# evaluates or checkpoints, how many processes decode images, when the class-collapse guard
+# warns, and the preset's name (the resolved values are what count).
+NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_workers",
+                               "data_dir", "preset", "collapse_weight", "collapse_steps"})
+# Result fields added after run folders were named by fingerprint: left out while at their
+# default, so that a run started before they existed keeps its folder name and resumes.
+OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau"})
+
+
+def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+  if isinstance(config, Config):
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)}
+  return dict(config)
+
+
+def _jsonable(v: Any) -> Any:
+  if isinstance(v, dict):
+    return {k: _jsonable(x) for k, x in v.items()}
+  if isinstance(v, (tuple, list)):
+    return [_jsonable(x) for x in v]
+  if isinstance(v, float) and not math.isfinite(v):
+    return str(v)  # "inf", "-inf": standard JSON has no infinities.
+  return v
+
+
+def result_fields(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+  """The settings that change what a run computes, JSON-ready (sorted keys).
+
+  ``epochs`` is among them only with ``lr_schedule="cosine"``: with step decays a longer run
+  follows a shorter one's trajectory epoch for epoch (a resume may extend a run), whereas a
+  cosine schedule's every step depends on the run's length.
+
+  A mapping (a saved ``config.json``) may lack fields added since it was written; they take
+  the current defaults.
+  """
+  d = _as_dict(config)
+  defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+  out = {}
+  for name in sorted(defaults):
+    if name in NON_RESULT_FIELDS:
+      continue
+    if name == "epochs" and d.get("lr_schedule", defaults["lr_schedule"]) != "cosine":
+      continue
+    value = d.get(name, defaults[name])
+    if name in OMITTED_AT_DEFAULT and value == defaults[name]:
+      continue
+    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
+                                    and isinstance(defaults[name], float)):
+      value = float(value)  # lam=5 and lam=5.0 are one setting.
+    if isinstance(value, str) and isinstance(defaults[name], float):
+      value = float(value)  # "inf" as written by _jsonable.
+    out[name] = _jsonable(value)
+  return out
+
+
+def fingerprint(config: Config | Mapping[str, Any]) -> str:
+  """A 16-hex-digit SHA-256 of :func:`result_fields`: equal exactly when they are.
+
+  Examples:
+    >>> from absgd_jax.train import make_config
+    >>> a = make_config("digits-lt")
+    >>> fingerprint(a) == fingerprint(make_config("digits-lt", out_dir="elsewhere"))
+    True
+    >>> fingerprint(a) == fingerprint(make_config("digits-lt", method="sgd"))
+    False
+  """
+  text = json.dumps(result_fields(config), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def diff_configs(a: Config | Mapping[str, Any], b: Config | Mapping[str, Any]) -> list[str]:
+  """The sorted names of the result fields that differ between ``a`` and ``b``.
+
+  Examples:
+    >>> from absgd_jax.train import make_config
+    >>> diff_configs(make_config("digits-lt"), make_config("digits-lt", method="sgd", lr=0.5))
+    ['lr', 'method']
+  """
+  ra, rb = result_fields(a), result_fields(b)
+  return sorted(k for k in ra.keys() | rb.keys() if ra.get(k) != rb.get(k))
+
+
+def default_out_dir(config: Config) -> str:
+  """``runs/<preset or dataset>/<method>[-lam<lam>]-<fingerprint[:8]>``.
+
+  The method and lam make the folder readable; the fingerprint tells every other setting
+  apart, so two commands that compute different things never share a folder.
+
+  Examples:
+    >>> from absgd_jax.train import make_config
+    >>> default_out_dir(make_config("digits-lt")).startswith("runs/digits-lt/absgd-lam5-")
+    True
+  """
+  label = config.method
+  if config.kl_budget > 0:
+    label += f"-kl{config.kl_budget:g}"
+  elif config.method in WEIGHTED_METHODS:
+    label += f"-lam{config.lam:g}"
+  return f"runs/{config.preset or config.dataset}/{label}-{fingerprint(config)[:8]}"
+
+
+def resolve_out_dir(config: Config) -> Config:
+  """``config`` with its folder named: its own ``out_dir``, else :func:`default_out_dir`.
+
+  The run calls this, not :class:`Config`: building a config names no folder, so a caller
+  (a sweep) can tell an ``out_dir`` it was given from one that was made up.
+
+  Examples:
+    >>> from absgd_jax.train import make_config
+    >>> resolve_out_dir(make_config("digits-lt", out_dir="mine")).out_dir
+    'mine'
+    >>> resolve_out_dir(make_config("digits-lt")).out_dir.startswith("runs/digits-lt/absgd-lam5")
+    True
+  """
+  return config if config.out_dir else dataclasses.replace(config, out_dir=default_out_dir(config))
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+  """Every field, JSON-ready (tuples as lists, infinities as "inf")."""
+  return {k: _jsonable(v) for k, v in _as_dict(config).items()}
+
+
+def config_from_dict(d: Mapping[str, Any]) -> Config:
+  """The :class:`Config` of :func:`config_to_dict`'s output (unknown keys are ignored)."""
+  fields = {f.name: f for f in dataclasses.fields(Config)}
+  hints = typing.get_type_hints(Config)
+  values = {}
+  for k, v in d.items():
+    if k not in fields:
+      continue
+    if hints[k] == tuple[int, ...]:
+      v = tuple(v)
+    elif hints[k] is float and isinstance(v, str):
+      v = float(v)
+    values[k] = v
+  return Config(**values)
+
+
+CONFIG_FILE = "config.json"
+
+
+def write_run_config(config: Config, out_dir: str | None = None,
+                     extra: Mapping[str, Any] | None = None) -> None:
+  """Writes ``{"config": <every field>, "fingerprint": ..., **extra}`` to
+  ``out_dir/config.json``.
+
+  ``out_dir`` (default the config's resolved one) may be a local path or a URL (gs://...).
+  """
+  config = resolve_out_dir(config)
+  out = epath.Path(out_dir or config.out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  tmp = out / (CONFIG_FILE + ".tmp")
+  tmp.write_text(json.dumps({"config": config_to_dict(config),
+                             "fingerprint": fingerprint(config), **(extra or {})}, indent=1))
+  tmp.replace(out / CONFIG_FILE)
+
+
+def read_run_config(out_dir: str) -> dict[str, Any] | None:
+  """The settings saved in ``out_dir/config.json`` (its ``"config"``), or None if none.
+
+  Raises:
+    ValueError: for a file that is not JSON, saying what to do.
+  """
+  path = epath.Path(out_dir) / CONFIG_FILE
+  if not path.exists():
+    return None
+  try:
+    record = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f"{path} is not valid JSON ({e}): restore it, or pass --new-run "
+                     "(new_run=True) to start this run again in that folder.") from None
+  return record.get("config", record)
+
+
+class RunMismatchError(ValueError):
+  """``out_dir`` holds a run with other settings than the ones asked for.
+
+  :class:`~absgd_jax.train.Trainer` (and :class:`~absgd_jax.train.Sweep`) raise it before
+  anything in the folder is written, naming each setting that differs; ``new_run=True``
+  (``--new-run``) starts afresh there instead.
+
+  Examples:
+    >>> import tempfile
+    >>> from absgd_jax.train import RunMismatchError, make_config
+    >>> folder = tempfile.mkdtemp()
+    >>> write_run_config(make_config("digits-lt", out_dir=folder))
+    >>> try:
+    ...   claim_run_dir(make_config("digits-lt", lr=0.5, out_dir=folder), last_epoch=None)
+    ... except RunMismatchError as e:
+    ...   print(str(e).split("(")[1].split(")")[0])
+    lr: 0.1 in the saved run, 0.5 now
+  """
+
+
+def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
+                 last_epoch: int | None = None, new_run: bool = False) -> None:
+  """Refuses to resume a run whose saved settings differ from ``config``'s.
+
+  Args:
+    saved: the run's ``config.json`` (:func:`read_run_config`), or None for a fresh folder.
+    config: the settings asked for now.
+    last_epoch: the epoch of the newest checkpoint in ``out_dir``, if any.
+    new_run: the user asked to start afresh (``--new-run``): nothing is checked.
+
+  Raises:
+    RunMismatchError: naming each differing key with its saved and requested values, or a
+      checkpoint beyond the requested ``epochs``; the message says how to proceed.
+  """
+  if new_run:
+    return
+  config = resolve_out_dir(config)
+  if saved is None:
+    if last_epoch is not None:
+      raise RunMismatchError(
+          f"{config.out_dir} holds checkpoints (epoch {last_epoch}) but no {CONFIG_FILE}, so "
+          "its settings are unknown. Use another out_dir (--out), or --new-run to start afresh "
+          "there.")
+    return
+  keys = diff_configs(saved, config)
+  if keys:
+    old, new = result_fields(saved), result_fields(config)
+    moved = checks.moved_schedule(config.out_dir, saved.get("epochs"), config.epochs,
+                                  {k: (old.get(k), new.get(k)) for k in keys}, EPOCH_FIELDS)
+    if moved:
+      raise RunMismatchError(moved)
+    lines = "; ".join(f"{k}: {old.get(k)!r} in the saved run, {new.get(k)!r} now" for k in keys)
+    raise RunMismatchError(
+        f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "
+        "runs. Use another out_dir (--out, or leave it unset for one per setting), or "
+        "--new-run (new_run=True) to start afresh there.")
+  if last_epoch is not None and last_epoch + 1 > config.epochs:
+    raise RunMismatchError(
+        f"{config.out_dir} holds a run already trained to epoch {last_epoch + 1}, past the "
+        f"epochs={config.epochs} asked for: its results would not be those of a "
+        f"{config.epochs}-epoch run. Use another out_dir, or --new-run to start afresh there.")
+
+
+def claim_run_dir(config: Config, *, last_epoch: int | None,
+                  new_run: bool = False) -> dict[str, Any] | None:
+  """Checks ``config.out_dir``'s saved settings against ``config`` and records ``config`` there.
+
+  The loop's one call before it restores anything: :func:`read_run_config`,
+  :func:`check_resume`, then :func:`write_run_config`. With ``new_run`` the caller must also
+  drop the old checkpoints (:meth:`absgd_jax.train.checkpoint.Checkpointer.delete_all`).
+
+  Returns:
+    The settings that were saved there before (None for a fresh folder).
+
+  Raises:
+    RunMismatchError: see :func:`check_resume`.
+  """
+  config = resolve_out_dir(config)
+  saved = read_run_config(config.out_dir)
+  check_resume(saved, config, last_epoch=last_epoch, new_run=new_run)
+  write_run_config(config)
+  return saved
+
+
+def to_json(record: Any, **kw: Any) -> str:
+  """JSON of a run's records, NumPy scalars as numbers."""
+  def default(x):
+    if isinstance(x, (np.floating, np.integer)):
+      return x.item()
+    raise TypeError(type(x))
+  return json.dumps(record, default=default, **kw)
+
+
+class RunFolder:
+  """One run's folder, as the loop writes it: ``config.json`` (the resolved settings),
+  ``metrics.jsonl`` (a line per epoch), ``summary.json`` and ``checkpoints/``.
+
+  A single run has one; a sweep has one per member, each holding what a single run's holds.
+  Files are written by process 0 only, and only with ``log`` (checkpoints are written by
+  every process, as orbax needs, whenever ``config.checkpoint``).
+
+  Args:
+    config: the run's settings; an empty ``out_dir`` is resolved (:func:`resolve_out_dir`).
+    log: whether this process writes the folder's files.
+    checkpoints: whether the folder keeps checkpoints (default ``config.checkpoint``; a
+      sweep's own folder keeps none, its members' do).
+    extra: more of what the run is, recorded in ``config.json`` beside the settings and
+      checked like them (a sweep's grid).
+  """
+
+  def __init__(self, config: Config, *, log: bool = True, checkpoints: bool | None = None,
+               extra: Mapping[str, Any] | None = None):
+    self.extra = {k: _jsonable(v) for k, v in (extra or {}).items()}
+    self.config = resolve_out_dir(config)
+    self.path = epath.Path(self.config.out_dir)  # A local folder or a gs:// (etc.) location.
+    self.log = log and jax.process_index() == 0
+    # Checkpoints are resumed from, so their settings are recorded even when log=False.
+    self._records_config = jax.process_index() == 0 and (log or self.config.checkpoint)
+    self._keeps_checkpoints = self.config.checkpoint if checkpoints is None else checkpoints
+    self._checkpointer: Checkpointer | None = None
+
+  @property
+  def checkpointer(self) -> Checkpointer | None:
+    """The folder's Checkpointer (None without checkpoints), made on first use: orbax makes
+    its folder, which a refused run must not leave behind."""
+    if self._keeps_checkpoints and self._checkpointer is None:
+      self._checkpointer = Checkpointer(str(self.path / "checkpoints"))
+    return self._checkpointer
+
+  def last_epoch(self) -> int | None:
+    if not (self._keeps_checkpoints and (self.path / "checkpoints").exists()):
+      return None
+    return self.checkpointer.latest_epoch()
+
+  def check(self, new_run: bool = False) -> None:
+    """Refuses a folder that holds a run with other settings (see :func:`check_resume`)."""
+    check_resume(read_run_config(self.config.out_dir), self.config,
+                 last_epoch=self.last_epoch(), new_run=new_run)
+    path = self.path / CONFIG_FILE
+    if new_run or not self.extra or not path.exists():
+      return
+    saved = json.loads(path.read_text())
+    for key, value in self.extra.items():
+      if key in saved and saved[key] != value:
+        raise RunMismatchError(
+            f"{self.path} holds a run with other settings ({key}: {saved[key]!r} in the saved "
+            f"run, {value!r} now). Use another out_dir (--out), or --new-run (new_run=True) to "
+            "start afresh there.")
+
+  def claim(self) -> None:
+    """Records this run's settings there. Call :meth:`check` on every folder of a run before
+    claiming any (and, for a new run, :func:`absgd_jax.train.afresh.start_afresh` first)."""
+    if self._records_config:
+      write_run_config(self.config, extra=self.extra)
+
+  def close(self) -> None:
+    """Finishes a checkpoint save under way, if a Checkpointer was made."""
+    if self._checkpointer is not None:
+      self._checkpointer.close()
+
+  def write(self, name: str, text: str) -> None:
+    """Writes ``name`` through a temporary file (disk, GCS...), when this process logs."""
+    if self.log:
+      self.path.mkdir(parents=True, exist_ok=True)
+      tmp = self.path / (name + ".tmp")
+      tmp.write_text(text)
+      tmp.replace(self.path / name)
+
+  def write_history(self, history: Sequence[dict[str, Any]]) -> None:
+    # The whole history, rewritten: it matches the checkpoint after a resume, and object
+    # stores such as GCS cannot append.
+    self.write("metrics.jsonl", "".join(to_json(r) + "\n" for r in history))
