@@ -1,6 +1,7 @@
 """Table 6 (label noise) with the paper's CIFAR-10 protocol, for a GPU: one resumable script.
 
-    python -m experiments.noise_protocol_gpu                 # tune, table, report (resumable)
+    python -m experiments.noise_table --protocol full        # tune, table, report (resumable)
+    python -m experiments.noise_protocol_gpu                 # the same
     python -m experiments.noise_protocol_gpu --report        # the report from the JSONL only
     python -m experiments.noise_protocol_gpu --tiny --out /tmp/t.jsonl   # a CPU smoke run
 

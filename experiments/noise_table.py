@@ -2,6 +2,7 @@
 
     python -m experiments.noise_table            # tune, then the table (resumable), then report
     python -m experiments.noise_table --report   # the report from the JSONL only
+    python -m experiments.noise_table --protocol full   # the paper's protocol, for a GPU
 
 Rows: SGD (CE), SGD (SCE), SGD (GCE), EG (SCE), ABSGD (CE), ABSGD (SCE), and ABSGD (CE) and
 ABSGD (SCE) with lam < 0 set online by a KL budget (their records keep lam's path, the
@@ -17,7 +18,7 @@ training set; ``experiments/noise_protocol_gpu.py``) to about 70 CPU core-minute
   nothing for lam < 0 to fix within this budget. Without it SGD memorises: training accuracy
   on the noisy labels 0.67 by epoch 19 at lr 0.1, test accuracy falling from its peak;
 - 30 epochs, batch 128, weight decay 1e-4, lr x0.1 at epochs 6 and 24, ABSGD's and EG's
-  lam switched on at epoch 6. This is issue 16's digits schedule (150 epochs, decays at 30
+  lam switched on at epoch 6. This is the digits noise schedule (150 epochs, decays at 30
   and 120, lam from 30) scaled by 1/5: lam starts at a stable point, before most of the
   memorisation, and not from step 0, where lam < 0 gives up whole classes;
 - gamma 0.9 (EG: 1, the current batch alone); SCE alpha 0.1, beta 1; GCE q 0.7.
@@ -176,7 +177,17 @@ def _point(p: dict) -> str:
 
 
 def main(argv=None):
+  # One naming scheme with paper_tables: --protocol reduced (this file's CPU protocol) or full
+  # (the paper's, for a GPU: experiments/noise_protocol_gpu.py, which takes the other flags).
+  pick = argparse.ArgumentParser(add_help=False)
+  pick.add_argument("--protocol", choices=("reduced", "full"), default="reduced")
+  chosen_protocol, argv = pick.parse_known_args(argv)
+  if chosen_protocol.protocol == "full":
+    from experiments import noise_protocol_gpu
+    return noise_protocol_gpu.main(argv)
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--protocol", choices=("reduced", "full"), default="reduced",
+                  help="reduced: this CPU protocol; full: the paper's, for a GPU")
   ap.add_argument("--out", default=DEFAULT_OUT, help="the JSONL of finished runs")
   ap.add_argument("--data-dir", default=DATA_DIR)
   ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))

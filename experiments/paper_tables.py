@@ -3,7 +3,7 @@
     python -m experiments.paper_tables --protocol reduced      # the CPU protocol, resumable
     python -m experiments.paper_tables --protocol full         # the paper's protocol, a GPU
     python -m experiments.paper_tables --protocol reduced --report   # the table from the records
-    python -m experiments.paper_tables --smoke --results /tmp/t.jsonl   # the pipeline, seconds
+    python -m experiments.paper_tables --tiny --results /tmp/t.jsonl   # the pipeline, seconds
 
 Protocols (both: batch 128, lr 0.1 after a linear warm-up, x0.01 at two decays, weight decay
 2e-4, torch's momentum form, crop-and-flip augmentation):
@@ -93,7 +93,7 @@ PROTOCOLS = {
                     drw_epoch=48, eval_every=4, momentum_form="pytorch"),
 }
 # A CPU run of the whole pipeline in seconds: 8 px, a head class of 200 images, 3 epochs.
-SMOKE = dict(model="resnet8", epochs=3, image_size=8, n_max=200, warmup_epochs=1,
+TINY = dict(model="resnet8", epochs=3, image_size=8, n_max=200, warmup_epochs=1,
              lr_decay_epochs=(2,), stage2_epoch=2, drw_epoch=2, eval_every=1, crop_padding=1,
              test_per_class=10, momentum_form="pytorch")
 # Tables 1 and 2 of the paper, CIFAR-10, rho = 100, ResNet-32 (Table 2 gives no std).
@@ -254,7 +254,7 @@ def main(argv=None):
                   help="train only these cells, e.g. 'LT:SGD (CE)' (default: the protocol's)")
   ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                   help="override a setting of every run")
-  ap.add_argument("--smoke", action="store_true",
+  ap.add_argument("--tiny", action="store_true",
                   help="a seconds-long run of the whole pipeline "
                        "(8 px, 200 images in the head class)")
   ap.add_argument("--report", action="store_true")
@@ -271,9 +271,9 @@ def main(argv=None):
       ap.error(f"unknown cells {unknown}; the {args.protocol} protocol has {cells}")
     cells = wanted
   if not args.report:
-    overrides = dict(SMOKE) if args.smoke else {}
+    overrides = dict(TINY) if args.tiny else {}
     overrides.update(item.split("=", 1) for item in args.set)
-    grids = {row: (name, grid[:2] if args.smoke else grid) for row, (name, grid) in GRIDS.items()}
+    grids = {row: (name, grid[:2] if args.tiny else grid) for row, (name, grid) in GRIDS.items()}
     while run_pass(results, args.protocol, args.data_dir, args.seeds, overrides, cells, grids):
       time.sleep(30)  # Runs held by other workers: wait for them, then take what is left.
   report(results, args.protocol, cells, args.seeds, os.path.splitext(results)[0] + ".md")

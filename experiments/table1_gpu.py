@@ -39,7 +39,7 @@ from experiments import common, paper_tables
 ROWS = ("SGD (CE)", "ABSGD (CE)")
 SETTINGS = ("LT", "ST")
 # A CPU check of the whole script in about a minute.
-TINY = dict(paper_tables.SMOKE, epochs=2, lr_decay_epochs=(1,), stage2_epoch=1, drw_epoch=1)
+TINY = dict(paper_tables.TINY, epochs=2, lr_decay_epochs=(1,), stage2_epoch=1, drw_epoch=1)
 
 
 def _config(setting: str, row: str, seed: int, args, overrides: dict, **fields):
@@ -65,7 +65,7 @@ def _record(setting: str, row: str, seed: int, lam: float, summary_final: dict, 
 def run_members(args, settings, results: str, overrides: dict) -> float:
   """Each setting as one program of (lam, seed) members; returns run-epochs per second after
   the first (compiling) epoch."""
-  from absgd_jax.train.sweep import Sweep
+  from absgd_jax.train import Sweep
   rates = []
   for setting in settings:
     done = {r["key"] for r in common.read_records(results)}

@@ -181,8 +181,8 @@ def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, mo
 @needs_cifar
 def test_noise_protocol_gpu_tiny_run(tmp_path):
   path = tmp_path / "n.jsonl"
-  out = _script(["-m", "experiments.noise_protocol_gpu", "--tiny", "--out", str(path),
-                 "--data-dir", DATA, "--seeds", "0"], tmp_path)
+  out = _script(["-m", "experiments.noise_table", "--protocol", "full", "--tiny", "--out",
+                 str(path), "--data-dir", DATA, "--seeds", "0"], tmp_path)
   recs = [json.loads(l) for l in path.read_text().splitlines()]
   assert sorted((r["phase"], r["row"]) for r in recs) == [
       ("table", "ABSGD (CE)"), ("table", "SGD (CE)"), ("tune", "ABSGD (CE)"),
@@ -261,7 +261,7 @@ def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
 
 @needs_cifar
 def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
-  args = ["-m", "experiments.paper_tables", "--smoke", "--results", str(tmp_path / "t.jsonl"),
+  args = ["-m", "experiments.paper_tables", "--tiny", "--results", str(tmp_path / "t.jsonl"),
           "--seeds", "0", "--cells", "LT:ABSGD (CE)", "--data-dir", DATA,
           "--work", str(tmp_path / "runs")]
   out = _script(args, tmp_path)
