@@ -14,7 +14,6 @@ follows ``__all__`` by itself, so a public name added to a module gets its page 
 here, and because ``-W`` turns a broken cross-reference or docstring into a failed build.
 """
 
-import glob
 import os
 import sys
 
@@ -76,23 +75,3 @@ html_title = f"absgd_jax {release}"
 html_static_path = []
 # The site is read from disk as well as served: no external fonts or analytics are needed.
 html_theme_options = {"navigation_with_keys": True}
-
-
-# Pages that other parts of the tree provide and that the index lists when they exist: the
-# result pages and the contributor notes. A toctree entry (or glob) that matches no page is a
-# warning, and so an error under -W, so the index drops such an entry before it is parsed.
-OPTIONAL_PAGES = {"results/*": "results/*.md", "contributing": "contributing.md"}
-
-
-def _drop_missing_optional_pages(app, docname, source):
-  if docname != root_doc:
-    return
-  here = os.path.dirname(os.path.abspath(__file__))
-  kept = [line for line in source[0].splitlines(keepends=True)
-          if line.strip() not in OPTIONAL_PAGES
-          or glob.glob(os.path.join(here, OPTIONAL_PAGES[line.strip()]))]
-  source[0] = "".join(kept)
-
-
-def setup(app):
-  app.connect("source-read", _drop_missing_optional_pages)
