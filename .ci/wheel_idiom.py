@@ -26,11 +26,18 @@ import absgd_jax
 site = sysconfig.get_paths()["purelib"]
 where = os.path.dirname(absgd_jax.__file__)
 assert os.path.realpath(where).startswith(os.path.realpath(site)), (
-    f"absgd_jax was imported from {where}, not from the wheel installed in {site}")
+  f"absgd_jax was imported from {where}, not from the wheel installed in {site}"
+)
 assert os.path.exists(os.path.join(where, "py.typed")), "the wheel lacks absgd_jax/py.typed"
 assert absgd_jax.__version__ == importlib.metadata.version("absgd_jax"), "two versions"
-for name in ("absgd_jax.losses", "absgd_jax.train", "absgd_jax.train.demo", "absgd_jax.train.cli",
-             "absgd_jax.models", "absgd_jax.data"):
+for name in (
+  "absgd_jax.losses",
+  "absgd_jax.train",
+  "absgd_jax.train.demo",
+  "absgd_jax.train.cli",
+  "absgd_jax.models",
+  "absgd_jax.data",
+):
   importlib.import_module(name)
 cli = shutil.which("absgd-train")
 assert cli, "the wheel installs no absgd-train command"
@@ -48,7 +55,7 @@ class SmallNet(nn.Module):
 
 with open(sys.argv[1]) as f:
   readme = f.read()
-idiom = re.search(r"```python\n(.*?)```", readme[readme.index("## The idiom"):], re.S).group(1)
+idiom = re.search(r"```python\n(.*?)```", readme[readme.index("## The idiom") :], re.S).group(1)
 namespace = {"model": SmallNet()}
 exec(compile(idiom, "README.md (the idiom)", "exec"), namespace)
 train_step, opt, weigher = namespace["train_step"], namespace["opt"], namespace["weigher"]
@@ -63,9 +70,12 @@ opt_state, w_state = opt.init(params), weigher.init()
 losses = []
 for _ in range(5):
   params, batch_stats, opt_state, w_state, loss = train_step(
-      params, batch_stats, opt_state, w_state, images, labels, mask)
+    params, batch_stats, opt_state, w_state, images, labels, mask
+  )
   losses.append(float(loss))
 assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
 assert int(w_state.count) == 5, w_state
-print(f"the wheel's absgd_jax {absgd_jax.__version__} from {where}: README idiom ran 5 steps, "
-      f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+print(
+  f"the wheel's absgd_jax {absgd_jax.__version__} from {where}: README idiom ran 5 steps, "
+  f"loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+)

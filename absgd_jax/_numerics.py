@@ -39,9 +39,13 @@ def global_count(valid: jax.Array, axis_name: AxisName | None) -> jax.Array:
   return global_sum(jnp.sum(valid, dtype=jnp.float32), axis_name)
 
 
-def log_mean_exp(z: jax.Array, valid: jax.Array | None = None,
-                 axis_name: AxisName | None = None, *,
-                 near_zero: bool = False) -> tuple[jax.Array, jax.Array, jax.Array]:
+def log_mean_exp(
+  z: jax.Array,
+  valid: jax.Array | None = None,
+  axis_name: AxisName | None = None,
+  *,
+  near_zero: bool = False,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """log(mean_i exp(z_i)) over the valid entries of the global batch, as ``shift + rel``.
 
   Returns ``(shift, rel, n)``: the batch's max z, the log-mean relative to it, and the number
@@ -83,8 +87,9 @@ def log_mean_exp(z: jax.Array, valid: jax.Array | None = None,
   return shift, rel, n
 
 
-def moving_average_log_s(log_s: jax.Array, shift: jax.Array, log_batch_rel: jax.Array,
-                         gamma: float, restart: jax.Array) -> jax.Array:
+def moving_average_log_s(
+  log_s: jax.Array, shift: jax.Array, log_batch_rel: jax.Array, gamma: float, restart: jax.Array
+) -> jax.Array:
   r"""Algorithm 1, step 4, in log space: ``log s_{t+1} - shift``.
 
   .. math:: s_{t+1} = (1 - \gamma) s_t + \gamma g_t, \qquad g_t = \frac{1}{B}\sum_i e^{z_i}

@@ -31,8 +31,9 @@ def effective_sample_size(weights: jax.Array) -> jax.Array:
   return jnp.where(sq > 0, jnp.sum(w) ** 2 / jnp.where(sq > 0, sq, 1.0), 0.0)
 
 
-def class_mean_weights(weights: jax.Array, labels: jax.Array, num_classes: int) -> tuple[
-    jax.Array, jax.Array]:
+def class_mean_weights(
+  weights: jax.Array, labels: jax.Array, num_classes: int
+) -> tuple[jax.Array, jax.Array]:
   """Per-class sum of weights and per-class sample count over a batch (Figure 4, right).
 
   Sums rather than means, so that batches and devices can be accumulated exactly; the mean
@@ -72,8 +73,8 @@ def weight_stats(weights: jax.Array, state: AbsgdWeightsState) -> dict[str, jax.
   """
   ess = effective_sample_size(weights)
   return {
-      "ess": ess,
-      "ess_fraction": ess / weights.shape[0],
-      "max_weight": jnp.max(weights),
-      "log_s": state.log_s,
+    "ess": ess,
+    "ess_fraction": ess / weights.shape[0],
+    "max_weight": jnp.max(weights),
+    "log_s": state.log_s,
   }

@@ -43,10 +43,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from absgd_jax._numerics import (AxisName, global_count, global_max, global_sum, log_mean_exp,
-                                 moving_average_log_s)
-from absgd_jax.weights import (WeightTransform, _check_losses_and_mask, _check_state,
-                               _refuse_init_args, _state_from_dict)
+from absgd_jax._numerics import (
+  AxisName,
+  global_count,
+  global_max,
+  global_sum,
+  log_mean_exp,
+  moving_average_log_s,
+)
+from absgd_jax.weights import (
+  WeightTransform,
+  _check_losses_and_mask,
+  _check_state,
+  _refuse_init_args,
+  _state_from_dict,
+)
 
 # Largest change of log|lam| in one step (a factor e^0.5 = 1.65): a trust region for the first
 # steps, when the losses spread out faster than lam follows and KL_t / rho can be 30 or more.
@@ -115,18 +126,26 @@ class KlAbsgdWeightsState(NamedTuple):
     if isinstance(tree, dict) and "sign" not in tree:
       if sign is None:
         raise ValueError(
-            "this KlAbsgdWeightsState was saved without its sign (the side of lam): pass it, "
-            "KlAbsgdWeightsState.from_dict(tree, sign=+1) for lam > 0 (imbalance) or sign=-1 "
-            "for lam < 0 (label noise), as the weigher was built with.")
+          "this KlAbsgdWeightsState was saved without its sign (the side of lam): pass it, "
+          "KlAbsgdWeightsState.from_dict(tree, sign=+1) for lam > 0 (imbalance) or sign=-1 "
+          "for lam < 0 (label noise), as the weigher was built with."
+        )
       tree = {**tree, "sign": sign}
     if isinstance(tree, dict):
       saved = np.asarray(jax.device_get(tree["sign"]))
       if not np.all(np.abs(saved) == 1) or (sign is not None and not np.all(saved == sign)):
-        raise ValueError(f"the state's sign must be +1 or -1 (and agree with sign={sign}); "
-                         f"got {saved}.")
-    dtypes = {"count": jnp.int32, "log_s": jnp.float32, "log_abs_lam": jnp.float32,
-              "kl": jnp.float32, "has_s": jnp.bool_, "has_lam": jnp.bool_,
-              "sign": jnp.float32}
+        raise ValueError(
+          f"the state's sign must be +1 or -1 (and agree with sign={sign}); got {saved}."
+        )
+    dtypes = {
+      "count": jnp.int32,
+      "log_s": jnp.float32,
+      "log_abs_lam": jnp.float32,
+      "kl": jnp.float32,
+      "has_s": jnp.bool_,
+      "has_lam": jnp.bool_,
+      "sign": jnp.float32,
+    }
     return _state_from_dict(cls, tree, dtypes)
 
 
@@ -148,14 +167,19 @@ def kl_lam(state: KlAbsgdWeightsState, sign: int | None = None) -> jax.Array:
     Array(-2., dtype=float32)
   """
   if sign is not None:
-    warnings.warn("kl_lam(state, sign): the sign argument is deprecated; the state keeps "
-                  "its sign, so call kl_lam(state).", DeprecationWarning, stacklevel=2)
+    warnings.warn(
+      "kl_lam(state, sign): the sign argument is deprecated; the state keeps "
+      "its sign, so call kl_lam(state).",
+      DeprecationWarning,
+      stacklevel=2,
+    )
     return sign * jnp.exp(state.log_abs_lam)
   return state.sign * jnp.exp(state.log_abs_lam)
 
 
-def _log_std(losses: jax.Array, valid: jax.Array, n: jax.Array,
-             axis_name: AxisName | None) -> jax.Array:
+def _log_std(
+  losses: jax.Array, valid: jax.Array, n: jax.Array, axis_name: AxisName | None
+) -> jax.Array:
   """log of the global batch's standard deviation of the valid losses, or -inf if 0.
 
   The losses are divided by their largest magnitude first, so that squares of losses up to
@@ -166,8 +190,7 @@ def _log_std(losses: jax.Array, valid: jax.Array, n: jax.Array,
   mean = global_sum(jnp.sum(x), axis_name) / jnp.maximum(n, 1.0)
   var = global_sum(jnp.sum(jnp.where(valid, (x - mean) ** 2, 0.0)), axis_name)
   var = var / jnp.maximum(n, 1.0)
-  return jnp.where(var > 0, jnp.log(scale) + 0.5 * jnp.log(jnp.where(var > 0, var, 1.0)),
-                   -jnp.inf)
+  return jnp.where(var > 0, jnp.log(scale) + 0.5 * jnp.log(jnp.where(var > 0, var, 1.0)), -jnp.inf)
 
 
 def _log_range(losses: jax.Array, valid: jax.Array, axis_name: AxisName | None) -> jax.Array:
@@ -176,13 +199,21 @@ def _log_range(losses: jax.Array, valid: jax.Array, axis_name: AxisName | None) 
   lo = -global_max(jnp.max(jnp.where(valid, -losses, -jnp.inf)), axis_name)
   # Halves first: max - min of two float32 losses near +-max would overflow.
   span = 2.0 * (0.5 * hi - 0.5 * lo)
-  return jnp.where(jnp.isfinite(span) & (span > 0), jnp.log(jnp.where(span > 0, span, 1.0)),
-                   -jnp.inf)
+  return jnp.where(
+    jnp.isfinite(span) & (span > 0), jnp.log(jnp.where(span > 0, span, 1.0)), -jnp.inf
+  )
 
 
-def _guarded_lam(losses: jax.Array, valid: jax.Array, n_valid: jax.Array,
-                 state: KlAbsgdWeightsState, *, rho: float, batch_cap: float | None,
-                 axis_name: AxisName | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _guarded_lam(
+  losses: jax.Array,
+  valid: jax.Array,
+  n_valid: jax.Array,
+  state: KlAbsgdWeightsState,
+  *,
+  rho: float,
+  batch_cap: float | None,
+  axis_name: AxisName | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Step 1: the |lam| this batch's weights use, as ``(log|lam_t|, has_lam, guarded)``.
 
   ``has_lam`` says whether lam has a value (from lam0, or set now from this batch), and
@@ -193,23 +224,34 @@ def _guarded_lam(losses: jax.Array, valid: jax.Array, n_valid: jax.Array,
   log_std = _log_std(losses, valid, n_valid, axis_name)
   can_set = jnp.logical_not(state.has_lam) & jnp.isfinite(log_std)
   log_dual = jnp.where(
-      can_set, jnp.clip(log_std - 0.5 * math.log(2.0 * rho), -_LOG_LAM_BOUND, _LOG_LAM_BOUND),
-      state.log_abs_lam)
+    can_set,
+    jnp.clip(log_std - 0.5 * math.log(2.0 * rho), -_LOG_LAM_BOUND, _LOG_LAM_BOUND),
+    state.log_abs_lam,
+  )
   has_lam = state.has_lam | can_set
   # The batch guard: for losses spanning a range R, KL(softmax(L/lam) || uniform) <= R^2 /
   # (8 lam^2) (Hoeffding's lemma), so |lam| >= R / sqrt(8 cap rho) keeps this batch's own
   # weights within a KL of cap * rho, however far one sample's loss jumps ahead of the rest.
-  log_guard = (_log_range(losses, valid, axis_name) - 0.5 * math.log(8.0 * batch_cap * rho)
-               if batch_cap is not None else -jnp.inf)
+  log_guard = (
+    _log_range(losses, valid, axis_name) - 0.5 * math.log(8.0 * batch_cap * rho)
+    if batch_cap is not None
+    else -jnp.inf
+  )
   guarded = has_lam & (log_guard > log_dual)
-  log_abs_lam = jnp.clip(jnp.where(guarded, log_guard, log_dual), -_LOG_LAM_BOUND,
-                         _LOG_LAM_BOUND)
+  log_abs_lam = jnp.clip(jnp.where(guarded, log_guard, log_dual), -_LOG_LAM_BOUND, _LOG_LAM_BOUND)
   return log_abs_lam, has_lam, guarded
 
 
-def _absgd_weights_at(losses: jax.Array, valid: jax.Array, lam_t: jax.Array,
-                      log_s: jax.Array, restart: jax.Array, *, gamma: float,
-                      axis_name: AxisName | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+def _absgd_weights_at(
+  losses: jax.Array,
+  valid: jax.Array,
+  lam_t: jax.Array,
+  log_s: jax.Array,
+  restart: jax.Array,
+  *,
+  gamma: float,
+  axis_name: AxisName | None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Step 2: ABSGD's weights at ``lam_t`` with the moving average ``s`` (Algorithm 1, 3-5).
 
   In log space relative to the batch max, as :func:`absgd_jax.absgd_weights`. Returns
@@ -224,9 +266,18 @@ def _absgd_weights_at(losses: jax.Array, valid: jax.Array, lam_t: jax.Array,
   return weights, log_w, shift + log_s_rel
 
 
-def _mirror_step(weights: jax.Array, log_w: jax.Array, valid: jax.Array, n_valid: jax.Array,
-                 log_abs_lam: jax.Array, has_lam: jax.Array, *, rho: float, lam_lr: float,
-                 axis_name: AxisName | None) -> tuple[jax.Array, jax.Array]:
+def _mirror_step(
+  weights: jax.Array,
+  log_w: jax.Array,
+  valid: jax.Array,
+  n_valid: jax.Array,
+  log_abs_lam: jax.Array,
+  has_lam: jax.Array,
+  *,
+  rho: float,
+  lam_lr: float,
+  axis_name: AxisName | None,
+) -> tuple[jax.Array, jax.Array]:
   """Step 3: the batch's KL estimate and the mirror step on log|lam|, as ``(kl, log|lam'|)``.
 
   The step (entropy mirror map on |lam|) grows |lam| when the weights are more uneven than
@@ -236,8 +287,7 @@ def _mirror_step(weights: jax.Array, log_w: jax.Array, valid: jax.Array, n_valid
   # KL(p || uniform) = E_u[w log w - w + 1] when s = E exp(L / lam); >= 0 term by term.
   terms = jnp.where(valid, weights * log_w - weights + 1.0, 0.0)
   kl = global_sum(jnp.sum(terms), axis_name) / jnp.maximum(n_valid, 1.0)
-  step = jnp.where(has_lam, jnp.clip(lam_lr * (kl - rho) / rho, -_MAX_LOG_STEP,
-                                     _MAX_LOG_STEP), 0.0)
+  step = jnp.where(has_lam, jnp.clip(lam_lr * (kl - rho) / rho, -_MAX_LOG_STEP, _MAX_LOG_STEP), 0.0)
   return kl, jnp.clip(log_abs_lam + step, -_LOG_LAM_BOUND, _LOG_LAM_BOUND)
 
 
@@ -251,14 +301,14 @@ def _carry_log_s(log_s: jax.Array, kl: jax.Array, d: jax.Array) -> jax.Array:
 
 
 def kl_absgd_weights(
-    rho: float,
-    gamma: float = 0.9,
-    *,
-    sign: int = 1,
-    lam0: float | None = None,
-    lam_lr: float = 0.05,
-    batch_cap: float | None = 4.0,
-    axis_name: AxisName | None = None,
+  rho: float,
+  gamma: float = 0.9,
+  *,
+  sign: int = 1,
+  lam0: float | None = None,
+  lam_lr: float = 0.05,
+  batch_cap: float | None = 4.0,
+  axis_name: AxisName | None = None,
 ) -> WeightTransform:
   r"""ABSGD's weights ``exp(L / lam) / s`` with lam set online by a KL budget ``rho``.
 
@@ -361,24 +411,30 @@ def kl_absgd_weights(
   """
   rho = float(rho)
   if not (rho > 0.0 and math.isfinite(rho)):
-    raise ValueError(f"rho (the KL budget) must be a finite number > 0; got {rho}. Try 0.1 "
-                     "(ESS / B about 0.8), see docs/kl_budget.md.")
+    raise ValueError(
+      f"rho (the KL budget) must be a finite number > 0; got {rho}. Try 0.1 "
+      "(ESS / B about 0.8), see docs/kl_budget.md."
+    )
   gamma = float(gamma)
   if not 0.0 < gamma <= 1.0:
     raise ValueError(f"gamma must lie in (0, 1]; got {gamma}.")
   if sign not in (1, -1):
-    raise ValueError(f"sign must be +1 (lam > 0, imbalance) or -1 (lam < 0, label noise); "
-                     f"got {sign!r}.")
+    raise ValueError(
+      f"sign must be +1 (lam > 0, imbalance) or -1 (lam < 0, label noise); got {sign!r}."
+    )
   if lam0 is not None:
     lam0 = float(lam0)
     if not (lam0 > 0.0 and math.isfinite(lam0)) or abs(math.log(lam0)) > _LOG_LAM_BOUND:
-      raise ValueError(f"lam0 is the starting |lam| and must be a finite number > 0 within "
-                       f"exp(+-{_LOG_LAM_BOUND:g}) (its sign comes from `sign`); got {lam0}.")
+      raise ValueError(
+        f"lam0 is the starting |lam| and must be a finite number > 0 within "
+        f"exp(+-{_LOG_LAM_BOUND:g}) (its sign comes from `sign`); got {lam0}."
+      )
   if batch_cap is not None:
     batch_cap = float(batch_cap)
     if not (batch_cap >= 1.0 and math.isfinite(batch_cap)):
-      raise ValueError(f"batch_cap must be None or a finite number >= 1 (a multiple of rho); "
-                       f"got {batch_cap}.")
+      raise ValueError(
+        f"batch_cap must be None or a finite number >= 1 (a multiple of rho); got {batch_cap}."
+      )
   lam_lr = float(lam_lr)
   if not (lam_lr > 0.0 and math.isfinite(lam_lr)):
     raise ValueError(f"lam_lr must be a finite number > 0; got {lam_lr}.")
@@ -387,17 +443,18 @@ def kl_absgd_weights(
   def init_fn(*args, **kwargs) -> KlAbsgdWeightsState:
     _refuse_init_args("kl_absgd_weights", args, kwargs)
     return KlAbsgdWeightsState(
-        count=jnp.zeros([], jnp.int32),
-        log_s=jnp.zeros([], jnp.float32),
-        log_abs_lam=jnp.asarray(0.0 if lam0 is None else math.log(lam0), jnp.float32),
-        kl=jnp.zeros([], jnp.float32),
-        has_s=jnp.asarray(False),
-        has_lam=jnp.asarray(lam0 is not None),
-        sign=jnp.asarray(sign, jnp.float32),
+      count=jnp.zeros([], jnp.int32),
+      log_s=jnp.zeros([], jnp.float32),
+      log_abs_lam=jnp.asarray(0.0 if lam0 is None else math.log(lam0), jnp.float32),
+      kl=jnp.zeros([], jnp.float32),
+      has_s=jnp.asarray(False),
+      has_lam=jnp.asarray(lam0 is not None),
+      sign=jnp.asarray(sign, jnp.float32),
     )
 
-  def update_fn(losses: jax.Array, state: KlAbsgdWeightsState, *,
-                mask: jax.Array | None = None) -> tuple[jax.Array, KlAbsgdWeightsState]:
+  def update_fn(
+    losses: jax.Array, state: KlAbsgdWeightsState, *, mask: jax.Array | None = None
+  ) -> tuple[jax.Array, KlAbsgdWeightsState]:
     _check_state("kl_absgd_weights", state, KlAbsgdWeightsState)
     losses, mask = _check_losses_and_mask("kl_absgd_weights", losses, mask)
     losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
@@ -407,26 +464,42 @@ def kl_absgd_weights(
     n_valid = global_count(valid, axis_name)
 
     log_abs_lam, has_lam, guarded = _guarded_lam(
-        losses, valid, n_valid, state, rho=rho, batch_cap=batch_cap, axis_name=axis_name)
+      losses, valid, n_valid, state, rho=rho, batch_cap=batch_cap, axis_name=axis_name
+    )
     # s is estimated afresh from the batch until lam is set, and when the guard moved lam.
     restart = jnp.logical_not(state.has_s) | jnp.logical_not(state.has_lam) | guarded
     weights, log_w, log_s = _absgd_weights_at(
-        losses, valid, sign * jnp.exp(log_abs_lam), state.log_s, restart, gamma=gamma,
-        axis_name=axis_name)
-    kl, new_log_abs_lam = _mirror_step(weights, log_w, valid, n_valid, log_abs_lam, has_lam,
-                                       rho=rho, lam_lr=lam_lr, axis_name=axis_name)
+      losses,
+      valid,
+      sign * jnp.exp(log_abs_lam),
+      state.log_s,
+      restart,
+      gamma=gamma,
+      axis_name=axis_name,
+    )
+    kl, new_log_abs_lam = _mirror_step(
+      weights,
+      log_w,
+      valid,
+      n_valid,
+      log_abs_lam,
+      has_lam,
+      rho=rho,
+      lam_lr=lam_lr,
+      axis_name=axis_name,
+    )
     new_log_s = _carry_log_s(log_s, kl, new_log_abs_lam - log_abs_lam)
 
     # A batch without a usable sample leaves everything but the count as it was.
     any_valid = n_valid > 0
     new_state = KlAbsgdWeightsState(
-        count=optax.safe_int32_increment(state.count),
-        log_s=jnp.where(any_valid, new_log_s, state.log_s),
-        log_abs_lam=jnp.where(any_valid, new_log_abs_lam, state.log_abs_lam),
-        kl=jnp.where(any_valid, kl, state.kl),
-        has_s=state.has_s | any_valid,
-        has_lam=jnp.where(any_valid, has_lam, state.has_lam),
-        sign=jnp.asarray(sign, jnp.float32),
+      count=optax.safe_int32_increment(state.count),
+      log_s=jnp.where(any_valid, new_log_s, state.log_s),
+      log_abs_lam=jnp.where(any_valid, new_log_abs_lam, state.log_abs_lam),
+      kl=jnp.where(any_valid, kl, state.kl),
+      has_s=state.has_s | any_valid,
+      has_lam=jnp.where(any_valid, has_lam, state.has_lam),
+      sign=jnp.asarray(sign, jnp.float32),
     )
     return jax.lax.stop_gradient(weights), new_state
 

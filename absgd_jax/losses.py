@@ -56,17 +56,17 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
-    "balanced_softmax_cross_entropy",
-    "class_balanced_weights",
-    "cross_entropy",
-    "drw_class_weights",
-    "focal_loss",
-    "generalized_cross_entropy",
-    "ldam_loss",
-    "ldam_margins",
-    "logit_adjusted_cross_entropy",
-    "symmetric_cross_entropy",
-    "truncated_generalized_cross_entropy",
+  "balanced_softmax_cross_entropy",
+  "class_balanced_weights",
+  "cross_entropy",
+  "drw_class_weights",
+  "focal_loss",
+  "generalized_cross_entropy",
+  "ldam_loss",
+  "ldam_margins",
+  "logit_adjusted_cross_entropy",
+  "symmetric_cross_entropy",
+  "truncated_generalized_cross_entropy",
 ]
 
 
@@ -88,14 +88,16 @@ def _concrete(x: jax.typing.ArrayLike) -> jax.Array | None:
     return jnp.asarray(x)
 
 
-def _check_number(name: str, value: float, lo: float, hi: float, *, lo_open: bool = False,
-                  hi_open: bool = False) -> float:
+def _check_number(
+  name: str, value: float, lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
+) -> float:
   """Returns ``float(value)`` if it lies in the interval, else raises a ValueError."""
   try:
     v = float(value)
   except (TypeError, jax.errors.ConcretizationTypeError) as e:
-    raise ValueError(f"{name} must be a Python number (it is a static hyper-parameter); "
-                     f"got {value!r}.") from e
+    raise ValueError(
+      f"{name} must be a Python number (it is a static hyper-parameter); got {value!r}."
+    ) from e
   too_low = v <= lo if lo_open else v < lo
   too_high = v >= hi if hi_open else v > hi
   if math.isnan(v) or too_low or too_high:
@@ -104,8 +106,9 @@ def _check_number(name: str, value: float, lo: float, hi: float, *, lo_open: boo
   return v
 
 
-def _check_inputs(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
-                  fn: str) -> tuple[jax.Array, jax.Array]:
+def _check_inputs(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, fn: str
+) -> tuple[jax.Array, jax.Array]:
   """Checks shapes and dtypes, upcasts logits to at least float32."""
   labels_value = _concrete(labels)
   logits = jnp.asarray(logits)
@@ -117,8 +120,10 @@ def _check_inputs(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise ValueError(f"{fn}: logits must be floating point; got dtype {logits.dtype}.")
   if labels.ndim != 1 or labels.shape[0] != logits.shape[0]:
-    raise ValueError(f"{fn}: labels must be 1-D of length batch = {logits.shape[0]} "
-                     f"(logits shape {logits.shape}); got shape {labels.shape}.")
+    raise ValueError(
+      f"{fn}: labels must be 1-D of length batch = {logits.shape[0]} "
+      f"(logits shape {logits.shape}); got shape {labels.shape}."
+    )
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise ValueError(f"{fn}: labels must be integer class indices; got dtype {labels.dtype}.")
   num_classes = logits.shape[1]
@@ -133,25 +138,31 @@ def _check_inputs(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
   return logits.astype(dtype), labels
 
 
-def _prepare(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike,
-             class_weights: jax.typing.ArrayLike | None, fn: str
-             ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+def _prepare(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  class_weights: jax.typing.ArrayLike | None,
+  fn: str,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
   """The checks every loss opens with: logits and labels (:func:`_check_inputs`) and the
   optional ``[C]`` class weights, cast to the logits' dtype."""
   logits, labels = _check_inputs(logits, labels, fn)
   if class_weights is not None:
-    class_weights = _check_class_vector(class_weights, logits.shape[1], "class_weights", fn,
-                                        logits.dtype)
+    class_weights = _check_class_vector(
+      class_weights, logits.shape[1], "class_weights", fn, logits.dtype
+    )
   return logits, labels, class_weights
 
 
-def _check_class_vector(x: jax.typing.ArrayLike, num_classes: int, name: str, fn: str,
-                        dtype: jnp.dtype) -> jax.Array:
+def _check_class_vector(
+  x: jax.typing.ArrayLike, num_classes: int, name: str, fn: str, dtype: jnp.dtype
+) -> jax.Array:
   value = _concrete(x)
   x = jnp.asarray(x)
   if x.shape != (num_classes,):
-    raise ValueError(f"{fn}: {name} must have shape ({num_classes},), one entry per class; "
-                     f"got shape {x.shape}.")
+    raise ValueError(
+      f"{fn}: {name} must have shape ({num_classes},), one entry per class; got shape {x.shape}."
+    )
   if value is not None:
     with jax.ensure_compile_time_eval():
       finite = bool(jnp.all(jnp.isfinite(value)))
@@ -164,10 +175,10 @@ def _check_counts(class_counts: jax.typing.ArrayLike, fn: str) -> jax.Array:
   value = _concrete(class_counts)
   counts = jnp.asarray(class_counts)
   if counts.ndim != 1 or counts.shape[0] == 0:
-    raise ValueError(f"{fn}: class_counts must be a non-empty 1-D array [num_classes]; got "
-                     f"shape {counts.shape}.")
-  if not (jnp.issubdtype(counts.dtype, jnp.integer)
-          or jnp.issubdtype(counts.dtype, jnp.floating)):
+    raise ValueError(
+      f"{fn}: class_counts must be a non-empty 1-D array [num_classes]; got shape {counts.shape}."
+    )
+  if not (jnp.issubdtype(counts.dtype, jnp.integer) or jnp.issubdtype(counts.dtype, jnp.floating)):
     raise ValueError(f"{fn}: class_counts must be numeric; got dtype {counts.dtype}.")
   if value is not None:
     with jax.ensure_compile_time_eval():
@@ -175,8 +186,9 @@ def _check_counts(class_counts: jax.typing.ArrayLike, fn: str) -> jax.Array:
       j = int(jnp.argmax(bad)) if bool(jnp.any(bad)) else -1
       bad_count = value[j].item()
     if j >= 0:
-      raise ValueError(f"{fn}: every class count must be a finite number > 0; class {j} has "
-                       f"count {bad_count}.")
+      raise ValueError(
+        f"{fn}: every class count must be a finite number > 0; class {j} has count {bad_count}."
+      )
   return counts.astype(jnp.float32)
 
 
@@ -195,8 +207,9 @@ def _log_p_true(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return _true_class(jax.nn.log_softmax(logits, axis=-1), labels)
 
 
-def _finish(loss: jax.Array, labels: jax.Array, num_classes: int,
-            class_weights: jax.Array | None) -> jax.Array:
+def _finish(
+  loss: jax.Array, labels: jax.Array, num_classes: int, class_weights: jax.Array | None
+) -> jax.Array:
   if class_weights is not None:
     loss = loss * class_weights[labels]
   # A traced out-of-range label cannot raise; without this a negative label would wrap to a
@@ -229,11 +242,11 @@ def _one_minus_exp(log_p: jax.Array) -> jax.Array:
 
 
 def cross_entropy(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    label_smoothing: float = 0.0,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  label_smoothing: float = 0.0,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Softmax cross-entropy per sample, optionally label-smoothed and class-weighted.
 
@@ -281,11 +294,11 @@ def cross_entropy(
 
 
 def focal_loss(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    gamma: float = 1.0,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gamma: float = 1.0,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Multi-class softmax focal loss :math:`-(1 - p_t)^\gamma \log p_t` (Lin et al., 2017).
 
@@ -365,12 +378,12 @@ def ldam_margins(class_counts: jax.typing.ArrayLike, max_m: float = 0.5) -> jax.
 
 
 def ldam_loss(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    margins: jax.typing.ArrayLike,
-    scale: float = 30.0,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  margins: jax.typing.ArrayLike,
+  scale: float = 30.0,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Label-distribution-aware margin loss (Cao et al., 2019).
 
@@ -418,8 +431,9 @@ def ldam_loss(
   return _finish(loss, labels, num_classes, class_weights)
 
 
-def _prior_adjusted_ce(logits: jax.Array, labels: jax.Array, counts: jax.Array,
-                       tau: float) -> jax.Array:
+def _prior_adjusted_ce(
+  logits: jax.Array, labels: jax.Array, counts: jax.Array, tau: float
+) -> jax.Array:
   """CE(z + tau * log n, y). A per-row constant does not change a softmax, so log counts and
   log priors (log n - log N) give the same loss; counts avoid one more rounding.
 
@@ -427,17 +441,16 @@ def _prior_adjusted_ce(logits: jax.Array, labels: jax.Array, counts: jax.Array,
   which would swallow most of a log count added to the raw logit.
   """
   shifted = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-  return _integer_label_ce(shifted + tau * jnp.log(counts).astype(logits.dtype)[None, :],
-                           labels)
+  return _integer_label_ce(shifted + tau * jnp.log(counts).astype(logits.dtype)[None, :], labels)
 
 
 def logit_adjusted_cross_entropy(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    class_counts: jax.typing.ArrayLike,
-    tau: float = 1.0,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_counts: jax.typing.ArrayLike,
+  tau: float = 1.0,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Logit-adjusted cross-entropy (Menon et al., 2021): softmax CE of the logits plus
   :math:`\tau \log \pi`, with :math:`\pi` the training set's class prior.
@@ -473,19 +486,20 @@ def logit_adjusted_cross_entropy(
   """
   fn = "logit_adjusted_cross_entropy"
   logits, labels, class_weights = _prepare(logits, labels, class_weights, fn)
-  counts = _check_class_vector(_check_counts(class_counts, fn), logits.shape[1],
-                               "class_counts", fn, jnp.float32)
+  counts = _check_class_vector(
+    _check_counts(class_counts, fn), logits.shape[1], "class_counts", fn, jnp.float32
+  )
   tau = _check_number("tau", tau, 0.0, math.inf, hi_open=True)
   loss = _prior_adjusted_ce(logits, labels, counts, tau)
   return _finish(loss, labels, logits.shape[1], class_weights)
 
 
 def balanced_softmax_cross_entropy(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    class_counts: jax.typing.ArrayLike,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  class_counts: jax.typing.ArrayLike,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Balanced softmax cross-entropy (Ren et al., 2020).
 
@@ -518,14 +532,14 @@ def balanced_softmax_cross_entropy(
   """
   fn = "balanced_softmax_cross_entropy"
   logits, labels, class_weights = _prepare(logits, labels, class_weights, fn)
-  counts = _check_class_vector(_check_counts(class_counts, fn), logits.shape[1],
-                               "class_counts", fn, jnp.float32)
+  counts = _check_class_vector(
+    _check_counts(class_counts, fn), logits.shape[1], "class_counts", fn, jnp.float32
+  )
   loss = _prior_adjusted_ce(logits, labels, counts, 1.0)
   return _finish(loss, labels, logits.shape[1], class_weights)
 
 
-def class_balanced_weights(class_counts: jax.typing.ArrayLike,
-                           beta: float = 0.9999) -> jax.Array:
+def class_balanced_weights(class_counts: jax.typing.ArrayLike, beta: float = 0.9999) -> jax.Array:
   r"""Class-balanced weights from the "effective number" of samples (Cui et al., 2019).
 
   Class j's effective number is :math:`E_j = (1 - \beta^{n_j}) / (1 - \beta)`; its weight
@@ -566,10 +580,10 @@ def class_balanced_weights(class_counts: jax.typing.ArrayLike,
 
 
 def drw_class_weights(
-    class_counts: jax.typing.ArrayLike,
-    step_or_epoch: jax.typing.ArrayLike,
-    switch_at: jax.typing.ArrayLike,
-    beta: float = 0.9999,
+  class_counts: jax.typing.ArrayLike,
+  step_or_epoch: jax.typing.ArrayLike,
+  switch_at: jax.typing.ArrayLike,
+  beta: float = 0.9999,
 ) -> jax.Array:
   """Deferred re-weighting (DRW, Cao et al., 2019): class weights that switch on late.
 
@@ -623,13 +637,13 @@ def drw_class_weights(
 
 
 def symmetric_cross_entropy(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    alpha: float = 0.1,
-    beta: float = 1.0,
-    log_zero: float = -4.0,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  alpha: float = 0.1,
+  beta: float = 1.0,
+  log_zero: float = -4.0,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Symmetric cross-entropy :math:`\alpha\,\mathrm{CE} + \beta\,\mathrm{RCE}` (Wang et al., 2019).
 
@@ -673,8 +687,7 @@ def symmetric_cross_entropy(
     >>> symmetric_cross_entropy(logits, labels).tolist()  # 0.1 * CE + 4 * (1 - p_y)
     [0.6418, 2.8892]
   """
-  logits, labels, class_weights = _prepare(logits, labels, class_weights,
-                                           "symmetric_cross_entropy")
+  logits, labels, class_weights = _prepare(logits, labels, class_weights, "symmetric_cross_entropy")
   alpha = _check_number("alpha", alpha, 0.0, math.inf, hi_open=True)
   beta = _check_number("beta", beta, 0.0, math.inf, hi_open=True)
   log_zero = _check_number("log_zero", log_zero, -math.inf, 0.0, lo_open=True, hi_open=True)
@@ -684,11 +697,11 @@ def symmetric_cross_entropy(
 
 
 def generalized_cross_entropy(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    q: float = 0.7,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  q: float = 0.7,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Generalized cross-entropy (the Lq loss) :math:`(1 - p_y^q) / q` (Zhang & Sabuncu, 2018).
 
@@ -716,20 +729,21 @@ def generalized_cross_entropy(
     >>> generalized_cross_entropy(logits, labels).tolist()
     [0.1601, 0.8033]
   """
-  logits, labels, class_weights = _prepare(logits, labels, class_weights,
-                                           "generalized_cross_entropy")
+  logits, labels, class_weights = _prepare(
+    logits, labels, class_weights, "generalized_cross_entropy"
+  )
   q = _check_number("q", q, 0.0, 1.0, lo_open=True)
   loss = _one_minus_exp(q * _log_p_true(logits, labels)) / q
   return _finish(loss, labels, logits.shape[1], class_weights)
 
 
 def truncated_generalized_cross_entropy(
-    logits: jax.typing.ArrayLike,
-    labels: jax.typing.ArrayLike,
-    *,
-    q: float = 0.7,
-    k: float = 0.5,
-    class_weights: jax.typing.ArrayLike | None = None,
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  q: float = 0.7,
+  k: float = 0.5,
+  class_weights: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   r"""Truncated Lq loss (TCE in the ABSGD paper; Zhang & Sabuncu, 2018).
 
@@ -759,8 +773,9 @@ def truncated_generalized_cross_entropy(
     >>> truncated_generalized_cross_entropy(logits, labels).tolist()  # (1 - 0.5**0.7) / 0.7
     [0.1601, 0.5492]
   """
-  logits, labels, class_weights = _prepare(logits, labels, class_weights,
-                                           "truncated_generalized_cross_entropy")
+  logits, labels, class_weights = _prepare(
+    logits, labels, class_weights, "truncated_generalized_cross_entropy"
+  )
   q = _check_number("q", q, 0.0, 1.0, lo_open=True)
   k = _check_number("k", k, 0.0, 1.0, hi_open=True)
   log_k = math.log(k) if k > 0.0 else -math.inf

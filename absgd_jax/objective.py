@@ -41,8 +41,9 @@ def dro_objective(losses: jax.Array, lam: float | jax.Array) -> jax.Array:
   """
   losses = jnp.asarray(losses)
   if losses.ndim != 1 or losses.shape[0] == 0:
-    raise ValueError(f"dro_objective expects a non-empty 1-D array of losses; got shape "
-                     f"{losses.shape}.")
+    raise ValueError(
+      f"dro_objective expects a non-empty 1-D array of losses; got shape {losses.shape}."
+    )
   losses = losses.astype(jnp.float32)
   if not isinstance(lam, jax.Array):
     lam = float(lam)

@@ -57,13 +57,13 @@ MOMENTUM_FORMS: tuple[MomentumForm, ...] = get_args(MomentumForm)  # the type, a
 
 
 def absgd(
-    learning_rate: ScalarOrSchedule,
-    momentum: float = 0.9,
-    weight_decay: float = 0.0,
-    nesterov: bool = False,
-    *,
-    momentum_form: MomentumForm = "pytorch",
-    weight_decay_mask: Any = None,
+  learning_rate: ScalarOrSchedule,
+  momentum: float = 0.9,
+  weight_decay: float = 0.0,
+  nesterov: bool = False,
+  *,
+  momentum_form: MomentumForm = "pytorch",
+  weight_decay_mask: Any = None,
 ) -> optax.GradientTransformation:
   r"""Momentum SGD with an L2 term: the paper's Eq. (2).
 
@@ -142,8 +142,9 @@ class ScaleByAdamNoBiasCorrectionState(NamedTuple):
   nu: optax.Updates  # Second moment u_t, like the params.
 
 
-def _scale_by_adam_without_bias_correction(b1: float, b2: float,
-                                           eps: float) -> optax.GradientTransformation:
+def _scale_by_adam_without_bias_correction(
+  b1: float, b2: float, eps: float
+) -> optax.GradientTransformation:
   # optax.scale_by_adam always bias-corrects; Eq. (9) as printed does not.
   def init_fn(params):
     zeros = optax.tree_utils.tree_zeros_like(params)
@@ -160,14 +161,14 @@ def _scale_by_adam_without_bias_correction(b1: float, b2: float,
 
 
 def abadam(
-    learning_rate: ScalarOrSchedule,
-    b1: float = 0.9,
-    b2: float = 0.999,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    bias_correction: bool = True,
-    *,
-    weight_decay_mask: Any = None,
+  learning_rate: ScalarOrSchedule,
+  b1: float = 0.9,
+  b2: float = 0.999,
+  eps: float = 1e-8,
+  weight_decay: float = 0.0,
+  bias_correction: bool = True,
+  *,
+  weight_decay_mask: Any = None,
 ) -> optax.GradientTransformation:
   r"""Adam for ABSGD's weighted gradient, as in the paper's Eq. (9).
 
@@ -220,7 +221,7 @@ def abadam(
   else:
     scale = _scale_by_adam_without_bias_correction(b1, b2, eps)
   return optax.chain(
-      scale,
-      optax.add_decayed_weights(weight_decay, weight_decay_mask),
-      optax.scale_by_learning_rate(learning_rate),
+    scale,
+    optax.add_decayed_weights(weight_decay, weight_decay_mask),
+    optax.scale_by_learning_rate(learning_rate),
   )

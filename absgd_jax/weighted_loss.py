@@ -30,40 +30,47 @@ def _check_kinds(losses, state, weigher) -> None:
   """Refuses arguments of the wrong kind, naming which argument is which."""
   for i, arg in ((1, losses), (2, state)):
     if isinstance(arg, WeightTransform):
-      which = "the per-sample losses [B]" if i == 1 else (
-          "the weigher's state (weigher.init(), or the state the last step returned)")
+      which = (
+        "the per-sample losses [B]"
+        if i == 1
+        else ("the weigher's state (weigher.init(), or the state the last step returned)")
+      )
       raise TypeError(
-          f"{_SIGNATURE}: the {('first', 'second')[i - 1]} argument must be {which}; got "
-          f"{_describe(arg)}. Did you swap the arguments? The weigher comes third.")
+        f"{_SIGNATURE}: the {('first', 'second')[i - 1]} argument must be {which}; got "
+        f"{_describe(arg)}. Did you swap the arguments? The weigher comes third."
+      )
   if isinstance(losses, _STATES):
     raise TypeError(
-        f"{_SIGNATURE}: the first argument must be the per-sample losses [B]; got "
-        f"{_describe(losses)}. The state comes second.")
+      f"{_SIGNATURE}: the first argument must be the per-sample losses [B]; got "
+      f"{_describe(losses)}. The state comes second."
+    )
   # A dict with a known state's keys (KlAbsgdWeightsState's saved before it kept its sign
   # lack "sign"); any other dict may be a custom weigher's own state.
   kind = isinstance(state, Mapping) and next(
-      (cls for cls in _STATES if set(cls._fields) - {"sign"} <= set(state) <= set(cls._fields)),
-      None)
+    (cls for cls in _STATES if set(cls._fields) - {"sign"} <= set(state) <= set(cls._fields)), None
+  )
   if kind:
     raise TypeError(
-        f"{_SIGNATURE}: the second argument (the weigher's state) is a dict, which is what "
-        f"orbax gives back for a state restored without a target: restore it with "
-        f"absgd_jax.{kind.__name__}.from_dict(...), or pass orbax the target "
-        f"{{..., 'w_state': weigher.init()}}.")
+      f"{_SIGNATURE}: the second argument (the weigher's state) is a dict, which is what "
+      f"orbax gives back for a state restored without a target: restore it with "
+      f"absgd_jax.{kind.__name__}.from_dict(...), or pass orbax the target "
+      f"{{..., 'w_state': weigher.init()}}."
+    )
   if not callable(getattr(weigher, "update", None)):
     hint = " Did you swap the state and the weigher?" if isinstance(weigher, _STATES) else ""
     raise TypeError(
-        f"{_SIGNATURE}: the third argument must be the weigher (from absgd_jax.absgd_weights "
-        f"or kl_absgd_weights); got {_describe(weigher)}.{hint}")
+      f"{_SIGNATURE}: the third argument must be the weigher (from absgd_jax.absgd_weights "
+      f"or kl_absgd_weights); got {_describe(weigher)}.{hint}"
+    )
 
 
 def weighted_mean(
-    losses: jax.Array,
-    state: AbsgdWeightsState | KlAbsgdWeightsState,
-    weigher: WeightTransform,
-    where: jax.Array | None = None,
-    *,
-    mask: jax.Array | None = None,
+  losses: jax.Array,
+  state: AbsgdWeightsState | KlAbsgdWeightsState,
+  weigher: WeightTransform,
+  where: jax.Array | None = None,
+  *,
+  mask: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[AbsgdWeightsState | KlAbsgdWeightsState, jax.Array]]:
   r"""ABSGD's loss :math:`\frac{1}{n}\sum_i w_i L_i` over the ``n`` valid samples of a batch.
 
@@ -118,16 +125,19 @@ def weighted_mean(
   _check_kinds(losses, state, weigher)
   if mask is not None:
     if where is not None:
-      raise ValueError("weighted_mean got both where= and mask=; they are one argument "
-                       "(mask= is an alias of where=). Pass only where=.")
+      raise ValueError(
+        "weighted_mean got both where= and mask=; they are one argument "
+        "(mask= is an alias of where=). Pass only where=."
+      )
     where = mask
   losses = jnp.asarray(losses)
   if where is not None:
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:
       raise ValueError(
-          f"where (the mask of real samples) must be boolean; got dtype {where.dtype}. A float "
-          "mask is not a weight: pass `where=mask > 0` for a 0/1 mask, or multiply the losses.")
+        f"where (the mask of real samples) must be boolean; got dtype {where.dtype}. A float "
+        "mask is not a weight: pass `where=mask > 0` for a 0/1 mask, or multiply the losses."
+      )
   weights, new_state = weigher.update(losses, state, mask=where)
   axis_name = getattr(weigher, "axis_name", None)
   if where is None:

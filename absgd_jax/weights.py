@@ -97,8 +97,9 @@ def _state_from_dict(cls, tree, dtypes: dict):
   extra = [k for k in tree if k not in cls._fields]
   if missing or extra:
     raise ValueError(
-        f"not {article} {name}: missing keys {missing}, unexpected keys {extra} (the state has "
-        f"{list(cls._fields)}). Restore the right sub-tree of the checkpoint.")
+      f"not {article} {name}: missing keys {missing}, unexpected keys {extra} (the state has "
+      f"{list(cls._fields)}). Restore the right sub-tree of the checkpoint."
+    )
   return cls(**{k: jnp.asarray(tree[k], dtypes[k]) for k in cls._fields})
 
 
@@ -135,8 +136,12 @@ def _concrete_float(x) -> float | None:
   """``x`` as a Python float, or None when it is traced (its value is not known yet)."""
   try:
     return float(x)
-  except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
-          jax.errors.TracerIntegerConversionError, jax.errors.TracerBoolConversionError):
+  except (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerIntegerConversionError,
+    jax.errors.TracerBoolConversionError,
+  ):
     return None
 
 
@@ -145,8 +150,8 @@ def _check_lam_value(lam: float, what: str = "lam") -> float:
   # Checked as the float32 it is computed in: 1e-46 would round to 0 there.
   if math.isnan(lam) or float(np.float32(lam)) == 0.0:
     raise ValueError(
-        f"{what} must be a nonzero number (lam > 0 for imbalance, lam < 0 for label noise, "
-        f"+-inf for plain ERM) representable in float32; got {lam}."
+      f"{what} must be a nonzero number (lam > 0 for imbalance, lam < 0 for label noise, "
+      f"+-inf for plain ERM) representable in float32; got {lam}."
     )
   return lam
 
@@ -161,8 +166,11 @@ def _lam_fn(lam: float | jax.Array | LamSchedule, num_steps: int | None) -> LamS
       steps = jnp.arange(int(num_steps), dtype=jnp.int32)
       try:
         values = jax.vmap(lam)(steps)
-      except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
-              jax.errors.TracerIntegerConversionError):
+      except (
+        jax.errors.ConcretizationTypeError,
+        jax.errors.TracerBoolConversionError,
+        jax.errors.TracerIntegerConversionError,
+      ):
         # A schedule with Python control flow on the count: one call per step instead.
         values = jnp.stack([jnp.asarray(lam(t), jnp.float32) for t in steps])
       values = np.asarray(values, np.float32) if _concrete_float(values[0]) is not None else None
@@ -170,17 +178,20 @@ def _lam_fn(lam: float | jax.Array | LamSchedule, num_steps: int | None) -> LamS
         bad = np.flatnonzero(np.isnan(values) | (values == 0))
         if bad.size:
           raise ValueError(
-              f"the lam schedule is {values[bad[0]]} at step {bad[0]} (of {num_steps}); lam must "
-              "be nonzero and not NaN at every step. Give that stage a nonzero lam, or +-inf "
-              "for plain (unweighted) ERM.")
+            f"the lam schedule is {values[bad[0]]} at step {bad[0]} (of {num_steps}); lam must "
+            "be nonzero and not NaN at every step. Give that stage a nonzero lam, or +-inf "
+            "for plain (unweighted) ERM."
+          )
     first = _concrete_float(lam(jnp.zeros([], jnp.int32)))
     if first is not None:
       _check_lam_value(first, "lam schedule's value at step 0")
     return lam
   if isinstance(lam, (jax.Array, np.ndarray)):
     if jnp.shape(lam) != ():
-      raise ValueError(f"lam must be a scalar; got an array of shape {jnp.shape(lam)}. To sweep "
-                       "several lam values, jax.vmap over them.")
+      raise ValueError(
+        f"lam must be a scalar; got an array of shape {jnp.shape(lam)}. To sweep "
+        "several lam values, jax.vmap over them."
+      )
     value = _concrete_float(lam)
     if value is None:  # Traced (under vmap or jit): a value of the program, checked nowhere.
       traced = jnp.asarray(lam, jnp.float32)
@@ -194,12 +205,13 @@ def _refuse_init_args(name: str, args: tuple, kwargs: dict) -> None:
   if args or kwargs:
     # optax.chain / optax.MultiSteps call init(params): name the mix-up, not the signature.
     raise TypeError(
-        f"{name}(...).init() takes no arguments: the weigher is not an optax "
-        "GradientTransformation and does not go in optax.chain or optax.MultiSteps (a "
-        "transform sees only the averaged gradient, too late to weight each sample). Weight "
-        "the loss instead: `loss, (w_state, w) = absgd_jax.weighted_mean(losses, w_state, "
-        "weigher)` inside the function you differentiate, and give the optimizer alone "
-        "(absgd_jax.absgd / abadam, or any optax one) to optax.")
+      f"{name}(...).init() takes no arguments: the weigher is not an optax "
+      "GradientTransformation and does not go in optax.chain or optax.MultiSteps (a "
+      "transform sees only the averaged gradient, too late to weight each sample). Weight "
+      "the loss instead: `loss, (w_state, w) = absgd_jax.weighted_mean(losses, w_state, "
+      "weigher)` inside the function you differentiate, and give the optimizer alone "
+      "(absgd_jax.absgd / abadam, or any optax one) to optax."
+    )
 
 
 def _describe(x) -> str:
@@ -226,20 +238,23 @@ def _check_state(name: str, state, cls) -> None:
     return
   if isinstance(state, WeightTransform):
     raise TypeError(
-        f"{name}(...).update(losses, state): the state argument is {_describe(state)}; pass "
-        f"the weigher's state instead (weigher.init(), or the state the last update "
-        f"returned). Did you swap the weigher and its state?")
+      f"{name}(...).update(losses, state): the state argument is {_describe(state)}; pass "
+      f"the weigher's state instead (weigher.init(), or the state the last update "
+      f"returned). Did you swap the weigher and its state?"
+    )
   kind = type(state)
   if kind.__name__.endswith("WeightsState") and kind.__module__.startswith("absgd_jax"):
     raise TypeError(
-        f"{name}(...).update got {_describe(state)}, the state of another weigher; pass the "
-        f"state this weigher's init() returned (a {cls.__name__}).")
+      f"{name}(...).update got {_describe(state)}, the state of another weigher; pass the "
+      f"state this weigher's init() returned (a {cls.__name__})."
+    )
   if isinstance(state, Mapping):
     raise TypeError(
-        f"{name}(...).update got a dict as its state, which is what orbax gives back for a "
-        f"{cls.__name__} restored without a target: restore it with "
-        f"absgd_jax.{cls.__name__}.from_dict(...) (or pass orbax the target "
-        f"{{..., 'w_state': weigher.init()}}). Got keys {sorted(state)}.")
+      f"{name}(...).update got a dict as its state, which is what orbax gives back for a "
+      f"{cls.__name__} restored without a target: restore it with "
+      f"absgd_jax.{cls.__name__}.from_dict(...) (or pass orbax the target "
+      f"{{..., 'w_state': weigher.init()}}). Got keys {sorted(state)}."
+    )
 
 
 def _check_losses_and_mask(name: str, losses, mask):
@@ -247,8 +262,9 @@ def _check_losses_and_mask(name: str, losses, mask):
   losses = jnp.asarray(losses)
   if losses.ndim != 1:
     raise ValueError(
-        f"{name} expects a 1-D vector of per-sample losses of shape [batch]; got shape "
-        f"{losses.shape}. Reduce the other axes (e.g. mean over tokens) before weighting.")
+      f"{name} expects a 1-D vector of per-sample losses of shape [batch]; got shape "
+      f"{losses.shape}. Reduce the other axes (e.g. mean over tokens) before weighting."
+    )
   if losses.shape[0] == 0:
     raise ValueError(f"{name} got an empty batch (losses of shape (0,)).")
   if not jnp.issubdtype(losses.dtype, jnp.floating):
@@ -260,18 +276,19 @@ def _check_losses_and_mask(name: str, losses, mask):
     if mask.dtype != jnp.bool_:
       # A float mask of 0.5 would silently count as True: a mask marks, it does not weigh.
       raise ValueError(
-          f"mask must be boolean (True for a real sample, False for padding); got dtype "
-          f"{mask.dtype}. Pass `mask > 0` for a 0/1 mask; to weigh samples, scale the losses.")
+        f"mask must be boolean (True for a real sample, False for padding); got dtype "
+        f"{mask.dtype}. Pass `mask > 0` for a 0/1 mask; to weigh samples, scale the losses."
+      )
   return losses, mask
 
 
 def absgd_weights(
-    lam: float | jax.Array | LamSchedule,
-    gamma: float = 0.9,
-    *,
-    s0: float | None = None,
-    axis_name: AxisName | None = None,
-    num_steps: int | None = None,
+  lam: float | jax.Array | LamSchedule,
+  gamma: float = 0.9,
+  *,
+  s0: float | None = None,
+  axis_name: AxisName | None = None,
+  num_steps: int | None = None,
 ) -> WeightTransform:
   r"""ABSGD's attentional weights for a mini-batch of per-sample losses.
 
@@ -362,15 +379,15 @@ def absgd_weights(
     _refuse_init_args("absgd_weights", args, kwargs)
     lam0 = jnp.asarray(lam_fn(jnp.zeros([], jnp.int32)), jnp.float32)
     return AbsgdWeightsState(
-        count=jnp.zeros([], jnp.int32),
-        log_s=jnp.asarray(0.0 if s0 is None else math.log(s0) if s0 > 0 else -math.inf,
-                          jnp.float32),
-        lam=lam0,
-        has_s=jnp.asarray(s0 is not None),
+      count=jnp.zeros([], jnp.int32),
+      log_s=jnp.asarray(0.0 if s0 is None else math.log(s0) if s0 > 0 else -math.inf, jnp.float32),
+      lam=lam0,
+      has_s=jnp.asarray(s0 is not None),
     )
 
-  def update_fn(losses: jax.Array, state: AbsgdWeightsState, *,
-                mask: jax.Array | None = None) -> tuple[jax.Array, AbsgdWeightsState]:
+  def update_fn(
+    losses: jax.Array, state: AbsgdWeightsState, *, mask: jax.Array | None = None
+  ) -> tuple[jax.Array, AbsgdWeightsState]:
     _check_state("absgd_weights", state, AbsgdWeightsState)
     losses, mask = _check_losses_and_mask("absgd_weights", losses, mask)
 
@@ -378,8 +395,9 @@ def absgd_weights(
     lam_now = _concrete_float(lam_t)  # known outside jit only
     if lam_now is not None and (math.isnan(lam_now) or lam_now == 0.0):
       raise ValueError(
-          f"lam is {lam_now} at update {int(state.count)}; lam must be nonzero and not NaN. "
-          "Give that stage of the schedule a nonzero lam, or +-inf for plain (unweighted) ERM.")
+        f"lam is {lam_now} at update {int(state.count)}; lam must be nonzero and not NaN. "
+        "Give that stage of the schedule a nonzero lam, or +-inf for plain (unweighted) ERM."
+      )
     losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
     valid = jnp.isfinite(losses)
     if mask is not None:
@@ -404,10 +422,10 @@ def absgd_weights(
     weights = jnp.where(erm, 1.0, jnp.exp((z - shift) - log_s_rel))
     weights = jax.lax.stop_gradient(jnp.where(valid, weights, 0.0))
     new_state = AbsgdWeightsState(
-        count=optax.safe_int32_increment(state.count),
-        log_s=log_s_new,
-        lam=jnp.where(any_valid, lam_t, state.lam),
-        has_s=state.has_s | any_valid,
+      count=optax.safe_int32_increment(state.count),
+      log_s=log_s_new,
+      lam=jnp.where(any_valid, lam_t, state.lam),
+      has_s=state.has_s | any_valid,
     )
     return weights, new_state
 

@@ -50,7 +50,8 @@ def _median_rate(run, n_images: int, repeats: int) -> tuple[float, list[float]]:
 
 def bench_augment(batch_size: int, steps: int, repeats: int) -> dict:
   images = jnp.asarray(
-      np.random.default_rng(0).integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8))
+    np.random.default_rng(0).integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8)
+  )
   base = jax.random.key(0)
   augment = jax.jit(lambda step, x: data.augment_cifar(jax.random.fold_in(base, step), x))
 
@@ -61,8 +62,13 @@ def bench_augment(batch_size: int, steps: int, repeats: int) -> dict:
     out.block_until_ready()
 
   rate, secs = _median_rate(run, steps * batch_size, repeats)
-  return {"name": "augment", "images_per_s": rate, "batch_size": batch_size, "steps": steps,
-          "seconds": secs}
+  return {
+    "name": "augment",
+    "images_per_s": rate,
+    "batch_size": batch_size,
+    "steps": steps,
+    "seconds": secs,
+  }
 
 
 def bench_pipeline(images: np.ndarray, batch_size: int, steps: int, repeats: int) -> dict:
@@ -79,8 +85,14 @@ def bench_pipeline(images: np.ndarray, batch_size: int, steps: int, repeats: int
     out.block_until_ready()
 
   rate, secs = _median_rate(run, steps * batch_size, repeats)
-  return {"name": "pipeline", "images_per_s": rate, "batch_size": batch_size, "steps": steps,
-          "num_images": len(images), "seconds": secs}
+  return {
+    "name": "pipeline",
+    "images_per_s": rate,
+    "batch_size": batch_size,
+    "steps": steps,
+    "num_images": len(images),
+    "seconds": secs,
+  }
 
 
 def bench_decode(zip_path: Path) -> tuple[dict, np.ndarray]:
@@ -92,11 +104,15 @@ def bench_decode(zip_path: Path) -> tuple[dict, np.ndarray]:
     hit = data.load_image_folder(zip_path, cache_dir=cache)
     hit_s = time.perf_counter() - t0
     assert hit.meta["cache_hit"] and np.array_equal(hit.images, first.images)
-  result = {"name": "decode", "zip": str(zip_path), "num_images": len(first),
-            "decode_seconds": first.meta["decode_seconds"],
-            "first_load_seconds": miss_s,  # Hash + list + decode + cache write.
-            "cache_hit_seconds": hit_s,
-            "decode_images_per_s": len(first) / first.meta["decode_seconds"]}
+  result = {
+    "name": "decode",
+    "zip": str(zip_path),
+    "num_images": len(first),
+    "decode_seconds": first.meta["decode_seconds"],
+    "first_load_seconds": miss_s,  # Hash + list + decode + cache write.
+    "cache_hit_seconds": hit_s,
+    "decode_images_per_s": len(first) / first.meta["decode_seconds"],
+  }
   return result, first.images
 
 
@@ -110,11 +126,16 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--json", type=Path, default=None, help="write the results here")
   args = parser.parse_args(argv)
 
-  env = {"python": platform.python_version(), "jax": jax.__version__,
-         "device": str(jax.devices()[0]), "cpu_count": os.cpu_count(),
-         "machine": platform.machine(), "processor": platform.processor(),
-         # Other work on the machine slows every figure; record how busy it was.
-         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+  env = {
+    "python": platform.python_version(),
+    "jax": jax.__version__,
+    "device": str(jax.devices()[0]),
+    "cpu_count": os.cpu_count(),
+    "machine": platform.machine(),
+    "processor": platform.processor(),
+    # Other work on the machine slows every figure; record how busy it was.
+    "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+  }
   results = [bench_augment(args.batch_size, args.steps, args.repeats)]
   images = None
   if args.decode:
@@ -127,28 +148,39 @@ def main(argv: list[str] | None = None) -> int:
     images = np.random.default_rng(1).integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8)
   results.append(bench_pipeline(images, args.batch_size, args.steps, args.repeats))
 
-  print(f"jax {env['jax']} on {env['device']}, {env['cpu_count']} CPUs; batch "
-        f"{args.batch_size}, median of {args.repeats} runs of {args.steps} batches; "
-        f"load average at start {env['load_average_1min']}")
+  print(
+    f"jax {env['jax']} on {env['device']}, {env['cpu_count']} CPUs; batch "
+    f"{args.batch_size}, median of {args.repeats} runs of {args.steps} batches; "
+    f"load average at start {env['load_average_1min']}"
+  )
   print(f"{'measure':<34}{'value':>14}")
   for r in results:
     if r["name"] == "decode":
-      print(f"{'decode ' + str(r['num_images']) + ' JPEGs (one-time)':<34}"
-            f"{r['decode_seconds']:>12.2f} s")
+      print(
+        f"{'decode ' + str(r['num_images']) + ' JPEGs (one-time)':<34}"
+        f"{r['decode_seconds']:>12.2f} s"
+      )
       print(f"{'  first load (hash+decode+cache)':<34}{r['first_load_seconds']:>12.2f} s")
       print(f"{'  later load (cache hit)':<34}{r['cache_hit_seconds']:>12.2f} s")
     else:
-      label = {"augment": "augment (crop+flip+normalize, jit)",
-               "pipeline": "pipeline (batch+gather+augment)"}[r["name"]]
+      label = {
+        "augment": "augment (crop+flip+normalize, jit)",
+        "pipeline": "pipeline (batch+gather+augment)",
+      }[r["name"]]
       print(f"{label:<34}{r['images_per_s']:>10,.0f} img/s")
   target = min(r["images_per_s"] for r in results if "images_per_s" in r)
-  print(f"target >= 20,000 img/s: {'met' if target >= 20000 else 'NOT met'} "
-        f"(slowest: {target:,.0f} img/s)")
+  print(
+    f"target >= 20,000 img/s: {'met' if target >= 20000 else 'NOT met'} "
+    f"(slowest: {target:,.0f} img/s)"
+  )
   if args.json is not None:
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"env": env, "args": {k: str(v) for k, v in
-                                                          vars(args).items()},
-                                     "results": results}, indent=1))
+    args.json.write_text(
+      json.dumps(
+        {"env": env, "args": {k: str(v) for k, v in vars(args).items()}, "results": results},
+        indent=1,
+      )
+    )
   return 0
 
 

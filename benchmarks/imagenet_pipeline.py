@@ -43,6 +43,7 @@ def make_jpegs(folder: str, n: int, seed: int = 0) -> list[str]:
 
 def per_core(paths: list[str], train: bool) -> float:
   from absgd_jax.data.imagenet_transforms import decode_rgb, random_resized_crop, resize_center_crop
+
   rng = np.random.default_rng(0)
   t0 = time.perf_counter()
   for p in paths:
@@ -55,14 +56,16 @@ def per_core(paths: list[str], train: bool) -> float:
 def streamed(folder: str, n: int, workers: int) -> float:
   from absgd_jax.data import FileDataset
   from absgd_jax.data.streaming import StreamOptions, stream_images
+
   ds = FileDataset(folder, np.array([f"{i:05d}.jpg" for i in range(n)]), np.zeros(n, int), 1)
   b = 64
   rows = [np.arange(i, i + b) for i in range(0, n - b + 1, b)]
   pos = rows
   t0 = time.perf_counter()
   count = 0
-  for batch in stream_images(ds, rows, train=True, seed=0, positions=pos,
-                             options=StreamOptions(workers=workers)):
+  for batch in stream_images(
+    ds, rows, train=True, seed=0, positions=pos, options=StreamOptions(workers=workers)
+  ):
     count += len(batch)
   return count / (time.perf_counter() - t0)
 
@@ -76,12 +79,20 @@ def main(argv=None):
   with tempfile.TemporaryDirectory() as folder:
     paths = make_jpegs(folder, args.images)
     kb = np.mean([os.path.getsize(p) for p in paths]) / 1024
-    out = {"images": args.images, "mean_jpeg_kb": kb, "cpus": os.cpu_count(),
-           "per_core_train": per_core(paths, True), "per_core_test": per_core(paths, False),
-           "streamed": {}}
+    out = {
+      "images": args.images,
+      "mean_jpeg_kb": kb,
+      "cpus": os.cpu_count(),
+      "per_core_train": per_core(paths, True),
+      "per_core_test": per_core(paths, False),
+      "streamed": {},
+    }
     print(f"{args.images} JPEGs of 500x375, {kb:.0f} KB on average")
-    print(f"per core: train {out['per_core_train']:.0f} images/s, "
-          f"test {out['per_core_test']:.0f} images/s", flush=True)
+    print(
+      f"per core: train {out['per_core_train']:.0f} images/s, "
+      f"test {out['per_core_test']:.0f} images/s",
+      flush=True,
+    )
     for w in args.workers:
       out["streamed"][w] = streamed(folder, args.images, w)
       print(f"streamed, {w} grain workers: {out['streamed'][w]:.0f} images/s", flush=True)

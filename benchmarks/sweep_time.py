@@ -45,14 +45,23 @@ LAMS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 0.5, 100.0)  # member i takes LAMS[i % 
 def jax_steps(args, members: list[int]):
   """{name: (run(n), compile_s)} for the single run and each M-member sweep."""
   B, S = args.batch, args.image_size
-  cfg = make_config("cifar10-lt", model=args.model, batch_size=B, stage2_epoch=0,
-                    augment=args.augment, crop_padding=4 if S >= 32 else 2, epochs=200)
+  cfg = make_config(
+    "cifar10-lt",
+    model=args.model,
+    batch_size=B,
+    stage2_epoch=0,
+    augment=args.augment,
+    crop_padding=4 if S >= 32 else 2,
+    epochs=200,
+  )
   spe = 100  # nominal: fixes only where the (unreached) schedule boundaries fall
   model = create_model(cfg.model, 10)
   rng = np.random.default_rng(0)
-  batch = {"images": jnp.asarray(rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8)),
-           "labels": jnp.asarray(rng.integers(0, 10, B).astype(np.int32)),
-           "mask": jnp.ones(B, bool)}
+  batch = {
+    "images": jnp.asarray(rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8)),
+    "labels": jnp.asarray(rng.integers(0, 10, B).astype(np.int32)),
+    "mask": jnp.ones(B, bool),
+  }
   variables = setup.init_variables(cfg, model, np.zeros((1, S, S, 3), np.float32))
   tx, _ = setup.make_optimizer(cfg, spe, variables["params"])
   loss_fn = setup.make_loss_fn(cfg, np.full(10, 500), spe)
@@ -77,15 +86,25 @@ def jax_steps(args, members: list[int]):
 
     out[name] = (run, compile_s)
 
-  single = jax.jit(make_train_step(model, tx, loss_fn, one_weigher, preprocess, num_classes=10),
-                   donate_argnums=0)
+  single = jax.jit(
+    make_train_step(model, tx, loss_fn, one_weigher, preprocess, num_classes=10), donate_argnums=0
+  )
   timed("jax_1_run", single, jax.tree.map(jnp.copy, state0))
   for mode in args.modes.split(","):
     for M in members:
       lams = jnp.asarray([LAMS[i % 8] * (1 + i // 8) for i in range(M)], jnp.float32)
-      step = jax.jit(make_sweep_step(model, tx, loss_fn,
-                                     lambda h: swept_absgd(h["lam"], (cfg.gamma,)), preprocess,
-                                     num_classes=10, mode=mode), donate_argnums=0)
+      step = jax.jit(
+        make_sweep_step(
+          model,
+          tx,
+          loss_fn,
+          lambda h: swept_absgd(h["lam"], (cfg.gamma,)),
+          preprocess,
+          num_classes=10,
+          mode=mode,
+        ),
+        donate_argnums=0,
+      )
       states = jax.tree.map(lambda x: jnp.broadcast_to(x, (M, *jnp.shape(x))), state0)
       timed(f"jax_{mode}_{M}", step, states, {"lam": lams})
   return out
@@ -94,6 +113,7 @@ def jax_steps(args, members: list[int]):
 def torch_step(args):
   """(run(n), compile_s, info) for one ResNet-32 ABSGD step in PyTorch with torch.compile."""
   import torch
+
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   from vs_pytorch import torch_resnet32  # the same network as benchmarks/vs_pytorch.py
 
@@ -103,8 +123,11 @@ def torch_step(args):
   net = torch_resnet32(torch).to(dev).to(memory_format=torch.channels_last)
   opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
   rng = np.random.default_rng(0)
-  x = torch.from_numpy(rng.normal(size=(B, 3, S, S)).astype(np.float32)).to(dev).to(
-      memory_format=torch.channels_last)
+  x = (
+    torch.from_numpy(rng.normal(size=(B, 3, S, S)).astype(np.float32))
+    .to(dev)
+    .to(memory_format=torch.channels_last)
+  )
   y = torch.from_numpy(rng.integers(0, 10, B)).long().to(dev)
   lam, gamma = 5.0, 0.9
   u = torch.ones((), device=dev)
@@ -156,8 +179,11 @@ def main(argv=None):
   ap.add_argument("--image-size", type=int, default=32)
   ap.add_argument("--batch", type=int, default=128)
   ap.add_argument("--members", default="1,2,4,8", help="comma-separated sweep sizes M")
-  ap.add_argument("--modes", default="vmap",
-                  help="comma-separated: vmap (members vectorised), map (one after another)")
+  ap.add_argument(
+    "--modes",
+    default="vmap",
+    help="comma-separated: vmap (members vectorised), map (one after another)",
+  )
   ap.add_argument("--steps", type=int, default=20, help="steps per timed round")
   ap.add_argument("--rounds", type=int, default=7)
   ap.add_argument("--augment", action="store_true", help="the kit's crop + flip (JAX side)")
@@ -178,33 +204,52 @@ def main(argv=None):
   times = {k: [] for k in runners}
   order = list(runners)
   for r in range(args.rounds):
-    for k in (order if r % 2 == 0 else order[::-1]):
+    for k in order if r % 2 == 0 else order[::-1]:
       t0 = time.perf_counter()
       runners[k][0](args.steps)
       times[k].append((time.perf_counter() - t0) / args.steps)
   one = statistics.median(times["jax_1_run"])
-  result = {k: {"median_step_s": statistics.median(v), "compile_s": runners[k][1],
-                "step_s": v} for k, v in times.items()}
+  result = {
+    k: {"median_step_s": statistics.median(v), "compile_s": runners[k][1], "step_s": v}
+    for k, v in times.items()
+  }
   for k in result:
     if k.startswith(("jax_vmap_", "jax_map_")):
       result[k]["ratio_to_1_run"] = result[k]["median_step_s"] / one
       # Per round (the runners take turns within a round): steadier on a shared machine.
       result[k]["ratio_per_round_median"] = statistics.median(
-          a / b for a, b in zip(times[k], times["jax_1_run"]))
-  result["info"] = {"jax": jax.__version__, "jax_device": jax.devices()[0].device_kind,
-                    "backend": jax.default_backend(), "python": platform.python_version(),
-                    "torch": torch_info, "model": args.model, "image_size": args.image_size,
-                    "batch": args.batch, "augment": args.augment, "steps": args.steps,
-                    "rounds": args.rounds, "modes": args.modes,
-                    "xla_flags": os.environ.get("XLA_FLAGS", "")}
-  print(f"{args.model} {args.image_size}px batch {args.batch} on "
-        f"{result['info']['jax_device']} ({jax.default_backend()})")
+        a / b for a, b in zip(times[k], times["jax_1_run"])
+      )
+  result["info"] = {
+    "jax": jax.__version__,
+    "jax_device": jax.devices()[0].device_kind,
+    "backend": jax.default_backend(),
+    "python": platform.python_version(),
+    "torch": torch_info,
+    "model": args.model,
+    "image_size": args.image_size,
+    "batch": args.batch,
+    "augment": args.augment,
+    "steps": args.steps,
+    "rounds": args.rounds,
+    "modes": args.modes,
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
+  print(
+    f"{args.model} {args.image_size}px batch {args.batch} on "
+    f"{result['info']['jax_device']} ({jax.default_backend()})"
+  )
   for k in runners:
     ratio = result[k].get("ratio_to_1_run")
-    print(f"{k:22} {result[k]['median_step_s'] * 1e3:9.2f} ms/step  compile "
-          f"{result[k]['compile_s']:6.1f}s" + (
-              f"  sweep / 1 run = {ratio:.2f} (per round: "
-              f"{result[k]['ratio_per_round_median']:.2f})" if ratio else ""))
+    print(
+      f"{k:22} {result[k]['median_step_s'] * 1e3:9.2f} ms/step  compile "
+      f"{result[k]['compile_s']:6.1f}s"
+      + (
+        f"  sweep / 1 run = {ratio:.2f} (per round: {result[k]['ratio_per_round_median']:.2f})"
+        if ratio
+        else ""
+      )
+    )
   print(f"PyTorch: {torch_info}")
   if args.json:
     with open(args.json, "w") as f:

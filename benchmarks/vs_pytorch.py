@@ -115,8 +115,13 @@ def main(argv=None):
     torch.backends.cudnn.benchmark = True
     net = torch_resnet32(torch).to(dev).to(memory_format=torch.channels_last)
     topt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=2e-4)
-    xt = torch.from_numpy(x_np).permute(0, 3, 1, 2).contiguous().to(dev).to(
-        memory_format=torch.channels_last)
+    xt = (
+      torch.from_numpy(x_np)
+      .permute(0, 3, 1, 2)
+      .contiguous()
+      .to(dev)
+      .to(memory_format=torch.channels_last)
+    )
     yt = torch.from_numpy(y_np).long().to(dev)
     u = torch.zeros((), device=dev)
 
@@ -141,22 +146,33 @@ def main(argv=None):
   times = {k: [] for k in runners}
   order = list(runners)
   for i in range(args.rounds):
-    for k in (order if i % 2 == 0 else order[::-1]):
+    for k in order if i % 2 == 0 else order[::-1]:
       t0 = time.perf_counter()
       runners[k](args.steps)
       times[k].append((time.perf_counter() - t0) / args.steps)
-  result = {k: {"median_step_s": statistics.median(v), "images_per_s": B / statistics.median(v)}
-            for k, v in times.items()}
+  result = {
+    k: {"median_step_s": statistics.median(v), "images_per_s": B / statistics.median(v)}
+    for k, v in times.items()
+  }
   result["absgd_jax"]["compile_s"] = jax_compile_s
-  result["info"] = {"jax": jax.__version__, "jax_device": str(jax.devices()[0].device_kind),
-                    "torch": torch_info, "batch": B, "rounds": args.rounds,
-                    "steps": args.steps}
+  result["info"] = {
+    "jax": jax.__version__,
+    "jax_device": str(jax.devices()[0].device_kind),
+    "torch": torch_info,
+    "batch": B,
+    "rounds": args.rounds,
+    "steps": args.steps,
+  }
   for k, v in times.items():
-    print(f"{k:10} {result[k]['median_step_s'] * 1e3:9.2f} ms/step "
-          f"{result[k]['images_per_s']:9.0f} images/s")
+    print(
+      f"{k:10} {result[k]['median_step_s'] * 1e3:9.2f} ms/step "
+      f"{result[k]['images_per_s']:9.0f} images/s"
+    )
   if "pytorch" in result:
-    print(f"absgd_jax / pytorch throughput: "
-          f"{result['absgd_jax']['images_per_s'] / result['pytorch']['images_per_s']:.2f}x")
+    print(
+      f"absgd_jax / pytorch throughput: "
+      f"{result['absgd_jax']['images_per_s'] / result['pytorch']['images_per_s']:.2f}x"
+    )
   else:
     print(f"PyTorch: {torch_info}")
   if args.json:

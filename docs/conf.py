@@ -30,13 +30,13 @@ release = absgd_jax.__version__
 version = release
 
 extensions = [
-    "myst_parser",
-    "sphinx.ext.autodoc",
-    "sphinx.ext.autosummary",
-    "sphinx.ext.napoleon",
-    "sphinx.ext.mathjax",
-    "sphinx.ext.viewcode",
-    "api_names",  # _ext/api_names.py: the docs of module-level values such as PRESETS.
+  "myst_parser",
+  "sphinx.ext.autodoc",
+  "sphinx.ext.autosummary",
+  "sphinx.ext.napoleon",
+  "sphinx.ext.mathjax",
+  "sphinx.ext.viewcode",
+  "api_names",  # _ext/api_names.py: the docs of module-level values such as PRESETS.
 ]
 
 # The docstrings write |lam| for the absolute value of lam; in reStructuredText |x| is a

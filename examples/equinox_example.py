@@ -25,12 +25,12 @@ def make_train_step(weigher: absgd_jax.WeightTransform, opt: optax.GradientTrans
   def train_step(model, opt_state, w_state, x, y, mask):
     def loss_fn(model):
       losses = optax.softmax_cross_entropy_with_integer_labels(jax.vmap(model)(x), y)
-      loss, (w_state_new, weights) = absgd_jax.weighted_mean(losses, w_state, weigher,
-                                                             where=mask)
+      loss, (w_state_new, weights) = absgd_jax.weighted_mean(losses, w_state, weigher, where=mask)
       return loss, (w_state_new, weights, losses)
 
-    (loss, (w_state, weights, losses)), grads = eqx.filter_value_and_grad(
-        loss_fn, has_aux=True)(model)
+    (loss, (w_state, weights, losses)), grads = eqx.filter_value_and_grad(loss_fn, has_aux=True)(
+      model
+    )
     updates, opt_state = opt.update(grads, opt_state, eqx.filter(model, eqx.is_array))
     return eqx.apply_updates(model, updates), opt_state, w_state, (loss, weights, losses)
 
@@ -59,12 +59,15 @@ def main(steps: int = 200, batch_size: int = 64, lam: float = -1.0, seed: int = 
   losses = []
   for step in range(steps):
     idx = rng.choice(len(y), batch_size, replace=False)
-    model, opt_state, w_state, (loss, weights, _) = train_step(model, opt_state, w_state,
-                                                               x[idx], y[idx], mask)
+    model, opt_state, w_state, (loss, weights, _) = train_step(
+      model, opt_state, w_state, x[idx], y[idx], mask
+    )
     losses.append(float(loss))
     if step % 50 == 0 or step == steps - 1:
-      print(f"step {step:3d}  weighted loss {float(loss):.4f}  "
-            f"ess {float(absgd_jax.effective_sample_size(weights)):.1f}/{batch_size}")
+      print(
+        f"step {step:3d}  weighted loss {float(loss):.4f}  "
+        f"ess {float(absgd_jax.effective_sample_size(weights)):.1f}/{batch_size}"
+      )
   pred = np.asarray(jnp.argmax(jax.vmap(model)(x), -1))
   clean_acc = float(np.mean(pred == clean))
   print(f"accuracy against the clean labels: {clean_acc:.3f}")

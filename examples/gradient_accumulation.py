@@ -36,8 +36,11 @@ import absgd_jax
 PerSampleLoss = Callable[[optax.Params, jax.Array, jax.Array], jax.Array]
 
 
-def make_accumulating_step(per_sample_loss: PerSampleLoss, weigher: absgd_jax.WeightTransform,
-                           opt: optax.GradientTransformation):
+def make_accumulating_step(
+  per_sample_loss: PerSampleLoss,
+  weigher: absgd_jax.WeightTransform,
+  opt: optax.GradientTransformation,
+):
   """``step(params, opt_state, w_state, x [k, b, ...], y [k, b], mask [k, b])``.
 
   Returns ``(params, opt_state, w_state, loss, weights [k, b])``: one optimizer update from
@@ -92,12 +95,12 @@ def main(updates: int = 50, k: int = 4, micro_batch: int = 16, seed: int = 0) ->
   for t in range(updates):
     idx = rng.choice(len(y_all), (k, micro_batch), replace=False)
     mask = np.ones((k, micro_batch), bool)
-    params, opt_state, w_state, loss, _ = step(params, opt_state, w_state, x_all[idx],
-                                               y_all[idx], mask)
+    params, opt_state, w_state, loss, _ = step(
+      params, opt_state, w_state, x_all[idx], y_all[idx], mask
+    )
     history.append(float(loss))
     if t % 10 == 0 or t == updates - 1:
-      print(f"update {t:3d}  weighted loss {float(loss):.4f}  weigher count "
-            f"{int(w_state.count)}")
+      print(f"update {t:3d}  weighted loss {float(loss):.4f}  weigher count {int(w_state.count)}")
   pred = np.argmax(x_all @ np.asarray(params["w"]) + np.asarray(params["b"]), -1)
   per_class = [float(np.mean(pred[y_all == c] == c)) for c in range(3)]
   print("per-class accuracy:", [f"{a:.2f}" for a in per_class])

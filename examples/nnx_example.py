@@ -35,8 +35,7 @@ def make_train_step(weigher: absgd_jax.WeightTransform):
   def train_step(model, optimizer, w_state, images, labels, mask):
     def loss_fn(model):
       losses = optax.softmax_cross_entropy_with_integer_labels(model(images), labels)
-      loss, (w_state_new, weights) = absgd_jax.weighted_mean(losses, w_state, weigher,
-                                                             where=mask)
+      loss, (w_state_new, weights) = absgd_jax.weighted_mean(losses, w_state, weigher, where=mask)
       return loss, (w_state_new, weights, losses)
 
     (loss, (w_state, weights, losses)), grads = nnx.value_and_grad(loss_fn, has_aux=True)(model)
@@ -53,7 +52,7 @@ def synthetic_long_tail(seed: int = 0, counts=(80, 16, 4)):
   images = rng.normal(0.0, 0.7, size=(len(labels), 8, 8, 1)).astype(np.float32)
   for i, c in enumerate(labels):
     r, q = divmod(int(c), 2)
-    images[i, 4 * r:4 * r + 4, 4 * q:4 * q + 4] += 1.5
+    images[i, 4 * r : 4 * r + 4, 4 * q : 4 * q + 4] += 1.5
   return images, labels
 
 
@@ -61,7 +60,7 @@ def epoch_batches(n: int, batch_size: int, rng: np.random.Generator):
   """Shuffled index batches of a fixed size; the last one padded, with mask False on padding."""
   order = rng.permutation(n)
   for start in range(0, n, batch_size):
-    idx = order[start:start + batch_size]
+    idx = order[start : start + batch_size]
     mask = np.arange(batch_size) < len(idx)
     yield np.resize(idx, batch_size), mask  # padding repeats real rows; the mask hides them
 
@@ -78,8 +77,9 @@ def main(epochs: int = 5, batch_size: int = 32, lam: float = 2.0, seed: int = 0)
   for epoch in range(epochs):
     epoch_losses = []
     for idx, mask in epoch_batches(len(labels), batch_size, rng):
-      loss, w_state, weights, _ = train_step(model, optimizer, w_state, images[idx],
-                                             labels[idx], mask)
+      loss, w_state, weights, _ = train_step(
+        model, optimizer, w_state, images[idx], labels[idx], mask
+      )
       epoch_losses.append(float(loss))
     history.append(float(np.mean(epoch_losses)))
     print(f"epoch {epoch:2d}  weighted loss {history[-1]:.4f}  log s {float(w_state.log_s):.3f}")

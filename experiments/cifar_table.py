@@ -45,74 +45,110 @@ from experiments.common import mean_std, slug
 
 EXPERIMENT = "cifar_table"
 
-REDUCED = dict(image_size=16, crop_padding=2, model="resnet8", epochs=20, warmup_epochs=1,
-               lr=0.1, batch_size=128, weight_decay=2e-4, eval_every=2, checkpoint=False)
-IMBALANCE_SCHEDULE = dict(lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16,
-                          drw_epoch=16)
+REDUCED = dict(
+  image_size=16,
+  crop_padding=2,
+  model="resnet8",
+  epochs=20,
+  warmup_epochs=1,
+  lr=0.1,
+  batch_size=128,
+  weight_decay=2e-4,
+  eval_every=2,
+  checkpoint=False,
+)
+IMBALANCE_SCHEDULE = dict(
+  lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, drw_epoch=16
+)
 NOISE_SCHEDULE = dict(lr_decay_epochs=(7, 14), lr_decay_factor=0.1, stage2_epoch=0)
 SETTINGS = {
-    "LT rho=100": ("imbalance", dict(preset="cifar10-lt", **IMBALANCE_SCHEDULE)),
-    "ST rho=100": ("imbalance", dict(preset="cifar10-st", n_max=2500, **IMBALANCE_SCHEDULE)),
-    "sym 0.4": ("noise", dict(preset="cifar10-lt", imbalance="none", noise="sym",
-                              noise_rate=0.4, n_max=1000, **NOISE_SCHEDULE)),
+  "LT rho=100": ("imbalance", dict(preset="cifar10-lt", **IMBALANCE_SCHEDULE)),
+  "ST rho=100": ("imbalance", dict(preset="cifar10-st", n_max=2500, **IMBALANCE_SCHEDULE)),
+  "sym 0.4": (
+    "noise",
+    dict(
+      preset="cifar10-lt",
+      imbalance="none",
+      noise="sym",
+      noise_rate=0.4,
+      n_max=1000,
+      **NOISE_SCHEDULE,
+    ),
+  ),
 }
 LDAM = dict(loss="ldam", head="cosine")
 # Row -> (overrides, the sweep family whose chosen value it takes).
 METHODS = {
-    "imbalance": {
-        "SGD (CE)": (dict(method="sgd"), "sgd-ce"),
-        "ABSGD (CE)": (dict(method="absgd"), "absgd-ce"),
-        "SGD (CB-CE, DRW)": (dict(method="sgd", class_weighting="drw"), "sgd-ce"),
-        "ABSGD (CB-CE)": (dict(method="absgd", class_weighting="cb"), "absgd-ce"),
-        "LDAM-DRW": (dict(method="sgd", class_weighting="drw", **LDAM), "sgd-ldam"),
-        "ABSGD (CB-LDAM)": (dict(method="absgd", class_weighting="cb", **LDAM), "absgd-ldam"),
-        # Learning to reweight (Ren et al. 2018, the paper's META family) with SGD's learning
-        # rate and a clean, balanced meta set of 10 images per class carved from the training
-        # set. Three backward passes a step, so it runs last, on LT only.
-        "L2RW (CE)": (dict(method="l2rw"), "sgd-ce"),
-    },
-    "noise": {
-        "SGD (CE)": (dict(method="sgd"), "sgd-sce"),
-        "SGD (SCE)": (dict(method="sgd", loss="sce"), "sgd-sce"),
-        "ABSGD (SCE)": (dict(method="absgd", loss="sce"), "absgd-sce"),
-    },
+  "imbalance": {
+    "SGD (CE)": (dict(method="sgd"), "sgd-ce"),
+    "ABSGD (CE)": (dict(method="absgd"), "absgd-ce"),
+    "SGD (CB-CE, DRW)": (dict(method="sgd", class_weighting="drw"), "sgd-ce"),
+    "ABSGD (CB-CE)": (dict(method="absgd", class_weighting="cb"), "absgd-ce"),
+    "LDAM-DRW": (dict(method="sgd", class_weighting="drw", **LDAM), "sgd-ldam"),
+    "ABSGD (CB-LDAM)": (dict(method="absgd", class_weighting="cb", **LDAM), "absgd-ldam"),
+    # Learning to reweight (Ren et al. 2018, the paper's META family) with SGD's learning
+    # rate and a clean, balanced meta set of 10 images per class carved from the training
+    # set. Three backward passes a step, so it runs last, on LT only.
+    "L2RW (CE)": (dict(method="l2rw"), "sgd-ce"),
+  },
+  "noise": {
+    "SGD (CE)": (dict(method="sgd"), "sgd-sce"),
+    "SGD (SCE)": (dict(method="sgd", loss="sce"), "sgd-sce"),
+    "ABSGD (SCE)": (dict(method="absgd", loss="sce"), "absgd-sce"),
+  },
 }
 LAST = {"L2RW (CE)": ("LT rho=100",)}  # Rows that run after all others, on these settings.
 # Family -> (the setting it is tuned on, its overrides, the swept field, the grid). LDAM's
 # logits carry a scale of 30, so its losses, and the lam that suits them, are far larger.
 SWEEP = {
-    "sgd-ce": ("LT rho=100", dict(method="sgd"), "lr", (0.05, 0.1, 0.2)),
-    "absgd-ce": ("LT rho=100", dict(method="absgd"), "lam", (2.0, 5.0, 10.0)),
-    "sgd-ldam": ("LT rho=100", dict(method="sgd", class_weighting="drw", **LDAM), "lr",
-                 (0.05, 0.1)),
-    "absgd-ldam": ("LT rho=100", dict(method="absgd", class_weighting="cb", **LDAM), "lam",
-                   (30.0, 100.0)),
-    # lam in {-0.5, -1, -2} (the paper's range) all collapsed to one class on the validation
-    # split, so both noise grids were widened by two points each, alike.
-    "sgd-sce": ("sym 0.4", dict(method="sgd", loss="sce"), "lr", (0.03, 0.05, 0.1, 0.2, 0.3)),
-    "absgd-sce": ("sym 0.4", dict(method="absgd", loss="sce"), "lam",
-                  (-0.5, -1.0, -2.0, -5.0, -10.0)),
+  "sgd-ce": ("LT rho=100", dict(method="sgd"), "lr", (0.05, 0.1, 0.2)),
+  "absgd-ce": ("LT rho=100", dict(method="absgd"), "lam", (2.0, 5.0, 10.0)),
+  "sgd-ldam": ("LT rho=100", dict(method="sgd", class_weighting="drw", **LDAM), "lr", (0.05, 0.1)),
+  "absgd-ldam": (
+    "LT rho=100",
+    dict(method="absgd", class_weighting="cb", **LDAM),
+    "lam",
+    (30.0, 100.0),
+  ),
+  # lam in {-0.5, -1, -2} (the paper's range) all collapsed to one class on the validation
+  # split, so both noise grids were widened by two points each, alike.
+  "sgd-sce": ("sym 0.4", dict(method="sgd", loss="sce"), "lr", (0.03, 0.05, 0.1, 0.2, 0.3)),
+  "absgd-sce": (
+    "sym 0.4",
+    dict(method="absgd", loss="sce"),
+    "lam",
+    (-0.5, -1.0, -2.0, -5.0, -10.0),
+  ),
 }
 # The paper's ResNet-32 / 32 px / 200-epoch figures (Tables 1, 2 and 6), for scale only: the
 # protocol above is smaller, so the absolute numbers are not comparable, the ranking is.
 PAPER = {
-    ("LT rho=100", "SGD (CE)"): 71.75, ("LT rho=100", "ABSGD (CE)"): 72.43,
-    ("LT rho=100", "SGD (CB-CE, DRW)"): 72.37, ("LT rho=100", "ABSGD (CB-CE)"): 79.34,
-    ("LT rho=100", "LDAM-DRW"): 77.03, ("LT rho=100", "ABSGD (CB-LDAM)"): 80.45,
-    ("ST rho=100", "SGD (CE)"): 63.12, ("ST rho=100", "ABSGD (CE)"): 66.24,
-    ("ST rho=100", "SGD (CB-CE, DRW)"): 61.84, ("ST rho=100", "ABSGD (CB-CE)"): 72.93,
-    ("ST rho=100", "LDAM-DRW"): 76.92, ("ST rho=100", "ABSGD (CB-LDAM)"): 78.33,
-    ("sym 0.4", "SGD (CE)"): 85.75, ("sym 0.4", "SGD (SCE)"): 87.83,
-    ("sym 0.4", "ABSGD (SCE)"): 88.65,
+  ("LT rho=100", "SGD (CE)"): 71.75,
+  ("LT rho=100", "ABSGD (CE)"): 72.43,
+  ("LT rho=100", "SGD (CB-CE, DRW)"): 72.37,
+  ("LT rho=100", "ABSGD (CB-CE)"): 79.34,
+  ("LT rho=100", "LDAM-DRW"): 77.03,
+  ("LT rho=100", "ABSGD (CB-LDAM)"): 80.45,
+  ("ST rho=100", "SGD (CE)"): 63.12,
+  ("ST rho=100", "ABSGD (CE)"): 66.24,
+  ("ST rho=100", "SGD (CB-CE, DRW)"): 61.84,
+  ("ST rho=100", "ABSGD (CB-CE)"): 72.93,
+  ("ST rho=100", "LDAM-DRW"): 76.92,
+  ("ST rho=100", "ABSGD (CB-LDAM)"): 78.33,
+  ("sym 0.4", "SGD (CE)"): 85.75,
+  ("sym 0.4", "SGD (SCE)"): 87.83,
+  ("sym 0.4", "ABSGD (SCE)"): 88.65,
 }
 
 
 def _config(setting: str, overrides: dict, data_dir: str, out_dir: str, **kw):
   from absgd_jax.train import make_config
+
   spec = dict(SETTINGS[setting][1])
   preset = spec.pop("preset")
-  return make_config(preset, **{**REDUCED, **spec, **overrides, **kw, "data_dir": data_dir,
-                                "out_dir": out_dir})
+  return make_config(
+    preset, **{**REDUCED, **spec, **overrides, **kw, "data_dir": data_dir, "out_dir": out_dir}
+  )
 
 
 def sweep_key(family: str, field: str, value: float) -> str:
@@ -129,13 +165,25 @@ def sweep(results: str, data_dir: str) -> dict[str, dict]:
     for value in grid:
       name = sweep_key(family, field, value)
       rec = common.train_once(
-          results, name,
-          _config(setting, overrides, data_dir, common.run_dir(results, name),
-                  **{field: value}, val_fraction=0.1, seed=0),
-          dict(part="sweep", family=family, setting=setting, field=field, value=value, seed=0))
+        results,
+        name,
+        _config(
+          setting,
+          overrides,
+          data_dir,
+          common.run_dir(results, name),
+          **{field: value},
+          val_fraction=0.1,
+          seed=0,
+        ),
+        dict(part="sweep", family=family, setting=setting, field=field, value=value, seed=0),
+      )
       if rec is not None:
-        print(f"sweep {family:10} {field}={value:<6}: val balanced "
-              f"{rec['val_balanced_acc']:.4f} ({rec['wall_s']:.0f} s)", flush=True)
+        print(
+          f"sweep {family:10} {field}={value:<6}: val balanced "
+          f"{rec['val_balanced_acc']:.4f} ({rec['wall_s']:.0f} s)",
+          flush=True,
+        )
   chosen = {}
   for family, (setting, overrides, field, grid) in SWEEP.items():
     scores = {}
@@ -149,31 +197,54 @@ def sweep(results: str, data_dir: str) -> dict[str, dict]:
 
 
 def table(results: str, data_dir: str, seeds, chosen: dict[str, dict]) -> None:
-  jobs = [(setting, method) for setting, (group, _) in SETTINGS.items()
-          for method in METHODS[group] if method not in LAST]
+  jobs = [
+    (setting, method)
+    for setting, (group, _) in SETTINGS.items()
+    for method in METHODS[group]
+    if method not in LAST
+  ]
   jobs += [(setting, method) for method, settings in LAST.items() for setting in settings]
   for setting, method in jobs:
     overrides, family = METHODS[SETTINGS[setting][0]][method]
     for seed in seeds:
       name = f"{slug(setting)}__{slug(method)}__seed{seed}"
       rec = common.train_once(
-          results, name,
-          _config(setting, {**overrides, **chosen[family]}, data_dir,
-                  common.run_dir(results, name), seed=seed),
-          dict(part="table", setting=setting, method=method, seed=seed, family=family,
-               chosen=chosen[family]))
+        results,
+        name,
+        _config(
+          setting,
+          {**overrides, **chosen[family]},
+          data_dir,
+          common.run_dir(results, name),
+          seed=seed,
+        ),
+        dict(
+          part="table",
+          setting=setting,
+          method=method,
+          seed=seed,
+          family=family,
+          chosen=chosen[family],
+        ),
+      )
       if rec is None:  # Another worker has it.
         continue
-      print(f"{setting:11} {method:17} seed {seed}: test {rec['test_acc']:.4f} "
-            f"({rec['wall_s']:.0f} s)", flush=True)
+      print(
+        f"{setting:11} {method:17} seed {seed}: test {rec['test_acc']:.4f} ({rec['wall_s']:.0f} s)",
+        flush=True,
+      )
 
 
 def report(results: str) -> str:
   records = common.read_records(results)
   sweep_recs = [r for r in records if r["part"] == "sweep"]
   recs = [r for r in records if r["part"] == "table"]
-  lines = ["Sweep (seed 0, validation balanced accuracy %, 10% of each class held out):", "",
-           "| family | tuned on | field | grid: score |", "| --- | --- | --- | --- |"]
+  lines = [
+    "Sweep (seed 0, validation balanced accuracy %, 10% of each class held out):",
+    "",
+    "| family | tuned on | field | grid: score |",
+    "| --- | --- | --- | --- |",
+  ]
   for family, (setting, _, field, grid) in SWEEP.items():
     cells = []
     for v in grid:
@@ -182,26 +253,37 @@ def report(results: str) -> str:
     lines.append(f"| {family} | {setting} | {field} | " + ", ".join(cells) + " |")
   for group in ("imbalance", "noise"):
     cols = [s for s, (g, _) in SETTINGS.items() if g == group]
-    lines += ["", "| method | chosen | " + " | ".join(
-        f"{c}: ours, final | ours, best epoch | paper" for c in cols) + " |",
-              "| --- | --- |" + " --- | --- | --- |" * len(cols)]
+    lines += [
+      "",
+      "| method | chosen | "
+      + " | ".join(f"{c}: ours, final | ours, best epoch | paper" for c in cols)
+      + " |",
+      "| --- | --- |" + " --- | --- | --- |" * len(cols),
+    ]
     for method in METHODS[group]:
       mine = [r for r in recs if r["method"] == method and r["setting"] in cols]
       chosen = ", ".join(f"{k}={v:g}" for k, v in mine[0]["chosen"].items()) if mine else "-"
       cells = []
       for c in cols:
         acc = [100 * r["test_acc"] for r in mine if r["setting"] == c]
-        best = [100 * max(h["test_acc"] for h in r["history"] if h["test_acc"] is not None)
-                for r in mine if r["setting"] == c]
+        best = [
+          100 * max(h["test_acc"] for h in r["history"] if h["test_acc"] is not None)
+          for r in mine
+          if r["setting"] == c
+        ]
         paper = PAPER.get((c, method))
         cells.append(f"{mean_std(acc)} | {mean_std(best)} | {paper if paper is not None else '-'}")
       lines.append(f"| {method} | {chosen} | " + " | ".join(cells) + " |")
   wall = sum(r["wall_s"] for r in recs + sweep_recs)
-  lines += ["", "'best epoch' is the highest test accuracy of the evaluations every 2 epochs: a "
-            "choice made on the test set, shown only because the authors' code reports that "
-            "figure (its 'Best Test Prec@1'). 'final' is the accuracy after the last epoch.",
-            "", f"{len(sweep_recs)} sweep runs and {len(recs)} table runs; their run times add "
-            f"up to {wall / 3600:.2f} h, each on one CPU core when two workers share the machine."]
+  lines += [
+    "",
+    "'best epoch' is the highest test accuracy of the evaluations every 2 epochs: a "
+    "choice made on the test set, shown only because the authors' code reports that "
+    "figure (its 'Best Test Prec@1'). 'final' is the accuracy after the last epoch.",
+    "",
+    f"{len(sweep_recs)} sweep runs and {len(recs)} table runs; their run times add "
+    f"up to {wall / 3600:.2f} h, each on one CPU core when two workers share the machine.",
+  ]
   text = "\n".join(lines) + "\n"
   stem = os.path.splitext(results)[0]
   with open(stem + ".md", "w") as f:
@@ -215,12 +297,17 @@ def report(results: str) -> str:
 def _plots(recs, stem):
   from absgd_jax.data import CIFAR10_CLASSES
   from absgd_jax.train.plots import _pyplot, grouped_bars, plot_class_weights
+
   plt = _pyplot()
   fig, axes = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1]})
   for ax, group in zip(axes, ("imbalance", "noise")):
     cols = [s for s, (g, _) in SETTINGS.items() if g == group]
-    series = {m: [[100 * r["test_acc"] for r in recs if r["setting"] == c and r["method"] == m]
-                  for c in cols] for m in METHODS[group]}
+    series = {
+      m: [
+        [100 * r["test_acc"] for r in recs if r["setting"] == c and r["method"] == m] for c in cols
+      ]
+      for m in METHODS[group]
+    }
     grouped_bars(ax, cols, series, capsize=2)
     ax.set_ylabel("test accuracy (%)"), ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"CIFAR-10, reduced protocol, {group} (mean +- std over seeds)")
@@ -228,19 +315,30 @@ def _plots(recs, stem):
   fig.savefig(stem + ".png", dpi=110)
   plt.close(fig)
   for setting, method in (("LT rho=100", "ABSGD (CE)"), ("ST rho=100", "ABSGD (CE)")):
-    hit = [r for r in recs if r["setting"] == setting and r["method"] == method
-           and r["seed"] == min(x["seed"] for x in recs)]
+    hit = [
+      r
+      for r in recs
+      if r["setting"] == setting
+      and r["method"] == method
+      and r["seed"] == min(x["seed"] for x in recs)
+    ]
     if hit:
-      plot_class_weights([(h["epoch"], h["class_mean_weight"]) for h in hit[0]["history"]],
-                         f"{stem}_class_weights_{slug(setting)}.png",
-                         CIFAR10_CLASSES, title=f"{method}, {setting}, seed {hit[0]['seed']}")
+      plot_class_weights(
+        [(h["epoch"], h["class_mean_weight"]) for h in hit[0]["history"]],
+        f"{stem}_class_weights_{slug(setting)}.png",
+        CIFAR10_CLASSES,
+        title=f"{method}, {setting}, seed {hit[0]['seed']}",
+      )
 
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  ap.add_argument("--results", default=common.results_path(EXPERIMENT),
-                  help="the records (JSONL); the table and plots are written beside it")
+  ap.add_argument(
+    "--results",
+    default=common.results_path(EXPERIMENT),
+    help="the records (JSONL); the table and plots are written beside it",
+  )
   ap.add_argument("--data-dir", default=common.DATA_DIR)
   ap.add_argument("--report", action="store_true", help="only rebuild the table and plots")
   args = ap.parse_args(argv)

@@ -41,9 +41,18 @@ REPO = ROOT
 CACHE = os.path.join(RUNS, "jax_cache")  # jax's persistent compilation cache.
 # The shared CIFAR-10 JPEG copy beside the checkout: every script's default --data-dir.
 DATA_DIR = os.path.normpath(os.path.join(ROOT, "..", "shared", "data", "cifar10-jpeg"))
-HISTORY_KEYS = ("epoch", "train_acc", "test_acc", "val_acc", "class_mean_weight",
-                "flipped_mean_weight", "clean_mean_weight", "lam", "ess_mean",
-                "collapsed_classes")
+HISTORY_KEYS = (
+  "epoch",
+  "train_acc",
+  "test_acc",
+  "val_acc",
+  "class_mean_weight",
+  "flipped_mean_weight",
+  "clean_mean_weight",
+  "lam",
+  "ess_mean",
+  "collapsed_classes",
+)
 
 
 def slug(text: str) -> str:
@@ -123,6 +132,7 @@ def figure_parser(doc: str, name: str):
   """The command line every figure script shares: ``--out`` (``experiments/figures/NAME.png``),
   ``--records`` (:func:`results_path`), ``--data-dir`` and ``--tiny``."""
   import argparse
+
   ap = argparse.ArgumentParser(description=doc.split("\n")[0])
   ap.add_argument("--out", default=os.path.join(ROOT, "experiments", "figures", name + ".png"))
   ap.add_argument("--records", default=results_path(name))
@@ -146,6 +156,7 @@ def locks_held(results: str) -> bool:
 def _train(config: Any):
   """Trains ``config``: (the Trainer, its summary, wall seconds, CPU seconds)."""
   from absgd_jax.train import Trainer
+
   t0, c0 = time.time(), time.process_time()
   trainer = Trainer(config, progress=False, log=False)
   summary = trainer.fit()
@@ -162,8 +173,9 @@ def load_jsonl(path: str) -> dict[str, dict[str, Any]]:
   return {r["key"]: r for r in read_records(path)}
 
 
-def train_record(path: str, fields: dict[str, Any], config: Any,
-                 done: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def train_record(
+  path: str, fields: dict[str, Any], config: Any, done: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
   """Trains ``config`` unless ``done`` (:func:`load_jsonl`) has ``fields``' run; appends the
   record to ``path`` and returns it. The record keeps the best test epoch, the final
   train/validation accuracy and, per epoch, :data:`HISTORY_KEYS` (noise and weight detail)."""
@@ -173,18 +185,27 @@ def train_record(path: str, fields: dict[str, Any], config: Any,
   trainer, summary, wall_s, cpu_s = _train(config)
   final = summary["final"]
   tests = [r["test_acc"] for r in trainer.history if r.get("test_acc") is not None]
-  rec = dict(fields, key=key, wall_s=wall_s, cpu_s=cpu_s,
-             test_acc=final["test_acc"], best_test_acc=max(tests),
-             val_acc=final.get("val_acc"), val_balanced_acc=final.get("val_balanced_acc"),
-             train_acc=final["train_acc"], config=summary["config"],
-             history=[{k: r.get(k) for k in HISTORY_KEYS} for r in trainer.history])
+  rec = dict(
+    fields,
+    key=key,
+    wall_s=wall_s,
+    cpu_s=cpu_s,
+    test_acc=final["test_acc"],
+    best_test_acc=max(tests),
+    val_acc=final.get("val_acc"),
+    val_balanced_acc=final.get("val_balanced_acc"),
+    train_acc=final["train_acc"],
+    config=summary["config"],
+    history=[{k: r.get(k) for k in HISTORY_KEYS} for r in trainer.history],
+  )
   append_record(path, rec)
   done[key] = rec
   return rec
 
 
-def train_once(results: str, key: str, config: Any, fields: dict[str, Any]
-               ) -> dict[str, Any] | None:
+def train_once(
+  results: str, key: str, config: Any, fields: dict[str, Any]
+) -> dict[str, Any] | None:
   """Trains ``config`` unless the record file ``results`` holds ``key`` already; returns the
   record, or None if another worker is training it.
 
@@ -203,12 +224,22 @@ def train_once(results: str, key: str, config: Any, fields: dict[str, Any]
       return done
     trainer, summary, wall_s, _ = _train(config)
     final = summary["final"]
-    record = dict(key=key, **fields, config=summary["config"], wall_s=wall_s,
-                  **{k: final.get(k) for k in ("test_acc", "test_balanced_acc",
-                                               "val_balanced_acc", "train_loss")},
-                  history=[{k: r.get(k) for k in ("epoch", "test_acc", "val_balanced_acc",
-                                                  "class_mean_weight", "epoch_time_s")}
-                           for r in trainer.history])
+    record = dict(
+      key=key,
+      **fields,
+      config=summary["config"],
+      wall_s=wall_s,
+      **{
+        k: final.get(k) for k in ("test_acc", "test_balanced_acc", "val_balanced_acc", "train_loss")
+      },
+      history=[
+        {
+          k: r.get(k)
+          for k in ("epoch", "test_acc", "val_balanced_acc", "class_mean_weight", "epoch_time_s")
+        }
+        for r in trainer.history
+      ],
+    )
     append_record(results, record)
     return record
   finally:
@@ -230,19 +261,41 @@ def mean_std(values: list[float], scale: float = 1.0) -> str:
 # 16 x 16, ResNet-8, 20 epochs, lr 0.1 after a 1-epoch warm-up, divided by 100 at epochs 16
 # and 18, ABSGD's lam from epoch 16), where its validation sweep chose lr 0.1 for SGD and
 # lam 2 for ABSGD (CE). About 3.5 CPU core-minutes a run.
-REDUCED_LT = dict(image_size=16, crop_padding=2, model="resnet8", epochs=20, warmup_epochs=1,
-                  lr=0.1, batch_size=128, weight_decay=2e-4, eval_every=2, checkpoint=False,
-                  lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, lam=2.0,
-                  gamma=0.9)
+REDUCED_LT = dict(
+  image_size=16,
+  crop_padding=2,
+  model="resnet8",
+  epochs=20,
+  warmup_epochs=1,
+  lr=0.1,
+  batch_size=128,
+  weight_decay=2e-4,
+  eval_every=2,
+  checkpoint=False,
+  lr_decay_epochs=(16, 18),
+  lr_decay_factor=0.01,
+  stage2_epoch=16,
+  lam=2.0,
+  gamma=0.9,
+)
 # A seconds-long version for smoke tests: 2 epochs of a head of 50 images (rho 10), tested on
 # 20 images a class.
-TINY_LT = dict(n_max=50, rho=10, epochs=2, eval_every=2, warmup_epochs=0, stage2_epoch=0,
-               lr_decay_epochs=(), test_per_class=20)
+TINY_LT = dict(
+  n_max=50,
+  rho=10,
+  epochs=2,
+  eval_every=2,
+  warmup_epochs=0,
+  stage2_epoch=0,
+  lr_decay_epochs=(),
+  test_per_class=20,
+)
 
 
 def reduced_lt(data_dir: str, tiny: bool = False, **overrides):
   """The reduced CIFAR-10-LT config with ``overrides`` (``tiny``: the smoke-test size)."""
   from absgd_jax.train import make_config
+
   kw = {**REDUCED_LT, **(TINY_LT if tiny else {}), **overrides}
   if tiny:  # A two-stage arm keeps its two stages, one epoch each.
     kw["stage2_epoch"] = min(kw["stage2_epoch"], 1)

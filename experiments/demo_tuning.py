@@ -34,21 +34,28 @@ from absgd_jax.train.compile_cache import use_compile_cache
 LRS = (0.0015625, 0.003125, 0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2)
 ABSGD_LRS = (0.0125, 0.025, 0.05, 0.1)
 GRID: dict[str, dict[str, list[dict]]] = {
-    "imbalance": {"sgd": [dict(lr=lr) for lr in LRS],
-                  "absgd": [dict(lr=lr, lam=lam) for lr in ABSGD_LRS for lam in (2.0, 5.0)]},
-    "noise, CE": {"sgd": [dict(lr=lr) for lr in LRS],
-                  "absgd": [dict(lr=lr, lam=lam) for lr in ABSGD_LRS for lam in (-1.0, -2.0)]},
-    "noise, SCE": {"sgd": [dict(lr=lr) for lr in LRS],
-                   "absgd": [dict(lr=lr, lam=lam) for lr in ABSGD_LRS
-                             for lam in (-1.0, -2.0)]},
+  "imbalance": {
+    "sgd": [dict(lr=lr) for lr in LRS],
+    "absgd": [dict(lr=lr, lam=lam) for lr in ABSGD_LRS for lam in (2.0, 5.0)],
+  },
+  "noise, CE": {
+    "sgd": [dict(lr=lr) for lr in LRS],
+    "absgd": [dict(lr=lr, lam=lam) for lr in ABSGD_LRS for lam in (-1.0, -2.0)],
+  },
+  "noise, SCE": {
+    "sgd": [dict(lr=lr) for lr in LRS],
+    "absgd": [dict(lr=lr, lam=lam) for lr in ABSGD_LRS for lam in (-1.0, -2.0)],
+  },
 }
 SEEDS = (0, 1, 2)
 # Compiled steps, reused across seeds and invocations (git ignores runs/).
-CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs",
-                     "jax_cache")
+CACHE = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs", "jax_cache"
+)
 VAL_FRACTION = 0.2
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                           "demo_tuning.jsonl")
+DEFAULT_OUT = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "results", "demo_tuning.jsonl"
+)
 
 
 def _key(row: str, method: str, point: dict, seed: int) -> str:
@@ -79,15 +86,32 @@ def tune(path: str, rows=None, seeds=SEEDS, **overrides) -> None:
           if _key(row, method, point, seed) in done:
             continue
           t0 = time.time()
-          cfg = demo.row_config(row, method, seed, "/tmp/absgd-demo-tuning",
-                                val_fraction=VAL_FRACTION, **point, **overrides)
+          cfg = demo.row_config(
+            row,
+            method,
+            seed,
+            "/tmp/absgd-demo-tuning",
+            val_fraction=VAL_FRACTION,
+            **point,
+            **overrides,
+          )
           rec, _ = demo.run_one(cfg)
-          line = dict(row=row, method=method, point=point, seed=seed, overrides=overrides,
-                      val_balanced_acc=rec["val_balanced_acc"], wall_s=time.time() - t0)
+          line = dict(
+            row=row,
+            method=method,
+            point=point,
+            seed=seed,
+            overrides=overrides,
+            val_balanced_acc=rec["val_balanced_acc"],
+            wall_s=time.time() - t0,
+          )
           with open(path, "a") as f:  # One whole line per run: a stop loses one run at most.
             f.write(json.dumps(line) + "\n")
-          print(f"{row:11} {method:6} {point} seed {seed}: val balanced "
-                f"{rec['val_balanced_acc']:.4f} ({line['wall_s']:.0f} s)", flush=True)
+          print(
+            f"{row:11} {method:6} {point} seed {seed}: val balanced "
+            f"{rec['val_balanced_acc']:.4f} ({line['wall_s']:.0f} s)",
+            flush=True,
+          )
 
 
 def choose(path: str, seeds=SEEDS) -> tuple[dict, dict]:
@@ -99,8 +123,11 @@ def choose(path: str, seeds=SEEDS) -> tuple[dict, dict]:
     for method, points in methods.items():
       table = []
       for point in points:
-        vals = [recs[_key(row, method, point, s)]["val_balanced_acc"] for s in seeds
-                if _key(row, method, point, s) in recs]
+        vals = [
+          recs[_key(row, method, point, s)]["val_balanced_acc"]
+          for s in seeds
+          if _key(row, method, point, s) in recs
+        ]
         if len(vals) == len(seeds):
           table.append((point, vals))
       scores.setdefault(row, {})[method] = table
@@ -112,14 +139,19 @@ def choose(path: str, seeds=SEEDS) -> tuple[dict, dict]:
 
 def report(path: str, seeds=SEEDS) -> str:
   chosen, scores = choose(path, seeds)
-  lines = [f"Validation balanced accuracy % (mean over seeds {', '.join(map(str, seeds))}; "
-           f"{int(100 * VAL_FRACTION)}% of every class held out before noise)", "",
-           "| row | method | grid point: score | chosen |", "| --- | --- | --- | --- |"]
+  lines = [
+    f"Validation balanced accuracy % (mean over seeds {', '.join(map(str, seeds))}; "
+    f"{int(100 * VAL_FRACTION)}% of every class held out before noise)",
+    "",
+    "| row | method | grid point: score | chosen |",
+    "| --- | --- | --- | --- |",
+  ]
   for row, methods in scores.items():
     for method, table in methods.items():
       cells = ", ".join(
-          "{" + ", ".join(f"{k} {v:g}" for k, v in p.items()) + f"}}: "
-          f"{100 * statistics.mean(v):.2f}" for p, v in table)
+        "{" + ", ".join(f"{k} {v:g}" for k, v in p.items()) + f"}}: {100 * statistics.mean(v):.2f}"
+        for p, v in table
+      )
       pick = chosen.get(row, {}).get(method)
       lines.append(f"| {row} | {method} | {cells or '-'} | {pick or '-'} |")
   lines += ["", "CHOSEN = " + json.dumps(chosen)]

@@ -31,17 +31,22 @@ import numpy as np
 from absgd_jax.train import Trainer, make_config
 
 OUT = "experiments/results/kl_budget_digits.jsonl"
-SETTINGS = {"LT rho=10": dict(preset="digits-lt", rho=10),
-            "LT rho=50": dict(preset="digits-lt", rho=50),
-            "ST rho=10": dict(preset="digits-st", rho=10),
-            "ST rho=50": dict(preset="digits-st", rho=50)}
+SETTINGS = {
+  "LT rho=10": dict(preset="digits-lt", rho=10),
+  "LT rho=50": dict(preset="digits-lt", rho=50),
+  "ST rho=10": dict(preset="digits-st", rho=10),
+  "ST rho=50": dict(preset="digits-st", rho=50),
+}
 # experiments/digits_table.py: IMBALANCE_METHODS' ABSGD rows, with CHOSEN and LDAM_CHOSEN.
-LOSSES = {"CE": dict(),
-          "Focal": dict(loss="focal"),
-          "CB-LDAM": dict(loss="ldam", head="cosine", class_weighting="cb")}
+LOSSES = {
+  "CE": dict(),
+  "Focal": dict(loss="focal"),
+  "CB-LDAM": dict(loss="ldam", head="cosine", class_weighting="cb"),
+}
 TUNED_LAM = {"CE": 5.0, "Focal": 5.0, "CB-LDAM": 100.0}
-COMMON = dict(method="absgd", lr=0.1, stage2_epoch=0, epochs=30, lr_decay_epochs=(22,),
-              checkpoint=False)
+COMMON = dict(
+  method="absgd", lr=0.1, stage2_epoch=0, epochs=30, lr_decay_epochs=(22,), checkpoint=False
+)
 DEFAULT_RHO = 0.01  # chosen on LT rho=50 validation (CE and CB-LDAM), see report()
 
 
@@ -80,18 +85,31 @@ def run(key: str, fields: dict, config_kw: dict, rho: float | None, path: str = 
   trainer = _Recording(config, progress=False, log=False)
   summary = trainer.fit()
   final = summary["final"]
-  rec = dict(key=key, **fields, rho_budget=rho, wall_s=time.time() - t0,
-             config=summary["config"],
-             **{k: final.get(k) for k in ("test_acc", "test_balanced_acc", "val_balanced_acc",
-                                          "train_loss")},
-             history=[{k: r.get(k) for k in ("epoch", "test_acc", "lam", "kl", "ess_mean",
-                                             "max_weight", "train_loss")}
-                      for r in trainer.history])
+  rec = dict(
+    key=key,
+    **fields,
+    rho_budget=rho,
+    wall_s=time.time() - t0,
+    config=summary["config"],
+    **{
+      k: final.get(k) for k in ("test_acc", "test_balanced_acc", "val_balanced_acc", "train_loss")
+    },
+    history=[
+      {
+        k: r.get(k)
+        for k in ("epoch", "test_acc", "lam", "kl", "ess_mean", "max_weight", "train_loss")
+      }
+      for r in trainer.history
+    ],
+  )
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "a") as f:  # One line per finished run: an interrupted run leaves nothing.
     f.write(json.dumps(rec) + "\n")
-  print(f"{key}: test {rec['test_acc']:.4f} val_bal {rec['val_balanced_acc']} "
-        f"lam_end {rec['history'][-1]['lam']:.4g} ({rec['wall_s']:.1f}s)", flush=True)
+  print(
+    f"{key}: test {rec['test_acc']:.4f} val_bal {rec['val_balanced_acc']} "
+    f"lam_end {rec['history'][-1]['lam']:.4g} ({rec['wall_s']:.1f}s)",
+    flush=True,
+  )
   return rec
 
 
@@ -100,11 +118,20 @@ def val(seeds, rhos):
   for loss in ("CE", "CB-LDAM"):
     for seed in seeds:
       for rho in rhos:
-        kw = dict(SETTINGS["LT rho=50"], **COMMON, **LOSSES[loss], lam=TUNED_LAM[loss],
-                  seed=seed, val_fraction=0.2)
-        run(f"val|LT rho=50|{loss}|kl{rho}|seed{seed}",
-            dict(phase="val", setting="LT rho=50", loss=loss, method=f"KL rho={rho}", seed=seed),
-            kw, rho)
+        kw = dict(
+          SETTINGS["LT rho=50"],
+          **COMMON,
+          **LOSSES[loss],
+          lam=TUNED_LAM[loss],
+          seed=seed,
+          val_fraction=0.2,
+        )
+        run(
+          f"val|LT rho=50|{loss}|kl{rho}|seed{seed}",
+          dict(phase="val", setting="LT rho=50", loss=loss, method=f"KL rho={rho}", seed=seed),
+          kw,
+          rho,
+        )
 
 
 def table(seeds, rho):
@@ -113,10 +140,15 @@ def table(seeds, rho):
       for seed in seeds:
         kw = dict(spec, **COMMON, **LOSSES[loss], lam=TUNED_LAM[loss], seed=seed)
         fields = dict(phase="test", setting=setting, loss=loss, seed=seed)
-        run(f"test|{setting}|{loss}|tuned|seed{seed}",
-            dict(fields, method=f"tuned lam={TUNED_LAM[loss]:g}"), kw, None)
-        run(f"test|{setting}|{loss}|kl{rho}|seed{seed}",
-            dict(fields, method=f"KL rho={rho}"), kw, rho)
+        run(
+          f"test|{setting}|{loss}|tuned|seed{seed}",
+          dict(fields, method=f"tuned lam={TUNED_LAM[loss]:g}"),
+          kw,
+          None,
+        )
+        run(
+          f"test|{setting}|{loss}|kl{rho}|seed{seed}", dict(fields, method=f"KL rho={rho}"), kw, rho
+        )
 
 
 def _cell(v):
@@ -132,24 +164,40 @@ def report(path=OUT):
   lines = []
   val_recs = [r for r in recs if r["phase"] == "val"]
   if val_recs:
-    lines += ["Validation balanced accuracy (%), LT rho=50, mean +- std over seeds:", "",
-              "| rho | " + " | ".join(sorted({r["loss"] for r in val_recs})) + " |",
-              "| --- |" + " --- |" * len({r["loss"] for r in val_recs})]
+    lines += [
+      "Validation balanced accuracy (%), LT rho=50, mean +- std over seeds:",
+      "",
+      "| rho | " + " | ".join(sorted({r["loss"] for r in val_recs})) + " |",
+      "| --- |" + " --- |" * len({r["loss"] for r in val_recs}),
+    ]
     for m in sorted({r["method"] for r in val_recs}, key=lambda m: float(m.split("=")[1])):
-      cells = [_cell([100 * r["val_balanced_acc"] for r in val_recs
-                      if r["method"] == m and r["loss"] == loss])
-               for loss in sorted({r["loss"] for r in val_recs})]
+      cells = [
+        _cell(
+          [100 * r["val_balanced_acc"] for r in val_recs if r["method"] == m and r["loss"] == loss]
+        )
+        for loss in sorted({r["loss"] for r in val_recs})
+      ]
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines.append("")
   test = [r for r in recs if r["phase"] == "test"]
   if test:
-    lines += ["| loss | method | " + " | ".join(SETTINGS) + " |",
-              "| --- | --- |" + " --- |" * len(SETTINGS)]
+    lines += [
+      "| loss | method | " + " | ".join(SETTINGS) + " |",
+      "| --- | --- |" + " --- |" * len(SETTINGS),
+    ]
     for loss in LOSSES:
       methods = sorted({r["method"] for r in test if r["loss"] == loss}, reverse=True)
       for m in methods:
-        cells = [_cell([100 * r["test_acc"] for r in test if r["loss"] == loss
-                        and r["method"] == m and r["setting"] == s]) for s in SETTINGS]
+        cells = [
+          _cell(
+            [
+              100 * r["test_acc"]
+              for r in test
+              if r["loss"] == loss and r["method"] == m and r["setting"] == s
+            ]
+          )
+          for s in SETTINGS
+        ]
         lines.append(f"| {loss} | {m} | " + " | ".join(cells) + " |")
       diffs = []
       for s in SETTINGS:  # Paired by seed: KL minus tuned.
@@ -157,13 +205,18 @@ def report(path=OUT):
         for r in test:
           if r["loss"] == loss and r["setting"] == s:
             by.setdefault(r["seed"], {})["kl" if r["method"].startswith("KL") else "t"] = (
-                100 * r["test_acc"])
+              100 * r["test_acc"]
+            )
         d = [v["kl"] - v["t"] for v in by.values() if len(v) == 2]
         diffs.append(f"{statistics.mean(d):+.2f} ({min(d):+.1f}..{max(d):+.1f})" if d else "-")
       lines.append(f"| {loss} | KL - tuned, paired | " + " | ".join(diffs) + " |")
-    lines += ["", "lam at the end of training (KL rows; mean over seeds) and mean ESS/B of the "
-              "last epoch:", "", "| loss | method | " + " | ".join(SETTINGS) + " |",
-              "| --- | --- |" + " --- |" * len(SETTINGS)]
+    lines += [
+      "",
+      "lam at the end of training (KL rows; mean over seeds) and mean ESS/B of the last epoch:",
+      "",
+      "| loss | method | " + " | ".join(SETTINGS) + " |",
+      "| --- | --- |" + " --- |" * len(SETTINGS),
+    ]
     for loss in LOSSES:
       for m in sorted({r["method"] for r in test if r["loss"] == loss}, reverse=True):
         cells = []

@@ -18,14 +18,28 @@ from experiments.common import DATA_DIR
 
 def run(form: str, data_dir: str) -> dict:
   from absgd_jax.train import Trainer, make_config
-  cfg = make_config("cifar10-lt", image_size=16, crop_padding=2, model="resnet8", epochs=28,
-                    warmup_epochs=1, lr_decay_epochs=(20, 25), method="sgd", eval_every=4,
-                    checkpoint=False, momentum_form=form, data_dir=data_dir,
-                    out_dir=f"/tmp/absgd-momentum-form-{form}")
+
+  cfg = make_config(
+    "cifar10-lt",
+    image_size=16,
+    crop_padding=2,
+    model="resnet8",
+    epochs=28,
+    warmup_epochs=1,
+    lr_decay_epochs=(20, 25),
+    method="sgd",
+    eval_every=4,
+    checkpoint=False,
+    momentum_form=form,
+    data_dir=data_dir,
+    out_dir=f"/tmp/absgd-momentum-form-{form}",
+  )
   trainer = Trainer(cfg, progress=False, log=False)
   summary = trainer.fit()
-  return {"train_loss": [r["train_loss"] for r in trainer.history],
-          "test_acc": summary["final"]["test_acc"]}
+  return {
+    "train_loss": [r["train_loss"] for r in trainer.history],
+    "test_acc": summary["final"]["test_acc"],
+  }
 
 
 def main(argv=None):

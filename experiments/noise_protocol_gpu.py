@@ -41,24 +41,35 @@ import os
 from experiments import noise_table
 from experiments.common import CACHE, DATA_DIR, REPO, load_jsonl
 
-PROTOCOL = dict(model="cnn4", image_size=0, augment=True, epochs=120, batch_size=128,
-                lr_decay_epochs=(40, 80), lr_decay_factor=0.1, weight_decay=1e-4, gamma=0.9,
-                eval_every=5, checkpoint=True, n_max=0)
-SETTINGS = {"sym 0.2": dict(noise="sym", noise_rate=0.2),
-            "sym 0.4": dict(noise="sym", noise_rate=0.4),
-            "asym 0.2": dict(noise="asym", noise_rate=0.2),
-            "asym 0.4": dict(noise="asym", noise_rate=0.4)}
+PROTOCOL = dict(
+  model="cnn4",
+  image_size=0,
+  augment=True,
+  epochs=120,
+  batch_size=128,
+  lr_decay_epochs=(40, 80),
+  lr_decay_factor=0.1,
+  weight_decay=1e-4,
+  gamma=0.9,
+  eval_every=5,
+  checkpoint=True,
+  n_max=0,
+)
+SETTINGS = {
+  "sym 0.2": dict(noise="sym", noise_rate=0.2),
+  "sym 0.4": dict(noise="sym", noise_rate=0.4),
+  "asym 0.2": dict(noise="asym", noise_rate=0.2),
+  "asym 0.4": dict(noise="asym", noise_rate=0.4),
+}
 LR_GRID = (0.001, 0.01, 0.1)
 LAM_GRID = (-0.1, -0.5, -1.0, -2.0, -3.0)
 DEFAULT_OUT = os.path.join(REPO, "experiments", "results", "noise_protocol_gpu.jsonl")
 # The paper's Table 6, CIFAR-10 (5 runs); its TCE row stands where our GCE row is.
 PAPER = {
-    "sym 0.2": {"SGD (CE)": 88.59, "SGD (SCE)": 90.05, "EG (SCE)": 90.25, "ABSGD (SCE)": 91.15},
-    "sym 0.4": {"SGD (CE)": 85.75, "SGD (SCE)": 87.83, "EG (SCE)": 88.13, "ABSGD (SCE)": 88.65},
-    "asym 0.2": {"SGD (CE)": 86.62, "SGD (SCE)": 90.25, "EG (SCE)": 90.55,
-                 "ABSGD (SCE)": 91.04},
-    "asym 0.4": {"SGD (CE)": 80.81, "SGD (SCE)": 81.91, "EG (SCE)": 82.41,
-                 "ABSGD (SCE)": 83.10},
+  "sym 0.2": {"SGD (CE)": 88.59, "SGD (SCE)": 90.05, "EG (SCE)": 90.25, "ABSGD (SCE)": 91.15},
+  "sym 0.4": {"SGD (CE)": 85.75, "SGD (SCE)": 87.83, "EG (SCE)": 88.13, "ABSGD (SCE)": 88.65},
+  "asym 0.2": {"SGD (CE)": 86.62, "SGD (SCE)": 90.25, "EG (SCE)": 90.55, "ABSGD (SCE)": 91.04},
+  "asym 0.4": {"SGD (CE)": 80.81, "SGD (SCE)": 81.91, "EG (SCE)": 82.41, "ABSGD (SCE)": 83.10},
 }
 
 
@@ -81,32 +92,65 @@ def main(argv=None):
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ap.add_argument("--stage2-epoch", type=int, default=0)
   ap.add_argument("--report", action="store_true", help="only the report, from the JSONL")
-  ap.add_argument("--tiny", action="store_true",
-                  help="a CPU smoke run: ResNet-8 at 16 px, 20 images a class (train and "
-                       "test), 1 epoch, one setting, two rows, one grid point each")
+  ap.add_argument(
+    "--tiny",
+    action="store_true",
+    help="a CPU smoke run: ResNet-8 at 16 px, 20 images a class (train and "
+    "test), 1 epoch, one setting, two rows, one grid point each",
+  )
   args = ap.parse_args(argv)
-  protocol, grids, row_set = PROTOCOL, dict(lr_grid=LR_GRID, lam_grid=LAM_GRID), rows(
-      args.stage2_epoch)
+  protocol, grids, row_set = (
+    PROTOCOL,
+    dict(lr_grid=LR_GRID, lam_grid=LAM_GRID),
+    rows(args.stage2_epoch),
+  )
   settings = args.settings
   if args.tiny:
-    protocol = dict(PROTOCOL, model="resnet8", image_size=16, crop_padding=2, n_max=20,
-                    test_per_class=20, epochs=1, eval_every=1, checkpoint=False,
-                    lr_decay_epochs=())
+    protocol = dict(
+      PROTOCOL,
+      model="resnet8",
+      image_size=16,
+      crop_padding=2,
+      n_max=20,
+      test_per_class=20,
+      epochs=1,
+      eval_every=1,
+      checkpoint=False,
+      lr_decay_epochs=(),
+    )
     grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[2:3])
     row_set = {k: v for k, v in row_set.items() if k in ("SGD (CE)", "ABSGD (CE)")}
     settings = settings[:1]
   if not args.report:
     from absgd_jax.train.compile_cache import use_compile_cache
+
     use_compile_cache(CACHE)
     done = load_jsonl(args.out)
     run_dir = os.path.join(REPO, "runs", "noise_protocol_gpu")
     for s in settings:
       p = dict(protocol, **SETTINGS[s])
-      chosen = noise_table.tune(args.out, args.data_dir, protocol=p, rows=row_set, setting=s,
-                                done=done, run_dir=run_dir, **grids)
+      chosen = noise_table.tune(
+        args.out,
+        args.data_dir,
+        protocol=p,
+        rows=row_set,
+        setting=s,
+        done=done,
+        run_dir=run_dir,
+        **grids,
+      )
       print(s, "chosen:", chosen, flush=True)
-      noise_table.table(args.out, args.data_dir, chosen, protocol=p, rows=row_set,
-                        seeds=tuple(args.seeds), setting=s, done=done, run_dir=run_dir)
+      noise_table.table(
+        args.out,
+        args.data_dir,
+        chosen,
+        protocol=p,
+        rows=row_set,
+        seeds=tuple(args.seeds),
+        setting=s,
+        done=done,
+        run_dir=run_dir,
+      )
   for s in settings:
     noise_table.report(args.out, rows=row_set, paper=PAPER[s], settings=(s,))
 

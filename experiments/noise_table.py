@@ -43,24 +43,35 @@ import statistics
 
 from experiments.common import CACHE, DATA_DIR, load_jsonl, mean_std, train_record
 
-PROTOCOL = dict(model="resnet8", image_size=16, crop_padding=2, n_max=400, augment=False,
-                noise="sym", noise_rate=0.4, epochs=30, batch_size=128, lr_decay_epochs=(6, 24),
-                lr_decay_factor=0.1, weight_decay=1e-4, gamma=0.9, eval_every=3,
-                checkpoint=False)
+PROTOCOL = dict(
+  model="resnet8",
+  image_size=16,
+  crop_padding=2,
+  n_max=400,
+  augment=False,
+  noise="sym",
+  noise_rate=0.4,
+  epochs=30,
+  batch_size=128,
+  lr_decay_epochs=(6, 24),
+  lr_decay_factor=0.1,
+  weight_decay=1e-4,
+  gamma=0.9,
+  eval_every=3,
+  checkpoint=False,
+)
 STAGE2 = 6
 # Row -> (overrides, the SGD row whose learning rate a lam row takes; None: tunes lr).
 ROWS: dict[str, tuple[dict, str | None]] = {
-    "SGD (CE)": (dict(method="sgd", loss="ce"), None),
-    "SGD (SCE)": (dict(method="sgd", loss="sce"), None),
-    "SGD (GCE)": (dict(method="sgd", loss="gce"), None),
-    "EG (SCE)": (dict(method="eg", loss="sce", stage2_epoch=STAGE2), "SGD (SCE)"),
-    "ABSGD (CE)": (dict(method="absgd", loss="ce", stage2_epoch=STAGE2), "SGD (CE)"),
-    "ABSGD (SCE)": (dict(method="absgd", loss="sce", stage2_epoch=STAGE2), "SGD (SCE)"),
-    # lam < 0 set online by a KL budget (kl_absgd_weights(rho, sign=-1)) instead of the grid.
-    "ABSGD (CE, KL)": (dict(method="absgd", loss="ce", stage2_epoch=STAGE2, lam=-1.0),
-                       "SGD (CE)"),
-    "ABSGD (SCE, KL)": (dict(method="absgd", loss="sce", stage2_epoch=STAGE2, lam=-1.0),
-                        "SGD (SCE)"),
+  "SGD (CE)": (dict(method="sgd", loss="ce"), None),
+  "SGD (SCE)": (dict(method="sgd", loss="sce"), None),
+  "SGD (GCE)": (dict(method="sgd", loss="gce"), None),
+  "EG (SCE)": (dict(method="eg", loss="sce", stage2_epoch=STAGE2), "SGD (SCE)"),
+  "ABSGD (CE)": (dict(method="absgd", loss="ce", stage2_epoch=STAGE2), "SGD (CE)"),
+  "ABSGD (SCE)": (dict(method="absgd", loss="sce", stage2_epoch=STAGE2), "SGD (SCE)"),
+  # lam < 0 set online by a KL budget (kl_absgd_weights(rho, sign=-1)) instead of the grid.
+  "ABSGD (CE, KL)": (dict(method="absgd", loss="ce", stage2_epoch=STAGE2, lam=-1.0), "SGD (CE)"),
+  "ABSGD (SCE, KL)": (dict(method="absgd", loss="sce", stage2_epoch=STAGE2, lam=-1.0), "SGD (SCE)"),
 }
 LR_GRID = (0.05, 0.1, 0.2)
 LAM_GRID = (-1.0, -2.0, -3.0)  # Within the paper's {-0.1, -0.5, -1, -2, -3}.
@@ -73,20 +84,32 @@ VAL_FRACTION = 0.1
 # The paper's Table 6, CIFAR-10, symmetric 0.4 (4-layer CNN, 32 px, 120 epochs, 5 runs); its
 # GCE-family row is TCE (86.84). For scale only: the protocol above is far smaller.
 PAPER = {"SGD (CE)": 85.75, "SGD (SCE)": 87.83, "EG (SCE)": 88.13, "ABSGD (SCE)": 88.65}
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
-                           "noise_table.jsonl")
+DEFAULT_OUT = os.path.join(
+  os.path.dirname(os.path.abspath(__file__)), "results", "noise_table.jsonl"
+)
 
 
 def make(protocol: dict, row_overrides: dict, data_dir: str, **kw):
   from absgd_jax.train import make_config
+
   kw.setdefault("out_dir", "/tmp/absgd-noise")
-  return make_config("cifar10-noise", **{**protocol, **row_overrides, **kw,
-                                         "data_dir": data_dir})
+  return make_config("cifar10-noise", **{**protocol, **row_overrides, **kw, "data_dir": data_dir})
 
 
-def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_GRID,
-         lam_grid=LAM_GRID, rho_grid=RHO_GRID, setting: str = "sym 0.4", done=None, log=print,
-         run_dir: str | None = None) -> dict:
+def tune(
+  path: str,
+  data_dir: str,
+  *,
+  protocol=PROTOCOL,
+  rows=ROWS,
+  lr_grid=LR_GRID,
+  lam_grid=LAM_GRID,
+  rho_grid=RHO_GRID,
+  setting: str = "sym 0.4",
+  done=None,
+  log=print,
+  run_dir: str | None = None,
+) -> dict:
   """Runs (or reads) every grid point on the validation split; returns row -> chosen values."""
   done = load_jsonl(path) if done is None else done
   chosen: dict[str, dict] = {}
@@ -95,66 +118,112 @@ def tune(path: str, data_dir: str, *, protocol=PROTOCOL, rows=ROWS, lr_grid=LR_G
       if (lr_from is None) != lr_rows:
         continue
       base = {} if lr_from is None else dict(lr=chosen[lr_from]["lr"])
-      field, grid = (("lr", lr_grid) if lr_from is None else
-                     ("kl_budget", rho_grid) if "KL" in row else ("lam", lam_grid))
+      field, grid = (
+        ("lr", lr_grid)
+        if lr_from is None
+        else ("kl_budget", rho_grid)
+        if "KL" in row
+        else ("lam", lam_grid)
+      )
       scores = {}
       for value in grid:
         point = {**base, field: value}
         fields = dict(phase="tune", setting=setting, row=row, point=point, seed=0)
-        rec = train_record(path, fields,
-                           make(protocol, over, data_dir, **point, seed=0,
-                                val_fraction=VAL_FRACTION, **_out(run_dir, fields)), done)
+        rec = train_record(
+          path,
+          fields,
+          make(
+            protocol,
+            over,
+            data_dir,
+            **point,
+            seed=0,
+            val_fraction=VAL_FRACTION,
+            **_out(run_dir, fields),
+          ),
+          done,
+        )
         scores[value] = rec["val_acc"]
-        log(f"tune {setting} {row:12} {point}: val {rec['val_acc']:.4f} "
-            f"({rec['cpu_s']:.0f} s CPU)")
+        log(f"tune {setting} {row:12} {point}: val {rec['val_acc']:.4f} ({rec['cpu_s']:.0f} s CPU)")
       best = max(grid, key=lambda v: (scores[v], -grid.index(v)))  # Ties: the first.
       chosen[row] = {**base, field: best}
   return chosen
 
 
-def table(path: str, data_dir: str, chosen: dict, *, protocol=PROTOCOL, rows=ROWS,
-          seeds=SEEDS, setting: str = "sym 0.4", done=None, log=print,
-          run_dir: str | None = None) -> None:
+def table(
+  path: str,
+  data_dir: str,
+  chosen: dict,
+  *,
+  protocol=PROTOCOL,
+  rows=ROWS,
+  seeds=SEEDS,
+  setting: str = "sym 0.4",
+  done=None,
+  log=print,
+  run_dir: str | None = None,
+) -> None:
   done = load_jsonl(path) if done is None else done
   for seed in seeds:  # Seed-major: a stopped table has every row at the seeds it reached.
     for row, (over, _) in rows.items():
       fields = dict(phase="table", setting=setting, row=row, point=chosen[row], seed=seed)
-      rec = train_record(path, fields, make(protocol, over, data_dir, **chosen[row], seed=seed,
-                                            **_out(run_dir, fields)), done)
-      log(f"table {setting} {row:12} seed {seed}: test {rec['test_acc']:.4f} (best "
-          f"{rec['best_test_acc']:.4f}, train acc {rec['train_acc']:.3f}, {rec['cpu_s']:.0f} s "
-          f"CPU)")
+      rec = train_record(
+        path,
+        fields,
+        make(protocol, over, data_dir, **chosen[row], seed=seed, **_out(run_dir, fields)),
+        done,
+      )
+      log(
+        f"table {setting} {row:12} seed {seed}: test {rec['test_acc']:.4f} (best "
+        f"{rec['best_test_acc']:.4f}, train acc {rec['train_acc']:.3f}, {rec['cpu_s']:.0f} s "
+        f"CPU)"
+      )
 
 
 def report(path: str, *, rows=ROWS, paper=PAPER, settings=("sym 0.4",)) -> str:
   recs = list(load_jsonl(path).values())
-  lines = ["Tuning (seed 0, clean validation split, accuracy % after the last epoch):", "",
-           "| setting | row | grid: score |", "| --- | --- | --- |"]
+  lines = [
+    "Tuning (seed 0, clean validation split, accuracy % after the last epoch):",
+    "",
+    "| setting | row | grid: score |",
+    "| --- | --- | --- |",
+  ]
   for s in settings:
     for row in rows:
       hit = [r for r in recs if r["phase"] == "tune" and r["setting"] == s and r["row"] == row]
       cells = ", ".join(f"{_point(r['point'])}: {100 * r['val_acc']:.2f}" for r in hit)
       lines.append(f"| {s} | {row} | {cells or '-'} |")
   for s in settings:
-    lines += ["", f"Test accuracy % ({s}), mean +- std over seeds:", "",
-              "| row | chosen | final | best evaluation | train acc (noisy labels) | "
-              "flipped / clean mean weight, last epoch | paper |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+      "",
+      f"Test accuracy % ({s}), mean +- std over seeds:",
+      "",
+      "| row | chosen | final | best evaluation | train acc (noisy labels) | "
+      "flipped / clean mean weight, last epoch | paper |",
+      "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for row in rows:
       hit = [r for r in recs if r["phase"] == "table" and r["setting"] == s and r["row"] == row]
       if not hit:
         lines.append(f"| {row} | - | - | - | - | - | {paper.get(row, '-')} |")
         continue
       last = [r["history"][-1] for r in hit]
-      ratio = [h["flipped_mean_weight"] / h["clean_mean_weight"] for h in last
-               if h.get("flipped_mean_weight") is not None and h.get("clean_mean_weight")]
-      w = (f"{statistics.mean(h['flipped_mean_weight'] for h in last):.3f} / "
-           f"{statistics.mean(h['clean_mean_weight'] for h in last):.3f}"
-           if ratio and row.split()[0] != "SGD" else "-")
+      ratio = [
+        h["flipped_mean_weight"] / h["clean_mean_weight"]
+        for h in last
+        if h.get("flipped_mean_weight") is not None and h.get("clean_mean_weight")
+      ]
+      w = (
+        f"{statistics.mean(h['flipped_mean_weight'] for h in last):.3f} / "
+        f"{statistics.mean(h['clean_mean_weight'] for h in last):.3f}"
+        if ratio and row.split()[0] != "SGD"
+        else "-"
+      )
       lines.append(
-          f"| {row} | {_point(hit[0]['point'])} | {mean_std([r['test_acc'] for r in hit], 100)} | "
-          f"{mean_std([r['best_test_acc'] for r in hit], 100)} | "
-          f"{mean_std([r['train_acc'] for r in hit], 100)} | {w} | {paper.get(row, '-')} |")
+        f"| {row} | {_point(hit[0]['point'])} | {mean_std([r['test_acc'] for r in hit], 100)} | "
+        f"{mean_std([r['best_test_acc'] for r in hit], 100)} | "
+        f"{mean_std([r['train_acc'] for r in hit], 100)} | {w} | {paper.get(row, '-')} |"
+      )
   cpu = sum(r["cpu_s"] for r in recs)
   lines += ["", f"{len(recs)} runs, {cpu / 60:.1f} CPU core-minutes in all (process time)."]
   text = "\n".join(lines) + "\n"
@@ -166,9 +235,11 @@ def _out(run_dir: str | None, fields: dict) -> dict:
   """A run's own folder under ``run_dir`` (for its checkpoints), or nothing."""
   if run_dir is None:
     return {}
-  name = "".join(c if c.isalnum() or c in "-." else "_" for c in
-                 f"{fields['phase']}-{fields['setting']}-{fields['row']}-"
-                 f"{_point(fields['point'])}-seed{fields['seed']}")
+  name = "".join(
+    c if c.isalnum() or c in "-." else "_"
+    for c in f"{fields['phase']}-{fields['setting']}-{fields['row']}-"
+    f"{_point(fields['point'])}-seed{fields['seed']}"
+  )
   return dict(out_dir=os.path.join(run_dir, name))
 
 
@@ -184,17 +255,24 @@ def main(argv=None):
   chosen_protocol, argv = pick.parse_known_args(argv)
   if chosen_protocol.protocol == "full":
     from experiments import noise_protocol_gpu
+
     return noise_protocol_gpu.main(argv)
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--protocol", choices=("reduced", "full"), default="reduced",
-                  help="reduced: this CPU protocol; full: the paper's, for a GPU")
+  ap.add_argument(
+    "--protocol",
+    choices=("reduced", "full"),
+    default="reduced",
+    help="reduced: this CPU protocol; full: the paper's, for a GPU",
+  )
   ap.add_argument("--out", default=DEFAULT_OUT, help="the JSONL of finished runs")
   ap.add_argument("--data-dir", default=DATA_DIR)
   ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
   ap.add_argument("--report", action="store_true", help="only the report, from the JSONL")
-  ap.add_argument("--tiny", action="store_true",
-                  help="a seconds-long smoke run: 1 epoch, 20 images per class (train and "
-                       "test), 1 grid point")
+  ap.add_argument(
+    "--tiny",
+    action="store_true",
+    help="a seconds-long smoke run: 1 epoch, 20 images per class (train and test), 1 grid point",
+  )
   args = ap.parse_args(argv)
   protocol, grids = PROTOCOL, dict(lr_grid=LR_GRID, lam_grid=LAM_GRID, rho_grid=RHO_GRID)
   if args.tiny:
@@ -202,6 +280,7 @@ def main(argv=None):
     grids = dict(lr_grid=LR_GRID[1:2], lam_grid=LAM_GRID[:1], rho_grid=RHO_GRID[:1])
   if not args.report:
     from absgd_jax.train.compile_cache import use_compile_cache
+
     use_compile_cache(CACHE)
     done = load_jsonl(args.out)
     chosen = tune(args.out, args.data_dir, protocol=protocol, done=done, **grids)

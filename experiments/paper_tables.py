@@ -55,55 +55,99 @@ from experiments.common import mean_std
 
 SETTINGS = {"LT": "cifar10-lt", "ST": "cifar10-st"}
 ROWS = {
-    "SGD (CE)": dict(method="sgd", loss="ce"),
-    "ABSGD (CE)": dict(method="absgd", loss="ce"),
-    "SGD (LA)": dict(method="sgd", loss="la"),
-    "ABSGD (LA)": dict(method="absgd", loss="la"),
-    "SGD (CB-CE, DRW)": dict(method="sgd", loss="ce", class_weighting="drw"),
-    "ABSGD (CB-CE)": dict(method="absgd", loss="ce", class_weighting="drw"),
-    "LDAM-DRW": dict(method="sgd", loss="ldam", head="cosine", class_weighting="drw"),
-    "ABSGD (CB-LDAM)": dict(method="absgd", loss="ldam", head="cosine", class_weighting="drw"),
-    "ABSGD (CE, KL budget)": dict(method="absgd", loss="ce"),
+  "SGD (CE)": dict(method="sgd", loss="ce"),
+  "ABSGD (CE)": dict(method="absgd", loss="ce"),
+  "SGD (LA)": dict(method="sgd", loss="la"),
+  "ABSGD (LA)": dict(method="absgd", loss="la"),
+  "SGD (CB-CE, DRW)": dict(method="sgd", loss="ce", class_weighting="drw"),
+  "ABSGD (CB-CE)": dict(method="absgd", loss="ce", class_weighting="drw"),
+  "LDAM-DRW": dict(method="sgd", loss="ldam", head="cosine", class_weighting="drw"),
+  "ABSGD (CB-LDAM)": dict(method="absgd", loss="ldam", head="cosine", class_weighting="drw"),
+  "ABSGD (CE, KL budget)": dict(method="absgd", loss="ce"),
 }
-PAIRS = {"ABSGD (CE)": "SGD (CE)", "ABSGD (LA)": "SGD (LA)",
-         "ABSGD (CB-CE)": "SGD (CB-CE, DRW)", "ABSGD (CB-LDAM)": "LDAM-DRW",
-         "ABSGD (CE, KL budget)": "SGD (CE)", "SGD (LA)": "SGD (CE)"}
+PAIRS = {
+  "ABSGD (CE)": "SGD (CE)",
+  "ABSGD (LA)": "SGD (LA)",
+  "ABSGD (CB-CE)": "SGD (CB-CE, DRW)",
+  "ABSGD (CB-LDAM)": "LDAM-DRW",
+  "ABSGD (CE, KL budget)": "SGD (CE)",
+  "SGD (LA)": "SGD (CE)",
+}
 # The tuned setting of each ABSGD row and its grid (three points each). LDAM's losses are on
 # the scale of its logit scale s = 30, several times CE's, and lam is relative to the losses.
 GRIDS = {
-    "ABSGD (CE)": ("lam", (1.0, 3.0, 10.0)),
-    "ABSGD (LA)": ("lam", (1.0, 3.0, 10.0)),
-    "ABSGD (CB-CE)": ("lam", (1.0, 3.0, 10.0)),
-    "ABSGD (CB-LDAM)": ("lam", (10.0, 30.0, 100.0)),
-    "ABSGD (CE, KL budget)": ("kl_budget", (0.01, 0.03, 0.1)),
+  "ABSGD (CE)": ("lam", (1.0, 3.0, 10.0)),
+  "ABSGD (LA)": ("lam", (1.0, 3.0, 10.0)),
+  "ABSGD (CB-CE)": ("lam", (1.0, 3.0, 10.0)),
+  "ABSGD (CB-LDAM)": ("lam", (10.0, 30.0, 100.0)),
+  "ABSGD (CE, KL budget)": ("kl_budget", (0.01, 0.03, 0.1)),
 }
 # The (setting, row) cells of each protocol, in the order the queue trains them.
 _CE_FIRST = [("LT", "SGD (CE)"), ("LT", "ABSGD (CE)"), ("ST", "SGD (CE)"), ("ST", "ABSGD (CE)")]
 CELLS = {
-    "reduced": _CE_FIRST + [("LT", "SGD (LA)"), ("LT", "ABSGD (LA)"), ("LT", "LDAM-DRW"),
-                            ("LT", "ABSGD (CB-LDAM)"), ("ST", "SGD (CB-CE, DRW)"),
-                            ("ST", "ABSGD (CB-CE)"), ("LT", "ABSGD (CE, KL budget)")],
-    "full": _CE_FIRST + [(s, r) for s in SETTINGS for r in ROWS
-                         if r not in ("SGD (CE)", "ABSGD (CE)", "ABSGD (CE, KL budget)")],
+  "reduced": _CE_FIRST
+  + [
+    ("LT", "SGD (LA)"),
+    ("LT", "ABSGD (LA)"),
+    ("LT", "LDAM-DRW"),
+    ("LT", "ABSGD (CB-LDAM)"),
+    ("ST", "SGD (CB-CE, DRW)"),
+    ("ST", "ABSGD (CB-CE)"),
+    ("LT", "ABSGD (CE, KL budget)"),
+  ],
+  "full": _CE_FIRST
+  + [
+    (s, r)
+    for s in SETTINGS
+    for r in ROWS
+    if r not in ("SGD (CE)", "ABSGD (CE)", "ABSGD (CE, KL budget)")
+  ],
 }
 PROTOCOLS = {
-    "full": dict(momentum_form="pytorch", stage2_epoch=160, drw_epoch=160),
-    "reduced": dict(model="resnet8", image_size=16, crop_padding=2, epochs=60, warmup_epochs=2,
-                    lr_decay_epochs=(48, 54), lr_decay_factor=0.01, stage2_epoch=48,
-                    drw_epoch=48, eval_every=4, momentum_form="pytorch"),
+  "full": dict(momentum_form="pytorch", stage2_epoch=160, drw_epoch=160),
+  "reduced": dict(
+    model="resnet8",
+    image_size=16,
+    crop_padding=2,
+    epochs=60,
+    warmup_epochs=2,
+    lr_decay_epochs=(48, 54),
+    lr_decay_factor=0.01,
+    stage2_epoch=48,
+    drw_epoch=48,
+    eval_every=4,
+    momentum_form="pytorch",
+  ),
 }
 # A CPU run of the whole pipeline in seconds: 8 px, a head class of 200 images, 3 epochs.
-TINY = dict(model="resnet8", epochs=3, image_size=8, n_max=200, warmup_epochs=1,
-             lr_decay_epochs=(2,), stage2_epoch=2, drw_epoch=2, eval_every=1, crop_padding=1,
-             test_per_class=10, momentum_form="pytorch")
+TINY = dict(
+  model="resnet8",
+  epochs=3,
+  image_size=8,
+  n_max=200,
+  warmup_epochs=1,
+  lr_decay_epochs=(2,),
+  stage2_epoch=2,
+  drw_epoch=2,
+  eval_every=1,
+  crop_padding=1,
+  test_per_class=10,
+  momentum_form="pytorch",
+)
 # Tables 1 and 2 of the paper, CIFAR-10, rho = 100, ResNet-32 (Table 2 gives no std).
 PAPER = {
-    ("SGD (CE)", "LT"): "71.75 +- 0.75", ("SGD (CE)", "ST"): "63.12 +- 0.63",
-    ("ABSGD (CE)", "LT"): "72.43 +- 0.31", ("ABSGD (CE)", "ST"): "66.24 +- 0.35",
-    ("SGD (CB-CE, DRW)", "LT"): "72.37", ("SGD (CB-CE, DRW)", "ST"): "61.84",
-    ("ABSGD (CB-CE)", "LT"): "79.34", ("ABSGD (CB-CE)", "ST"): "72.93",
-    ("LDAM-DRW", "LT"): "77.03", ("LDAM-DRW", "ST"): "76.92",
-    ("ABSGD (CB-LDAM)", "LT"): "80.45", ("ABSGD (CB-LDAM)", "ST"): "78.33",
+  ("SGD (CE)", "LT"): "71.75 +- 0.75",
+  ("SGD (CE)", "ST"): "63.12 +- 0.63",
+  ("ABSGD (CE)", "LT"): "72.43 +- 0.31",
+  ("ABSGD (CE)", "ST"): "66.24 +- 0.35",
+  ("SGD (CB-CE, DRW)", "LT"): "72.37",
+  ("SGD (CB-CE, DRW)", "ST"): "61.84",
+  ("ABSGD (CB-CE)", "LT"): "79.34",
+  ("ABSGD (CB-CE)", "ST"): "72.93",
+  ("LDAM-DRW", "LT"): "77.03",
+  ("LDAM-DRW", "ST"): "76.92",
+  ("ABSGD (CB-LDAM)", "LT"): "80.45",
+  ("ABSGD (CB-LDAM)", "ST"): "78.33",
 }
 # Menon et al. (2021), Table 2, CIFAR-10-LT rho = 100, ResNet-32: CE 70.4, LA (loss) 77.9.
 OTHER = {("SGD (LA)", "LT"): "77.9 (Menon et al.)"}
@@ -116,6 +160,7 @@ SEEDS = (0, 1, 2)
 
 def _config(protocol: str, setting: str, row: str, overrides: dict, **fields):
   from absgd_jax.train import make_config
+
   base = dict(PROTOCOLS[protocol], **overrides)
   return make_config(SETTINGS[setting], base, **ROWS[row], **fields)
 
@@ -152,8 +197,9 @@ def _train(results: str, key: str, config, fields: dict) -> bool:
   return True
 
 
-def run_pass(results: str, protocol: str, data_dir: str, seeds, overrides: dict, cells,
-             grids: dict) -> int:
+def run_pass(
+  results: str, protocol: str, data_dir: str, seeds, overrides: dict, cells, grids: dict
+) -> int:
   """One pass over the queue; returns how many runs another worker still holds."""
   pending = 0
   base = dict(data_dir=data_dir, checkpoint=True)
@@ -163,27 +209,48 @@ def run_pass(results: str, protocol: str, data_dir: str, seeds, overrides: dict,
       name, grid = grids[row]
       for value in grid:
         key = tune_key(setting, row, value)
-        cfg = _config(protocol, setting, row, overrides, **{name: value},
-                      val_fraction=VAL_FRACTION, seed=0,
-                      out_dir=common.run_dir(results, key), **base)
-        pending += not _train(results, key, cfg, dict(stage="tune", setting=setting, row=row,
-                                                      seed=0, **{name: value}))
+        cfg = _config(
+          protocol,
+          setting,
+          row,
+          overrides,
+          **{name: value},
+          val_fraction=VAL_FRACTION,
+          seed=0,
+          out_dir=common.run_dir(results, key),
+          **base,
+        )
+        pending += not _train(
+          results, key, cfg, dict(stage="tune", setting=setting, row=row, seed=0, **{name: value})
+        )
       chosen = choose(common.read_records(results), setting, row, grid)
       if chosen is None:
         continue  # Another worker is still tuning this row; its finals come on a later pass.
       extra = {name: chosen}
     for seed in seeds:
       key = final_key(setting, row, seed)
-      cfg = _config(protocol, setting, row, overrides, seed=seed,
-                    out_dir=common.run_dir(results, key), **extra, **base)
-      pending += not _train(results, key, cfg,
-                            dict(stage="final", setting=setting, row=row, seed=seed, **extra))
+      cfg = _config(
+        protocol,
+        setting,
+        row,
+        overrides,
+        seed=seed,
+        out_dir=common.run_dir(results, key),
+        **extra,
+        **base,
+      )
+      pending += not _train(
+        results, key, cfg, dict(stage="final", setting=setting, row=row, seed=seed, **extra)
+      )
   return pending
 
 
 def _finals(records: list[dict], setting: str, row: str) -> dict[int, float]:
-  return {r["seed"]: 100 * r["test_acc"] for r in records
-          if r.get("stage") == "final" and r["setting"] == setting and r["row"] == row}
+  return {
+    r["seed"]: 100 * r["test_acc"]
+    for r in records
+    if r.get("stage") == "final" and r["setting"] == setting and r["row"] == row
+  }
 
 
 def report(results: str, protocol: str, cells, seeds=SEEDS, out_md: str | None = None) -> str:
@@ -192,49 +259,86 @@ def report(results: str, protocol: str, cells, seeds=SEEDS, out_md: str | None =
   ABSGD row from its SGD row."""
   recs = common.read_records(results)
   command = f"python -m experiments.paper_tables --protocol {protocol}"
-  lines = [f"Test accuracy %, final epoch, mean +- std over seeds ({protocol} protocol):", "",
-           "| setting | row | chosen on validation | ours | paper (ResNet-32, full) | "
-           "difference from its SGD row, per seed |",
-           "| --- | --- | --- | --- | --- | --- |"]
+  lines = [
+    f"Test accuracy %, final epoch, mean +- std over seeds ({protocol} protocol):",
+    "",
+    "| setting | row | chosen on validation | ours | paper (ResNet-32, full) | "
+    "difference from its SGD row, per seed |",
+    "| --- | --- | --- | --- | --- | --- |",
+  ]
   missing = []
   for setting, row in cells:
     mine = _finals(recs, setting, row)
     if not set(seeds) <= set(mine):
       missing.append(f"{setting} {row}")
-    chosen = next((r for r in recs if r.get("stage") == "final" and r["setting"] == setting
-                   and r["row"] == row), None)
-    chosen = (f"{GRIDS[row][0]}={chosen[GRIDS[row][0]]:g}" if chosen and row in GRIDS
-              else "-" if row not in GRIDS else "tuning")
-    paper = "; ".join(x for x in (PAPER.get((row, setting)), OTHER.get((row, setting)),
-                                  REFERENCE.get((protocol, row, setting))) if x) or "-"
+    chosen = next(
+      (
+        r for r in recs if r.get("stage") == "final" and r["setting"] == setting and r["row"] == row
+      ),
+      None,
+    )
+    chosen = (
+      f"{GRIDS[row][0]}={chosen[GRIDS[row][0]]:g}"
+      if chosen and row in GRIDS
+      else "-"
+      if row not in GRIDS
+      else "tuning"
+    )
+    paper = (
+      "; ".join(
+        x
+        for x in (
+          PAPER.get((row, setting)),
+          OTHER.get((row, setting)),
+          REFERENCE.get((protocol, row, setting)),
+        )
+        if x
+      )
+      or "-"
+    )
     diffs = "-"
     if row in PAIRS:
       base = _finals(recs, setting, PAIRS[row])
       common_seeds = sorted(set(mine) & set(base))
       if common_seeds:
         d = [mine[s] - base[s] for s in common_seeds]
-        diffs = (", ".join(f"{x:+.2f}" for x in d) + f" (mean {statistics.mean(d):+.2f}, vs "
-                 f"{PAIRS[row]})")
-    lines.append(f"| {setting} | {row} | {chosen} | {mean_std(list(mine.values()))} | "
-                 f"{paper} | {diffs} |")
+        diffs = (
+          ", ".join(f"{x:+.2f}" for x in d) + f" (mean {statistics.mean(d):+.2f}, vs {PAIRS[row]})"
+        )
+    lines.append(
+      f"| {setting} | {row} | {chosen} | {mean_std(list(mine.values()))} | {paper} | {diffs} |"
+    )
   tune = [r for r in recs if r.get("stage") == "tune"]
   if tune:
-    lines += ["", "Tuning grids (seed 0, validation balanced accuracy %, 10% of each class "
-              "held out):", "", "| setting | row | point: score |", "| --- | --- | --- |"]
+    lines += [
+      "",
+      "Tuning grids (seed 0, validation balanced accuracy %, 10% of each class held out):",
+      "",
+      "| setting | row | point: score |",
+      "| --- | --- | --- |",
+    ]
     for setting, row in cells:
       if row not in GRIDS:
         continue
       name = GRIDS[row][0]
-      pts = sorted((r[name], r["val_balanced_acc"]) for r in tune
-                   if r["setting"] == setting and r["row"] == row)
+      pts = sorted(
+        (r[name], r["val_balanced_acc"])
+        for r in tune
+        if r["setting"] == setting and r["row"] == row
+      )
       if pts:
-        lines.append(f"| {setting} | {row} | " + ", ".join(
-            f"{name}={v:g}: {100 * s:.2f}" for v, s in pts) + " |")
+        lines.append(
+          f"| {setting} | {row} | "
+          + ", ".join(f"{name}={v:g}: {100 * s:.2f}" for v, s in pts)
+          + " |"
+        )
   cpu_h = sum(r["wall_s"] for r in recs) / 3600
   lines += ["", f"{len(recs)} runs, {cpu_h:.2f} h of wall time in all."]
   if missing:
-    lines += [f"Still running or not started ({len(missing)} cells): {', '.join(missing)}. "
-              f"`{command}` resumes them."]
+    lines += [
+      f"Still running or not started ({len(missing)} cells): {', '.join(missing)}. "
+      f"`{command}` resumes them."
+    ]
   text = "\n".join(lines) + "\n"
   print(text)
   if out_md:
@@ -247,19 +351,37 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--protocol", choices=list(PROTOCOLS), default="reduced")
   ap.add_argument("--data-dir", default=common.DATA_DIR)
-  ap.add_argument("--results", default=None,
-                  help="record file (default experiments/results/paper_tables_<protocol>.jsonl)")
+  ap.add_argument(
+    "--results",
+    default=None,
+    help="record file (default experiments/results/paper_tables_<protocol>.jsonl)",
+  )
   ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-  ap.add_argument("--cells", nargs="+", default=None, metavar="SETTING:ROW",
-                  help="train only these cells, e.g. 'LT:SGD (CE)' (default: the protocol's)")
-  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="override a setting of every run")
-  ap.add_argument("--tiny", action="store_true",
-                  help="a seconds-long run of the whole pipeline "
-                       "(8 px, 200 images in the head class)")
+  ap.add_argument(
+    "--cells",
+    nargs="+",
+    default=None,
+    metavar="SETTING:ROW",
+    help="train only these cells, e.g. 'LT:SGD (CE)' (default: the protocol's)",
+  )
+  ap.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override a setting of every run",
+  )
+  ap.add_argument(
+    "--tiny",
+    action="store_true",
+    help="a seconds-long run of the whole pipeline (8 px, 200 images in the head class)",
+  )
   ap.add_argument("--report", action="store_true")
-  ap.add_argument("--work", default=common.RUNS,
-                  help="where runs keep their checkpoints (default runs/ in the checkout)")
+  ap.add_argument(
+    "--work",
+    default=common.RUNS,
+    help="where runs keep their checkpoints (default runs/ in the checkout)",
+  )
   args = ap.parse_args(argv)
   common.RUNS = args.work
   results = args.results or common.results_path(f"paper_tables_{args.protocol}")

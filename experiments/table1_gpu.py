@@ -43,8 +43,9 @@ TINY = dict(paper_tables.TINY, epochs=2, lr_decay_epochs=(1,), stage2_epoch=1, d
 
 
 def _config(setting: str, row: str, seed: int, args, overrides: dict, **fields):
-  return paper_tables._config("full", setting, row, overrides, seed=seed, lam=args.lam,
-                              data_dir=args.data_dir, **fields)
+  return paper_tables._config(
+    "full", setting, row, overrides, seed=seed, lam=args.lam, data_dir=args.data_dir, **fields
+  )
 
 
 def _overrides(args) -> dict:
@@ -54,27 +55,55 @@ def _overrides(args) -> dict:
   return over
 
 
-def _record(setting: str, row: str, seed: int, lam: float, summary_final: dict, config: dict,
-            wall_s: float, strategy: str) -> dict:
-  return dict(key=paper_tables.final_key(setting, row, seed), stage="final", setting=setting,
-              row=row, seed=seed, lam=lam, strategy=strategy, config=config, wall_s=wall_s,
-              **{k: summary_final.get(k) for k in ("test_acc", "test_balanced_acc",
-                                                   "train_loss")})
+def _record(
+  setting: str,
+  row: str,
+  seed: int,
+  lam: float,
+  summary_final: dict,
+  config: dict,
+  wall_s: float,
+  strategy: str,
+) -> dict:
+  return dict(
+    key=paper_tables.final_key(setting, row, seed),
+    stage="final",
+    setting=setting,
+    row=row,
+    seed=seed,
+    lam=lam,
+    strategy=strategy,
+    config=config,
+    wall_s=wall_s,
+    **{k: summary_final.get(k) for k in ("test_acc", "test_balanced_acc", "train_loss")},
+  )
 
 
 def run_members(args, settings, results: str, overrides: dict) -> float:
   """Each setting as one program of (lam, seed) members; returns run-epochs per second after
   the first (compiling) epoch."""
   from absgd_jax.train import Sweep
+
   rates = []
   for setting in settings:
     done = {r["key"] for r in common.read_records(results)}
     if all(paper_tables.final_key(setting, row, s) in done for row in ROWS for s in args.seeds):
       continue
-    cfg = _config(setting, "ABSGD (CE)", args.seeds[0], args, overrides,
-                  out_dir=common.run_dir(results, f"members__{setting}"))
-    sweep = Sweep(cfg, {"lam": [math.inf, args.lam], "seed": list(args.seeds)},
-                  progress=False, log=True, mode="vmap")
+    cfg = _config(
+      setting,
+      "ABSGD (CE)",
+      args.seeds[0],
+      args,
+      overrides,
+      out_dir=common.run_dir(results, f"members__{setting}"),
+    )
+    sweep = Sweep(
+      cfg,
+      {"lam": [math.inf, args.lam], "seed": list(args.seeds)},
+      progress=False,
+      log=True,
+      mode="vmap",
+    )
     t0 = time.perf_counter()
     out = sweep.fit()
     wall = time.perf_counter() - t0
@@ -86,29 +115,48 @@ def run_members(args, settings, results: str, overrides: dict) -> float:
     for m in out["members"]:
       row = "SGD (CE)" if math.isinf(m["sweep"]["lam"]) else "ABSGD (CE)"
       if not args.probe:
-        common.append_record(results, _record(setting, row, m["sweep"]["seed"], args.lam,
-                                              m["final"], m["config"], wall, "members"))
+        common.append_record(
+          results,
+          _record(
+            setting, row, m["sweep"]["seed"], args.lam, m["final"], m["config"], wall, "members"
+          ),
+        )
   return min(rates) if rates else 0.0
 
 
 def run_processes(args, settings, results: str) -> float:
   """``--workers`` processes share the queue of runs; returns run-epochs per second after each
   run's first (compiling) epoch, summed over the runs that trained at the same time."""
-  cmd = [sys.executable, "-m", "experiments.table1_gpu", "--worker", "--results", results,
-         "--work", common.RUNS,
-         "--data-dir", args.data_dir, "--lam", str(args.lam), "--settings", *settings,
-         "--seeds", *map(str, args.seeds)]
+  cmd = [
+    sys.executable,
+    "-m",
+    "experiments.table1_gpu",
+    "--worker",
+    "--results",
+    results,
+    "--work",
+    common.RUNS,
+    "--data-dir",
+    args.data_dir,
+    "--lam",
+    str(args.lam),
+    "--settings",
+    *settings,
+    "--seeds",
+    *map(str, args.seeds),
+  ]
   cmd += ["--tiny"] if args.tiny else []
   cmd += ["--epochs", str(args.epochs)] if args.epochs else []
   # The workers import the experiments package from this checkout, wherever they start.
   path = os.pathsep.join(p for p in (common.ROOT, os.environ.get("PYTHONPATH")) if p)
-  procs = [subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=path))
-           for _ in range(args.workers)]
+  procs = [
+    subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=path)) for _ in range(args.workers)
+  ]
   if any(p.wait() for p in procs):
     raise SystemExit("a worker failed; its output is above")
   recs = [r for r in common.read_records(results) if r.get("strategy") == "processes"]
   rates = []
-  for r in recs[:args.workers]:  # The first runs of each worker trained side by side.
+  for r in recs[: args.workers]:  # The first runs of each worker trained side by side.
     times = [h["epoch_time_s"] for h in r["history"]]
     steady = times[1:] or times
     rates.append(len(steady) / sum(steady))
@@ -122,11 +170,17 @@ def worker(args, results: str) -> None:
     for row in ROWS:
       for seed in args.seeds:
         key = paper_tables.final_key(setting, row, seed)
-        cfg = _config(setting, row, seed, args, overrides, checkpoint=True,
-                      out_dir=common.run_dir(results, key))
-        common.train_once(results, key, cfg, dict(stage="final", setting=setting, row=row,
-                                                  seed=seed, lam=args.lam,
-                                                  strategy="processes"))
+        cfg = _config(
+          setting, row, seed, args, overrides, checkpoint=True, out_dir=common.run_dir(results, key)
+        )
+        common.train_once(
+          results,
+          key,
+          cfg,
+          dict(
+            stage="final", setting=setting, row=row, seed=seed, lam=args.lam, strategy="processes"
+          ),
+        )
 
 
 def main(argv=None):
@@ -141,8 +195,11 @@ def main(argv=None):
   ap.add_argument("--probe-epochs", type=int, default=3)
   ap.add_argument("--epochs", type=int, default=0, help="override the protocol's 200")
   ap.add_argument("--tiny", action="store_true", help="8 px, 2 epochs: a CPU check")
-  ap.add_argument("--work", default=common.RUNS,
-                  help="where runs keep their checkpoints (default runs/ in the checkout)")
+  ap.add_argument(
+    "--work",
+    default=common.RUNS,
+    help="where runs keep their checkpoints (default runs/ in the checkout)",
+  )
   ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
   ap.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
   args = ap.parse_args(argv)
@@ -152,23 +209,33 @@ def main(argv=None):
   strategy = args.strategy
   if strategy == "auto":
     # Each way trains LT for a few epochs into a scratch file; the faster way runs the table.
-    probe_args = argparse.Namespace(**{**vars(args), "epochs": args.probe_epochs,
-                                       "probe": True})
+    probe_args = argparse.Namespace(**{**vars(args), "epochs": args.probe_epochs, "probe": True})
     scratch = os.path.splitext(args.results)[0] + ".probe.jsonl"
-    rates = {"members": run_members(probe_args, ["LT"], scratch, _overrides(probe_args)),
-             "processes": run_processes(probe_args, ["LT"], scratch)}
+    rates = {
+      "members": run_members(probe_args, ["LT"], scratch, _overrides(probe_args)),
+      "processes": run_processes(probe_args, ["LT"], scratch),
+    }
     os.remove(scratch)
     strategy = max(rates, key=rates.get)
     with open(os.path.splitext(args.results)[0] + ".strategy.json", "w") as f:
-      json.dump({"run_epochs_per_s": rates, "chosen": strategy, "workers": args.workers,
-                 "probe_epochs": args.probe_epochs}, f, indent=1)
+      json.dump(
+        {
+          "run_epochs_per_s": rates,
+          "chosen": strategy,
+          "workers": args.workers,
+          "probe_epochs": args.probe_epochs,
+        },
+        f,
+        indent=1,
+      )
     print(f"run-epochs per second: {rates}; training the table with {strategy}", flush=True)
   if strategy == "members":
     run_members(args, args.settings, args.results, _overrides(args))
   else:
     run_processes(args, args.settings, args.results)
-  paper_tables.report(args.results, "full", [(s, r) for s in args.settings for r in ROWS],
-                      args.seeds)
+  paper_tables.report(
+    args.results, "full", [(s, r) for s in args.settings for r in ROWS], args.seeds
+  )
 
 
 if __name__ == "__main__":

@@ -32,11 +32,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The lock only kept a reader from meeting an entry another process is half-way through
 # writing; such an entry fails to decompress, which jax turns into a warning and a fresh
 # compile (tried: entries cut in half give the right result). ``rm -rf .cache/jax`` empties it.
-for _name, _value in (("JAX_PLATFORMS", "cpu"),
-                      ("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax")),
-                      ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
-                      ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0"),
-                      ("JAX_COMPILATION_CACHE_MAX_SIZE", "-1")):
+for _name, _value in (
+  ("JAX_PLATFORMS", "cpu"),
+  ("JAX_COMPILATION_CACHE_DIR", os.path.join(ROOT, ".cache", "jax")),
+  ("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0"),
+  ("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0"),
+  ("JAX_COMPILATION_CACHE_MAX_SIZE", "-1"),
+):
   os.environ.setdefault(_name, _value)
 
 # The legacy elemental fusion emitters compile a small program in about half the time of the
@@ -50,6 +52,7 @@ def _xla_accepts(flags: str) -> bool:
   """Whether this jaxlib knows ``flags``: XLA aborts the process on an unknown flag, so a
   jaxlib that renamed one must not get it. Asked once per jaxlib version, in a child process."""
   import jaxlib  # Its version only: XLA reads XLA_FLAGS when jax starts a backend, not here.
+
   name = f"xla-flags-{jaxlib.__version__}-{zlib.crc32(flags.encode()):08x}"
   mark = os.path.join(ROOT, ".cache", name)
   if not os.path.exists(mark):

@@ -26,9 +26,15 @@ def launch(script, nproc: int, devices_each: int, *args: str) -> None:
   """Runs ``script pid nproc port *args`` in ``nproc`` processes; fails with a worker's output."""
   env = child_env(f"--xla_force_host_platform_device_count={devices_each}")
   port = free_port()
-  procs = [subprocess.Popen([sys.executable, str(script), str(i), str(nproc), port, *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-           for i in range(nproc)]
+  procs = [
+    subprocess.Popen(
+      [sys.executable, str(script), str(i), str(nproc), port, *args],
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+    )
+    for i in range(nproc)
+  ]
   for p in procs:
     out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out.decode()[-3000:]

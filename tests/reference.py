@@ -43,7 +43,7 @@ def absgd_weights_decimal(loss_stream, lam, gamma, s0=None, prec=60):
 
   Returns per batch (weights as float64, log s as float64).
   """
-  ctx = decimal.Context(prec=prec, Emax=10**9, Emin=-10**9)
+  ctx = decimal.Context(prec=prec, Emax=10**9, Emin=-(10**9))
   D = lambda x: ctx.create_decimal(repr(float(x)))
   s = None if s0 is None else D(s0)
   out = []

@@ -22,7 +22,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def _example():
   spec = importlib.util.spec_from_file_location(
-      "gradient_accumulation", ROOT / "examples" / "gradient_accumulation.py")
+    "gradient_accumulation", ROOT / "examples" / "gradient_accumulation.py"
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
@@ -53,8 +54,8 @@ def test_exact_recipe_equals_the_big_batch_step():
   @jax.jit
   def big_step(params, opt_state, w_state, x, y, mask):
     (loss, (w_state, w)), g = jax.value_and_grad(
-        lambda p: absgd_jax.weighted_mean(_loss(p, x, y), w_state, weigher, where=mask),
-        has_aux=True)(params)
+      lambda p: absgd_jax.weighted_mean(_loss(p, x, y), w_state, weigher, where=mask), has_aux=True
+    )(params)
     u, opt_state = opt.update(g, opt_state, params)
     return optax.apply_updates(params, u), opt_state, w_state, loss, w
 
@@ -78,8 +79,8 @@ def _multisteps_run(weigher, batches, params, lr=0.1):
   @jax.jit
   def micro_step(params, opt_state, w_state, x, y):
     (loss, (w_state, w)), g = jax.value_and_grad(
-        lambda p: absgd_jax.weighted_mean(_loss(p, x, y), w_state, weigher), has_aux=True)(
-            params)
+      lambda p: absgd_jax.weighted_mean(_loss(p, x, y), w_state, weigher), has_aux=True
+    )(params)
     u, opt_state = opt.update(g, opt_state, params)
     return optax.apply_updates(params, u), opt_state, w_state, w
 
@@ -93,7 +94,7 @@ def _multisteps_run(weigher, batches, params, lr=0.1):
 def test_multisteps_normalises_each_micro_batch_by_itself():
   x, y = _data(3, K * B)
   params = _params(1)
-  batches = [(x[j * B:(j + 1) * B], y[j * B:(j + 1) * B]) for j in range(K)]
+  batches = [(x[j * B : (j + 1) * B], y[j * B : (j + 1) * B]) for j in range(K)]
   lam = 1.0
   new_params, out = _multisteps_run(absgd_jax.absgd_weights(lam, gamma=1.0), batches, params)
   e = np.exp(np.asarray(_loss(params, x, y), np.float64) / lam).reshape(K, B)
@@ -104,20 +105,24 @@ def test_multisteps_normalises_each_micro_batch_by_itself():
   np.testing.assert_allclose(micro, big * (e.mean() / e.mean(axis=1))[:, None], rtol=1e-5)
   assert np.max(np.abs(micro / big - 1)) > 0.1  # and here it matters
   # The update MultiSteps applies: lr times the mean of the k micro-batch gradients.
-  g = [jax.grad(lambda p, j=j: jnp.sum(jnp.asarray(micro[j], jnp.float32) *
-                                        _loss(p, *batches[j])) / B)(params) for j in range(K)]
+  g = [
+    jax.grad(
+      lambda p, j=j: jnp.sum(jnp.asarray(micro[j], jnp.float32) * _loss(p, *batches[j])) / B
+    )(params)
+    for j in range(K)
+  ]
   want = jax.tree.map(lambda p, *gs: p - 0.1 * sum(gs) / K, params, *g)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-               new_params, want)
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new_params, want
+  )
 
 
 def test_multisteps_counts_micro_batches_so_schedules_divide_by_k():
   x, y = _data(4, 3 * K * B)
-  batches = [(x[j * B:(j + 1) * B], y[j * B:(j + 1) * B]) for j in range(3 * K)]
+  batches = [(x[j * B : (j + 1) * B], y[j * B : (j + 1) * B]) for j in range(3 * K)]
   sched = lambda u: jnp.where(u < 2, jnp.inf, 1.0)  # meant to switch at optimizer update 2
   _, naive = _multisteps_run(absgd_jax.absgd_weights(sched), batches, _params())
-  _, fixed = _multisteps_run(absgd_jax.absgd_weights(lambda c: sched(c // K)), batches,
-                             _params())
+  _, fixed = _multisteps_run(absgd_jax.absgd_weights(lambda c: sched(c // K)), batches, _params())
   lam_naive = [float(s.lam) for _, s in naive]
   lam_fixed = [float(s.lam) for _, s in fixed]
   assert int(naive[-1][1].count) == 3 * K  # one count per micro-batch

@@ -44,12 +44,15 @@ def test_each_public_name_has_an_examples_section(module, name, obj):
   doc = api_names.data_doc(module, name, obj) if api_names.is_data(obj) else _own_doc(obj)
   assert doc, f"{module}.{name} has no docstring of its own"
   assert "Examples:" in doc, f"{module}.{name}'s docstring has no Examples: section"
-  examples = doc[doc.index("Examples:"):]
+  examples = doc[doc.index("Examples:") :]
   assert ">>>" in examples, f"{module}.{name}'s Examples: section has no >>> example"
 
 
-@pytest.mark.parametrize("module,name,obj", [n for n in NAMES if api_names.is_data(n[2])],
-                         ids=[i for i, n in zip(IDS, NAMES) if api_names.is_data(n[2])])
+@pytest.mark.parametrize(
+  "module,name,obj",
+  [n for n in NAMES if api_names.is_data(n[2])],
+  ids=[i for i, n in zip(IDS, NAMES) if api_names.is_data(n[2])],
+)
 def test_examples_of_module_values_run(module, name, obj):
   doc = api_names.data_doc(module, name, obj)
   globs = dict(vars(importlib.import_module(module)))
@@ -67,9 +70,26 @@ def test_the_site_has_a_page_with_signature_and_example_for_each_public_name(tmp
   pytest.importorskip("furo")
   out = tmp_path / "html"
   # Warnings are errors, as in CI: a docstring the reference cannot render fails here too.
-  proc = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-                         "-d", str(tmp_path / "doctrees"), os.path.join(REPO, "docs"), str(out)],
-                        capture_output=True, text=True, cwd=REPO, timeout=600)
+  proc = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "sphinx",
+      "-W",
+      "--keep-going",
+      "-q",
+      "-b",
+      "html",
+      "-d",
+      str(tmp_path / "doctrees"),
+      os.path.join(REPO, "docs"),
+      str(out),
+    ],
+    capture_output=True,
+    text=True,
+    cwd=REPO,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
   for module, name, obj in NAMES:
     page = out / "_autosummary" / f"{module}.{name}.html"

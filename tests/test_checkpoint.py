@@ -76,8 +76,11 @@ def test_corrupt_latest_checkpoint_falls_back_with_a_warning_naming_both(tmp_pat
     ckpt.save(epoch, _state(epoch), {"epoch": epoch})
   _corrupt(tmp_path / "2")
   fresh = Checkpointer(str(tmp_path), keep=3)
-  with pytest.warns(UserWarning, match=r"checkpoint .*/2 does not read .*falling back to the "
-                                       r"previous one, epoch 1"):
+  with pytest.warns(
+    UserWarning,
+    match=r"checkpoint .*/2 does not read .*falling back to the "
+    r"previous one, epoch 1",
+  ):
     state, meta = fresh.restore(_state(0))
   assert meta["epoch"] == 1
   np.testing.assert_array_equal(state["w"], np.full(3, 1.0))
@@ -121,8 +124,11 @@ def test_resume_passes_over_diverged_checkpoints_and_saves_past_them(tmp_path):
   for epoch in (3, 4):
     ckpt.save(epoch, _state(epoch), {"epoch": epoch}, healthy=False)
   fresh = Checkpointer(str(tmp_path), keep=2)
-  with pytest.warns(UserWarning, match=r"checkpoints \[3, 4\] .* diverged; resuming from the "
-                                       r"last healthy one, epoch 2"):
+  with pytest.warns(
+    UserWarning,
+    match=r"checkpoints \[3, 4\] .* diverged; resuming from the "
+    r"last healthy one, epoch 2",
+  ):
     state, meta = fresh.restore(_state(0))
   assert meta["epoch"] == 2 and float(state["w"][0]) == 2.0
   # The run goes on from epoch 3: the diverged 3 and 4 make way (orbax would otherwise skip a

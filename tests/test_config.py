@@ -13,14 +13,14 @@ from absgd_jax.train.config import Config
 from absgd_jax.train.experiment_data import validate_for_data
 from absgd_jax.train.presets import PRESETS, make_config, scale_epochs
 from absgd_jax.train.run_folder import (
-    RunMismatchError,
-    check_resume,
-    config_from_dict,
-    config_to_dict,
-    diff_configs,
-    fingerprint,
-    resolve_out_dir,
-    result_fields,
+  RunMismatchError,
+  check_resume,
+  config_from_dict,
+  config_to_dict,
+  diff_configs,
+  fingerprint,
+  resolve_out_dir,
+  result_fields,
 )
 
 # ------------------------------------------------------------------------- a run is its settings
@@ -44,8 +44,10 @@ def test_readme_sgd_baseline_does_not_share_the_absgd_folder():
 def test_out_dir_given_is_kept_and_same_command_gives_same_folder():
   _, a = cli.parse(["--config", "digits-lt", "--out", "/tmp/x"])
   assert a.out_dir == "/tmp/x"
-  assert resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir == \
-      resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir
+  assert (
+    resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir
+    == resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir
+  )
   args, _ = cli.parse(["--config", "digits-lt", "--new-run"])
   assert args.new_run
 
@@ -53,12 +55,25 @@ def test_out_dir_given_is_kept_and_same_command_gives_same_folder():
 def test_fingerprint_covers_result_fields_only():
   base = make_config("digits-lt")
   # Fields that do not change what is computed leave it alone ...
-  for kw in (dict(out_dir="elsewhere"), dict(eval_every=5), dict(checkpoint=False),
-             dict(data_workers=2), dict(data_dir="/mnt/copy"), dict(collapse_steps=0)):
+  for kw in (
+    dict(out_dir="elsewhere"),
+    dict(eval_every=5),
+    dict(checkpoint=False),
+    dict(data_workers=2),
+    dict(data_dir="/mnt/copy"),
+    dict(collapse_steps=0),
+  ):
     assert fingerprint(make_config("digits-lt", **kw)) == fingerprint(base), kw
   # ... every other field changes it.
-  for kw in (dict(method="sgd"), dict(lr=0.05), dict(lam=2.0), dict(seed=1),
-             dict(momentum=0.8), dict(lr_decay_epochs=(20,)), dict(batch_size=32)):
+  for kw in (
+    dict(method="sgd"),
+    dict(lr=0.05),
+    dict(lam=2.0),
+    dict(seed=1),
+    dict(momentum=0.8),
+    dict(lr_decay_epochs=(20,)),
+    dict(batch_size=32),
+  ):
     assert fingerprint(make_config("digits-lt", **kw)) != fingerprint(base), kw
   # lam=5 (int) and lam=5.0 are one setting.
   assert fingerprint(make_config("digits-lt", lam=5)) == fingerprint(base)
@@ -75,8 +90,9 @@ def test_a_field_added_later_leaves_older_runs_their_folder():
   # and a config saved then (no such key) compares equal to today's.
   cfg = make_config("cifar10-lt")
   assert "test_per_class" not in result_fields(cfg)
-  saved = {k: v for k, v in json.loads(json.dumps(config_to_dict(cfg))).items()
-           if k != "test_per_class"}
+  saved = {
+    k: v for k, v in json.loads(json.dumps(config_to_dict(cfg))).items() if k != "test_per_class"
+  }
   assert fingerprint(saved) == fingerprint(cfg)
   assert C.diff_configs(saved, cfg) == []
   # Set, it is a setting like any other: another folder, and a resume refuses to mix them.
@@ -107,8 +123,11 @@ def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path):
   C.write_run_config(first)
   saved = C.read_run_config(str(tmp_path))
   second = make_config("digits-lt", method="sgd", lr=0.5, out_dir=str(tmp_path))
-  with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run, 0\.5 now.*"
-                                             r"method: 'absgd' in the saved run, 'sgd' now"):
+  with pytest.raises(
+    RunMismatchError,
+    match=r"lr: 0\.1 in the saved run, 0\.5 now.*"
+    r"method: 'absgd' in the saved run, 'sgd' now",
+  ):
     check_resume(saved, second, last_epoch=3)
   check_resume(saved, second, last_epoch=3, new_run=True)  # Asked for: no error.
   check_resume(saved, first, last_epoch=3)  # The same settings resume.
@@ -140,21 +159,29 @@ def test_shortening_cifar10_lt_keeps_absgd_on():
   assert cfg.drw_epoch == 16 and cfg.warmup_epochs == 1
   assert cfg.stage2_epoch < cfg.epochs and max(cfg.lr_decay_epochs) < cfg.epochs
   # A field the user sets is theirs: it is checked, not scaled.
-  with pytest.raises(ValueError, match=r"stage2_epoch=160 must be < epochs=20 with "
-                                       r"method='absgd'"):
+  with pytest.raises(
+    ValueError,
+    match=r"stage2_epoch=160 must be < epochs=20 with "
+    r"method='absgd'",
+  ):
     make_config("cifar10-lt", epochs=20, stage2_epoch=160)
   assert make_config("cifar10-lt", epochs=20, stage2_epoch=5).stage2_epoch == 5
 
 
-@pytest.mark.parametrize("kw, match", [
+@pytest.mark.parametrize(
+  "kw, match",
+  [
     (dict(epochs=20, stage2_epoch=20, method="abadam"), r"stage2_epoch=20 must be < epochs=20"),
-    (dict(epochs=20, stage2_epoch=25, stage2_trainable="fc", method="sgd"),
-     r"stage2_epoch=25 must be < epochs=20 with stage2_trainable='fc'"),
+    (
+      dict(epochs=20, stage2_epoch=25, stage2_trainable="fc", method="sgd"),
+      r"stage2_epoch=25 must be < epochs=20 with stage2_trainable='fc'",
+    ),
     (dict(epochs=20, class_weighting="drw", drw_epoch=20), r"drw_epoch=20 must be < epochs=20"),
     (dict(epochs=20, warmup_epochs=20), r"warmup_epochs=20 must be < epochs=20"),
     (dict(epochs=20, lr_decay_epochs=(10, 25)), r"lr_decay_epochs=\(10, 25\) has \[25\]"),
     (dict(epochs=20, lr_decay_epochs=(12, 8)), r"strictly increasing"),
-])
+  ],
+)
 def test_epoch_fields_the_run_never_reaches_are_named(kw, match):
   with pytest.raises(ValueError, match=match):
     make_config("cifar10-lt", **kw)
@@ -165,16 +192,21 @@ def test_scale_rule():
   # 1..epochs-1 are dropped; warm-up stays >= 1 and < epochs.
   v = {"stage2_epoch": 22, "drw_epoch": 0, "lr_decay_epochs": (22, 29), "warmup_epochs": 2}
   # 29 * 15 / 30 = 14.5 rounds up to 15 = epochs: a decay the run would never reach, dropped.
-  assert scale_epochs(v, 30, 15) == {"stage2_epoch": 11, "drw_epoch": 0,
-                                     "lr_decay_epochs": (11,), "warmup_epochs": 1}
+  assert scale_epochs(v, 30, 15) == {
+    "stage2_epoch": 11,
+    "drw_epoch": 0,
+    "lr_decay_epochs": (11,),
+    "warmup_epochs": 1,
+  }
   out = scale_epochs(v, 30, 1)
   assert out == {"stage2_epoch": 1, "drw_epoch": 0, "lr_decay_epochs": (), "warmup_epochs": 0}
   assert scale_epochs({"stage2_epoch": 1}, 200, 20) == {"stage2_epoch": 1}
   # 160 * 2 / 200 = 1.6 rounds to 2 = epochs: kept at 1, so that stage 2 has its epoch.
-  assert scale_epochs({"stage2_epoch": 160, "drw_epoch": 160}, 200, 2) == \
-      {"stage2_epoch": 1, "drw_epoch": 1}
-  assert scale_epochs({"lr_decay_epochs": (100, 150)}, 200, 300) == \
-      {"lr_decay_epochs": (150, 225)}
+  assert scale_epochs({"stage2_epoch": 160, "drw_epoch": 160}, 200, 2) == {
+    "stage2_epoch": 1,
+    "drw_epoch": 1,
+  }
+  assert scale_epochs({"lr_decay_epochs": (100, 150)}, 200, 300) == {"lr_decay_epochs": (150, 225)}
   # Through make_config: a one-epoch digits run has no decay; a two-stage preset needs >= 2.
   assert make_config("digits-lt", epochs=1).lr_decay_epochs == ()
   assert make_config("digits-st", epochs=2).stage2_epoch == 1
@@ -185,18 +217,38 @@ def test_scale_rule():
 # ----------------------------------------------------------- every bad value, named, up front
 
 
-@pytest.mark.parametrize("key, value, allowed", [
-    ("momentum", 1.5, r"\[0, 1\)"), ("momentum", -0.1, r"\[0, 1\)"),
-    ("weight_decay", -1.0, ">= 0"), ("lr", 0.0, "> 0"), ("lr", -1.0, "> 0"),
-    ("lr", float("nan"), "> 0"), ("gamma", 0.0, r"\(0, 1\]"), ("gamma", 1.5, r"\(0, 1\]"),
-    ("epochs", 0, ">= 1"), ("batch_size", 0, ">= 1"), ("eval_every", 0, ">= 1"),
-    ("rho", 0.5, ">= 1"), ("noise_rate", 1.0, r"\[0, 1\)"), ("val_fraction", -0.1, r"\[0, 1\)"),
-    ("lr_decay_factor", 0.0, r"\(0, 1\]"), ("cb_beta", 1.0, r"\[0, 1\)"),
-    ("focal_gamma", -1.0, ">= 0"), ("gce_q", 0.0, r"\(0, 1\]"), ("tce_k", 1.0, r"\(0, 1\)"),
-    ("seed", -1, ">= 0"), ("warmup_epochs", -1, ">= 0"), ("stage2_epoch", -1, ">= 0"),
-    ("meta_per_class", 0, ">= 1"), ("data_workers", -1, ">= 0"), ("crop_padding", -2, ">= 0"),
-    ("collapse_weight", 1.0, r"\[0, 1\)"), ("collapse_steps", -1, ">= 0"),
-])
+@pytest.mark.parametrize(
+  "key, value, allowed",
+  [
+    ("momentum", 1.5, r"\[0, 1\)"),
+    ("momentum", -0.1, r"\[0, 1\)"),
+    ("weight_decay", -1.0, ">= 0"),
+    ("lr", 0.0, "> 0"),
+    ("lr", -1.0, "> 0"),
+    ("lr", float("nan"), "> 0"),
+    ("gamma", 0.0, r"\(0, 1\]"),
+    ("gamma", 1.5, r"\(0, 1\]"),
+    ("epochs", 0, ">= 1"),
+    ("batch_size", 0, ">= 1"),
+    ("eval_every", 0, ">= 1"),
+    ("rho", 0.5, ">= 1"),
+    ("noise_rate", 1.0, r"\[0, 1\)"),
+    ("val_fraction", -0.1, r"\[0, 1\)"),
+    ("lr_decay_factor", 0.0, r"\(0, 1\]"),
+    ("cb_beta", 1.0, r"\[0, 1\)"),
+    ("focal_gamma", -1.0, ">= 0"),
+    ("gce_q", 0.0, r"\(0, 1\]"),
+    ("tce_k", 1.0, r"\(0, 1\)"),
+    ("seed", -1, ">= 0"),
+    ("warmup_epochs", -1, ">= 0"),
+    ("stage2_epoch", -1, ">= 0"),
+    ("meta_per_class", 0, ">= 1"),
+    ("data_workers", -1, ">= 0"),
+    ("crop_padding", -2, ">= 0"),
+    ("collapse_weight", 1.0, r"\[0, 1\)"),
+    ("collapse_steps", -1, ">= 0"),
+  ],
+)
 def test_every_range_is_checked_naming_key_value_and_range(key, value, allowed):
   with pytest.raises(ValueError, match=rf"{key}={value!r} is outside .*{allowed}"):
     make_config("digits-lt", **{key: value})
@@ -216,6 +268,7 @@ def test_momentum_and_weight_decay_are_caught_before_any_data(monkeypatch, capsy
 
   def no_data(*a, **k):
     raise AssertionError("data was read")
+
   monkeypatch.setattr(data, "load_digits", no_data)
   monkeypatch.setattr(experiment_data, "build", no_data)
   for item, key in (("momentum=1.5", "momentum=1.5"), ("weight_decay=-1", "weight_decay=-1")):
@@ -242,14 +295,17 @@ def test_batch_larger_than_the_data_is_refused_before_data_and_at_the_first_step
   validate_for_data(make_config("digits-lt"), n_train=700, n_devices=8, n_processes=2)
 
 
-@pytest.mark.parametrize("item, match", [
+@pytest.mark.parametrize(
+  "item, match",
+  [
     ("epochs=twenty", "epochs expects an integer; got 'twenty'"),
     ("lr=fast", "lr expects a number; got 'fast'"),
     ("augment=maybe", "augment expects true or false; got 'maybe'"),
     ("lr_decay_epochs=10,x", "lr_decay_epochs expects comma-separated integers"),
     ("lr_decay_epochs=1.5", "lr_decay_epochs expects comma-separated integers"),
     ("nonsense=1", "unknown setting 'nonsense'"),
-])
+  ],
+)
 def test_wrong_type_set_names_the_key(item, match, capsys):
   # A --set value of the wrong type names the key.
   with pytest.raises(SystemExit):
@@ -268,6 +324,7 @@ def test_wrong_python_types_name_the_key():
     Config(lr="0.1")
   assert make_config("digits-lt", lr_decay_epochs=[10, 20]).lr_decay_epochs == (10, 20)
   import pathlib
+
   assert make_config("digits-lt", out_dir=pathlib.Path("/tmp/r")).out_dir == "/tmp/r"
   with pytest.raises(ValueError, match="model expects a string; got 32"):
     make_config("digits-lt", model=32)
@@ -277,13 +334,20 @@ def test_presets_share_a_base_and_keep_the_paper_numbers():
   lt, st = PRESETS["cifar10-lt"], PRESETS["cifar10-st"]
   assert {k for k in lt.keys() | st.keys() if lt.get(k) != st.get(k)} == {"imbalance"}
   c100 = PRESETS["cifar100-lt"]
-  assert {k for k in lt.keys() | c100.keys() if lt.get(k) != c100.get(k)} == {"dataset",
-                                                                              "source"}
+  assert {k for k in lt.keys() | c100.keys() if lt.get(k) != c100.get(k)} == {"dataset", "source"}
   # Section 4.1's protocol, as the paper states it.
   cfg = make_config("cifar10-lt")
-  assert (cfg.model, cfg.epochs, cfg.lr, cfg.warmup_epochs, cfg.lr_decay_epochs,
-          cfg.lr_decay_factor, cfg.batch_size, cfg.weight_decay, cfg.stage2_epoch) == \
-      ("resnet32", 200, 0.1, 5, (160, 180), 0.01, 128, 2e-4, 160)
+  assert (
+    cfg.model,
+    cfg.epochs,
+    cfg.lr,
+    cfg.warmup_epochs,
+    cfg.lr_decay_epochs,
+    cfg.lr_decay_factor,
+    cfg.batch_size,
+    cfg.weight_decay,
+    cfg.stage2_epoch,
+  ) == ("resnet32", 200, 0.1, 5, (160, 180), 0.01, 128, 2e-4, 160)
 
 
 def test_config_reads_the_data_facts():
@@ -324,31 +388,33 @@ def test_without_a_preset_nothing_is_scaled():
 # config was split into config / presets / run_folder): run folders named by them must keep
 # their names, so that those runs resume.
 _EARLIER_FINGERPRINTS = {
-    ("digits-lt", ()): "18da1761226b1613",
-    ("digits-st", ()): "e9058e88703111ee",
-    ("digits-noise", ()): "94eff5df0d64a54b",
-    ("cifar10-lt", ()): "ffa946f936dd869f",
-    ("cifar10-st", ()): "6b5312f34ee0b675",
-    ("cifar100-lt", ()): "8173b7b733a4d15a",
-    ("cifar100-st", ()): "b71fef3af0e9b358",
-    ("cifar10-noise", ()): "0e25ad524c8c15e7",
-    ("cifar100-noise", ()): "a17616eda90d5e3b",
-    ("imagenet-lt-stage1", ()): "bee17080ff04c3a1",
-    ("imagenet-lt-stage2", ()): "7a2b6a17d694d3e3",
-    ("places-lt-stage1", ()): "febbe6b408610bb8",
-    ("places-lt-stage2", ()): "13d519946105425c",
-    ("inat2018-stage1", ()): "796c0a950ee16231",
-    ("inat2018-stage2", ()): "b895bd6631da9ca8",
-    ("clothing1m", ()): "853a76235a955b37",
-    ("digits-lt", (("lam", 2.0), ("lr", 0.05))): "989254782e54cbac",
-    ("digits-lt", (("method", "sgd"),)): "06efc9bbfbb40837",
-    ("digits-lt", (("kl_budget", 0.01),)): "7a95c557c8780bd9",
-    ("cifar10-lt", (("epochs", 20),)): "d2f687b2fd1fa290",
-    ("cifar10-noise", (("lam", float("inf")), ("method", "sgd"))): "bb6eb8be276d2721",
-    ("digits-lt", (("test_per_class", 20), ("seed", 3))): "162189e6641b1d3a",
-    ("digits-noise", (("lr_schedule", "cosine"), ("lr_decay_epochs", ()), ("epochs", 10))):
-        "79f8c82943709c57",
-    (None, (("dataset", "digits"), ("epochs", 2))): "b9b0b208a9a49c12",
+  ("digits-lt", ()): "18da1761226b1613",
+  ("digits-st", ()): "e9058e88703111ee",
+  ("digits-noise", ()): "94eff5df0d64a54b",
+  ("cifar10-lt", ()): "ffa946f936dd869f",
+  ("cifar10-st", ()): "6b5312f34ee0b675",
+  ("cifar100-lt", ()): "8173b7b733a4d15a",
+  ("cifar100-st", ()): "b71fef3af0e9b358",
+  ("cifar10-noise", ()): "0e25ad524c8c15e7",
+  ("cifar100-noise", ()): "a17616eda90d5e3b",
+  ("imagenet-lt-stage1", ()): "bee17080ff04c3a1",
+  ("imagenet-lt-stage2", ()): "7a2b6a17d694d3e3",
+  ("places-lt-stage1", ()): "febbe6b408610bb8",
+  ("places-lt-stage2", ()): "13d519946105425c",
+  ("inat2018-stage1", ()): "796c0a950ee16231",
+  ("inat2018-stage2", ()): "b895bd6631da9ca8",
+  ("clothing1m", ()): "853a76235a955b37",
+  ("digits-lt", (("lam", 2.0), ("lr", 0.05))): "989254782e54cbac",
+  ("digits-lt", (("method", "sgd"),)): "06efc9bbfbb40837",
+  ("digits-lt", (("kl_budget", 0.01),)): "7a95c557c8780bd9",
+  ("cifar10-lt", (("epochs", 20),)): "d2f687b2fd1fa290",
+  ("cifar10-noise", (("lam", float("inf")), ("method", "sgd"))): "bb6eb8be276d2721",
+  ("digits-lt", (("test_per_class", 20), ("seed", 3))): "162189e6641b1d3a",
+  (
+    "digits-noise",
+    (("lr_schedule", "cosine"), ("lr_decay_epochs", ()), ("epochs", 10)),
+  ): "79f8c82943709c57",
+  (None, (("dataset", "digits"), ("epochs", 2))): "b9b0b208a9a49c12",
 }
 
 
@@ -383,6 +449,7 @@ def test_fields_carry_their_choices_and_ranges():
 def test_names_that_moved_are_still_importable_from_config():
   from absgd_jax.train import config as old_home
   from absgd_jax.train import experiment_data, presets, run_folder
+
   assert old_home.make_config is presets.make_config and old_home.PRESETS is PRESETS
   assert old_home.fingerprint is run_folder.fingerprint
   assert old_home.RunMismatchError is RunMismatchError

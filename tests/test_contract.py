@@ -18,12 +18,14 @@ import yardstick
 from reference import absgd_weights_reference
 
 OPTIMIZERS = {
-    "absgd": (absgd_jax.absgd, dict(learning_rate=0.1, momentum=0.9, weight_decay=1e-2)),
-    "absgd-paper": (absgd_jax.absgd, dict(learning_rate=0.1, momentum=0.9, weight_decay=1e-2,
-                                          momentum_form="paper")),
-    "absgd-nesterov": (absgd_jax.absgd, dict(learning_rate=0.1, momentum=0.5, nesterov=True)),
-    "abadam": (absgd_jax.abadam, dict(learning_rate=1e-2, weight_decay=1e-2)),
-    "abadam-eq9": (absgd_jax.abadam, dict(learning_rate=1e-2, b1=0.8, bias_correction=False)),
+  "absgd": (absgd_jax.absgd, dict(learning_rate=0.1, momentum=0.9, weight_decay=1e-2)),
+  "absgd-paper": (
+    absgd_jax.absgd,
+    dict(learning_rate=0.1, momentum=0.9, weight_decay=1e-2, momentum_form="paper"),
+  ),
+  "absgd-nesterov": (absgd_jax.absgd, dict(learning_rate=0.1, momentum=0.5, nesterov=True)),
+  "abadam": (absgd_jax.abadam, dict(learning_rate=1e-2, weight_decay=1e-2)),
+  "abadam-eq9": (absgd_jax.abadam, dict(learning_rate=1e-2, b1=0.8, bias_correction=False)),
 }
 opt_cases = pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 STEPS = 4
@@ -31,15 +33,16 @@ STEPS = 4
 
 def _params(dtype=jnp.float32):
   rng = np.random.default_rng(0)
-  return {"w": jnp.asarray(rng.normal(size=(8, 2)), dtype),
-          "b": jnp.asarray(rng.normal(size=(2,)), dtype)}
+  return {
+    "w": jnp.asarray(rng.normal(size=(8, 2)), dtype),
+    "b": jnp.asarray(rng.normal(size=(2,)), dtype),
+  }
 
 
 def _grads(t, params):
   # A gradient that depends on the params (as a real one does) plus a step's noise.
   rng = np.random.default_rng(100 + t)
-  return jax.tree.map(lambda p: 0.3 * p + jnp.asarray(rng.normal(size=p.shape), p.dtype),
-                      params)
+  return jax.tree.map(lambda p: 0.3 * p + jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
 
 
 def _run(opt, params=None, *, jit=True, steps=STEPS):
@@ -53,9 +56,13 @@ def _run(opt, params=None, *, jit=True, steps=STEPS):
 
 
 def _close(a, b, rtol=1e-5, atol=1e-6):
-  jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x, np.float32),
-                                                       np.asarray(y, np.float32),
-                                                       rtol=rtol, atol=atol), a, b)
+  jax.tree.map(
+    lambda x, y: np.testing.assert_allclose(
+      np.asarray(x, np.float32), np.asarray(y, np.float32), rtol=rtol, atol=atol
+    ),
+    a,
+    b,
+  )
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -113,7 +120,7 @@ def test_learning_rate_schedule_equals_setting_the_rate_each_step(name):
   params = _params()
   state = opt.init(params)
   for t in range(STEPS):
-    state.hyperparams["learning_rate"] = jnp.float32(base * 0.5 ** t)
+    state.hyperparams["learning_rate"] = jnp.float32(base * 0.5**t)
     u, state = jax.jit(opt.update)(_grads(t, params), state, params)
     params = optax.apply_updates(params, u)
   _close(scheduled, params)
@@ -123,8 +130,9 @@ def test_learning_rate_schedule_equals_setting_the_rate_each_step(name):
 def test_vmap_over_the_learning_rate(name):
   factory, kw = OPTIMIZERS[name]
   rates = [kw["learning_rate"] * f for f in (0.5, 1.0, 2.0)]
-  swept = jax.jit(jax.vmap(lambda lr: _run(factory(**{**kw, "learning_rate": lr}),
-                                           jit=False)))(jnp.asarray(rates))
+  swept = jax.jit(jax.vmap(lambda lr: _run(factory(**{**kw, "learning_rate": lr}), jit=False)))(
+    jnp.asarray(rates)
+  )
   for i, lr in enumerate(rates):
     _close(jax.tree.map(lambda x, i=i: x[i], swept), _run(factory(**{**kw, "learning_rate": lr})))
 
@@ -138,7 +146,7 @@ def test_low_precision_params_keep_their_dtype(name, dtype):
   state = opt.init(params)
   u, new_state = jax.jit(opt.update)(_grads(0, params), state, params)
   assert jax.tree.map(lambda x: x.dtype, u) == jax.tree.map(lambda x: x.dtype, params)
-  assert (jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state))
+  assert jax.tree.map(lambda x: x.dtype, new_state) == jax.tree.map(lambda x: x.dtype, state)
   # And the run follows float32's within the format's precision.
   as_f32 = jax.tree.map(lambda x: x.astype(jnp.float32), _params(dtype))
   _close(_run(factory(**kw), _params(dtype)), _run(factory(**kw), as_f32), rtol=3e-2, atol=3e-2)
@@ -244,8 +252,9 @@ def test_weigher_in_optax_chain_raises_a_clear_error():
 
 
 def test_weigher_with_an_optax_schedule_for_lam():
-  sched = optax.join_schedules([optax.constant_schedule(jnp.inf), optax.constant_schedule(-2.0)],
-                               [2])  # plain ERM for two steps, then lam = -2
+  sched = optax.join_schedules(
+    [optax.constant_schedule(jnp.inf), optax.constant_schedule(-2.0)], [2]
+  )  # plain ERM for two steps, then lam = -2
   assert float(sched(1)) == np.inf and float(sched(2)) == -2.0
   stream = _loss_stream(2)
   got, state = _weigh(absgd_jax.absgd_weights(sched, 0.3), stream)
@@ -257,8 +266,9 @@ def test_weigher_with_an_optax_schedule_for_lam():
 def test_weigher_vmap_over_lam():
   stream = _loss_stream(3)
   lams = [0.5, 3.0, -1.0]
-  got = jax.vmap(lambda lam: jnp.stack(_weigh_traced(absgd_jax.absgd_weights(lam, 0.5),
-                                                     stream)))(jnp.asarray(lams))
+  got = jax.vmap(lambda lam: jnp.stack(_weigh_traced(absgd_jax.absgd_weights(lam, 0.5), stream)))(
+    jnp.asarray(lams)
+  )
   for i, lam in enumerate(lams):
     want = absgd_weights_reference(stream, lam, 0.5)
     np.testing.assert_allclose(got[i], np.stack([w for w, _ in want]), rtol=2e-5)
@@ -277,14 +287,16 @@ def test_weigher_low_precision_losses(dtype):
   stream = [np.asarray(jnp.asarray(x, dtype)) for x in _loss_stream(4)]  # representable values
   got, state = _weigh(absgd_jax.absgd_weights(1.5, 0.5), stream, dtype=dtype)
   assert got.dtype == np.float32 and state.log_s.dtype == jnp.float32
-  want = np.stack([w for w, _ in absgd_weights_reference(
-      [x.astype(np.float64) for x in stream], 1.5, 0.5)])
+  want = np.stack(
+    [w for w, _ in absgd_weights_reference([x.astype(np.float64) for x in stream], 1.5, 0.5)]
+  )
   np.testing.assert_allclose(got, want, rtol=2e-5)
   # weighted_mean's gradient flows back in the losses' dtype.
   wt = absgd_jax.absgd_weights(1.5, 0.5)
   x = jnp.asarray(stream[0], dtype)
-  (loss, _), g = jax.value_and_grad(lambda x: absgd_jax.weighted_mean(x, wt.init(), wt),
-                                    has_aux=True)(x)
+  (loss, _), g = jax.value_and_grad(
+    lambda x: absgd_jax.weighted_mean(x, wt.init(), wt), has_aux=True
+  )(x)
   assert loss.dtype == jnp.float32 and g.dtype == dtype
   np.testing.assert_allclose(np.asarray(g, np.float32), got[0] / len(x), rtol=1e-2)
 
@@ -320,19 +332,27 @@ def test_train_step_on_eight_devices_matches_one():
       def loss_fn(p):
         losses = optax.softmax_cross_entropy_with_integer_labels(x @ p["w"] + p["b"], y)
         return absgd_jax.weighted_mean(losses, w_state, weigher, where=mask)
+
       (loss, (w_state, _)), g = jax.value_and_grad(loss_fn, has_aux=True)(params)
       if axis_name is not None:
         g, loss = jax.lax.psum((g, loss), axis_name)
       u, opt_state = opt.update(g, opt_state, params)
       return optax.apply_updates(params, u), opt_state, w_state, loss
+
     return step
 
   single = absgd_jax.absgd_weights(0.8, 0.5)
   sharded = absgd_jax.absgd_weights(0.8, 0.5, axis_name="b")
   one = jax.jit(make_step(single, None))
-  eight = jax.jit(jax.shard_map(make_step(sharded, "b"), mesh=mesh,
-                                in_specs=(P(), P(), P(), P("b"), P("b"), P("b")),
-                                out_specs=(P(), P(), P(), P()), check_vma=False))
+  eight = jax.jit(
+    jax.shard_map(
+      make_step(sharded, "b"),
+      mesh=mesh,
+      in_specs=(P(), P(), P(), P("b"), P("b"), P("b")),
+      out_specs=(P(), P(), P(), P()),
+      check_vma=False,
+    )
+  )
   # The yardstick: one device on the batch's rows in reverse order, whose sums round
   # otherwise as the eight shards' do (tests/yardstick.py).
   rev = jnp.arange(64)[::-1]
@@ -341,6 +361,7 @@ def test_train_step_on_eight_devices_matches_one():
     *a, loss_a = one(*a, x, y, mask)
     *b, loss_b = eight(*b, x, y, mask)
     *c, loss_c = one(*c, x[rev], y[rev], mask[rev])
-    yardstick.assert_within(loss_b, loss_a, yardstick.reordered(loss_a, loss_c),
-                            f"the loss at step {t}")
+    yardstick.assert_within(
+      loss_b, loss_a, yardstick.reordered(loss_a, loss_c), f"the loss at step {t}"
+    )
   yardstick.assert_within(b, a, yardstick.reordered(a, c), "params and states after 3 steps")

@@ -20,8 +20,10 @@ from absgd_jax import data
 from absgd_jax.data import image_folder as image_folder_mod
 
 # The CIFAR-10 zips: $ABSGD_CIFAR10_DIR, else a copy beside the checkout; tests skip without.
-CIFAR_JPEG = Path(os.environ.get("ABSGD_CIFAR10_DIR") or
-                  Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg")
+CIFAR_JPEG = Path(
+  os.environ.get("ABSGD_CIFAR10_DIR")
+  or Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"
+)
 
 
 # ----------------------------------------------------------------------------- imbalance
@@ -32,9 +34,15 @@ def test_cifar10_long_tailed_counts_exact():
   assert counts.tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
-@pytest.mark.parametrize("n_max, num_classes, rho, total", [
-    (5000, 10, 100, 12406), (5000, 10, 10, 20431), (500, 100, 100, 10847), (500, 100, 10, 19573),
-])
+@pytest.mark.parametrize(
+  "n_max, num_classes, rho, total",
+  [
+    (5000, 10, 100, 12406),
+    (5000, 10, 10, 20431),
+    (500, 100, 100, 10847),
+    (500, 100, 10, 19573),
+  ],
+)
 def test_long_tailed_totals_match_the_published_sizes(n_max, num_classes, rho, total):
   counts = data.imbalanced_counts(n_max, num_classes, rho)
   assert counts.sum() == total
@@ -164,16 +172,19 @@ def test_asymmetric_cifar10_flips_both_ways_at_the_rate():
   np.testing.assert_array_equal(noisy[~flipped], clean[~flipped])
   names = data.CIFAR10_CLASSES
   assert {(names[s], names[t]) for s, t in data.CIFAR10_ASYM.items()} == {
-      ("truck", "automobile"), ("bird", "airplane"), ("deer", "horse"), ("cat", "dog"),
-      ("dog", "cat")}
+    ("truck", "automobile"),
+    ("bird", "airplane"),
+    ("deer", "horse"),
+    ("cat", "dog"),
+    ("dog", "cat"),
+  }
 
 
 def test_asymmetric_noise_with_an_array_mapping_and_the_digit_mapping():
   clean = _balanced_labels(10, 50)
   noisy, flipped = data.asymmetric_noise(clean, 0.2, data.DIGITS_ASYM, seed=0, num_classes=10)
   assert np.bincount(clean[flipped], minlength=10).tolist() == [0, 0, 10, 10, 0, 10, 10, 10, 0, 0]
-  np.testing.assert_array_equal(
-      noisy[flipped], np.vectorize(data.DIGITS_ASYM.get)(clean[flipped]))
+  np.testing.assert_array_equal(noisy[flipped], np.vectorize(data.DIGITS_ASYM.get)(clean[flipped]))
   as_array = np.arange(10)
   for s, t in data.DIGITS_ASYM.items():
     as_array[s] = t
@@ -371,8 +382,13 @@ def test_unreadable_cache_entry_is_rebuilt(tmp_path):
 def test_an_entry_committed_meanwhile_by_another_process_is_kept(tmp_path):
   entry = tmp_path / "cache" / "toy-0123"
   images, labels = np.zeros((2, 1, 1, 3), np.uint8), np.array([0, 1], np.int32)
-  meta = {"format": 1, "sha256": "x", "num_images": 2, "class_names": ["a", "b"],
-          "decode_seconds": 0.0}
+  meta = {
+    "format": 1,
+    "sha256": "x",
+    "num_images": 2,
+    "class_names": ["a", "b"],
+    "decode_seconds": 0.0,
+  }
   image_folder_mod._write_entry(entry, images, labels, meta, replace_stale=False)
   image_folder_mod._write_entry(entry, images + 1, labels, meta, replace_stale=False)
   assert np.load(entry / "images.npy").max() == 0  # The first writer's entry stands.
@@ -384,8 +400,9 @@ def test_an_entry_committed_meanwhile_by_another_process_is_kept(tmp_path):
 def test_image_folder_layout_errors(tmp_path):
   rng = np.random.default_rng(0)
   with pytest.raises(ValueError, match=r"'loose\.jpg' .* not inside a class folder"):
-    data.load_image_folder(_make_zip(tmp_path / "a.zip", {"loose.jpg": _jpeg(rng)}),
-                           use_cache=False)
+    data.load_image_folder(
+      _make_zip(tmp_path / "a.zip", {"loose.jpg": _jpeg(rng)}), use_cache=False
+    )
   mixed = {"a/0.jpg": _jpeg(rng, (8, 6)), "b/1.jpg": _jpeg(rng, (5, 5))}
   with pytest.raises(ValueError, match=r"'b/1\.jpg' .* is 5x5"):
     data.load_image_folder(_make_zip(tmp_path / "b.zip", mixed), use_cache=False)
@@ -395,8 +412,9 @@ def test_image_folder_layout_errors(tmp_path):
   Image.new("L", (3, 3), 7).save(grey, "JPEG")
   Image.new("RGBA", (3, 3), (1, 2, 3, 4)).save(png, "PNG")
   odd = data.load_image_folder(  # Grey JPEG, and a PNG misnamed .jpg: both come out RGB.
-      _make_zip(tmp_path / "d.zip", {"a/grey.jpg": grey.getvalue(), "b/png.jpg": png.getvalue()}),
-      use_cache=False)
+    _make_zip(tmp_path / "d.zip", {"a/grey.jpg": grey.getvalue(), "b/png.jpg": png.getvalue()}),
+    use_cache=False,
+  )
   assert odd.images[0, 0, 0].tolist() == [7, 7, 7] and odd.images[1, 0, 0].tolist() == [1, 2, 3]
   with pytest.raises(ValueError, match="no images"):
     data.load_image_folder(_make_zip(tmp_path / "c.zip", {"a/x.txt": b"hi"}), use_cache=False)
@@ -426,7 +444,9 @@ def test_downsample_is_the_block_mean_rounded_half_up_and_close_to_pil_box():
   want = np.empty((5, 4, 4, 3))
   for i in range(4):  # Each output pixel is the mean of its 3 x 3 block, in float64.
     for j in range(4):
-      want[:, i, j] = images[:, 3 * i:3 * i + 3, 3 * j:3 * j + 3].astype(np.float64).mean((1, 2))
+      want[:, i, j] = (
+        images[:, 3 * i : 3 * i + 3, 3 * j : 3 * j + 3].astype(np.float64).mean((1, 2))
+      )
   np.testing.assert_array_equal(out, np.floor(want + 0.5).astype(np.uint8))
   pil = np.stack([np.asarray(Image.fromarray(im).resize((4, 4), Image.BOX)) for im in images])
   assert np.abs(out.astype(int) - pil).max() <= 1  # PIL's fixed-point box filter.
@@ -437,8 +457,9 @@ def test_downsample_is_the_block_mean_rounded_half_up_and_close_to_pil_box():
 def test_downsample_keeps_float_images_and_rejects_bad_sizes():
   images = np.random.default_rng(5).random((3, 4, 4, 1), dtype=np.float32)
   ds = data.ArrayDataset(images, np.zeros(3, int), 1, ("a",))
-  np.testing.assert_allclose(data.downsample(ds, 1).images[:, 0, 0, 0], images.mean((1, 2, 3)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    data.downsample(ds, 1).images[:, 0, 0, 0], images.mean((1, 2, 3)), rtol=1e-6
+  )
   with pytest.raises(ValueError, match="positive divisor of the images' side 4"):
     data.downsample(ds, 3)
   flat = data.ArrayDataset(np.zeros((3, 16)), np.zeros(3, int), 1, ("a",))
@@ -487,8 +508,15 @@ def test_tfds_missing_data_fails_at_once_without_downloading(monkeypatch):
 
 def test_tfds_records_become_an_array_dataset(monkeypatch):
   rng = np.random.default_rng(0)
-  recs = [{"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "label": i % 100,
-           "coarse_label": data.CIFAR100_COARSE[i % 100], "id": str(i)} for i in range(7)]
+  recs = [
+    {
+      "image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8),
+      "label": i % 100,
+      "coarse_label": data.CIFAR100_COARSE[i % 100],
+      "id": str(i),
+    }
+    for i in range(7)
+  ]
   fake, _ = _fake_tfds(records=recs)
   monkeypatch.setitem(sys.modules, "tensorflow_datasets", fake)
   ds = data.load_tfds("cifar100", "train")
@@ -550,7 +578,7 @@ def _reference_crop_flip(images, params, padding, mode):
   h, w = images.shape[1:3]
   out = []
   for img, dy, dx, flip in zip(padded, *map(np.asarray, params)):
-    win = img[dy:dy + h, dx:dx + w]
+    win = img[dy : dy + h, dx : dx + w]
     out.append(win[:, ::-1] if flip else win)
   return np.stack(out)
 
@@ -573,8 +601,9 @@ def test_without_padding_every_image_keeps_its_pixels():
   flipped = np.array([np.array_equal(o, i[:, ::-1]) for o, i in zip(out, images)])
   same = np.array([np.array_equal(o, i) for o, i in zip(out, images)])
   assert np.all(flipped | same) and 4 < flipped.sum() < 28
-  np.testing.assert_array_equal(np.sort(out.reshape(32, -1), axis=1),
-                                np.sort(images.reshape(32, -1), axis=1))
+  np.testing.assert_array_equal(
+    np.sort(out.reshape(32, -1), axis=1), np.sort(images.reshape(32, -1), axis=1)
+  )
 
 
 def test_augmentation_draws_cover_the_offsets_and_flip_half():
@@ -599,8 +628,9 @@ def test_augment_cifar_compiles_once_and_normalizes():
   x = np.asarray(images, np.float64) / 255.0
   expected = (x - np.asarray(data.CIFAR10_MEAN)) / np.asarray(data.CIFAR10_STD)
   np.testing.assert_allclose(np.asarray(data.normalize(images)), expected, rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(np.asarray(data.normalize(images.astype(jnp.float32) / 255.0)),
-                             expected, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(data.normalize(images.astype(jnp.float32) / 255.0)), expected, rtol=1e-5, atol=1e-5
+  )
 
 
 # ----------------------------------------------------------------------------- packaging
@@ -609,8 +639,9 @@ def test_augment_cifar_compiles_once_and_normalizes():
 def test_core_package_does_not_import_the_data_kit():
   code = "import sys, absgd_jax; assert 'absgd_jax.data' not in sys.modules, 'imported'"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
-  subprocess.run([sys.executable, "-c", code], check=True, env=env,
-                 cwd=Path(__file__).resolve().parents[1])
+  subprocess.run(
+    [sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).resolve().parents[1]
+  )
 
 
 # ------------------------------------------------------------- data errors named, and named early
@@ -638,9 +669,11 @@ def test_split_list_with_one_missing_file_is_caught_whole_naming_file_and_line(t
   # One missing file in 1,000 can pass a 64-file sample check and crash the loader
   # mid-epoch. Every file is stat'ed: the missing one is named with its line.
   path = _write_list(tmp_path, 1000, 10, missing={617})
-  with pytest.raises(FileNotFoundError,
-                     match=r"train\.txt: 1 of 1000 listed files are missing .*line 617: "
-                           r"c6/img 0616\.jpg"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"train\.txt: 1 of 1000 listed files are missing .*line 617: "
+    r"c6/img 0616\.jpg",
+  ):
     data.read_split_list(path, tmp_path, num_classes=10, check_files=True)
   ds = data.read_split_list(path, tmp_path, num_classes=10)  # Parsing alone does not stat.
   assert len(ds) == 1000
@@ -650,9 +683,12 @@ def test_split_list_with_one_missing_file_is_caught_whole_naming_file_and_line(t
 
 def test_inat_json_missing_image_is_named(tmp_path):
   import json
-  doc = {"images": [{"id": 1, "file_name": "a/1.jpg"}, {"id": 2, "file_name": "b/2.jpg"}],
-         "annotations": [{"image_id": 1, "category_id": 0}, {"image_id": 2, "category_id": 1}],
-         "categories": [{"id": 0}, {"id": 1}]}
+
+  doc = {
+    "images": [{"id": 1, "file_name": "a/1.jpg"}, {"id": 2, "file_name": "b/2.jpg"}],
+    "annotations": [{"image_id": 1, "category_id": 0}, {"image_id": 2, "category_id": 1}],
+    "categories": [{"id": 0}, {"id": 1}],
+  }
   (tmp_path / "a").mkdir()
   (tmp_path / "a" / "1.jpg").write_bytes(b"")
   (tmp_path / "s.json").write_text(json.dumps(doc))
@@ -663,8 +699,11 @@ def test_inat_json_missing_image_is_named(tmp_path):
 def test_label_out_of_range_names_file_and_line(tmp_path):
   # A label out of range is named with its file and line, not as "labels[k] = 12".
   path = _write_list(tmp_path, 50, 10, bad_label=(37, 12))
-  with pytest.raises(ValueError, match=r"train\.txt:37: label 12 of 'c6/img 0036\.jpg' is "
-                                       r"outside \[0, 10\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"train\.txt:37: label 12 of 'c6/img 0036\.jpg' is "
+    r"outside \[0, 10\)",
+  ):
     data.read_split_list(path, tmp_path, num_classes=10)
   path = _write_list(tmp_path, 50, 10, bad_label=(5, -1))
   with pytest.raises(ValueError, match=r"train\.txt:5: label -1 .* outside"):
@@ -695,16 +734,22 @@ def test_empty_class_folder_is_named(tmp_path, kind):
     src = _make_zip(tmp_path / "toy.zip", files)
     with zipfile.ZipFile(src, "a") as z:
       z.writestr(zipfile.ZipInfo("train/bee/"), b"")  # An empty folder entry.
-  with pytest.raises(ValueError, match=r"class folder\(s\) \['train/bee'\] in .* hold no "
-                                       r"images"):
+  with pytest.raises(
+    ValueError,
+    match=r"class folder\(s\) \['train/bee'\] in .* hold no "
+    r"images",
+  ):
     data.load_image_folder(src, use_cache=False)
 
 
 def test_missing_class_of_a_known_data_set_is_named():
   # A zip need not record an empty folder at all: the data set's class table names it.
   found = [c for c in data.CIFAR10_CLASSES if c != "cat"]
-  with pytest.raises(ValueError, match=r"train\.zip has 9 classes; cifar10 needs 10: no images "
-                                       r"of class\(es\) \['cat'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"train\.zip has 9 classes; cifar10 needs 10: no images "
+    r"of class\(es\) \['cat'\]",
+  ):
     data.check_class_names(found, "cifar10", "train.zip")
   data.check_class_names(list(data.CIFAR10_CLASSES), "cifar10", "train.zip")
 
@@ -718,7 +763,8 @@ def test_data_facts_table_agrees_with_the_sources():
   assert data.facts("digits").normalisation is None and not data.facts("digits").streamed
   train, _ = data.load_digits()
   assert len(train) <= data.facts("digits").train_size
-  assert all(f.streamed == bool(f.default_lists[0]) or f.name == "image-list"
-             for f in data.FACTS.values())
+  assert all(
+    f.streamed == bool(f.default_lists[0]) or f.name == "image-list" for f in data.FACTS.values()
+  )
   with pytest.raises(ValueError, match="dataset='mnist' is not one of"):
     data.facts("mnist")

@@ -16,16 +16,20 @@ def test_no_preset_defaults_to_a_machine_path():
     assert make_config(name).data_dir == "", name
 
 
-def test_missing_zips_say_where_they_were_looked_for_and_how_to_get_the_data(tmp_path,
-                                                                             monkeypatch):
+def test_missing_zips_say_where_they_were_looked_for_and_how_to_get_the_data(tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   with pytest.raises(FileNotFoundError) as e:
     experiment_data.build(make_config("cifar10-lt"))
   msg = str(e.value)
   assert f"looked for train.zip in the working directory {tmp_path}" in msg
-  for hint in ("--set data_dir=DIR", "train.zip and test.zip", "<class>/<NNNN>.jpg",
-               "absgd_jax[tfds]", "tfds build cifar10 --file_format=array_record",
-               "--set source=tfds"):
+  for hint in (
+    "--set data_dir=DIR",
+    "train.zip and test.zip",
+    "<class>/<NNNN>.jpg",
+    "absgd_jax[tfds]",
+    "tfds build cifar10 --file_format=array_record",
+    "--set source=tfds",
+  ):
     assert hint in msg, hint
 
   where = tmp_path / "copy"

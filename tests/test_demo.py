@@ -21,12 +21,15 @@ def test_minority_accuracy_is_the_mean_over_the_smaller_classes():
 
 
 def test_table_prints_each_rows_mean_std_and_its_explanation():
-  res = {"imbalance": {"sgd": [dict(test_acc=a, minority_acc=m) for a, m in
-                                ((0.6, 0.2), (0.7, 0.3))],
-                       "absgd": [dict(test_acc=a, minority_acc=m) for a, m in
-                                 ((0.8, 0.5), (0.9, 0.6))]},
-         "noise, CE": {m: [dict(test_acc=0.8, best_test_acc=0.9, train_acc=0.7)] * 2
-                       for m in demo.METHODS}}
+  res = {
+    "imbalance": {
+      "sgd": [dict(test_acc=a, minority_acc=m) for a, m in ((0.6, 0.2), (0.7, 0.3))],
+      "absgd": [dict(test_acc=a, minority_acc=m) for a, m in ((0.8, 0.5), (0.9, 0.6))],
+    },
+    "noise, CE": {
+      m: [dict(test_acc=0.8, best_test_acc=0.9, train_acc=0.7)] * 2 for m in demo.METHODS
+    },
+  }
   text = demo.table(res, seeds=(0, 1))
   sd = 100 * statistics.stdev([0.6, 0.7])
   assert f"65.00 +- {sd:.2f}" in text and f"85.00 +- {sd:.2f}" in text
@@ -67,13 +70,19 @@ def test_chosen_values_are_the_best_validation_points_of_the_tuning_record():
   for row, methods in demo.CHOSEN.items():
     if row == demo.EQUAL_LR_ROW:  # Both at lr 0.05; ABSGD's lam: its best at that lr.
       assert methods["sgd"] == {"lr": 0.05} and methods["absgd"]["lr"] == 0.05
-      at = {k[2]: np.mean(list(v.values())) for k, v in scores.items()
-            if k[:2] == ("noise, CE", "absgd") and json.loads(k[2])["lr"] == 0.05}
+      at = {
+        k[2]: np.mean(list(v.values()))
+        for k, v in scores.items()
+        if k[:2] == ("noise, CE", "absgd") and json.loads(k[2])["lr"] == 0.05
+      }
       assert at[json.dumps(methods["absgd"], sort_keys=True)] == max(at.values())
       continue
     for method, chosen in methods.items():
-      cands = {k[2]: np.mean(list(v.values())) for k, v in scores.items()
-               if k[:2] == (row, method) and len(v) == 3}
+      cands = {
+        k[2]: np.mean(list(v.values()))
+        for k, v in scores.items()
+        if k[:2] == (row, method) and len(v) == 3
+      }
       assert len(cands) == 8, (row, method)  # The same budget for every method.
       best = max(cands.values())
       assert cands[json.dumps(chosen, sort_keys=True)] == best, (row, method, cands)
@@ -81,9 +90,14 @@ def test_chosen_values_are_the_best_validation_points_of_the_tuning_record():
 
 def test_weight_panels_plot_writes_a_png(tmp_path):
   from absgd_jax.train.plots import plot_weight_panels
-  path = plot_weight_panels([(0, [1.0, 2.0]), (1, [0.5, None])],
-                            {"ABSGD (CE)": [(0, 1.0, 1.0), (1, 0.1, 1.5)]},
-                            str(tmp_path / "w.png"), class_title="c", noise_title="n")
+
+  path = plot_weight_panels(
+    [(0, [1.0, 2.0]), (1, [0.5, None])],
+    {"ABSGD (CE)": [(0, 1.0, 1.0), (1, 0.1, 1.5)]},
+    str(tmp_path / "w.png"),
+    class_title="c",
+    noise_title="n",
+  )
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
@@ -92,6 +106,7 @@ def test_use_compile_cache_keeps_a_folder_already_chosen(tmp_path):
   import jax
 
   from absgd_jax.train.compile_cache import use_compile_cache
+
   assert demo.use_compile_cache is use_compile_cache  # The demo's runs use the same switch.
   before = jax.config.jax_compilation_cache_dir
   try:

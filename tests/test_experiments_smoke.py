@@ -17,28 +17,33 @@ from processes import child_env
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXP = os.path.join(REPO, "experiments")
 # The CIFAR-10 zips: $ABSGD_CIFAR10_DIR, else a copy beside the checkout; tests skip without.
-DATA = (os.environ.get("ABSGD_CIFAR10_DIR") or
-        os.path.join(REPO, "..", "shared", "data", "cifar10-jpeg"))
-needs_cifar = pytest.mark.skipif(not os.path.exists(os.path.join(DATA, "train.zip")),
-                                 reason="CIFAR-10 zips not found")
+DATA = os.environ.get("ABSGD_CIFAR10_DIR") or os.path.join(
+  REPO, "..", "shared", "data", "cifar10-jpeg"
+)
+needs_cifar = pytest.mark.skipif(
+  not os.path.exists(os.path.join(DATA, "train.zip")), reason="CIFAR-10 zips not found"
+)
 
 
 @pytest.fixture
 def experiments():
   from experiments import common, demo_tuning, noise_table
+
   return common, demo_tuning, noise_table
 
 
 def _script(args, tmp_path, timeout=300):
   env = child_env("--xla_cpu_multi_thread_eigen=false")
-  out = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True,
-                       text=True, timeout=timeout)
+  out = subprocess.run(
+    [sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=timeout
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   return out.stdout
 
 
-def test_demo_tuning_chooses_the_best_mean_and_ignores_incomplete_points(experiments, tmp_path,
-                                                                        monkeypatch):
+def test_demo_tuning_chooses_the_best_mean_and_ignores_incomplete_points(
+  experiments, tmp_path, monkeypatch
+):
   _, demo_tuning, _ = experiments
   grid = {"imbalance": {"sgd": [dict(lr=0.1), dict(lr=0.2), dict(lr=0.3)]}}
   monkeypatch.setattr(demo_tuning, "GRID", grid)
@@ -46,9 +51,13 @@ def test_demo_tuning_chooses_the_best_mean_and_ignores_incomplete_points(experim
   # seed only, so it is not a candidate.
   lines = [(0.1, 0, 0.5), (0.1, 1, 0.7), (0.2, 0, 0.8), (0.2, 1, 0.6), (0.3, 0, 0.9)]
   path = tmp_path / "t.jsonl"
-  path.write_text("".join(json.dumps(dict(row="imbalance", method="sgd", point=dict(lr=lr),
-                                          seed=s, val_balanced_acc=v)) + "\n"
-                          for lr, s, v in lines))
+  path.write_text(
+    "".join(
+      json.dumps(dict(row="imbalance", method="sgd", point=dict(lr=lr), seed=s, val_balanced_acc=v))
+      + "\n"
+      for lr, s, v in lines
+    )
+  )
   chosen, scores = demo_tuning.choose(str(path), seeds=(0, 1))
   assert chosen == {"imbalance": {"sgd": {"lr": 0.2}}}
   assert [p for p, _ in scores["imbalance"]["sgd"]] == [{"lr": 0.1}, {"lr": 0.2}]
@@ -57,8 +66,9 @@ def test_demo_tuning_chooses_the_best_mean_and_ignores_incomplete_points(experim
 def test_demo_tuning_tiny_run_resumes(experiments, tmp_path, monkeypatch):
   _, demo_tuning, _ = experiments
   monkeypatch.setattr(demo_tuning, "CACHE", str(tmp_path / "cache"))
-  monkeypatch.setattr(demo_tuning, "GRID", {"imbalance": {"sgd": [dict(lr=0.1)],
-                                                          "absgd": [dict(lr=0.1, lam=5.0)]}})
+  monkeypatch.setattr(
+    demo_tuning, "GRID", {"imbalance": {"sgd": [dict(lr=0.1)], "absgd": [dict(lr=0.1, lam=5.0)]}}
+  )
   path = str(tmp_path / "t.jsonl")
   demo_tuning.tune(path, seeds=(0,), epochs=1)
   recs = [json.loads(l) for l in open(path)]
@@ -71,8 +81,14 @@ def test_demo_tuning_tiny_run_resumes(experiments, tmp_path, monkeypatch):
 def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
   common, _, noise_table = experiments
   # A fake trainer: validation accuracy is a known function of the grid point.
-  score = {("SGD (CE)", 0.05): 0.3, ("SGD (CE)", 0.1): 0.5, ("SGD (CE)", 0.2): 0.4,
-           ("SGD (SCE)", 0.05): 0.6, ("SGD (SCE)", 0.1): 0.2, ("SGD (SCE)", 0.2): 0.6}
+  score = {
+    ("SGD (CE)", 0.05): 0.3,
+    ("SGD (CE)", 0.1): 0.5,
+    ("SGD (CE)", 0.2): 0.4,
+    ("SGD (SCE)", 0.05): 0.6,
+    ("SGD (SCE)", 0.1): 0.2,
+    ("SGD (SCE)", 0.2): 0.6,
+  }
 
   def fake(path, fields, config, done):
     row, p = fields["row"], fields["point"]
@@ -104,8 +120,12 @@ def test_every_experiment_module_imports_as_part_of_the_package():
   import pkgutil
 
   names = [m.name for m in pkgutil.walk_packages([EXP], "experiments.")]
-  assert {"experiments.common", "experiments.paper_tables", "experiments.figures.fig4_gamma",
-          "experiments.parity.head_to_head"} <= set(names)
+  assert {
+    "experiments.common",
+    "experiments.paper_tables",
+    "experiments.figures.fig4_gamma",
+    "experiments.parity.head_to_head",
+  } <= set(names)
   has_torch = importlib.util.find_spec("torch") is not None
   for name in names:
     source = importlib.util.find_spec(name).origin
@@ -117,7 +137,7 @@ def test_every_experiment_module_imports_as_part_of_the_package():
 
 def test_mean_std_cells(experiments):
   common, _, _ = experiments
-  sd = 100 * np.std([.5, .7, .6], ddof=1)
+  sd = 100 * np.std([0.5, 0.7, 0.6], ddof=1)
   assert common.mean_std([0.5, 0.7, 0.6], 100) == f"60.00 +- {sd:.2f} (n=3)"
   assert common.mean_std([50.0, 70.0, 60.0]) == f"60.00 +- {sd:.2f} (n=3)"
   assert common.mean_std([0.5, None], 100) == "50.00 (n=1)"
@@ -125,16 +145,19 @@ def test_mean_std_cells(experiments):
 
 
 def test_fig1_toy_absgd_step_helps_the_minority(tmp_path):
-  out = _script(["-m", "experiments.figures.fig1_toy", "--out", str(tmp_path / "f.png")],
-                tmp_path)
-  acc = {line.split(" minority")[0].strip(): float(line.split("minority accuracy ")[1][:4])
-         for line in out.splitlines() if "minority accuracy" in line}
+  out = _script(["-m", "experiments.figures.fig1_toy", "--out", str(tmp_path / "f.png")], tmp_path)
+  acc = {
+    line.split(" minority")[0].strip(): float(line.split("minority accuracy ")[1][:4])
+    for line in out.splitlines()
+    if "minority accuracy" in line
+  }
   assert acc["ABSGD (lam=0.5)"] > acc["SGD"]  # The figure's point, recomputed here.
   assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam():
   from experiments.figures import fig1_toy
+
   x, y = fig1_toy.make_data(0)
   idx = fig1_toy.make_batch(y, 0)
   assert int(y[idx].sum()) == fig1_toy.BATCH_MIN
@@ -149,6 +172,7 @@ def test_fig1_toy_absgd_weights_follow_exp_loss_over_lam():
 def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, monkeypatch):
   import absgd_jax.train.compile_cache
   from experiments.figures import fig4_gamma
+
   monkeypatch.setattr(absgd_jax.train.compile_cache, "use_compile_cache", lambda folder: None)
   seen = []
 
@@ -181,12 +205,29 @@ def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, mo
 @needs_cifar
 def test_noise_protocol_gpu_tiny_run(tmp_path):
   path = tmp_path / "n.jsonl"
-  out = _script(["-m", "experiments.noise_table", "--protocol", "full", "--tiny", "--out",
-                 str(path), "--data-dir", DATA, "--seeds", "0"], tmp_path)
+  out = _script(
+    [
+      "-m",
+      "experiments.noise_table",
+      "--protocol",
+      "full",
+      "--tiny",
+      "--out",
+      str(path),
+      "--data-dir",
+      DATA,
+      "--seeds",
+      "0",
+    ],
+    tmp_path,
+  )
   recs = [json.loads(l) for l in path.read_text().splitlines()]
   assert sorted((r["phase"], r["row"]) for r in recs) == [
-      ("table", "ABSGD (CE)"), ("table", "SGD (CE)"), ("tune", "ABSGD (CE)"),
-      ("tune", "SGD (CE)")]
+    ("table", "ABSGD (CE)"),
+    ("table", "SGD (CE)"),
+    ("tune", "ABSGD (CE)"),
+    ("tune", "SGD (CE)"),
+  ]
   tuned = [r for r in recs if r["phase"] == "tune"]
   assert all(r["config"]["val_fraction"] == 0.1 and r["val_acc"] is not None for r in tuned)
   assert all(r["config"]["noise"] == "sym" and r["config"]["noise_rate"] == 0.2 for r in recs)
@@ -195,9 +236,24 @@ def test_noise_protocol_gpu_tiny_run(tmp_path):
 
 @needs_cifar
 def test_fig3_tiny_run(tmp_path):
-  _script(["-m", "experiments.figures.fig3_features", "--tiny", "--embed", "pca", "--per-class",
-           "3", "--out", str(tmp_path / "f3.png"), "--records", str(tmp_path / "f3.jsonl"),
-           "--data-dir", DATA], tmp_path)
+  _script(
+    [
+      "-m",
+      "experiments.figures.fig3_features",
+      "--tiny",
+      "--embed",
+      "pca",
+      "--per-class",
+      "3",
+      "--out",
+      str(tmp_path / "f3.png"),
+      "--records",
+      str(tmp_path / "f3.jsonl"),
+      "--data-dir",
+      DATA,
+    ],
+    tmp_path,
+  )
   recs = [json.loads(l) for l in (tmp_path / "f3.jsonl").read_text().splitlines()]
   assert [r["stage2_epoch"] for r in recs] == [16, 0] and all(r["lam"] == 1.0 for r in recs)
   assert (tmp_path / "f3.png").read_bytes()[:4] == b"\x89PNG"
@@ -205,9 +261,22 @@ def test_fig3_tiny_run(tmp_path):
 
 @needs_cifar
 def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can run it alongside.
-  out = _script(["-m", "experiments.figures.fig4_gamma", "--tiny", "--seeds", "0", "--out",
-                 str(tmp_path / "f4.png"), "--records", str(tmp_path / "f4.jsonl"),
-                 "--data-dir", DATA], tmp_path)
+  out = _script(
+    [
+      "-m",
+      "experiments.figures.fig4_gamma",
+      "--tiny",
+      "--seeds",
+      "0",
+      "--out",
+      str(tmp_path / "f4.png"),
+      "--records",
+      str(tmp_path / "f4.jsonl"),
+      "--data-dir",
+      DATA,
+    ],
+    tmp_path,
+  )
   recs = [json.loads(l) for l in (tmp_path / "f4.jsonl").read_text().splitlines()]
   assert [(r["method"], r["gamma"]) for r in recs] == [("sgd", None), ("absgd", 0.5)]
   assert recs[1]["config"]["gamma"] == 0.5 and recs[0]["config"]["method"] == "sgd"
@@ -217,6 +286,7 @@ def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can 
 @pytest.fixture
 def paper_tables():
   from experiments import paper_tables
+
   return paper_tables
 
 
@@ -225,8 +295,10 @@ def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
   setting that changes what an SGD run computes is equal."""
   from absgd_jax.train.run_folder import result_fields
   from experiments.parity import head_to_head
-  ours = result_fields(paper_tables._config("reduced", "LT", "SGD (CE)", {}, seed=1,
-                                            out_dir="/tmp/unused"))
+
+  ours = result_fields(
+    paper_tables._config("reduced", "LT", "SGD (CE)", {}, seed=1, out_dir="/tmp/unused")
+  )
   parity = result_fields(head_to_head.our_config(head_to_head.Protocol(), 1, "/tmp/unused"))
   # lam, stage2_epoch and drw_epoch do nothing for plain SGD without class weights.
   differ = {k for k in set(ours) | set(parity) if ours.get(k) != parity.get(k)}
@@ -240,19 +312,41 @@ def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
 def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
   monkeypatch.setattr(paper_tables.common, "RUNS", str(tmp_path / "runs"))
   path = str(tmp_path / "t.jsonl")
-  recs = [dict(key=paper_tables.tune_key("LT", "ABSGD (CE)", lam), stage="tune", setting="LT",
-               row="ABSGD (CE)", seed=0, lam=lam, val_balanced_acc=v, test_acc=0.0, wall_s=1.0)
-          for lam, v in ((1.0, 0.40), (3.0, 0.45), (10.0, 0.45))]
+  recs = [
+    dict(
+      key=paper_tables.tune_key("LT", "ABSGD (CE)", lam),
+      stage="tune",
+      setting="LT",
+      row="ABSGD (CE)",
+      seed=0,
+      lam=lam,
+      val_balanced_acc=v,
+      test_acc=0.0,
+      wall_s=1.0,
+    )
+    for lam, v in ((1.0, 0.40), (3.0, 0.45), (10.0, 0.45))
+  ]
   assert paper_tables.choose(recs, "LT", "ABSGD (CE)", (1.0, 3.0, 10.0)) == 3.0  # tie: first
   assert paper_tables.choose(recs[:2], "LT", "ABSGD (CE)", (1.0, 3.0, 10.0)) is None
   for seed, (sgd, ab) in enumerate([(0.50, 0.52), (0.48, 0.47), (0.51, 0.55)]):
     for row, acc, extra in (("SGD (CE)", sgd, {}), ("ABSGD (CE)", ab, {"lam": 3.0})):
-      recs.append(dict(key=paper_tables.final_key("LT", row, seed), stage="final",
-                       setting="LT", row=row, seed=seed, test_acc=acc, wall_s=1.0, **extra))
+      recs.append(
+        dict(
+          key=paper_tables.final_key("LT", row, seed),
+          stage="final",
+          setting="LT",
+          row=row,
+          seed=seed,
+          test_acc=acc,
+          wall_s=1.0,
+          **extra,
+        )
+      )
   with open(path, "w") as f:
     f.write("".join(json.dumps(r) + "\n" for r in recs))
-  text = paper_tables.report(path, "reduced", [("LT", "SGD (CE)"), ("LT", "ABSGD (CE)"),
-                                               ("ST", "SGD (CE)")])
+  text = paper_tables.report(
+    path, "reduced", [("LT", "SGD (CE)"), ("LT", "ABSGD (CE)"), ("ST", "SGD (CE)")]
+  )
   row = next(line for line in text.splitlines() if "| ABSGD (CE) |" in line)
   assert "lam=3" in row and "+2.00, -1.00, +4.00 (mean +1.67, vs SGD (CE))" in row
   assert "52.07" in next(line for line in text.splitlines() if "| LT | SGD (CE) |" in line)
@@ -261,13 +355,28 @@ def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
 
 @needs_cifar
 def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
-  args = ["-m", "experiments.paper_tables", "--tiny", "--results", str(tmp_path / "t.jsonl"),
-          "--seeds", "0", "--cells", "LT:ABSGD (CE)", "--data-dir", DATA,
-          "--work", str(tmp_path / "runs")]
+  args = [
+    "-m",
+    "experiments.paper_tables",
+    "--tiny",
+    "--results",
+    str(tmp_path / "t.jsonl"),
+    "--seeds",
+    "0",
+    "--cells",
+    "LT:ABSGD (CE)",
+    "--data-dir",
+    DATA,
+    "--work",
+    str(tmp_path / "runs"),
+  ]
   out = _script(args, tmp_path)
   recs = [json.loads(line) for line in open(tmp_path / "t.jsonl")]
-  assert [(r["stage"], r.get("lam")) for r in recs] == [("tune", 1.0), ("tune", 3.0),
-                                                        ("final", recs[-1]["lam"])]
+  assert [(r["stage"], r.get("lam")) for r in recs] == [
+    ("tune", 1.0),
+    ("tune", 3.0),
+    ("final", recs[-1]["lam"]),
+  ]
   best = max(recs[:2], key=lambda r: r["val_balanced_acc"])["lam"]
   assert recs[-1]["lam"] == best and recs[-1]["config"]["val_fraction"] == 0.0
   assert "| LT | ABSGD (CE) | lam=" in out
@@ -280,17 +389,38 @@ def test_table1_gpu_probes_both_ways_then_records_every_run(tmp_path):
   """The GPU script at 8 px on the CPU: it times both ways of sharing the device, keeps the
   faster, and records SGD and ABSGD for each setting and seed in paper_tables' format."""
   results = tmp_path / "t.jsonl"
-  out = _script(["-m", "experiments.table1_gpu", "--tiny", "--data-dir", DATA,
-                 "--results", str(results), "--seeds", "0", "--workers", "2", "--settings", "LT",
-                 "--probe-epochs", "2", "--work", str(tmp_path / "runs")], tmp_path,
-                timeout=600)
+  out = _script(
+    [
+      "-m",
+      "experiments.table1_gpu",
+      "--tiny",
+      "--data-dir",
+      DATA,
+      "--results",
+      str(results),
+      "--seeds",
+      "0",
+      "--workers",
+      "2",
+      "--settings",
+      "LT",
+      "--probe-epochs",
+      "2",
+      "--work",
+      str(tmp_path / "runs"),
+    ],
+    tmp_path,
+    timeout=600,
+  )
   probe = json.loads((tmp_path / "t.strategy.json").read_text())
   rates = probe["run_epochs_per_s"]
   assert set(rates) == {"members", "processes"} and min(rates.values()) > 0
   assert probe["chosen"] == max(rates, key=rates.get)
   recs = [json.loads(line) for line in open(results)]
-  assert sorted(r["key"] for r in recs) == ["final__LT__ABSGD__CE___seed0",
-                                            "final__LT__SGD__CE___seed0"]
+  assert sorted(r["key"] for r in recs) == [
+    "final__LT__ABSGD__CE___seed0",
+    "final__LT__SGD__CE___seed0",
+  ]
   assert {r["strategy"] for r in recs} == {probe["chosen"]}
   assert all(r["lam"] == 5.0 and 0.0 <= r["test_acc"] <= 1.0 for r in recs)
   assert not (tmp_path / "t.probe.jsonl").exists()

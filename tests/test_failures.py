@@ -26,8 +26,16 @@ from processes import ROOT, child_env
 
 # digits-lt, short and without decays or DRW inside these few epochs, so that a run given more
 # epochs keeps its schedule; no plots (matplotlib's time is not what these tests are about).
-BASE = ["--config", "digits-lt", "--no-plots", "--no-progress", "--set", "lr_decay_epochs=",
-        "--set", "drw_epoch=160"]
+BASE = [
+  "--config",
+  "digits-lt",
+  "--no-plots",
+  "--no-progress",
+  "--set",
+  "lr_decay_epochs=",
+  "--set",
+  "drw_epoch=160",
+]
 
 
 def _main(capsys, *args):
@@ -44,9 +52,15 @@ def _one_error_line(err: str) -> str:
 
 
 def _process(*args, **kw):
-  return subprocess.Popen([sys.executable, "-m", "absgd_jax.train", *BASE, *args],
-                          env=child_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, **kw)
+  return subprocess.Popen(
+    [sys.executable, "-m", "absgd_jax.train", *BASE, *args],
+    env=child_env(),
+    cwd=ROOT,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    **kw,
+  )
 
 
 def _metrics(out_dir):
@@ -73,10 +87,30 @@ def _image_list(root, name="train.txt", per_class=8):
     f.write("\n".join(lines) + "\n")
 
 
-LIST = ["--set", "dataset=image-list", "--set", "classes=2", "--set", "train_list=train.txt",
-        "--set", "test_list=test.txt", "--set", "crop_size=8", "--set", "resize_size=8",
-        "--set", "data_workers=0", "--set", "batch_size=8", "--set", "epochs=1",
-        "--set", "model=mlp", "--set", "imbalance=none"]
+LIST = [
+  "--set",
+  "dataset=image-list",
+  "--set",
+  "classes=2",
+  "--set",
+  "train_list=train.txt",
+  "--set",
+  "test_list=test.txt",
+  "--set",
+  "crop_size=8",
+  "--set",
+  "resize_size=8",
+  "--set",
+  "data_workers=0",
+  "--set",
+  "batch_size=8",
+  "--set",
+  "epochs=1",
+  "--set",
+  "model=mlp",
+  "--set",
+  "imbalance=none",
+]
 
 
 @pytest.fixture
@@ -89,6 +123,7 @@ def lists(tmp_path):
 
 def _cifar_zips(root, bad=None):
   from absgd_jax.data.cifar import CIFAR10_CLASSES
+
   os.makedirs(root, exist_ok=True)
   for split in ("train", "test"):
     with zipfile.ZipFile(os.path.join(root, f"{split}.zip"), "w") as z:
@@ -97,14 +132,14 @@ def _cifar_zips(root, bad=None):
         _jpeg(path, 20 * c, size=32)
         blob = open(path, "rb").read()
         if bad == (split, c):
-          blob = blob[:len(blob) // 3]  # A truncated JPEG.
+          blob = blob[: len(blob) // 3]  # A truncated JPEG.
         z.writestr(f"{name}/0.jpg", blob)
 
 
-@pytest.mark.parametrize("case", ["batch", "data_dir", "list", "image", "label", "jpeg",
-                                  "zip_jpeg"])
-def test_the_users_data_errors_are_one_line_naming_what_to_change(case, tmp_path, lists,
-                                                                   capsys):
+@pytest.mark.parametrize(
+  "case", ["batch", "data_dir", "list", "image", "label", "jpeg", "zip_jpeg"]
+)
+def test_the_users_data_errors_are_one_line_naming_what_to_change(case, tmp_path, lists, capsys):
   out = ["--out", str(tmp_path / "run")]
   args = [*LIST, "--set", f"data_dir={lists}"]
   if case == "batch":  # 360 images are left of digits after imbalance.
@@ -127,8 +162,18 @@ def test_the_users_data_errors_are_one_line_naming_what_to_change(case, tmp_path
     want = "train_1.jpg"
   else:  # An in-memory zip of class folders, decoded while the data load.
     _cifar_zips(str(tmp_path / "cifar"), bad=("train", 3))
-    args = ["--set", "dataset=cifar10", "--set", f"data_dir={tmp_path / 'cifar'}",
-            "--set", "imbalance=none", "--set", "batch_size=8", "--set", "epochs=1"]
+    args = [
+      "--set",
+      "dataset=cifar10",
+      "--set",
+      f"data_dir={tmp_path / 'cifar'}",
+      "--set",
+      "imbalance=none",
+      "--set",
+      "batch_size=8",
+      "--set",
+      "epochs=1",
+    ]
     want = "cannot decode image 'cat/0.jpg'"
   code, _, err = _main(capsys, *args, *out)
   line = _one_error_line(err)
@@ -153,8 +198,7 @@ def _read_only_folder(tmp_path) -> str:
   pytest.skip("no folder here refuses writes")
 
 
-def test_a_read_only_out_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys,
-                                                                   monkeypatch):
+def test_a_read_only_out_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
   folder = _read_only_folder(tmp_path)
   code, _, err = _main(capsys, "--set", "epochs=1", "--out", folder)
   line = _one_error_line(err)
@@ -173,10 +217,12 @@ def test_an_unexpected_error_keeps_its_traceback(tmp_path, monkeypatch):
 
   def broken(*args, **kwargs):
     raise KeyError("a bug")
+
   monkeypatch.setattr(trainer.Trainer, "evaluate", broken)
   with pytest.raises(KeyError, match="a bug"):
-    cli.main([*BASE, "--set", "epochs=1", "--set", "checkpoint=false",
-              "--out", str(tmp_path / "run")])
+    cli.main(
+      [*BASE, "--set", "epochs=1", "--set", "checkpoint=false", "--out", str(tmp_path / "run")]
+    )
 
 
 def test_user_input_keeps_the_value_error_contract():
@@ -208,8 +254,12 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
   lines = [ln for ln in err.splitlines() if ln.strip()]
   assert len(lines) == 1, err[-3000:]
   import re
-  m = re.fullmatch(r"interrupted at epoch (\d+), step (\d+); the last checkpoint is epoch (\d+); "
-                   r"rerun the same command to resume", lines[0])
+
+  m = re.fullmatch(
+    r"interrupted at epoch (\d+), step (\d+); the last checkpoint is epoch (\d+); "
+    r"rerun the same command to resume",
+    lines[0],
+  )
   assert m, lines[0]
   stopped, last = int(m.group(1)), int(m.group(3))
   assert last == errors.last_checkpoint(out) and last <= stopped < 40
@@ -226,10 +276,10 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("where", ["checkpoint", "metrics"])
-def test_a_full_disk_stops_with_one_line_and_loses_nothing(where, tmp_path, capsys,
-                                                           monkeypatch):
+def test_a_full_disk_stops_with_one_line_and_loses_nothing(where, tmp_path, capsys, monkeypatch):
   import orbax.checkpoint as ocp
   from etils import epath
+
   out = str(tmp_path / "run")
   full = OSError(errno.ENOSPC, "No space left on device", out + "/somefile")
   if where == "checkpoint":
@@ -239,6 +289,7 @@ def test_a_full_disk_stops_with_one_line_and_loses_nothing(where, tmp_path, caps
       if step == 2:
         raise full
       return save(self, step, *a, **k)
+
     monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
   else:
     path_type = type(epath.Path(out))
@@ -251,19 +302,21 @@ def test_a_full_disk_stops_with_one_line_and_loses_nothing(where, tmp_path, caps
         if len(calls) == 3:
           raise full
       return write(self, text, *a, **k)
+
     monkeypatch.setattr(path_type, "write_text", failing_write)
   code, _, err = _main(capsys, "--set", "epochs=4", "--out", out)
   line = _one_error_line(err)
   assert code == 2 and f"no space left on the disk holding {out}" in line, line
   assert "the last checkpoint is epoch 1" in line and "rerun the same command" in line, line
-  assert [r["epoch"] for r in _metrics(out)] == [0, 1, 2][:3 if where == "checkpoint" else 2]
+  assert [r["epoch"] for r in _metrics(out)] == [0, 1, 2][: 3 if where == "checkpoint" else 2]
   monkeypatch.undo()
   code, stdout, _ = _main(capsys, "--set", "epochs=4", "--out", out)
   assert code == 0 and "resumed from epoch 1" in stdout
   straight = tmp_path / "straight"
   assert _main(capsys, "--set", "epochs=4", "--out", str(straight))[0] == 0
-  assert [(r["train_loss"], r["test_acc"]) for r in _metrics(out)] == \
-      [(r["train_loss"], r["test_acc"]) for r in _metrics(straight)]
+  assert [(r["train_loss"], r["test_acc"]) for r in _metrics(out)] == [
+    (r["train_loss"], r["test_acc"]) for r in _metrics(straight)
+  ]
 
 
 def test_left_over_temporary_checkpoints_are_cleaned_on_the_next_start(tmp_path, capsys):
@@ -290,14 +343,17 @@ def two_epochs(tmp_path_factory):
 
 def _copy(src, tmp_path):
   import shutil
+
   shutil.copytree(src, tmp_path / "run")
   return tmp_path / "run"
 
 
-@pytest.mark.parametrize("damage", ["config", "checkpoint_metrics", "metrics_file",
-                                    "checkpoint_state"])
-def test_new_run_starts_afresh_in_any_state_and_says_what_it_removed(damage, two_epochs,
-                                                                      tmp_path, capsys):
+@pytest.mark.parametrize(
+  "damage", ["config", "checkpoint_metrics", "metrics_file", "checkpoint_state"]
+)
+def test_new_run_starts_afresh_in_any_state_and_says_what_it_removed(
+  damage, two_epochs, tmp_path, capsys
+):
   out = _copy(two_epochs, tmp_path)
   if damage == "config":
     (out / "config.json").write_text("{bad")
@@ -313,8 +369,9 @@ def test_new_run_starts_afresh_in_any_state_and_says_what_it_removed(damage, two
   (out / "notes.txt").write_text("mine")  # Not the run's: kept.
   code, stdout, err = _main(capsys, "--set", "epochs=2", "--out", str(out), "--new-run")
   assert code == 0, err
-  assert (f"new run in {out}: removed config.json, metrics.jsonl, summary.json, "
-          "checkpoints/") in stdout
+  assert (
+    f"new run in {out}: removed config.json, metrics.jsonl, summary.json, checkpoints/"
+  ) in stdout
   assert "resumed" not in stdout and "epoch 0: loss" in stdout
   assert [r["epoch"] for r in _metrics(out)] == [0, 1]
   assert (out / "notes.txt").read_text() == "mine"
@@ -326,7 +383,8 @@ def test_new_run_starts_afresh_in_any_state_and_says_what_it_removed(damage, two
 
 
 def test_a_damaged_metrics_record_is_passed_over_like_an_unreadable_checkpoint(
-    two_epochs, tmp_path, capsys):
+  two_epochs, tmp_path, capsys
+):
   out = _copy(two_epochs, tmp_path)
   (out / "checkpoints" / "1" / "metrics" / "metrics").write_text("garbage")
   with pytest.warns(UserWarning) as caught:  # (The CLI's one-line form: the next test.)
@@ -345,6 +403,7 @@ def test_a_corrupt_checkpoint_warns_in_one_clean_line_in_a_real_process(two_epoc
   out = _copy(two_epochs, tmp_path)
   for path in (out / "checkpoints" / "1" / "state").glob("ocdbt.process_*"):
     import shutil
+
     shutil.rmtree(path)
   p = _process("--set", "epochs=3", "--out", str(out))
   stdout, err = p.communicate(timeout=300)
@@ -364,6 +423,7 @@ def test_a_kl_budget_at_or_above_log_batch_is_refused_before_any_data(monkeypatc
 
   def no_data(*a, **k):
     raise AssertionError("data was read")
+
   monkeypatch.setattr(experiment_data, "build", no_data)
   for budget in (10.0, math.log(64)):
     with pytest.raises(SystemExit) as e:
@@ -382,32 +442,44 @@ def test_the_low_ess_warning_follows_the_two_level_bound():
   for m in (10, 40):
     p = np.r_[np.full(m, 1.0 / m), np.zeros(B - m)]
     kl = float(np.sum(p[:m] * np.log(B * p[:m])))
-    assert np.isclose(1 / np.sum(p ** 2), B * math.exp(-kl))
+    assert np.isclose(1 / np.sum(p**2), B * math.exp(-kl))
   rng = np.random.default_rng(0)
   for _ in range(200):  # Any other weights: below the bound.
     p = rng.dirichlet(np.full(B, rng.uniform(0.05, 3)))
     kl = float(np.sum(p * np.log(B * p)))
-    assert 1 / np.sum(p ** 2) <= B * math.exp(-kl) * (1 + 1e-9)
+    assert 1 / np.sum(p**2) <= B * math.exp(-kl) * (1 + 1e-9)
   # So below a tenth of the batch is certain exactly above log(10).
   with pytest.warns(UserWarning, match=r"effective sample size fall to at most .* = 6\.3 of 64"):
     kl_budget(math.log(10) + 0.01, 64)
   import warnings
+
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     kl_budget(math.log(10) - 0.01, 64)
     kl_budget(0.01, 64)
 
 
-def test_a_tfds_set_pointed_at_a_folder_that_is_not_tfds_data_is_refused(tmp_path, capsys,
-                                                                         monkeypatch):
+def test_a_tfds_set_pointed_at_a_folder_that_is_not_tfds_data_is_refused(
+  tmp_path, capsys, monkeypatch
+):
   from absgd_jax import data
   from absgd_jax.data import tfds_source
 
   def no_data(*a, **k):
     raise AssertionError("data was read")
+
   monkeypatch.setattr(data, "load_tfds", no_data)
-  code, _, err = _main(capsys, "--config", "cifar100-lt", "--set", "epochs=2",
-                       "--set", f"data_dir={tmp_path}", "--out", str(tmp_path / "run"))
+  code, _, err = _main(
+    capsys,
+    "--config",
+    "cifar100-lt",
+    "--set",
+    "epochs=2",
+    "--set",
+    f"data_dir={tmp_path}",
+    "--out",
+    str(tmp_path / "run"),
+  )
   line = _one_error_line(err)
   assert code == 2 and f"data_dir={tmp_path} is not a TFDS data directory" in line
   assert "no cifar100/ folder" in line and "TFDS_DATA_DIR" in line  # via data_dir= (empty)
@@ -434,6 +506,7 @@ def test_a_finished_run_says_so_and_trains_nothing(two_epochs, tmp_path, capsys,
 
   def no_training(*a, **k):
     raise AssertionError("trained")
+
   monkeypatch.setattr(trainer.Trainer, "train_epoch", no_training)
   code, stdout, _ = _main(capsys, "--set", "epochs=2", "--out", str(out))
   assert code == 0 and "resumed from epoch 1 (its checkpoint in " in stdout
@@ -450,8 +523,10 @@ def test_extending_a_runs_epochs_names_epochs_and_what_to_do(tmp_path, capsys):
   line = _one_error_line(capsys.readouterr().err)
   saved = make_config("digits-lt", epochs=4)
   assert "holds a run of epochs=4; epochs=6 comes with another schedule" in line, line
-  keep = (f"--set epochs=6 --set drw_epoch={saved.drw_epoch} "
-          f"--set lr_decay_epochs={saved.lr_decay_epochs[0]}")
+  keep = (
+    f"--set epochs=6 --set drw_epoch={saved.drw_epoch} "
+    f"--set lr_decay_epochs={saved.lr_decay_epochs[0]}"
+  )
   assert keep in line, line
   # The advice works: the run goes on to 6 epochs with its schedule.
   code = cli.main([*preset, *keep.split(), "--out", out])

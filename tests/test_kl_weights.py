@@ -77,17 +77,22 @@ def _run(wt, stream, **kw):
   return out
 
 
-@pytest.mark.parametrize("rho, gamma, sign, lam0, batch_cap", [
+@pytest.mark.parametrize(
+  "rho, gamma, sign, lam0, batch_cap",
+  [
     (0.1, 0.9, 1, None, 4.0),
     (0.05, 0.5, 1, 3.0, None),
     (0.3, 1.0, 1, None, 1.0),  # a tight cap: the guard binds on most batches
     (0.2, 0.9, -1, None, 4.0),
     (0.5, 0.3, -1, 0.4, None),
-])
+  ],
+)
 def test_matches_float64_reference(rho, gamma, sign, lam0, batch_cap):
   stream = _stream(seed=int(100 * rho) + sign)
-  got = _run(absgd_jax.kl_absgd_weights(rho, gamma, sign=sign, lam0=lam0, lam_lr=0.2,
-                                        batch_cap=batch_cap), stream)
+  got = _run(
+    absgd_jax.kl_absgd_weights(rho, gamma, sign=sign, lam0=lam0, lam_lr=0.2, batch_cap=batch_cap),
+    stream,
+  )
   want = kl_reference(stream, rho, gamma, sign, lam0, lam_lr=0.2, batch_cap=batch_cap)
   for (w, state), (w_ref, lam_ref, log_s_ref, kl_ref) in zip(got, want):
     assert w.dtype == np.float32
@@ -135,8 +140,9 @@ def test_scale_free(scale, offset):
   moved = _run(absgd_jax.kl_absgd_weights(0.1), [scale * x + offset for x in stream])
   for (w, s), (w2, s2) in zip(base, moved):
     np.testing.assert_allclose(w2, w, rtol=2e-3)
-    np.testing.assert_allclose(float(absgd_jax.kl_lam(s2)), scale * float(absgd_jax.kl_lam(s)),
-                               rtol=2e-3)
+    np.testing.assert_allclose(
+      float(absgd_jax.kl_lam(s2)), scale * float(absgd_jax.kl_lam(s)), rtol=2e-3
+    )
 
 
 def test_guard_caps_each_batch():
@@ -157,11 +163,16 @@ def test_guard_caps_each_batch():
   np.testing.assert_allclose(w, np.exp(z) / np.exp(z).mean(), rtol=1e-4)
   # Without the guard the spike takes the batch: ESS of about 1.
   (_, _), (w_bare, _) = _run(absgd_jax.kl_absgd_weights(rho, 0.9, batch_cap=None), [calm, spike])
-  assert float(absgd_jax.effective_sample_size(w_bare)) < 1.5 < float(
-      absgd_jax.effective_sample_size(w)) / 10
+  assert (
+    float(absgd_jax.effective_sample_size(w_bare))
+    < 1.5
+    < float(absgd_jax.effective_sample_size(w)) / 10
+  )
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(rho=0.0), r"rho \(the KL budget\) must be a finite number > 0"),
     (dict(rho=-0.1), "rho"),
     (dict(rho=float("nan")), "rho"),
@@ -175,17 +186,21 @@ def test_guard_caps_each_batch():
     (dict(rho=0.1, lam0=1e-40), "lam0 is the starting"),
     (dict(rho=0.1, lam_lr=0.0), "lam_lr must be"),
     (dict(rho=0.1, batch_cap=0.5), "batch_cap must be None or a finite number >= 1"),
-])
+  ],
+)
 def test_bad_construction_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     absgd_jax.kl_absgd_weights(**kwargs)
 
 
-@pytest.mark.parametrize("losses, match", [
+@pytest.mark.parametrize(
+  "losses, match",
+  [
     (jnp.ones((4, 2)), "1-D vector"),
     (jnp.ones((0,)), "empty batch"),
     (jnp.ones((4,), jnp.int32), "floating point"),
-])
+  ],
+)
 def test_bad_losses_raise_at_trace_time(losses, match):
   wt = absgd_jax.kl_absgd_weights(0.1)
   with pytest.raises(ValueError, match=match):
@@ -240,9 +255,11 @@ def test_padding_mask_equals_the_unpadded_batch():
 
 @pytest.mark.parametrize("sign", [1, -1])
 def test_extreme_losses_stay_finite(sign):
-  stream = [np.array([0.0, 1e30, -1e30, 3e38, 1.0, 2.0], np.float32),
-            np.array([1e-30, 2e-30, 0.0, 5e-30, 1e-30, 0.0], np.float32),
-            np.array([1e6, 1e6 + 64, 1e6, 1e6, 1e6, 1e6 + 1], np.float32)]
+  stream = [
+    np.array([0.0, 1e30, -1e30, 3e38, 1.0, 2.0], np.float32),
+    np.array([1e-30, 2e-30, 0.0, 5e-30, 1e-30, 0.0], np.float32),
+    np.array([1e6, 1e6 + 64, 1e6, 1e6, 1e6, 1e6 + 1], np.float32),
+  ]
   wt = absgd_jax.kl_absgd_weights(0.1, 0.9, sign=sign)
   for w, state in _run(wt, stream):
     assert np.all(np.isfinite(w)) and np.all(w >= 0) and np.all(w <= 6 / 0.9 * (1 + 1e-5))
@@ -271,11 +288,14 @@ def _check(t, w, log_s, lam, single, ref, sign):
   many-device path is no farther from float64 than float32 puts the one-device path."""
   (w_one, log_s_one, lam_one), (w_ref, lam_ref, log_s_ref, _) = single, ref
   yardstick.assert_float32_paths_agree(w, w_one, w_ref, f"weights at step {t}")
-  for name, got, one, want in (("log s", log_s, log_s_one, log_s_ref),
-                               ("lam", lam, lam_one, sign * lam_ref)):
+  for name, got, one, want in (
+    ("log s", log_s, log_s_one, log_s_ref),
+    ("lam", lam, lam_one, sign * lam_ref),
+  ):
     got = np.asarray(got).reshape(-1)
-    yardstick.assert_float32_paths_agree(got, np.full_like(got, one), np.full(got.shape, want),
-                                         f"{name} at step {t}")
+    yardstick.assert_float32_paths_agree(
+      got, np.full_like(got, one), np.full(got.shape, want), f"{name} at step {t}"
+    )
 
 
 @multidevice
@@ -303,8 +323,9 @@ def test_shard_map_equals_one_device():
   ref = kl_reference(stream, 0.05, 0.9)
   mesh = Mesh(np.array(jax.devices()[:N]), ("data",))
   wt = absgd_jax.kl_absgd_weights(0.05, 0.9, axis_name="data")
-  update = jax.jit(jax.shard_map(wt.update, mesh=mesh, in_specs=(P("data"), P()),
-                                 out_specs=(P("data"), P())))
+  update = jax.jit(
+    jax.shard_map(wt.update, mesh=mesh, in_specs=(P("data"), P()), out_specs=(P("data"), P()))
+  )
   state = wt.init()
   for t, x in enumerate(stream):
     w, state = update(jnp.asarray(x), state)
@@ -318,8 +339,9 @@ def test_the_state_keeps_the_sign_of_lam(sign):
   assert float(absgd_jax.kl_lam(state)) == pytest.approx(sign * 2.5, rel=1e-6)
   _, state = jax.jit(wt.update)(jnp.asarray(_stream(13, steps=1)[0]), state)
   assert float(state.sign) == sign
-  np.testing.assert_allclose(float(absgd_jax.kl_lam(state)),
-                             sign * math.exp(float(state.log_abs_lam)), rtol=1e-7)
+  np.testing.assert_allclose(
+    float(absgd_jax.kl_lam(state)), sign * math.exp(float(state.log_abs_lam)), rtol=1e-7
+  )
   # The old call, with the sign passed back in, still answers, with a warning.
   with pytest.warns(DeprecationWarning, match=r"call kl_lam\(state\)"):
     assert float(absgd_jax.kl_lam(state, sign)) == float(absgd_jax.kl_lam(state))
@@ -346,8 +368,9 @@ def test_state_from_a_targetless_orbax_restore(tmp_path):
   x = jnp.asarray(_stream(15, steps=1)[0])
   jax.tree.map(np.testing.assert_array_equal, wt.update(x, back), wt.update(x, state))
   with pytest.raises(ValueError, match=r"missing keys \['has_lam'\]"):
-    absgd_jax.KlAbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items()
-                                             if k != "has_lam"})
+    absgd_jax.KlAbsgdWeightsState.from_dict(
+      {k: v for k, v in raw["w_state"].items() if k != "has_lam"}
+    )
   with pytest.raises(TypeError, match="takes a dict"):
     absgd_jax.KlAbsgdWeightsState.from_dict(state)
 

@@ -34,9 +34,13 @@ def test_weights_are_the_clipped_normalised_gradient_alignment():
   def alignment(params):
     per_sample = jax.vmap(jax.grad(loss_one), in_axes=(None, 0, 0))(params, x, y)
     g_val = jax.grad(lambda p: jnp.mean(ce(model.apply({"params": p}, xv, train=False), yv)))(
-        params)
-    return sum(jnp.sum(a * b[None].reshape(1, *b.shape), axis=tuple(range(1, a.ndim)))
-               for a, b in zip(jax.tree.leaves(per_sample), jax.tree.leaves(g_val)))
+      params
+    )
+    return sum(
+      jnp.sum(a * b[None].reshape(1, *b.shape), axis=tuple(range(1, a.ndim)))
+      for a, b in zip(jax.tree.leaves(per_sample), jax.tree.leaves(g_val))
+    )
+
   align = alignment(params)
   want = np.maximum(np.asarray(align), 0) * np.asarray(mask)
   want = want / want.sum() * 10
@@ -45,8 +49,9 @@ def test_weights_are_the_clipped_normalised_gradient_alignment():
 
 
 def test_l2rw_trains_and_down_weights_flipped_labels(tmp_path):
-  cfg = make_config("digits-noise", method="l2rw", epochs=3, checkpoint=False,
-                    out_dir=str(tmp_path / "run"))
+  cfg = make_config(
+    "digits-noise", method="l2rw", epochs=3, checkpoint=False, out_dir=str(tmp_path / "run")
+  )
   t = Trainer(cfg, progress=False, devices=jax.devices()[:1])
   summary = t.fit()
   assert t.exp.meta is not None and len(t.exp.meta) == 100  # 10 per class, clean labels
@@ -60,8 +65,10 @@ def test_l2rw_refuses_an_axis_name():
   # L2RW is a weighting strategy of its own (it cannot be combined with an ABSGD weigher by
   # construction); it has no mapped-axis reductions, so a mapped step refuses it.
   from absgd_jax.train import make_train_step, weighting
+
   model = create_model("mlp", 3)
   l2rw = weighting.l2rw(model.apply, lambda *a: None, lambda s: 0.1)
   with pytest.raises(ValueError, match="learning to reweight runs under jax.jit only"):
-    make_train_step(model, absgd_jax.absgd(0.1), lambda *a: None, l2rw, num_classes=3,
-                    axis_name="data")
+    make_train_step(
+      model, absgd_jax.absgd(0.1), lambda *a: None, l2rw, num_classes=3, axis_name="data"
+    )

@@ -68,7 +68,7 @@ def np_balanced_softmax(x, y, counts, w=None):
 
 def np_cb_weights(counts, beta):
   counts = np.asarray(counts, np.float64)
-  w = (1 - beta) / (1 - beta ** counts)
+  w = (1 - beta) / (1 - beta**counts)
   return w * len(counts) / w.sum()
 
 
@@ -86,7 +86,7 @@ def np_gce(x, y, q):
 
 def np_tgce(x, y, q, k):
   p_y = np.exp(np_log_py(x, y))
-  return np.where(p_y <= k, (1 - k ** q) / q, (1 - p_y ** q) / q)
+  return np.where(p_y <= k, (1 - k**q) / q, (1 - p_y**q) / q)
 
 
 MARGINS_7 = 0.5 * (COUNTS_7.min() / COUNTS_7) ** 0.25
@@ -94,59 +94,105 @@ CLASS_W_7 = np.linspace(0.2, 2.0, C)
 
 # name -> (jax loss(logits, labels), float64 reference(logits, labels), typical logit scale)
 CASES = {
-    "ce": (losses.cross_entropy, np_ce, 3.0),
-    "ce_smooth": (lambda x, y: losses.cross_entropy(x, y, label_smoothing=0.2),
-                  lambda x, y: np_ce(x, y, eps=0.2), 3.0),
-    "ce_weighted": (lambda x, y: losses.cross_entropy(x, y, class_weights=CLASS_W_7),
-                    lambda x, y: np_ce(x, y, w=CLASS_W_7), 3.0),
-    "focal_g1": (losses.focal_loss, lambda x, y: np_focal(x, y, 1.0), 3.0),
-    "focal_g2_weighted": (
-        lambda x, y: losses.focal_loss(x, y, gamma=2.0, class_weights=CLASS_W_7),
-        lambda x, y: np_focal(x, y, 2.0, w=CLASS_W_7), 3.0),
-    "focal_g05": (lambda x, y: losses.focal_loss(x, y, gamma=0.5),
-                  lambda x, y: np_focal(x, y, 0.5), 3.0),
-    "ldam": (lambda x, y: losses.ldam_loss(x, y, margins=MARGINS_7),
-             lambda x, y: np_ldam(x, y, MARGINS_7, 30.0), 1.0),
-    "ldam_weighted": (
-        lambda x, y: losses.ldam_loss(x, y, margins=MARGINS_7, scale=10.0, class_weights=CLASS_W_7),
-        lambda x, y: np_ldam(x, y, MARGINS_7, 10.0, w=CLASS_W_7), 1.0),
-    "la": (lambda x, y: losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7),
-           lambda x, y: np_logit_adjusted(x, y, COUNTS_7, 1.0), 3.0),
-    "la_tau2_weighted": (
-        lambda x, y: losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7, tau=2.0,
-                                                         class_weights=CLASS_W_7),
-        lambda x, y: np_logit_adjusted(x, y, COUNTS_7, 2.0, w=CLASS_W_7), 3.0),
-    "bs_weighted": (
-        lambda x, y: losses.balanced_softmax_cross_entropy(x, y, class_counts=COUNTS_7,
-                                                           class_weights=CLASS_W_7),
-        lambda x, y: np_balanced_softmax(x, y, COUNTS_7, w=CLASS_W_7), 3.0),
-    "sce": (losses.symmetric_cross_entropy, lambda x, y: np_sce(x, y, 0.1, 1.0, -4.0), 3.0),
-    "sce_weighted": (
-        lambda x, y: losses.symmetric_cross_entropy(x, y, class_weights=CLASS_W_7),
-        lambda x, y: np_sce(x, y, 0.1, 1.0, -4.0) * CLASS_W_7[y], 3.0),
-    "gce_weighted": (
-        lambda x, y: losses.generalized_cross_entropy(x, y, class_weights=CLASS_W_7),
-        lambda x, y: np_gce(x, y, 0.7) * CLASS_W_7[y], 3.0),
-    "tgce_weighted": (
-        lambda x, y: losses.truncated_generalized_cross_entropy(x, y, class_weights=CLASS_W_7),
-        lambda x, y: np_tgce(x, y, 0.7, 0.5) * CLASS_W_7[y], 3.0),
-    "sce_custom": (
-        lambda x, y: losses.symmetric_cross_entropy(x, y, alpha=6.0, beta=0.1, log_zero=-9.0),
-        lambda x, y: np_sce(x, y, 6.0, 0.1, -9.0), 3.0),
-    "gce": (losses.generalized_cross_entropy, lambda x, y: np_gce(x, y, 0.7), 3.0),
-    "gce_q1": (lambda x, y: losses.generalized_cross_entropy(x, y, q=1.0),
-               lambda x, y: np_gce(x, y, 1.0), 3.0),
-    "tgce": (losses.truncated_generalized_cross_entropy, lambda x, y: np_tgce(x, y, 0.7, 0.5),
-             3.0),
-    "tgce_k02": (lambda x, y: losses.truncated_generalized_cross_entropy(x, y, q=0.4, k=0.2),
-                 lambda x, y: np_tgce(x, y, 0.4, 0.2), 3.0),
+  "ce": (losses.cross_entropy, np_ce, 3.0),
+  "ce_smooth": (
+    lambda x, y: losses.cross_entropy(x, y, label_smoothing=0.2),
+    lambda x, y: np_ce(x, y, eps=0.2),
+    3.0,
+  ),
+  "ce_weighted": (
+    lambda x, y: losses.cross_entropy(x, y, class_weights=CLASS_W_7),
+    lambda x, y: np_ce(x, y, w=CLASS_W_7),
+    3.0,
+  ),
+  "focal_g1": (losses.focal_loss, lambda x, y: np_focal(x, y, 1.0), 3.0),
+  "focal_g2_weighted": (
+    lambda x, y: losses.focal_loss(x, y, gamma=2.0, class_weights=CLASS_W_7),
+    lambda x, y: np_focal(x, y, 2.0, w=CLASS_W_7),
+    3.0,
+  ),
+  "focal_g05": (
+    lambda x, y: losses.focal_loss(x, y, gamma=0.5),
+    lambda x, y: np_focal(x, y, 0.5),
+    3.0,
+  ),
+  "ldam": (
+    lambda x, y: losses.ldam_loss(x, y, margins=MARGINS_7),
+    lambda x, y: np_ldam(x, y, MARGINS_7, 30.0),
+    1.0,
+  ),
+  "ldam_weighted": (
+    lambda x, y: losses.ldam_loss(x, y, margins=MARGINS_7, scale=10.0, class_weights=CLASS_W_7),
+    lambda x, y: np_ldam(x, y, MARGINS_7, 10.0, w=CLASS_W_7),
+    1.0,
+  ),
+  "la": (
+    lambda x, y: losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7),
+    lambda x, y: np_logit_adjusted(x, y, COUNTS_7, 1.0),
+    3.0,
+  ),
+  "la_tau2_weighted": (
+    lambda x, y: losses.logit_adjusted_cross_entropy(
+      x, y, class_counts=COUNTS_7, tau=2.0, class_weights=CLASS_W_7
+    ),
+    lambda x, y: np_logit_adjusted(x, y, COUNTS_7, 2.0, w=CLASS_W_7),
+    3.0,
+  ),
+  "bs_weighted": (
+    lambda x, y: losses.balanced_softmax_cross_entropy(
+      x, y, class_counts=COUNTS_7, class_weights=CLASS_W_7
+    ),
+    lambda x, y: np_balanced_softmax(x, y, COUNTS_7, w=CLASS_W_7),
+    3.0,
+  ),
+  "sce": (losses.symmetric_cross_entropy, lambda x, y: np_sce(x, y, 0.1, 1.0, -4.0), 3.0),
+  "sce_weighted": (
+    lambda x, y: losses.symmetric_cross_entropy(x, y, class_weights=CLASS_W_7),
+    lambda x, y: np_sce(x, y, 0.1, 1.0, -4.0) * CLASS_W_7[y],
+    3.0,
+  ),
+  "gce_weighted": (
+    lambda x, y: losses.generalized_cross_entropy(x, y, class_weights=CLASS_W_7),
+    lambda x, y: np_gce(x, y, 0.7) * CLASS_W_7[y],
+    3.0,
+  ),
+  "tgce_weighted": (
+    lambda x, y: losses.truncated_generalized_cross_entropy(x, y, class_weights=CLASS_W_7),
+    lambda x, y: np_tgce(x, y, 0.7, 0.5) * CLASS_W_7[y],
+    3.0,
+  ),
+  "sce_custom": (
+    lambda x, y: losses.symmetric_cross_entropy(x, y, alpha=6.0, beta=0.1, log_zero=-9.0),
+    lambda x, y: np_sce(x, y, 6.0, 0.1, -9.0),
+    3.0,
+  ),
+  "gce": (losses.generalized_cross_entropy, lambda x, y: np_gce(x, y, 0.7), 3.0),
+  "gce_q1": (
+    lambda x, y: losses.generalized_cross_entropy(x, y, q=1.0),
+    lambda x, y: np_gce(x, y, 1.0),
+    3.0,
+  ),
+  "tgce": (losses.truncated_generalized_cross_entropy, lambda x, y: np_tgce(x, y, 0.7, 0.5), 3.0),
+  "tgce_k02": (
+    lambda x, y: losses.truncated_generalized_cross_entropy(x, y, q=0.4, k=0.2),
+    lambda x, y: np_tgce(x, y, 0.4, 0.2),
+    3.0,
+  ),
 }
 
 
 # One case per loss function, for the tests that compile each case separately (compiling is
 # what costs time here); GRAD_CASES adds the plain CE path and a focal gamma below 1.
-ONE_PER_LOSS = ["ce_smooth", "focal_g2_weighted", "ldam_weighted", "la_tau2_weighted",
-                "bs_weighted", "sce", "gce", "tgce"]
+ONE_PER_LOSS = [
+  "ce_smooth",
+  "focal_g2_weighted",
+  "ldam_weighted",
+  "la_tau2_weighted",
+  "bs_weighted",
+  "sce",
+  "gce",
+  "tgce",
+]
 GRAD_CASES = ONE_PER_LOSS + ["ce", "focal_g05"]
 
 
@@ -206,8 +252,7 @@ def test_matches_float64_reference(name, seed):
   x, y = random_batch(seed, scale)
   got = fn(jnp.asarray(x), jnp.asarray(y))
   assert got.shape == (B,) and got.dtype == jnp.float32
-  np.testing.assert_allclose(np.asarray(got), ref(x.astype(np.float64), y), rtol=2e-5,
-                             atol=2e-6)
+  np.testing.assert_allclose(np.asarray(got), ref(x.astype(np.float64), y), rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -218,7 +263,7 @@ def test_extreme_logits_finite_and_correct(name):
   assert np.all(np.isfinite(got))
   # LDAM subtracts a margin from a logit of 1e4, where float32's spacing is 1e-3, and then
   # multiplies by its scale: the input itself is only that precise (cosines are <= 1).
-  atol = 30 * 1e4 * 2.0 ** -23 if name.startswith("ldam") else 1e-5
+  atol = 30 * 1e4 * 2.0**-23 if name.startswith("ldam") else 1e-5
   np.testing.assert_allclose(got, ref(x.astype(np.float64), y), rtol=1e-5, atol=atol)
 
 
@@ -261,8 +306,7 @@ def test_gradient_matches_finite_differences(name):
 def test_cross_entropy_gradient_is_softmax_minus_target(eps):
   x, y = random_batch(3, 3.0)
   w = CLASS_W_7
-  grad = grad_of_sum(lambda z: losses.cross_entropy(z, y, label_smoothing=eps, class_weights=w),
-                     x)
+  grad = grad_of_sum(lambda z: losses.cross_entropy(z, y, label_smoothing=eps, class_weights=w), x)
   p = np.exp(np_log_softmax(x))
   target = (1 - eps) * np.eye(C)[y] + eps / C
   np.testing.assert_allclose(np.asarray(grad), w[y][:, None] * (p - target), atol=2e-6)
@@ -282,8 +326,12 @@ def test_cross_entropy_gradient_at_extreme_logits():
 
 def test_focal_gamma_zero_is_cross_entropy():
   x, y = random_batch(4, 3.0)
-  np.testing.assert_allclose(np.asarray(losses.focal_loss(x, y, gamma=0.0)),
-                             np.asarray(losses.cross_entropy(x, y)), rtol=1e-6, atol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(losses.focal_loss(x, y, gamma=0.0)),
+    np.asarray(losses.cross_entropy(x, y)),
+    rtol=1e-6,
+    atol=1e-7,
+  )
   g_focal = grad_of_sum(lambda z: losses.focal_loss(z, y, gamma=0.0), x)
   g_ce = grad_of_sum(lambda z: losses.cross_entropy(z, y), x)
   np.testing.assert_allclose(np.asarray(g_focal), np.asarray(g_ce), atol=1e-6)
@@ -301,8 +349,9 @@ def test_focal_class_weights_do_not_leak_into_p_t(gamma):
   np.testing.assert_allclose(weighted, w[y] * (1 - p_t) ** gamma * -np.log(p_t), rtol=1e-5)
   g_plain = grad_of_sum(lambda z: losses.focal_loss(z, y, gamma=gamma), x)
   g_weighted = grad_of_sum(lambda z: losses.focal_loss(z, y, gamma=gamma, class_weights=w), x)
-  np.testing.assert_allclose(np.asarray(g_weighted), w[y][:, None] * np.asarray(g_plain),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    np.asarray(g_weighted), w[y][:, None] * np.asarray(g_plain), rtol=1e-5, atol=1e-6
+  )
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0])
@@ -344,26 +393,30 @@ def test_ldam_margins_follow_quarter_power(max_m):
   m = np.asarray(losses.ldam_margins(jnp.asarray(CIFAR10_LT), max_m=max_m), np.float64)
   assert m.max() == pytest.approx(max_m, rel=1e-6) and np.argmax(m) == 9
   assert np.all(np.diff(m) > 0)
-  np.testing.assert_allclose(m * CIFAR10_LT ** 0.25, max_m * 50 ** 0.25, rtol=1e-5)
+  np.testing.assert_allclose(m * CIFAR10_LT**0.25, max_m * 50**0.25, rtol=1e-5)
 
 
 def test_ldam_margins_accept_float_and_huge_counts():
   m = np.asarray(losses.ldam_margins(np.array([1e30, 1.0, 16.0])))
-  np.testing.assert_allclose(m, [0.5 * 1e-30 ** 0.25, 0.5, 0.25], rtol=1e-5)
+  np.testing.assert_allclose(m, [0.5 * 1e-30**0.25, 0.5, 0.25], rtol=1e-5)
 
 
 def test_ldam_shifts_only_the_true_logit():
   x, y = random_batch(2, 1.0)
   # Zero margins and scale 1 is plain cross-entropy.
   np.testing.assert_allclose(
-      np.asarray(losses.ldam_loss(x, y, margins=np.zeros(C), scale=1.0)),
-      np.asarray(losses.cross_entropy(x, y)), rtol=1e-6)
+    np.asarray(losses.ldam_loss(x, y, margins=np.zeros(C), scale=1.0)),
+    np.asarray(losses.cross_entropy(x, y)),
+    rtol=1e-6,
+  )
   # Equivalent to CE on scale * (x - m_y e_y), formed by hand.
   shifted = x.copy()
   shifted[np.arange(B), y] -= MARGINS_7[y].astype(np.float32)
   np.testing.assert_allclose(
-      np.asarray(losses.ldam_loss(x, y, margins=MARGINS_7, scale=30.0)),
-      np.asarray(losses.cross_entropy(30.0 * shifted, y)), rtol=1e-5)
+    np.asarray(losses.ldam_loss(x, y, margins=MARGINS_7, scale=30.0)),
+    np.asarray(losses.cross_entropy(30.0 * shifted, y)),
+    rtol=1e-5,
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,13 +443,16 @@ def test_class_balanced_weights_numpy_and_jax_inputs_agree():
 
 
 def test_class_balanced_weights_limits():
-  np.testing.assert_allclose(np.asarray(losses.class_balanced_weights(COUNTS_7, beta=0.0)),
-                             np.ones(C), rtol=1e-7)
+  np.testing.assert_allclose(
+    np.asarray(losses.class_balanced_weights(COUNTS_7, beta=0.0)), np.ones(C), rtol=1e-7
+  )
   # beta -> 1: inverse class frequency.
   inv = 1.0 / COUNTS_7
   np.testing.assert_allclose(
-      np.asarray(losses.class_balanced_weights(COUNTS_7, beta=1 - 1e-12)),
-      inv * C / inv.sum(), rtol=1e-5)
+    np.asarray(losses.class_balanced_weights(COUNTS_7, beta=1 - 1e-12)),
+    inv * C / inv.sum(),
+    rtol=1e-5,
+  )
 
 
 def test_class_balanced_weights_under_jit_with_traced_counts():
@@ -428,8 +484,7 @@ def test_drw_traced_switch_and_float_epoch():
   np.testing.assert_allclose(np.asarray(fn(jnp.float32(3.0), 4)), np.ones(C))
   assert fn._cache_size() == 1
   # Eager with Python numbers too.
-  np.testing.assert_allclose(np.asarray(losses.drw_class_weights(COUNTS_7, 0, 0)), cb,
-                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(losses.drw_class_weights(COUNTS_7, 0, 0)), cb, rtol=1e-5)
 
 
 def test_drw_weights_feed_a_loss_in_a_jitted_step():
@@ -440,11 +495,12 @@ def test_drw_weights_feed_a_loss_in_a_jitted_step():
     w = losses.drw_class_weights(COUNTS_7, step, 10)
     return losses.ldam_loss(x, y, margins=MARGINS_7, class_weights=w)
 
-  np.testing.assert_allclose(np.asarray(step_loss(9)), np_ldam(x, y, MARGINS_7, 30.0),
-                             rtol=1e-5)
-  np.testing.assert_allclose(np.asarray(step_loss(10)),
-                             np_ldam(x, y, MARGINS_7, 30.0, w=np_cb_weights(COUNTS_7, 0.9999)),
-                             rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(step_loss(9)), np_ldam(x, y, MARGINS_7, 30.0), rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(step_loss(10)),
+    np_ldam(x, y, MARGINS_7, 30.0, w=np_cb_weights(COUNTS_7, 0.9999)),
+    rtol=1e-5,
+  )
   assert step_loss._cache_size() == 1
 
 
@@ -473,10 +529,12 @@ def test_sce_natural_log_clamp_is_beta_times_ln10():
 def test_gce_limits():
   x, y = random_batch(10, 3.0)
   p_y = np.exp(np_log_py(x, y))
-  np.testing.assert_allclose(np.asarray(losses.generalized_cross_entropy(x, y, q=1.0)),
-                             1 - p_y, rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(np.asarray(losses.generalized_cross_entropy(x, y, q=1e-4)),
-                             np_ce(x, y), rtol=2e-3)
+  np.testing.assert_allclose(
+    np.asarray(losses.generalized_cross_entropy(x, y, q=1.0)), 1 - p_y, rtol=1e-5, atol=1e-6
+  )
+  np.testing.assert_allclose(
+    np.asarray(losses.generalized_cross_entropy(x, y, q=1e-4)), np_ce(x, y), rtol=2e-3
+  )
 
 
 def test_truncated_gce_is_constant_below_k_with_zero_gradient():
@@ -487,7 +545,7 @@ def test_truncated_gce_is_constant_below_k_with_zero_gradient():
   assert low.any() and (~low).any()
   fn = lambda z: losses.truncated_generalized_cross_entropy(z, jnp.asarray(y), q=q, k=k)
   got = np.asarray(fn(x))
-  np.testing.assert_allclose(got[low], (1 - k ** q) / q, rtol=1e-6)
+  np.testing.assert_allclose(got[low], (1 - k**q) / q, rtol=1e-6)
   gce = np.asarray(losses.generalized_cross_entropy(x, y, q=q))
   np.testing.assert_array_equal(got[~low], gce[~low])
   grad = grad_of_sum(fn, x)
@@ -498,8 +556,9 @@ def test_truncated_gce_is_constant_below_k_with_zero_gradient():
 def test_truncated_gce_k_zero_is_gce():
   x, y = random_batch(12, 3.0)
   np.testing.assert_array_equal(
-      np.asarray(losses.truncated_generalized_cross_entropy(x, y, q=0.5, k=0.0)),
-      np.asarray(losses.generalized_cross_entropy(x, y, q=0.5)))
+    np.asarray(losses.truncated_generalized_cross_entropy(x, y, q=0.5, k=0.0)),
+    np.asarray(losses.generalized_cross_entropy(x, y, q=0.5)),
+  )
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,48 +610,56 @@ def test_empty_batch(name):
 X, Y = random_batch(15, 3.0, batch=4)
 
 BAD_CALLS = [
-    (lambda: losses.cross_entropy(X, Y, label_smoothing=1.0), r"label_smoothing.*\[0.0, 1.0\)"),
-    (lambda: losses.cross_entropy(X, Y, label_smoothing=-0.1), r"label_smoothing.*-0.1"),
-    (lambda: losses.cross_entropy(X, Y, class_weights=np.ones(C + 1)), r"class_weights.*\(7,\)"),
-    (lambda: losses.cross_entropy(X, Y, class_weights=np.full(C, np.nan)), r"finite"),
-    (lambda: losses.cross_entropy(X[0], Y), r"logits must be 2-D"),
-    (lambda: losses.cross_entropy(X[None], Y), r"logits must be 2-D"),
-    (lambda: losses.cross_entropy(X, Y[:, None]), r"labels must be 1-D"),
-    (lambda: losses.cross_entropy(X, Y[:3]), r"length batch = 4"),
-    (lambda: losses.cross_entropy(X, Y.astype(np.float32)), r"integer"),
-    (lambda: losses.cross_entropy(X.astype(np.int32), Y), r"floating"),
-    (lambda: losses.cross_entropy(X, np.array([0, 1, 7, 2])), r"\[0, 7\).*label 7"),
-    (lambda: losses.focal_loss(X, np.array([0, -2, 1, 2])), r"label -2"),
-    (lambda: losses.focal_loss(X, Y, gamma=-1.0), r"gamma.*-1.0"),
-    (lambda: losses.focal_loss(X, Y, gamma=float("nan")), r"gamma.*nan"),
-    (lambda: losses.ldam_margins(np.array([10, 0, 5])), r"class 1 has count 0"),
-    (lambda: losses.ldam_margins(np.array([10, -3])), r"class 1 has count -3"),
-    (lambda: losses.ldam_margins(np.array([[10, 5]])), r"1-D"),
-    (lambda: losses.ldam_margins(np.array([10, 5]), max_m=-0.5), r"max_m.*-0.5"),
-    (lambda: losses.ldam_loss(X, Y, margins=MARGINS_7, scale=0.0), r"scale.*\(0.0, inf\).*0.0"),
-    (lambda: losses.ldam_loss(X, Y, margins=MARGINS_7[:3]), r"margins.*\(7,\)"),
-    (lambda: losses.logit_adjusted_cross_entropy(X, Y, class_counts=COUNTS_7, tau=-1.0),
-     r"tau.*-1.0"),
-    (lambda: losses.logit_adjusted_cross_entropy(X, Y, class_counts=COUNTS_7[:3]),
-     r"class_counts.*\(7,\)"),
-    (lambda: losses.balanced_softmax_cross_entropy(X, Y, class_counts=np.r_[COUNTS_7[:6], 0]),
-     r"class 6 has count 0"),
-    (lambda: losses.symmetric_cross_entropy(X, Y, class_weights=np.ones(3)),
-     r"class_weights.*\(7,\)"),
-    (lambda: losses.class_balanced_weights(np.array([5, 0])), r"class 1 has count 0"),
-    (lambda: losses.class_balanced_weights(np.array([]), 0.9), r"non-empty"),
-    (lambda: losses.class_balanced_weights(np.array([5, 1]), beta=1.0), r"beta.*\[0.0, 1.0\)"),
-    (lambda: losses.class_balanced_weights(np.array([5, 1]), beta=-0.1), r"beta.*-0.1"),
-    (lambda: losses.drw_class_weights(np.array([5, 1]), 3, -1), r"switch_at.*-1"),
-    (lambda: losses.drw_class_weights(np.array([5, 1]), np.array([3, 4]), 1), r"scalar"),
-    (lambda: losses.symmetric_cross_entropy(X, Y, log_zero=0.0), r"log_zero.*0.0"),
-    (lambda: losses.symmetric_cross_entropy(X, Y, alpha=-1.0), r"alpha.*-1.0"),
-    (lambda: losses.symmetric_cross_entropy(X, Y, beta=float("inf")), r"beta.*inf"),
-    (lambda: losses.generalized_cross_entropy(X, Y, q=0.0), r"q must lie in \(0.0, 1.0\]"),
-    (lambda: losses.generalized_cross_entropy(X, Y, q=1.5), r"q.*1.5"),
-    (lambda: losses.truncated_generalized_cross_entropy(X, Y, k=1.0), r"k must lie.*1.0"),
-    (lambda: losses.truncated_generalized_cross_entropy(X, Y, k=-0.5), r"k.*-0.5"),
-    (lambda: losses.truncated_generalized_cross_entropy(X, Y, q=-1), r"q.*-1"),
+  (lambda: losses.cross_entropy(X, Y, label_smoothing=1.0), r"label_smoothing.*\[0.0, 1.0\)"),
+  (lambda: losses.cross_entropy(X, Y, label_smoothing=-0.1), r"label_smoothing.*-0.1"),
+  (lambda: losses.cross_entropy(X, Y, class_weights=np.ones(C + 1)), r"class_weights.*\(7,\)"),
+  (lambda: losses.cross_entropy(X, Y, class_weights=np.full(C, np.nan)), r"finite"),
+  (lambda: losses.cross_entropy(X[0], Y), r"logits must be 2-D"),
+  (lambda: losses.cross_entropy(X[None], Y), r"logits must be 2-D"),
+  (lambda: losses.cross_entropy(X, Y[:, None]), r"labels must be 1-D"),
+  (lambda: losses.cross_entropy(X, Y[:3]), r"length batch = 4"),
+  (lambda: losses.cross_entropy(X, Y.astype(np.float32)), r"integer"),
+  (lambda: losses.cross_entropy(X.astype(np.int32), Y), r"floating"),
+  (lambda: losses.cross_entropy(X, np.array([0, 1, 7, 2])), r"\[0, 7\).*label 7"),
+  (lambda: losses.focal_loss(X, np.array([0, -2, 1, 2])), r"label -2"),
+  (lambda: losses.focal_loss(X, Y, gamma=-1.0), r"gamma.*-1.0"),
+  (lambda: losses.focal_loss(X, Y, gamma=float("nan")), r"gamma.*nan"),
+  (lambda: losses.ldam_margins(np.array([10, 0, 5])), r"class 1 has count 0"),
+  (lambda: losses.ldam_margins(np.array([10, -3])), r"class 1 has count -3"),
+  (lambda: losses.ldam_margins(np.array([[10, 5]])), r"1-D"),
+  (lambda: losses.ldam_margins(np.array([10, 5]), max_m=-0.5), r"max_m.*-0.5"),
+  (lambda: losses.ldam_loss(X, Y, margins=MARGINS_7, scale=0.0), r"scale.*\(0.0, inf\).*0.0"),
+  (lambda: losses.ldam_loss(X, Y, margins=MARGINS_7[:3]), r"margins.*\(7,\)"),
+  (
+    lambda: losses.logit_adjusted_cross_entropy(X, Y, class_counts=COUNTS_7, tau=-1.0),
+    r"tau.*-1.0",
+  ),
+  (
+    lambda: losses.logit_adjusted_cross_entropy(X, Y, class_counts=COUNTS_7[:3]),
+    r"class_counts.*\(7,\)",
+  ),
+  (
+    lambda: losses.balanced_softmax_cross_entropy(X, Y, class_counts=np.r_[COUNTS_7[:6], 0]),
+    r"class 6 has count 0",
+  ),
+  (
+    lambda: losses.symmetric_cross_entropy(X, Y, class_weights=np.ones(3)),
+    r"class_weights.*\(7,\)",
+  ),
+  (lambda: losses.class_balanced_weights(np.array([5, 0])), r"class 1 has count 0"),
+  (lambda: losses.class_balanced_weights(np.array([]), 0.9), r"non-empty"),
+  (lambda: losses.class_balanced_weights(np.array([5, 1]), beta=1.0), r"beta.*\[0.0, 1.0\)"),
+  (lambda: losses.class_balanced_weights(np.array([5, 1]), beta=-0.1), r"beta.*-0.1"),
+  (lambda: losses.drw_class_weights(np.array([5, 1]), 3, -1), r"switch_at.*-1"),
+  (lambda: losses.drw_class_weights(np.array([5, 1]), np.array([3, 4]), 1), r"scalar"),
+  (lambda: losses.symmetric_cross_entropy(X, Y, log_zero=0.0), r"log_zero.*0.0"),
+  (lambda: losses.symmetric_cross_entropy(X, Y, alpha=-1.0), r"alpha.*-1.0"),
+  (lambda: losses.symmetric_cross_entropy(X, Y, beta=float("inf")), r"beta.*inf"),
+  (lambda: losses.generalized_cross_entropy(X, Y, q=0.0), r"q must lie in \(0.0, 1.0\]"),
+  (lambda: losses.generalized_cross_entropy(X, Y, q=1.5), r"q.*1.5"),
+  (lambda: losses.truncated_generalized_cross_entropy(X, Y, k=1.0), r"k must lie.*1.0"),
+  (lambda: losses.truncated_generalized_cross_entropy(X, Y, k=-0.5), r"k.*-0.5"),
+  (lambda: losses.truncated_generalized_cross_entropy(X, Y, q=-1), r"q.*-1"),
 ]
 
 
@@ -621,11 +688,14 @@ def test_validation_happens_at_trace_time():
 # --------------------------------------------------------------------------------------------
 
 PER_SAMPLE_LOSSES = {
-    "cross_entropy": {}, "focal_loss": {}, "ldam_loss": {"margins": MARGINS_7},
-    "logit_adjusted_cross_entropy": {"class_counts": COUNTS_7},
-    "balanced_softmax_cross_entropy": {"class_counts": COUNTS_7},
-    "symmetric_cross_entropy": {}, "generalized_cross_entropy": {},
-    "truncated_generalized_cross_entropy": {},
+  "cross_entropy": {},
+  "focal_loss": {},
+  "ldam_loss": {"margins": MARGINS_7},
+  "logit_adjusted_cross_entropy": {"class_counts": COUNTS_7},
+  "balanced_softmax_cross_entropy": {"class_counts": COUNTS_7},
+  "symmetric_cross_entropy": {},
+  "generalized_cross_entropy": {},
+  "truncated_generalized_cross_entropy": {},
 }
 
 
@@ -633,6 +703,7 @@ def test_every_loss_takes_logits_labels_and_keywords_only():
   """(logits, labels, *, class_weights=None, ...) -> [B] for every per-sample loss, and the
   class weights scale each sample's loss by its label's weight."""
   import inspect
+
   listed = {n for n in losses.__all__ if n.endswith(("_loss", "cross_entropy"))}
   assert listed == set(PER_SAMPLE_LOSSES)
   x, y = random_batch(21, 1.0)
@@ -651,16 +722,21 @@ def test_every_loss_takes_logits_labels_and_keywords_only():
 def test_logit_adjustment_with_tau_one_is_balanced_softmax():
   x, y = random_batch(22, 3.0)
   np.testing.assert_allclose(
-      np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=CIFAR10_LT[:C])),
-      np.asarray(losses.balanced_softmax_cross_entropy(x, y, class_counts=CIFAR10_LT[:C])),
-      rtol=1e-6, atol=1e-6)
+    np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=CIFAR10_LT[:C])),
+    np.asarray(losses.balanced_softmax_cross_entropy(x, y, class_counts=CIFAR10_LT[:C])),
+    rtol=1e-6,
+    atol=1e-6,
+  )
 
 
 def test_logit_adjustment_with_tau_zero_is_cross_entropy():
   x, y = random_batch(23, 3.0)
   np.testing.assert_allclose(
-      np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7, tau=0.0)),
-      np_ce(x, y), rtol=1e-5, atol=1e-6)
+    np.asarray(losses.logit_adjusted_cross_entropy(x, y, class_counts=COUNTS_7, tau=0.0)),
+    np_ce(x, y),
+    rtol=1e-5,
+    atol=1e-6,
+  )
 
 
 def test_logit_adjustment_favours_the_rare_class_at_equal_logits():

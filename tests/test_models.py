@@ -23,16 +23,16 @@ KEY = jax.random.key(0, impl="rbg")
 
 CIFAR = (2, 32, 32, 3)
 INPUTS = {  # name -> (input shape, extra kwargs)
-    "resnet8": (CIFAR, {}),
-    "resnet20": (CIFAR, {}),
-    "resnet32": (CIFAR, {}),
-    "resnet18": (CIFAR, {"cifar_stem": True}),
-    "resnet34": (CIFAR, {"cifar_stem": False}),
-    "resnet50": ((1, 32, 32, 3), {}),
-    "resnet101": ((1, 32, 32, 3), {}),
-    "resnet152": ((1, 32, 32, 3), {}),
-    "cnn4": (CIFAR, {}),
-    "mlp": ((2, 8, 8), {}),
+  "resnet8": (CIFAR, {}),
+  "resnet20": (CIFAR, {}),
+  "resnet32": (CIFAR, {}),
+  "resnet18": (CIFAR, {"cifar_stem": True}),
+  "resnet34": (CIFAR, {"cifar_stem": False}),
+  "resnet50": ((1, 32, 32, 3), {}),
+  "resnet101": ((1, 32, 32, 3), {}),
+  "resnet152": ((1, 32, 32, 3), {}),
+  "cnn4": (CIFAR, {}),
+  "mlp": ((2, 8, 8), {}),
 }
 
 
@@ -66,6 +66,7 @@ def images(n: int, seed: int = 0, size: int = 32) -> jax.Array:
 
 
 # --- Shapes and dtypes ---------------------------------------------------------------------
+
 
 def test_registry_covers_the_issue_names():
   assert set(models.MODEL_NAMES) == set(INPUTS)
@@ -116,7 +117,8 @@ def test_bottleneck_forward():
 def test_bfloat16_forward_keeps_float32_state():
   model, variables = resnet8_variables(dtype=jnp.bfloat16)
   logits, updates = jax.jit(functools.partial(model.apply, train=True, mutable=["batch_stats"]))(
-      variables, images(4))
+    variables, images(4)
+  )
   assert logits.dtype == jnp.float32  # The head is float32; the body ran in bfloat16.
   assert np.all(np.isfinite(np.asarray(logits)))
   for leaf in jax.tree.leaves((variables, updates)):
@@ -124,6 +126,7 @@ def test_bfloat16_forward_keeps_float32_state():
 
 
 # --- Parameter counts ----------------------------------------------------------------------
+
 
 def cifar_resnet_params(n: int, k: int, shortcut: str = "A") -> int:
   """Parameters of a 6n+2 CIFAR ResNet, by formula: 3x3 convs without bias, BN scale+bias."""
@@ -155,14 +158,17 @@ def test_cifar_resnet_parameter_count(name, n, shortcut, k):
   assert count(params) == cifar_resnet_params(n, k, shortcut)
 
 
-@pytest.mark.parametrize("name,expected", [
+@pytest.mark.parametrize(
+  "name,expected",
+  [
     # torchvision's figures for 1000 classes (same layout: no conv bias, BN scale + bias).
     ("resnet18", 11_689_512),
     ("resnet34", 21_797_672),
     ("resnet50", 25_557_032),
     ("resnet101", 44_549_160),
     ("resnet152", 60_192_808),
-])
+  ],
+)
 def test_imagenet_resnet_parameter_count(name, expected):
   params = abstract_variables(models.create_model(name, 1000), jnp.zeros((1, 32, 32, 3)))
   assert count(params["params"]) == expected
@@ -176,8 +182,9 @@ def test_cifar_stem_and_cosine_head_counts():
   assert plain - cifar == 64 * 3 * 40
   assert cifar == 11_220_132  # The usual CIFAR-100 ResNet-18 figure.
   # The cosine head has no bias.
-  cosine = count(abstract_variables(models.resnet18(100, cifar_stem=True, head="cosine"),
-                                    x)["params"])
+  cosine = count(
+    abstract_variables(models.resnet18(100, cifar_stem=True, head="cosine"), x)["params"]
+  )
   assert cifar - cosine == 100
 
 
@@ -193,6 +200,7 @@ def test_cnn4_and_mlp_parameter_counts():
 
 
 # --- Blocks --------------------------------------------------------------------------------
+
 
 def test_shortcut_a_subsamples_and_zero_pads_both_sides():
   x = jax.random.normal(KEY, (2, 8, 8, 16))
@@ -233,6 +241,7 @@ def test_bad_choices_are_answered_with_the_valid_ones():
 
 # --- BatchNorm -----------------------------------------------------------------------------
 
+
 def test_batch_norm_updates_running_stats_with_pytorch_momentum():
   bn = layers.batch_norm(True)
   x = 3.0 + 2.0 * jax.random.normal(KEY, (64, 5))
@@ -272,7 +281,11 @@ def test_eval_mode_uses_running_stats():
 def test_batch_norm_defaults():
   bn = layers.batch_norm(True, axis_name="batch")
   assert (bn.momentum, bn.epsilon, bn.use_running_average, bn.axis_name) == (
-      0.9, 1e-5, False, "batch")
+    0.9,
+    1e-5,
+    False,
+    "batch",
+  )
   assert layers.batch_norm(False).use_running_average is True
 
 
@@ -284,14 +297,16 @@ def test_batch_norm_axis_name_gives_global_stats_under_pmap():
   mapped = models.resnet8(10, axis_name="batch")
   variables, _, _ = resnet8_functions()  # Parameter shapes do not depend on the image size.
   logits, state = jax.jit(functools.partial(single.apply, train=True, mutable=["batch_stats"]))(
-      variables, x)
+    variables, x
+  )
 
   def step(v, xs):
     return mapped.apply(v, xs, train=True, mutable=["batch_stats"])
 
   replicated = jax.tree.map(lambda a: jnp.broadcast_to(a, (devices, *a.shape)), variables)
   p_logits, p_state = jax.pmap(step, axis_name="batch")(
-      replicated, x.reshape(devices, 2, *x.shape[1:]))
+    replicated, x.reshape(devices, 2, *x.shape[1:])
+  )
   np.testing.assert_allclose(p_logits.reshape(logits.shape), logits, rtol=1e-4, atol=1e-4)
   for ref, per_device in zip(jax.tree.leaves(state), jax.tree.leaves(p_state)):
     for d in range(devices):  # Every device holds the global statistics.
@@ -299,6 +314,7 @@ def test_batch_norm_axis_name_gives_global_stats_under_pmap():
 
 
 # --- Heads ---------------------------------------------------------------------------------
+
 
 def test_cosine_head_is_a_cosine():
   head = models.CosineClassifier(4)
@@ -323,6 +339,7 @@ def test_cosine_head_on_resnet_logits_within_unit_interval():
 
 # --- Freezing masks ------------------------------------------------------------------------
 
+
 def selected(mask) -> set[str]:
   """Top-level names with a True leaf, after checking that each is all-True or all-False."""
   names = set()
@@ -334,11 +351,18 @@ def selected(mask) -> set[str]:
   return names
 
 
-@pytest.mark.parametrize("name,last", [
-    ("resnet8", "stage3_block1"), ("resnet32", "stage3_block5"), ("resnet18", "stage4_block2"),
-    ("resnet50", "stage4_block3"), ("resnet152", "stage4_block3"), ("cnn4", "block4"),
+@pytest.mark.parametrize(
+  "name,last",
+  [
+    ("resnet8", "stage3_block1"),
+    ("resnet32", "stage3_block5"),
+    ("resnet18", "stage4_block2"),
+    ("resnet50", "stage4_block3"),
+    ("resnet152", "stage4_block3"),
+    ("cnn4", "block4"),
     ("mlp", "block2"),
-])
+  ],
+)
 def test_trainable_mask_selects_head_and_last_block(name, last):
   shape, kwargs = INPUTS[name]
   params = abstract_variables(models.create_model(name, 10, **kwargs), jnp.zeros(shape))["params"]
@@ -362,8 +386,9 @@ def test_trainable_mask_freezes_with_optax():
   model = models.mlp(10)
   x = jax.random.normal(KEY, (4, 8, 8))
   params = model.init(KEY, x, train=False)["params"]
-  labels = jax.tree.map(lambda t: "train" if t else "freeze",
-                        models.trainable_mask(params, "fc+lb"))
+  labels = jax.tree.map(
+    lambda t: "train" if t else "freeze", models.trainable_mask(params, "fc+lb")
+  )
   tx = optax.multi_transform({"train": optax.sgd(0.1), "freeze": optax.set_to_zero()}, labels)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)

@@ -43,8 +43,9 @@ def _check(t, w, log_s, single, ref):
   (w_one, log_s_one), (w_ref, s_ref) = single, ref
   yardstick.assert_float32_paths_agree(w, w_one, w_ref, f"weights at step {t}")
   log_s = np.asarray(log_s).reshape(-1)
-  yardstick.assert_float32_paths_agree(log_s, np.full_like(log_s, log_s_one),
-                                       np.full(log_s.shape, np.log(s_ref)), f"log s at step {t}")
+  yardstick.assert_float32_paths_agree(
+    log_s, np.full_like(log_s, log_s_one), np.full(log_s.shape, np.log(s_ref)), f"log s at step {t}"
+  )
 
 
 @pytest.mark.parametrize("lam", [0.8, -0.5])
@@ -83,8 +84,9 @@ def test_shard_map():
   mesh = Mesh(np.array(jax.devices()[:N]), ("data",))
   wt = absgd_jax.absgd_weights(0.6, 0.9, axis_name="data")
   # check_vma stays on: the state's out_spec P() is checked to be device-invariant.
-  update = jax.jit(jax.shard_map(wt.update, mesh=mesh, in_specs=(P("data"), P()),
-                                 out_specs=(P("data"), P())))
+  update = jax.jit(
+    jax.shard_map(wt.update, mesh=mesh, in_specs=(P("data"), P()), out_specs=(P("data"), P()))
+  )
   state = wt.init()
   for t, x in enumerate(stream):
     w, state = update(jnp.asarray(x), state)

@@ -81,7 +81,8 @@ def test_converter_round_trip_eval_logits(cfg):
   with torch.no_grad():
     want = model_t(x).numpy()
   got = jax.jit(lambda v, x: model.apply(v, x, train=False))(  # jit: one compile, not one an op
-      variables, jnp.asarray(x.permute(0, 2, 3, 1).numpy()))
+    variables, jnp.asarray(x.permute(0, 2, 3, 1).numpy())
+  )
   assert _rel(got, want) < 1e-5
   # And back: the state dict reloads into torch unchanged.
   back = convert.flax_to_torch(variables)
@@ -102,7 +103,7 @@ def test_converter_names_missing_tensor(cfg):
 def test_first_step_matches_torch(cfg, data):
   """One step from the same weights on the same batch: loss, logits and BatchNorm statistics
   to 1e-5, the parameter update to 1e-2."""
-  (x, y), = trajectory.make_batches(cfg, 1, BATCH, data)
+  ((x, y),) = trajectory.make_batches(cfg, 1, BATCH, data)
   lrs = np.array([0.1], np.float32)
   model_t = ref.make_model(cfg)
   model, template = trajectory.flax_template(8, SIZE)
@@ -118,7 +119,8 @@ def test_first_step_matches_torch(cfg, data):
   step, state = trajectory.ours_init(model, variables, lrs)
   batch = trajectory.to_jax_batch(x, y)
   logits_o = jax.jit(lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])[0])(
-      variables, batch["images"])
+    variables, batch["images"]
+  )
   state, m = step(state, batch)
   assert abs(float(m["loss_sum"] / m["count"]) - loss_t.item()) < 1e-5
   assert _rel(logits_o, logits_t.detach().numpy()) < 1e-5

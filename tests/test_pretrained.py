@@ -22,11 +22,11 @@ from absgd_jax.models import pretrained
 KEY = jax.random.key(0, impl="rbg")  # Cheaper to compile than threefry; values do not matter.
 
 STAGES = {  # depth -> (block, stage sizes), as torchvision's resnet18 ... resnet152.
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
+  18: ("basic", (2, 2, 2, 2)),
+  34: ("basic", (3, 4, 6, 3)),
+  50: ("bottleneck", (3, 4, 6, 3)),
+  101: ("bottleneck", (3, 4, 23, 3)),
+  152: ("bottleneck", (3, 8, 36, 3)),
 }
 
 
@@ -55,8 +55,9 @@ def random_like(tree, seed: int = 0):
 
 def tiny(block: str = "basic", num_classes: int = 5, **kwargs) -> models.ResNet:
   """A ResNet small enough for fast tests, with every kind of parameter (projections too)."""
-  return models.ResNet(num_classes=num_classes, stage_sizes=(1, 2, 1, 1), block=block,
-                       widths=(4, 8, 8, 16), **kwargs)
+  return models.ResNet(
+    num_classes=num_classes, stage_sizes=(1, 2, 1, 1), block=block, widths=(4, 8, 8, 16), **kwargs
+  )
 
 
 def assert_trees_equal(got, want):
@@ -85,17 +86,20 @@ def test_torchvision_names_and_shapes(depth):
   block, sizes = STAGES[depth]
   template = resnet_template(depth, 1000)
   state = models.flax_to_torch_state_dict(
-      jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template))
+    jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), template)
+  )
   convs_per_block = 2 if block == "basic" else 3
   n_convs = 1 + convs_per_block * sum(sizes) + (3 if block == "basic" else 4)  # + projections
   assert len(state) == 5 * n_convs + 2
   expansion = 1 if block == "basic" else 4
   assert state["conv1.weight"].shape == (64, 3, 7, 7)
   assert state["bn1.running_var"].shape == (64,)
-  assert state["layer1.0.conv1.weight"].shape == ((64, 64, 3, 3) if block == "basic"
-                                                  else (64, 64, 1, 1))
-  assert state["layer3.0.conv1.weight"].shape == ((256, 128, 3, 3) if block == "basic"
-                                                  else (256, 512, 1, 1))
+  assert state["layer1.0.conv1.weight"].shape == (
+    (64, 64, 3, 3) if block == "basic" else (64, 64, 1, 1)
+  )
+  assert state["layer3.0.conv1.weight"].shape == (
+    (256, 128, 3, 3) if block == "basic" else (256, 512, 1, 1)
+  )
   assert state["layer3.0.conv2.weight"].shape == (256, 256, 3, 3)
   assert state["layer4.0.downsample.0.weight"].shape == (512 * expansion, 256 * expansion, 1, 1)
   assert state["layer4.0.downsample.1.running_mean"].shape == (512 * expansion,)
@@ -159,8 +163,9 @@ def test_error_missing_key(tiny_case):
   template, state = tiny_case
   state = dict(state)
   del state["layer2.1.bn1.running_mean"]
-  with pytest.raises(ValueError,
-                     match=r"missing from the state dict: layer2\.1\.bn1\.running_mean"):
+  with pytest.raises(
+    ValueError, match=r"missing from the state dict: layer2\.1\.bn1\.running_mean"
+  ):
     convert(state, template)
 
 
@@ -173,27 +178,40 @@ def test_error_unexpected_key(tiny_case):
 def test_error_shape_mismatch_names_both_sides(tiny_case):
   template, state = tiny_case
   state = {**state, "layer3.0.conv2.weight": np.zeros((8, 8, 5, 5), np.float32)}
-  with pytest.raises(ValueError, match=r"layer3\.0\.conv2\.weight \(8, 8, 5, 5\) -> "
-                     r"params/stage3_block1/conv2/kernel expects \(3, 3, 8, 8\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"layer3\.0\.conv2\.weight \(8, 8, 5, 5\) -> "
+    r"params/stage3_block1/conv2/kernel expects \(3, 3, 8, 8\)",
+  ):
     convert(state, template)
 
 
 def test_error_class_count_suggests_head_drop(tiny_case):
   template, state = tiny_case
   template_7 = abstract_variables(tiny(num_classes=7))
-  with pytest.raises(ValueError, match=r"(?s)fc\.weight \(5, 16\).*7 classes.*"
-                     r"fc has 5.*head='drop'"):
+  with pytest.raises(
+    ValueError,
+    match=r"(?s)fc\.weight \(5, 16\).*7 classes.*"
+    r"fc has 5.*head='drop'",
+  ):
     convert(state, template_7)
 
 
 def test_error_wrong_depth():
   state = models.flax_to_torch_state_dict(
-      jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), resnet_template(50, 10)))
-  with pytest.raises(ValueError, match=r"ResNet-50 \(bottleneck blocks, stages 3-4-6-3\) but "
-                     r"the template is ResNet-18 .*create_model\('resnet50', num_classes\)"):
+    jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), resnet_template(50, 10))
+  )
+  with pytest.raises(
+    ValueError,
+    match=r"ResNet-50 \(bottleneck blocks, stages 3-4-6-3\) but "
+    r"the template is ResNet-18 .*create_model\('resnet50', num_classes\)",
+  ):
     convert(state, resnet_template(18, 10))
-  with pytest.raises(ValueError, match=r"ResNet-50 .* but the template is ResNet-101 .*"
-                     r"create_model\('resnet50'"):
+  with pytest.raises(
+    ValueError,
+    match=r"ResNet-50 .* but the template is ResNet-101 .*"
+    r"create_model\('resnet50'",
+  ):
     convert(state, resnet_template(101, 10))
 
 
@@ -234,8 +252,9 @@ def test_torch_file_without_torch_explains_the_npz_route(tmp_path, monkeypatch, 
 
 
 def test_safetensors(tmp_path, tiny_case):
-  safetensors_numpy = pytest.importorskip("safetensors.numpy",
-                                          reason="the optional safetensors package")
+  safetensors_numpy = pytest.importorskip(
+    "safetensors.numpy", reason="the optional safetensors package"
+  )
   template, state = tiny_case
   path = tmp_path / "model.safetensors"
   safetensors_numpy.save_file(state, str(path))
@@ -292,7 +311,6 @@ def torch_resnet(depth: int, num_classes: int):
       return self.relu(y + (x if self.downsample is None else self.downsample(x)))
 
   class Net(nn.Module):
-
     def __init__(self):
       super().__init__()
       kind, sizes = STAGES[depth]
@@ -309,8 +327,9 @@ def torch_resnet(depth: int, num_classes: int):
           downsample = None
           if stride != 1 or inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes * block.expansion, 1, stride, bias=False),
-                bn(planes * block.expansion))
+              nn.Conv2d(inplanes, planes * block.expansion, 1, stride, bias=False),
+              bn(planes * block.expansion),
+            )
           blocks.append(block(inplanes, planes, stride, downsample))
           inplanes = planes * block.expansion
         setattr(self, f"layer{k}", nn.Sequential(*blocks))
@@ -376,8 +395,7 @@ def test_logits_match_torch(depth, size):
 
 def test_flax_to_torch_loads_strictly_into_torch():
   torch, net = torch_case(18)
-  variables = models.torch_state_dict_to_flax(net.state_dict(),
-                                              resnet_template(18, 10))
+  variables = models.torch_state_dict_to_flax(net.state_dict(), resnet_template(18, 10))
   state = models.flax_to_torch_state_dict(variables)
   _, other = torch_resnet(18, 10)
   other.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
@@ -392,8 +410,9 @@ def test_load_pretrained_pth_checkpoint(tmp_path):
   want = models.torch_state_dict_to_flax(net.state_dict(), template)
   # A training checkpoint: DataParallel names under "state_dict", beside other entries.
   path = tmp_path / "model_best.pth.tar"
-  torch.save({"epoch": 90, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}},
-             path)
+  torch.save(
+    {"epoch": 90, "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, path
+  )
   assert_trees_equal(models.load_pretrained(path, template), want)
   # weights_only=True refuses arbitrary objects; the error says what to do instead.
   path = tmp_path / "with_args.pth"
@@ -414,5 +433,7 @@ def test_npz_command_converts_a_pth(tmp_path):
   command = pretrained.NPZ_COMMAND.replace("python", sys.executable, 1)
   command = command.replace("in.pth out.npz", f"{pth} {npz}")
   subprocess.run(command, shell=True, check=True)
-  assert_trees_equal(models.load_pretrained(npz, template),
-                     models.torch_state_dict_to_flax(net.state_dict(), template))
+  assert_trees_equal(
+    models.load_pretrained(npz, template),
+    models.torch_state_dict_to_flax(net.state_dict(), template),
+  )

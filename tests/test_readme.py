@@ -20,7 +20,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def _idiom_source():
   text = README.read_text()
-  section = text[text.index("## The idiom"):]
+  section = text[text.index("## The idiom") :]
   return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -59,26 +59,31 @@ def test_readme_idiom_runs_with_linen_batchnorm():
   # w held fixed and n the number of real rows (not B), and Eq. (2)'s first
   # step p - lr * (g + wd * p).
   def per_sample(p):
-    logits, _ = SmallNet().apply({"params": p, "batch_stats": batch_stats}, images, train=True,
-                                 mutable=["batch_stats"])
+    logits, _ = SmallNet().apply(
+      {"params": p, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"]
+    )
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
   # Under jit: eagerly, each operation of the network's forward and backward compiles alone.
   L = np.asarray(jax.jit(per_sample)(params), np.float64)
   e = np.exp(L / 5.0)
   w = np.where(mask, e / np.mean(e[mask]), 0.0)
-  g = jax.jit(jax.grad(
-      lambda p: jnp.sum(jnp.asarray(w, jnp.float32) * per_sample(p)) / mask.sum()))(params)
+  g = jax.jit(
+    jax.grad(lambda p: jnp.sum(jnp.asarray(w, jnp.float32) * per_sample(p)) / mask.sum())
+  )(params)
   want = jax.tree.map(lambda p, g: p - 0.1 * (g + 2e-4 * p), params, g)
 
   losses = []
   for step in range(5):
-    params, new_stats, opt_state, w_state, loss = train_step(params, batch_stats, opt_state,
-                                                            w_state, images, labels, mask)
+    params, new_stats, opt_state, w_state, loss = train_step(
+      params, batch_stats, opt_state, w_state, images, labels, mask
+    )
     if step == 0:
       np.testing.assert_allclose(loss, np.sum(w * L) / mask.sum(), rtol=1e-5)
     if step == 0:
-      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-                   params, want)
+      jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), params, want
+      )
     assert not jax.tree.all(jax.tree.map(jnp.array_equal, new_stats, batch_stats))
     batch_stats = new_stats
     losses.append(float(loss))
@@ -105,8 +110,7 @@ def test_idiom_with_nnx():
   mask = np.arange(len(labels)) < 20
   w_state = weigher.init()
   before = jax.tree.map(np.array, nnx.state(model, nnx.Param))
-  loss, w_state, weights, per_sample = train_step(model, optimizer, w_state, images, labels,
-                                                  mask)
+  loss, w_state, weights, per_sample = train_step(model, optimizer, w_state, images, labels, mask)
   # lam < 0: the lowest-loss real sample gets the largest weight; padding gets none.
   L = np.asarray(per_sample, np.float64)
   assert int(np.argmax(weights)) == int(np.argmin(np.where(mask, L, np.inf)))
@@ -115,8 +119,9 @@ def test_idiom_with_nnx():
   np.testing.assert_allclose(weights, w_ref, rtol=1e-5)
   np.testing.assert_allclose(loss, np.sum(w_ref * L) / mask.sum(), rtol=1e-5)
   after = jax.tree.map(np.array, nnx.state(model, nnx.Param))
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before),
-                                                      jax.tree.leaves(after)))
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after))
+  )
   assert int(w_state.count) == 1
 
 
@@ -138,7 +143,8 @@ def test_equinox_example_one_step_is_eq9_on_the_weighted_mean():
   weigher = absgd_jax.absgd_weights(lam=-1.0)
   params = eqx.filter(model, eqx.is_array)
   new_model, _, w_state, (loss, weights, losses) = ex.make_train_step(weigher, opt)(
-      model, opt.init(params), weigher.init(), x, y, mask)
+    model, opt.init(params), weigher.init(), x, y, mask
+  )
   # Independent path: NumPy weights, the gradient of sum(w L)/n with w fixed, and optax.adamw
   # (which abadam with bias correction is) applied to it.
   L = np.asarray(losses, np.float64)
@@ -154,8 +160,11 @@ def test_equinox_example_one_step_is_eq9_on_the_weighted_mean():
   ref_opt = optax.adamw(1e-2, weight_decay=0.0)
   u, _ = eqx.filter_jit(ref_opt.update)(g, ref_opt.init(params), params)
   want = eqx.apply_updates(model, u)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-               eqx.filter(new_model, eqx.is_array), eqx.filter(want, eqx.is_array))
+  jax.tree.map(
+    lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+    eqx.filter(new_model, eqx.is_array),
+    eqx.filter(want, eqx.is_array),
+  )
   assert int(w_state.count) == 1
 
 
@@ -173,8 +182,16 @@ def test_main_docstrings_cite_the_paper():
   import absgd_jax.optimizers
   import absgd_jax.weighted_loss
   import absgd_jax.weights
-  for obj in (absgd_jax, absgd_jax.weights, absgd_jax.absgd_weights, absgd_jax.absgd,
-              absgd_jax.abadam, absgd_jax.optimizers, absgd_jax.weighted_loss,
-              absgd_jax.objective):
+
+  for obj in (
+    absgd_jax,
+    absgd_jax.weights,
+    absgd_jax.absgd_weights,
+    absgd_jax.absgd,
+    absgd_jax.abadam,
+    absgd_jax.optimizers,
+    absgd_jax.weighted_loss,
+    absgd_jax.objective,
+  ):
     doc = obj.__doc__
     assert "References:" in doc and "arXiv:2012.06951" in doc, obj

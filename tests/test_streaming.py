@@ -64,15 +64,17 @@ def test_split_list_reads_paths_with_spaces_and_names_bad_lines(tmp_path):
 
 
 def test_inat_json_labels_come_from_annotations(tmp_path):
-  doc = {"images": [{"id": 7, "file_name": "train_val2018/Plantae/2/a.jpg"},
-                    {"id": 3, "file_name": "train_val2018/Aves/0/b.jpg"}],
-         "annotations": [{"image_id": 3, "category_id": 0}, {"image_id": 7, "category_id": 2}],
-         "categories": [{"id": 0, "name": "bird"}, {"id": 1, "name": "x"},
-                        {"id": 2, "name": "plant"}]}
+  doc = {
+    "images": [
+      {"id": 7, "file_name": "train_val2018/Plantae/2/a.jpg"},
+      {"id": 3, "file_name": "train_val2018/Aves/0/b.jpg"},
+    ],
+    "annotations": [{"image_id": 3, "category_id": 0}, {"image_id": 7, "category_id": 2}],
+    "categories": [{"id": 0, "name": "bird"}, {"id": 1, "name": "x"}, {"id": 2, "name": "plant"}],
+  }
   (tmp_path / "train2018.json").write_text(json.dumps(doc))
   ds = data.read_inat_json(tmp_path / "train2018.json", tmp_path)
-  assert [ds.path(0), ds.path(1)] == ["train_val2018/Plantae/2/a.jpg",
-                                      "train_val2018/Aves/0/b.jpg"]
+  assert [ds.path(0), ds.path(1)] == ["train_val2018/Plantae/2/a.jpg", "train_val2018/Aves/0/b.jpg"]
   assert ds.labels.tolist() == [2, 0] and ds.num_classes == 3
   assert ds.class_names == ("bird", "x", "plant")
   doc["annotations"].pop()
@@ -161,12 +163,20 @@ def test_stream_follows_the_rows_and_is_independent_of_workers_and_batching(tmp_
       with Image.open(ds.full_path(i)) as f:
         np.testing.assert_array_equal(img, T.resize_center_crop(f.convert("RGB"), 20, 16))
   a = list(stream_images(ds, rows, train=True, seed=(3, 1), positions=pos, options=opt))
-  b = list(stream_images(ds, rows, train=True, seed=(3, 1), positions=pos,
-                         options=StreamOptions(image_size=16, resize=20, workers=2)))
+  b = list(
+    stream_images(
+      ds,
+      rows,
+      train=True,
+      seed=(3, 1),
+      positions=pos,
+      options=StreamOptions(image_size=16, resize=20, workers=2),
+    )
+  )
   np.testing.assert_array_equal(np.stack(a), np.stack(b))
   # The same rows split into other batches: each image's crop depends on its position only.
-  rows2 = [np.concatenate(rows)[i:i + 2] for i in range(0, 8, 2)]
-  pos2 = [np.arange(8)[i:i + 2] for i in range(0, 8, 2)]
+  rows2 = [np.concatenate(rows)[i : i + 2] for i in range(0, 8, 2)]
+  pos2 = [np.arange(8)[i : i + 2] for i in range(0, 8, 2)]
   c = list(stream_images(ds, rows2, train=True, seed=(3, 1), positions=pos2, options=opt))
   np.testing.assert_array_equal(np.concatenate(a), np.concatenate(c))
   d = list(stream_images(ds, rows, train=True, seed=(3, 2), positions=pos, options=opt))
@@ -194,10 +204,25 @@ def image_lists(tmp_path_factory):
 
 def _list_config(root, out_dir, **kw):
   from absgd_jax.train import make_config
-  base = dict(dataset="image-list", classes=4, data_dir=root, train_list="train.txt",
-              test_list="test.txt", crop_size=24, resize_size=28, data_workers=0,
-              model="resnet8", epochs=1, batch_size=16, lr=0.05, method="absgd", lam=1.0,
-              checkpoint=False, out_dir=str(out_dir))
+
+  base = dict(
+    dataset="image-list",
+    classes=4,
+    data_dir=root,
+    train_list="train.txt",
+    test_list="test.txt",
+    crop_size=24,
+    resize_size=28,
+    data_workers=0,
+    model="resnet8",
+    epochs=1,
+    batch_size=16,
+    lr=0.05,
+    method="absgd",
+    lam=1.0,
+    checkpoint=False,
+    out_dir=str(out_dir),
+  )
   base.update(kw)
   return make_config(**base)
 
@@ -207,9 +232,11 @@ def stage1(image_lists, tmp_path_factory, one_device):
   """One epoch of ABSGD on one device, checkpointed: the run the training tests start from or
   compare with. Tests that write into a run folder copy ``out_dir`` first."""
   from absgd_jax.train import Trainer
+
   out = tmp_path_factory.mktemp("stage1")
-  t = Trainer(_list_config(image_lists, out, checkpoint=True), progress=False, log=False,
-              devices=one_device)
+  t = Trainer(
+    _list_config(image_lists, out, checkpoint=True), progress=False, log=False, devices=one_device
+  )
   summary = t.fit()
   return dict(out_dir=str(out), summary=summary, params=jax.device_get(t.state.params))
 
@@ -219,51 +246,78 @@ def float32_chaos(image_lists, stage1, tmp_path_factory, one_device):
   """How far float32 rounding alone moves stage1's weights (tests/yardstick.py): the same run
   with every initial weight nudged by one ulp."""
   from absgd_jax.train import Trainer
-  t = Trainer(_list_config(image_lists, tmp_path_factory.mktemp("nudged")), progress=False,
-              log=False, devices=one_device)
+
+  t = Trainer(
+    _list_config(image_lists, tmp_path_factory.mktemp("nudged")),
+    progress=False,
+    log=False,
+    devices=one_device,
+  )
   t.state = t.state.replace(params=yardstick.nudge(t.state.params))
   t.fit()
   return yardstick.distance(jax.device_get(t.state.params), stage1["params"])
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
-def test_streamed_training_is_the_same_on_one_and_eight_devices(image_lists, stage1, tmp_path,
-                                                                float32_chaos):
+def test_streamed_training_is_the_same_on_one_and_eight_devices(
+  image_lists, stage1, tmp_path, float32_chaos
+):
   from absgd_jax.train import Trainer
-  eight = Trainer(_list_config(image_lists, tmp_path / "run"), progress=False, log=False,
-                  devices=jax.devices()[:8])
+
+  eight = Trainer(
+    _list_config(image_lists, tmp_path / "run"),
+    progress=False,
+    log=False,
+    devices=jax.devices()[:8],
+  )
   s8 = eight.fit()
   s1 = stage1["summary"]  # The same run on one device (it also checkpoints: no other change).
   assert s8["devices"] == 8 and s1["devices"] == 1
   # Sums over 1 or 8 shards round differently: float32 noise, nothing more.
-  yardstick.assert_within(jax.device_get(eight.state.params), stage1["params"], float32_chaos,
-                          "8 devices against 1")
+  yardstick.assert_within(
+    jax.device_get(eight.state.params), stage1["params"], float32_chaos, "8 devices against 1"
+  )
   assert s1["final"]["test_acc"] == s8["final"]["test_acc"]
   assert s1["train_size"] == 90
 
 
-def test_a_streamed_run_resumed_from_its_checkpoint_continues_exactly(image_lists, stage1,
-                                                                      tmp_path, one_device):
+def test_a_streamed_run_resumed_from_its_checkpoint_continues_exactly(
+  image_lists, stage1, tmp_path, one_device
+):
   from absgd_jax.train import Trainer
-  straight = Trainer(_list_config(image_lists, tmp_path / "a", epochs=2), progress=False,
-                     log=False, devices=one_device)
+
+  straight = Trainer(
+    _list_config(image_lists, tmp_path / "a", epochs=2),
+    progress=False,
+    log=False,
+    devices=one_device,
+  )
   straight.fit()
   shutil.copytree(stage1["out_dir"], tmp_path / "b")  # Epoch 0 done, checkpointed.
-  resumed = Trainer(_list_config(image_lists, tmp_path / "b", epochs=2, checkpoint=True),
-                    progress=False, log=False, devices=one_device)
+  resumed = Trainer(
+    _list_config(image_lists, tmp_path / "b", epochs=2, checkpoint=True),
+    progress=False,
+    log=False,
+    devices=one_device,
+  )
   resumed.fit()
   assert [r["epoch"] for r in resumed.history] == [0, 1]
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state.params),
-               jax.device_get(resumed.state.params))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(straight.state.params),
+    jax.device_get(resumed.state.params),
+  )
 
 
-def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(image_lists, stage1,
-                                                                    tmp_path, one_device,
-                                                                    fast_compile):
+def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(
+  image_lists, stage1, tmp_path, one_device, fast_compile
+):
   from absgd_jax.train import Trainer
+
   before = stage1["params"]
-  cfg2 = _list_config(image_lists, tmp_path / "stage2", init_from=stage1["out_dir"],
-                      stage2_trainable="fc", lam=2.0)
+  cfg2 = _list_config(
+    image_lists, tmp_path / "stage2", init_from=stage1["out_dir"], stage2_trainable="fc", lam=2.0
+  )
   stage2 = Trainer(cfg2, progress=False, log=False, devices=one_device)
   start = jax.device_get(stage2.state.params)
   jax.tree.map(np.testing.assert_array_equal, before, start)  # Restored exactly.
@@ -271,53 +325,80 @@ def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(image_lists,
   stage2.fit()
   after = jax.device_get(stage2.state.params)
   for name in before:
-    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[name]),
-                                                     jax.tree.leaves(after[name])))
+    same = all(
+      np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(before[name]), jax.tree.leaves(after[name]))
+    )
     assert same == (name != "head"), name
   bad = _list_config(image_lists, tmp_path / "bad", init_from=stage1["out_dir"], classes=5)
   with pytest.raises(ValueError, match="head/(bias|kernel) has shape"):
     Trainer(bad, progress=False, log=False, devices=one_device)
-  assert Trainer(dataclasses.replace(bad, init_head="drop"), progress=False, log=False,
-                 devices=one_device)
+  assert Trainer(
+    dataclasses.replace(bad, init_head="drop"), progress=False, log=False, devices=one_device
+  )
 
 
 def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(
-    image_lists, tmp_path, one_device, fast_compile):
+  image_lists, tmp_path, one_device, fast_compile
+):
   from absgd_jax.models import create_model, flax_to_torch_state_dict
   from absgd_jax.train import Trainer
+
   source = create_model("resnet18", 1000)  # An "ImageNet" model with 1000 classes.
   src = jax.jit(functools.partial(source.init, train=False))(
-      jax.random.key(7), np.zeros((1, 24, 24, 3), np.float32))
+    jax.random.key(7), np.zeros((1, 24, 24, 3), np.float32)
+  )
   src = jax.device_get(src)
   np.savez(tmp_path / "r18.npz", **flax_to_torch_state_dict(src))
-  cfg = _list_config(image_lists, tmp_path / "run", model="resnet18",
-                     init_from=str(tmp_path / "r18.npz"), init_head="drop")
+  cfg = _list_config(
+    image_lists,
+    tmp_path / "run",
+    model="resnet18",
+    init_from=str(tmp_path / "r18.npz"),
+    init_head="drop",
+  )
   t = Trainer(cfg, progress=False, log=False, devices=one_device)
   got = jax.device_get(t.state.params)
   np.testing.assert_array_equal(got["stem_conv"]["kernel"], src["params"]["stem_conv"]["kernel"])
-  np.testing.assert_array_equal(jax.device_get(t.state.batch_stats)["stage4_block2"]["bn2"]["var"],
-                                src["batch_stats"]["stage4_block2"]["bn2"]["var"])
+  np.testing.assert_array_equal(
+    jax.device_get(t.state.batch_stats)["stage4_block2"]["bn2"]["var"],
+    src["batch_stats"]["stage4_block2"]["bn2"]["var"],
+  )
   assert got["head"]["kernel"].shape == (512, 4)
   with pytest.raises(ValueError, match="fc"):  # 1000 classes into 4, without init_head=drop.
-    Trainer(dataclasses.replace(cfg, init_head="keep"), progress=False, log=False,
-            devices=one_device)
+    Trainer(
+      dataclasses.replace(cfg, init_head="keep"), progress=False, log=False, devices=one_device
+    )
 
 
-def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(image_lists, tmp_path, one_device,
-                                                              fast_compile):
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(
+  image_lists, tmp_path, one_device, fast_compile
+):
   from absgd_jax.train import Trainer
-  t = Trainer(_list_config(image_lists, tmp_path / "run", dtype="bfloat16"), progress=False,
-              log=False, devices=one_device)
+
+  t = Trainer(
+    _list_config(image_lists, tmp_path / "run", dtype="bfloat16"),
+    progress=False,
+    log=False,
+    devices=one_device,
+  )
   s = t.fit()
   assert np.isfinite(s["final"]["train_loss"])
   assert {x.dtype for x in jax.tree.leaves(t.state.params)} == {np.dtype("float32")}
   assert t.state.w_state.log_s.dtype == np.float32
-  logits = t.model.apply({"params": t.state.params, "batch_stats": t.state.batch_stats},
-                         np.zeros((1, 24, 24, 3), np.float32), train=False)
+  logits = t.model.apply(
+    {"params": t.state.params, "batch_stats": t.state.batch_stats},
+    np.zeros((1, 24, 24, 3), np.float32),
+    train=False,
+  )
   assert logits.dtype == np.float32  # The head computes in float32 ...
-  conv_out = t.model.apply({"params": t.state.params, "batch_stats": t.state.batch_stats},
-                           np.zeros((1, 24, 24, 3), np.float32), train=False,
-                           capture_intermediates=True, mutable=["intermediates"])[1]
+  conv_out = t.model.apply(
+    {"params": t.state.params, "batch_stats": t.state.batch_stats},
+    np.zeros((1, 24, 24, 3), np.float32),
+    train=False,
+    capture_intermediates=True,
+    mutable=["intermediates"],
+  )[1]
   dtypes = {x.dtype for x in jax.tree.leaves(conv_out["intermediates"])}
   assert np.dtype(jax.numpy.bfloat16) in dtypes  # ... the body in bfloat16.
 
@@ -346,13 +427,23 @@ _WORKER = textwrap.dedent("""
     if __name__ == "__main__":
       main()
 """)
-_WORKER_CONFIG = dict(dataset="image-list", classes=4, train_list="train.txt",
-                      test_list="test.txt", crop_size=24, resize_size=28, model="resnet8",
-                      epochs=1, batch_size=16, lr=0.05, lam=1.0, checkpoint=False)
+_WORKER_CONFIG = dict(
+  dataset="image-list",
+  classes=4,
+  train_list="train.txt",
+  test_list="test.txt",
+  crop_size=24,
+  resize_size=28,
+  model="resnet8",
+  epochs=1,
+  batch_size=16,
+  lr=0.05,
+  lam=1.0,
+  checkpoint=False,
+)
 
 
-def test_two_processes_stream_their_own_rows_and_match_one(image_lists, tmp_path,
-                                                           float32_chaos):
+def test_two_processes_stream_their_own_rows_and_match_one(image_lists, tmp_path, float32_chaos):
   script = tmp_path / "worker.py"
   script.write_text(_WORKER)
   # The reference is a third process, not this one: the result's last bits depend on how many
@@ -361,15 +452,20 @@ def test_two_processes_stream_their_own_rows_and_match_one(image_lists, tmp_path
   # together. All three at once: each compiles on one core, and the machine may have more.
   config = json.dumps(_WORKER_CONFIG)
   with concurrent.futures.ThreadPoolExecutor(2) as pool:
-    runs = [pool.submit(launch, script, 1, 2, str(tmp_path), image_lists, config),
-            pool.submit(launch, script, 2, 1, str(tmp_path), image_lists, config)]
+    runs = [
+      pool.submit(launch, script, 1, 2, str(tmp_path), image_lists, config),
+      pool.submit(launch, script, 2, 1, str(tmp_path), image_lists, config),
+    ]
     for run in runs:
       run.result()
   single = np.load(tmp_path / "params_1_0.npz")
   for pid in range(2):
     multi = np.load(tmp_path / f"params_2_{pid}.npz")
     assert multi.files == single.files
-    yardstick.assert_within([multi[k] for k in multi.files if k != "acc"],
-                            [single[k] for k in single.files if k != "acc"], float32_chaos,
-                            f"process {pid} of 2 against one process")
+    yardstick.assert_within(
+      [multi[k] for k in multi.files if k != "acc"],
+      [single[k] for k in single.files if k != "acc"],
+      float32_chaos,
+      f"process {pid} of 2 against one process",
+    )
     assert float(multi["acc"]) == float(single["acc"])

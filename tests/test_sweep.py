@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 
 from absgd_jax.train import (
-    DivergenceError,
-    RunMismatchError,
-    Sweep,
-    Trainer,
-    cli,
-    make_config,
-    sweep,
+  DivergenceError,
+  RunMismatchError,
+  Sweep,
+  Trainer,
+  cli,
+  make_config,
+  sweep,
 )
 from absgd_jax.train import members as members_lib
 from absgd_jax.train import trainer as trainer_lib
@@ -46,8 +46,10 @@ def _assert_trees_close(a, b, **kw):
 
 
 def _max_diff(a, b):
-  return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return max(
+    float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )
 
 
 _SINGLE_RUNS = {}  # the single runs, by config without out_dir: two cases share theirs
@@ -62,7 +64,9 @@ def _single_run(config):
   return _SINGLE_RUNS[key]
 
 
-@pytest.mark.parametrize("grid, kw, mode", [
+@pytest.mark.parametrize(
+  "grid, kw, mode",
+  [
     # lam from the first step, with a validation split to choose the winner on.
     ({"lam": ["0.5", "5"]}, dict(val_fraction=0.2), "vmap"),
     # lam (traced inside the stage-2 schedule) x seed: own init, data and batch order.
@@ -73,7 +77,8 @@ def _single_run(config):
     ({"lam": ["2"], "gamma": ["0.5", "1.0"]}, {}, "vmap"),
     # The CPU's default: the members one after another (lax.map) inside the program.
     ({"lam": ["1", "5"], "seed": ["0", "1"]}, dict(stage2_epoch=1), "map"),
-])
+  ],
+)
 def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
   cfg = _cfg(tmp_path, **kw)
   sw = Sweep(cfg, grid, progress=False, devices=ONE, mode=mode)
@@ -82,10 +87,12 @@ def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
   for i, m in enumerate(sw.members):
     single = _single_run(m.config)
     singles.append(single)
-    _assert_trees_close(_member(sw.state.params, i), jax.device_get(single.state.params),
-                        **PARAM_TOL)
+    _assert_trees_close(
+      _member(sw.state.params, i), jax.device_get(single.state.params), **PARAM_TOL
+    )
     assert float(_member(sw.state.w_state.log_s, i)) == pytest.approx(
-        float(single.state.w_state.log_s), rel=1e-4, abs=1e-6)
+      float(single.state.w_state.log_s), rel=1e-4, abs=1e-6
+    )
     assert int(_member(sw.state.step, i)) == int(single.state.step)
     got, want = out["members"][i]["final"], single.history[-1]
     for key in ("train_loss", "weighted_loss", "ess_mean"):
@@ -94,8 +101,10 @@ def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
   # The members are different runs: a sweep that trained one model M times would fail here.
   for a in range(len(singles)):
     for b in range(a):
-      assert _max_diff(jax.device_get(singles[a].state.params),
-                       jax.device_get(singles[b].state.params)) > 1e-3
+      assert (
+        _max_diff(jax.device_get(singles[a].state.params), jax.device_get(singles[b].state.params))
+        > 1e-3
+      )
   _check_winner_and_records(out, singles, tmp_path / "sweep")
 
 
@@ -139,8 +148,9 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile
   monkeypatch.setattr(members_lib, "make_train_step", counting_train)
   monkeypatch.setattr(trainer_lib, "make_eval_step", counting_eval)
   cfg = _cfg(tmp_path, epochs=2, val_fraction=0.2)
-  sw = Sweep(cfg, {"lam": [1, 5], "gamma": [0.5, 0.9]}, progress=False, log=False,
-             devices=ONE, mode=mode)
+  sw = Sweep(
+    cfg, {"lam": [1, 5], "gamma": [0.5, 0.9]}, progress=False, log=False, devices=ONE, mode=mode
+  )
   sw.fit()
   # 2 epochs of steps for 4 members, evaluated on test and val each epoch: one trace each
   # (whose program, in map mode, holds the 4 members' steps one after another).
@@ -149,7 +159,9 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile
   assert np.asarray(sw.state.step).tolist() == [2 * sw.steps_per_epoch] * 4
 
 
-@pytest.mark.parametrize("items, preset_kw, key", [
+@pytest.mark.parametrize(
+  "items, preset_kw, key",
+  [
     (["foo=1,2"], {}, "foo"),
     (["model=mlp,resnet8"], {}, "model"),
     (["batch_size=32,64"], {}, "batch_size"),
@@ -163,7 +175,8 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile
     (["gamma=0.5,0.9"], dict(method="eg"), "gamma"),
     (["lam=1,2"], dict(method="sgd"), "lam"),
     (["lam1,2"], {}, "KEY=V1"),
-])
+  ],
+)
 def test_bad_sweep_specs_are_refused_naming_the_key(items, preset_kw, key):
   cfg = make_config("digits-lt", **preset_kw)
   with pytest.raises(ValueError, match=key):
@@ -199,8 +212,9 @@ def test_sweep_on_two_devices_matches_one(tmp_path):
   two = Sweep(cfg, grid, progress=False, log=False, devices=jax.devices()[:2], mode="vmap")
   one.fit(), two.fit()
   assert two.mesh.size == 2 and not two.shared_batches
-  _assert_trees_close(jax.device_get(one.state.params), jax.device_get(two.state.params),
-                      **PARAM_TOL)
+  _assert_trees_close(
+    jax.device_get(one.state.params), jax.device_get(two.state.params), **PARAM_TOL
+  )
 
 
 # ------------------------------------------------------------- a sweep folder is a run folder
@@ -208,34 +222,46 @@ def test_sweep_on_two_devices_matches_one(tmp_path):
 
 def _files(folder):
   """Every file under ``folder`` (relative paths), without orbax's per-save internals."""
-  return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
-                if p.is_file() and "checkpoints" not in p.parts)
+  return sorted(
+    str(p.relative_to(folder))
+    for p in folder.rglob("*")
+    if p.is_file() and "checkpoints" not in p.parts
+  )
 
 
 def _snapshot(folder):
   """Every file's bytes and time of change, and every folder, under ``folder``."""
-  return {str(p): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else "folder"
-          for p in folder.rglob("*")}
+  return {
+    str(p): (p.read_bytes(), p.stat().st_mtime_ns) if p.is_file() else "folder"
+    for p in folder.rglob("*")
+  }
 
 
 def _run_cfg(tmp_path, name, **kw):
   # lr_decay_epochs given, so that `epochs` changes no setting (a resume may extend a run).
-  base = dict(epochs=2, checkpoint=True, out_dir=str(tmp_path / name), batch_size=64,
-              lr_decay_epochs=(), drw_epoch=160, val_fraction=0.2)
+  base = dict(
+    epochs=2,
+    checkpoint=True,
+    out_dir=str(tmp_path / name),
+    batch_size=64,
+    lr_decay_epochs=(),
+    drw_epoch=160,
+    val_fraction=0.2,
+  )
   base.update(kw)
   return make_config("digits-lt", **base)
 
 
 def test_a_members_folder_holds_what_a_single_runs_holds(tmp_path):
-  sw = Sweep(_run_cfg(tmp_path, "sweep"), {"lam": [2, 5]}, progress=False, devices=ONE,
-             mode="vmap")
+  sw = Sweep(_run_cfg(tmp_path, "sweep"), {"lam": [2, 5]}, progress=False, devices=ONE, mode="vmap")
   sw.fit()
   single = Trainer(_run_cfg(tmp_path, "single", lam=2.0), progress=False, devices=ONE)
   single.fit()
   member, run = tmp_path / "sweep" / "lam=2", tmp_path / "single"
   assert _files(member) == _files(run) == ["config.json", "metrics.jsonl", "summary.json"]
-  assert sorted(p.name for p in (member / "checkpoints").iterdir()) == \
-      sorted(p.name for p in (run / "checkpoints").iterdir())
+  assert sorted(p.name for p in (member / "checkpoints").iterdir()) == sorted(
+    p.name for p in (run / "checkpoints").iterdir()
+  )
   got_cfg, want_cfg = (json.loads((d / "config.json").read_text()) for d in (member, run))
   assert got_cfg["fingerprint"] == want_cfg["fingerprint"]
   assert {**got_cfg["config"], "out_dir": ""} == {**want_cfg["config"], "out_dir": ""}
@@ -247,51 +273,73 @@ def test_a_members_folder_holds_what_a_single_runs_holds(tmp_path):
     assert a.keys() == b.keys()
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1.5 / len(single.exp.test))
     assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1.5 / len(single.exp.val))
-  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(single.state.params),
-                      **PARAM_TOL)
+  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(single.state.params), **PARAM_TOL)
   # The member's checkpoint is a single run's: a Trainer resumes it as its own.
   again = Trainer(_run_cfg(tmp_path, "sweep/lam=2", lam=2.0), progress=False, devices=ONE)
   assert again.restore() == 2
-  _assert_trees_close(jax.device_get(again.state.params), _member(sw.state.params, 0),
-                      rtol=0, atol=0)
+  _assert_trees_close(
+    jax.device_get(again.state.params), _member(sw.state.params, 0), rtol=0, atol=0
+  )
 
 
 def test_a_one_member_sweep_is_a_plain_run(tmp_path):
-  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [2]}, progress=False,
-             devices=ONE)
+  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [2]}, progress=False, devices=ONE)
   out = sw.fit()
-  single = Trainer(_run_cfg(tmp_path, "single", epochs=1, lam=2.0), progress=False,
-                   devices=ONE)
+  single = Trainer(_run_cfg(tmp_path, "single", epochs=1, lam=2.0), progress=False, devices=ONE)
   single.fit()
   assert not sw.stacked and out["winner"] == "lam=2"
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(sw.state.params),
-               jax.device_get(single.state.params))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(sw.state.params),
+    jax.device_get(single.state.params),
+  )
   assert sw.history[-1]["test_acc"] == single.history[-1]["test_acc"]
 
 
 def test_a_reused_sweep_folder_with_other_settings_is_refused_and_left_alone(tmp_path, capsys):
-  Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2]}, progress=False,
-        devices=ONE).fit()
+  Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2]}, progress=False, devices=ONE).fit()
   before = _snapshot(tmp_path / "sweep")
   assert any(k.endswith("lam=2/summary.json") for k in before)
   # The command line, as a user reruns a sweep with another learning rate.
-  code = cli.main(["--config", "digits-lt", "--out", str(tmp_path / "sweep"), "--set",
-                   "epochs=1", "--set", "lr_decay_epochs=", "--set", "val_fraction=0.2",
-                   "--set", "lr=0.05", "--sweep", "lam=1,2", "--no-progress", "--no-plots"])
+  code = cli.main(
+    [
+      "--config",
+      "digits-lt",
+      "--out",
+      str(tmp_path / "sweep"),
+      "--set",
+      "epochs=1",
+      "--set",
+      "lr_decay_epochs=",
+      "--set",
+      "val_fraction=0.2",
+      "--set",
+      "lr=0.05",
+      "--sweep",
+      "lam=1,2",
+      "--no-progress",
+      "--no-plots",
+    ]
+  )
   assert code == 2
   assert "lr: 0.1 in the saved run, 0.05 now" in capsys.readouterr().err
   assert _snapshot(tmp_path / "sweep") == before  # nothing written, nothing touched
   with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run"):
-    Sweep(_run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False,
-          devices=ONE)
+    Sweep(
+      _run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False, devices=ONE
+    )
   # Another grid is another sweep: its sweep.jsonl would replace this one's.
   with pytest.raises(RunMismatchError, match=r"sweep: \{'lam': \[1\.0, 2\.0\]\} in the saved"):
-    Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2, 5]}, progress=False,
-          devices=ONE)
+    Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [1, 2, 5]}, progress=False, devices=ONE)
   assert _snapshot(tmp_path / "sweep") == before
   # Asked for, a new run starts afresh there with its own settings.
-  Sweep(_run_cfg(tmp_path, "sweep", epochs=1, lr=0.05), {"lam": [1, 2]}, progress=False,
-        devices=ONE, new_run=True).fit()
+  Sweep(
+    _run_cfg(tmp_path, "sweep", epochs=1, lr=0.05),
+    {"lam": [1, 2]},
+    progress=False,
+    devices=ONE,
+    new_run=True,
+  ).fit()
   for label in ("lam=1", "lam=2"):
     saved = json.loads((tmp_path / "sweep" / label / "config.json").read_text())["config"]
     assert saved["lr"] == 0.05
@@ -299,18 +347,20 @@ def test_a_reused_sweep_folder_with_other_settings_is_refused_and_left_alone(tmp
 
 def test_an_interrupted_sweep_resumes_from_its_members_checkpoints(tmp_path, capsys):
   grid = {"lam": [1, 5], "seed": [0, 1]}
-  straight = Sweep(_run_cfg(tmp_path, "a", epochs=3), grid, progress=False, devices=ONE,
-                   mode="vmap")
+  straight = Sweep(
+    _run_cfg(tmp_path, "a", epochs=3), grid, progress=False, devices=ONE, mode="vmap"
+  )
   straight.fit()
   # Stopped after its first epoch, then run again to the end.
-  Sweep(_run_cfg(tmp_path, "b", epochs=1), grid, progress=False, devices=ONE,
-        mode="vmap").fit()
-  resumed = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=True, devices=ONE,
-                  mode="vmap")
+  Sweep(_run_cfg(tmp_path, "b", epochs=1), grid, progress=False, devices=ONE, mode="vmap").fit()
+  resumed = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=True, devices=ONE, mode="vmap")
   out = resumed.fit()
   assert "resumed from epoch 0" in capsys.readouterr().out
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(straight.state.params),
-               jax.device_get(resumed.state.params))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    jax.device_get(straight.state.params),
+    jax.device_get(resumed.state.params),
+  )
   for h, want in zip(resumed.histories, straight.histories):
     assert [r["epoch"] for r in h] == [0, 1, 2]
     assert h[-1]["test_acc"] == want[-1]["test_acc"]
@@ -321,8 +371,7 @@ def test_an_interrupted_sweep_resumes_from_its_members_checkpoints(tmp_path, cap
   # Members saved at different epochs (stopped between two saves) go back to the earliest.
   ckpt = resumed.folders[1].checkpointer
   ckpt._manager.delete(2)
-  again = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=False, devices=ONE,
-                mode="vmap")
+  again = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=False, devices=ONE, mode="vmap")
   assert again.restore() == 2
   assert [len(h) for h in again.histories] == [2] * 4
 
@@ -330,15 +379,20 @@ def test_an_interrupted_sweep_resumes_from_its_members_checkpoints(tmp_path, cap
 def test_lam_inf_member_is_plain_sgd(tmp_path):
   # lam = inf gives every sample weight 1: the member trains as method="sgd" does, so one
   # program can hold the SGD baseline beside the ABSGD members.
-  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False), {"lam": ["inf", "2"]},
-             progress=False, devices=ONE, mode="vmap")
+  sw = Sweep(
+    _run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False),
+    {"lam": ["inf", "2"]},
+    progress=False,
+    devices=ONE,
+    mode="vmap",
+  )
   assert [m.label for m in sw.members] == ["lam=inf", "lam=2"]
   sw.fit()
-  sgd = Trainer(_run_cfg(tmp_path, "sgd", epochs=1, checkpoint=False, method="sgd"),
-                progress=False, devices=ONE)
+  sgd = Trainer(
+    _run_cfg(tmp_path, "sgd", epochs=1, checkpoint=False, method="sgd"), progress=False, devices=ONE
+  )
   sgd.fit()
-  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(sgd.state.params),
-                      **PARAM_TOL)
+  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(sgd.state.params), **PARAM_TOL)
   assert _max_diff(_member(sw.state.params, 1), jax.device_get(sgd.state.params)) > 1e-3
 
 
@@ -346,8 +400,12 @@ def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path
   # The divergence rules are the single run's (health.divergence), applied per member: a
   # member that diverges is left out, the others carry on, and when none is left the sweep
   # raises the single run's error, naming the members.
-  sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False), {"lam": [1, 2]},
-             progress=False, devices=ONE)
+  sw = Sweep(
+    _run_cfg(tmp_path, "sweep", epochs=1, checkpoint=False),
+    {"lam": [1, 2]},
+    progress=False,
+    devices=ONE,
+  )
   ok = {"train_loss": 1.0, "weighted_loss": 0.9, "ess_mean": 50.0, "log_s": 0.3, "lam": 1.0}
   bad = {**ok, "train_loss": float("nan")}
   records = [bad, dict(ok)]

@@ -13,8 +13,10 @@ CLASSES = ("cat", "dog", "newt")
 
 def _records(n, seed):
   rng = np.random.default_rng(seed)
-  return [{"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "label": (i * 7) % 3}
-          for i in range(n)]
+  return [
+    {"image": rng.integers(0, 256, (32, 32, 3), dtype=np.uint8), "label": (i * 7) % 3}
+    for i in range(n)
+  ]
 
 
 class AbsgdTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -23,10 +25,15 @@ class AbsgdTinyImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   VERSION = tfds.core.Version("1.0.0")
 
   def _info(self):
-    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-        "image": tfds.features.Tensor(shape=(32, 32, 3), dtype=np.uint8),
-        "label": tfds.features.ClassLabel(names=list(CLASSES)),
-    }))
+    return tfds.core.DatasetInfo(
+      builder=self,
+      features=tfds.features.FeaturesDict(
+        {
+          "image": tfds.features.Tensor(shape=(32, 32, 3), dtype=np.uint8),
+          "label": tfds.features.ClassLabel(names=list(CLASSES)),
+        }
+      ),
+    )
 
   def _split_generators(self, dl_manager):
     del dl_manager
@@ -70,6 +77,9 @@ def test_split_slicing(tiny_dir):
 def test_missing_prepared_data_fails_at_once_with_the_hint(tmp_path):
   # Without the early check tfds said the data was "already prepared ... in the TFRECORD
   # format", which it was not.
-  with pytest.raises(FileNotFoundError, match=rf"(?s)no prepared 'cifar10' under {tmp_path}.*"
-                                              "--file_format=array_record"):
+  with pytest.raises(
+    FileNotFoundError,
+    match=rf"(?s)no prepared 'cifar10' under {tmp_path}.*"
+    "--file_format=array_record",
+  ):
     data.load_tfds("cifar10", "train", data_dir=tmp_path)

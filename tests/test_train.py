@@ -29,8 +29,14 @@ ONE = jax.devices()[:1]
 def _cfg(tmp_path, **kw):
   # The epoch-valued fields are given, so that they do not follow `epochs` (a resume may
   # extend a run): no decay and no DRW within these short runs.
-  base = dict(epochs=2, checkpoint=False, out_dir=str(tmp_path / "run"), batch_size=64,
-              lr_decay_epochs=(), drw_epoch=160)
+  base = dict(
+    epochs=2,
+    checkpoint=False,
+    out_dir=str(tmp_path / "run"),
+    batch_size=64,
+    lr_decay_epochs=(),
+    drw_epoch=160,
+  )
   base.update(kw)
   return make_config("digits-lt", **base)
 
@@ -58,10 +64,13 @@ def _assert_trees_close(a, b, **kw):
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
-@pytest.mark.parametrize("preset_kw", [
+@pytest.mark.parametrize(
+  "preset_kw",
+  [
     dict(method="absgd", lam=0.5),
     dict(method="absgd", lam=-1.0, noise="sym", noise_rate=0.4, imbalance="none"),
-])
+  ],
+)
 def test_eight_devices_match_one(tmp_path, preset_kw):
   cfg = _cfg(tmp_path, epochs=1, **preset_kw)
   exp = experiment_data.build(cfg)
@@ -86,17 +95,19 @@ def test_eight_devices_match_one_with_batchnorm(tmp_path, fast_compile):
   eight = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:8])
   one.fit(), eight.fit()
   _assert_trees_close(_params(one), _params(eight), rtol=1e-3, atol=1e-5)
-  _assert_trees_close(jax.device_get(one.state.batch_stats),
-                      jax.device_get(eight.state.batch_stats), rtol=1e-3, atol=1e-5)
+  _assert_trees_close(
+    jax.device_get(one.state.batch_stats),
+    jax.device_get(eight.state.batch_stats),
+    rtol=1e-3,
+    atol=1e-5,
+  )
 
 
 def test_resume_continues_exactly(tmp_path, digits_run):
-  straight = Trainer(_cfg(tmp_path / "a", epochs=3, checkpoint=True), progress=False,
-                     devices=ONE)
+  straight = Trainer(_cfg(tmp_path / "a", epochs=3, checkpoint=True), progress=False, devices=ONE)
   straight.fit()
   _copy_run(digits_run, tmp_path / "b")  # the first epoch, run and checkpointed alone
-  resumed = Trainer(_cfg(tmp_path / "b", epochs=3, checkpoint=True), progress=False,
-                    devices=ONE)
+  resumed = Trainer(_cfg(tmp_path / "b", epochs=3, checkpoint=True), progress=False, devices=ONE)
   summary = resumed.fit()
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
   assert int(resumed.state.step) == int(straight.state.step)
@@ -119,8 +130,11 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, digits_ru
       hit += 1
   assert hit
   again = Trainer(_cfg(tmp_path, epochs=3, checkpoint=True), progress=True, devices=ONE)
-  with pytest.warns(UserWarning, match=r"checkpoints/1 does not read .*falling back to the "
-                                       r"previous one, epoch 0"):
+  with pytest.warns(
+    UserWarning,
+    match=r"checkpoints/1 does not read .*falling back to the "
+    r"previous one, epoch 0",
+  ):
     again.fit()
   assert "resumed from epoch 0" in capsys.readouterr().out
   assert [r["epoch"] for r in again.history] == [0, 1, 2]
@@ -129,8 +143,15 @@ def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, digits_ru
 
 
 def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
-  cfg = _cfg(tmp_path, epochs=3, checkpoint=True, stage2_epoch=1, lr_decay_epochs=(2,),
-             warmup_epochs=1, lam=2.0)
+  cfg = _cfg(
+    tmp_path,
+    epochs=3,
+    checkpoint=True,
+    stage2_epoch=1,
+    lr_decay_epochs=(2,),
+    warmup_epochs=1,
+    lam=2.0,
+  )
   t = Trainer(cfg, progress=True, devices=ONE)
   summary = t.fit()
   assert t.train_step._cache_size() == 1
@@ -157,8 +178,7 @@ def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path, fast_comp
   # ResNet-8: a model with BatchNorm, for the check on frozen layers' statistics, and of the
   # models that have it the cheapest to run unoptimised (the CNN's 196-channel convolutions at
   # the suite's -O0 took 1.5 s a step).
-  cfg = _cfg(tmp_path, epochs=2, model="resnet8", stage2_epoch=1, stage2_trainable="fc",
-             lam=1.0)
+  cfg = _cfg(tmp_path, epochs=2, model="resnet8", stage2_epoch=1, stage2_trainable="fc", lam=1.0)
   exp = experiment_data.build(cfg)
   exp = dataclasses.replace(exp, train=exp.train.subset(np.arange(128)))
   t = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE)
@@ -168,13 +188,16 @@ def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path, fast_comp
   rec = t.train_epoch(1)
   params, stats = jax.device_get((t.state.params, t.state.batch_stats))
   for name in params:
-    changed = not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(snap[0][name]),
-                                                           jax.tree.leaves(params[name])))
+    changed = not all(
+      np.array_equal(a, b)
+      for a, b in zip(jax.tree.leaves(snap[0][name]), jax.tree.leaves(params[name]))
+    )
     assert changed == (name == "head"), name
   # The frozen layers' BatchNorm statistics go on tracking the data (torch's behaviour), so
   # training and testing normalise the head's features alike.
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(snap[1]),
-                                                      jax.tree.leaves(stats)))
+  assert any(
+    not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(snap[1]), jax.tree.leaves(stats))
+  )
   assert rec["log_s"] != 0.0 and rec["max_weight"] > 1.0  # stage 2: real weights
 
 
@@ -182,8 +205,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypat
   cfg = _cfg(tmp_path, epochs=3, checkpoint=True)
   spe = -(-len(experiment_data.build(cfg).train) // cfg.batch_size)
   # Epoch 1 runs at lr = 1e11 (a config may not raise lr by a decay factor > 1).
-  monkeypatch.setattr(setup, "learning_rate_schedule",
-                      lambda config, steps: lambda s: jnp.where(s < spe, 0.1, 1e11))
+  monkeypatch.setattr(
+    setup, "learning_rate_schedule", lambda config, steps: lambda s: jnp.where(s < spe, 0.1, 1e11)
+  )
   t = Trainer(cfg, progress=False, devices=ONE)
   with pytest.raises(DivergenceError, match="diverged in epoch 1") as err:
     t.fit()
@@ -216,6 +240,7 @@ def test_a_finite_blowup_stops_naming_the_healthy_checkpoint(tmp_path, digits_ru
     params = dict(state.params)
     params["head"] = jax.tree.map(lambda x: x * 1e6, params["head"])
     return state.replace(params=params)
+
   t = _resume_with(tmp_path, digits_run, blow_up)
   with pytest.raises(DivergenceError, match="diverged in epoch 1") as err:
     t.fit()
@@ -226,8 +251,13 @@ def test_a_finite_blowup_stops_naming_the_healthy_checkpoint(tmp_path, digits_ru
 
 def test_a_log_s_blowup_that_zeroes_every_weight_stops(tmp_path, digits_run):
   # log s at 6.9e30 makes every weight 0 and would freeze the model silently.
-  t = _resume_with(tmp_path, digits_run, lambda state: state.replace(
-      w_state=state.w_state._replace(log_s=jnp.asarray(6.9e30, jnp.float32))))
+  t = _resume_with(
+    tmp_path,
+    digits_run,
+    lambda state: state.replace(
+      w_state=state.w_state._replace(log_s=jnp.asarray(6.9e30, jnp.float32))
+    ),
+  )
   with pytest.raises(DivergenceError, match="every ABSGD weight has collapsed to 0") as err:
     t.fit()
   assert "last healthy checkpoint is epoch 0" in str(err.value)
@@ -264,8 +294,11 @@ def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_ru
   _copy_run(digits_run, tmp_path)
   before = (tmp_path / "run" / "summary.json").read_text()
   other = _cfg(tmp_path, epochs=3, checkpoint=True, method="sgd", lr=0.5)
-  with pytest.raises(RunMismatchError, match=r"lr: 0\.1 in the saved run, 0\.5 now; "
-                     r"method: 'absgd' in the saved run, 'sgd' now"):
+  with pytest.raises(
+    RunMismatchError,
+    match=r"lr: 0\.1 in the saved run, 0\.5 now; "
+    r"method: 'absgd' in the saved run, 'sgd' now",
+  ):
     Trainer(other, progress=False, devices=ONE).fit()
   assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing rewritten
   # Asked for, a new run starts from epoch 0 with its own settings.
@@ -280,11 +313,15 @@ def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_ru
 
 def test_a_class_given_up_by_negative_lam_is_named(tmp_path, capsys):
   # lam < 0 from step 0 can lock classes out (their mean weight falls to ~0).
-  cfg = _cfg(tmp_path, epochs=1, imbalance="none", lam=-0.3, collapse_steps=10,
-             collapse_weight=0.05)
+  cfg = _cfg(
+    tmp_path, epochs=1, imbalance="none", lam=-0.3, collapse_steps=10, collapse_weight=0.05
+  )
   t = Trainer(cfg, progress=True, devices=ONE)
-  with pytest.warns(RuntimeWarning, match=r"class \d \(\d\) has had a mean weight below 0\.05 "
-                    r"for 10 steps"):
+  with pytest.warns(
+    RuntimeWarning,
+    match=r"class \d \(\d\) has had a mean weight below 0\.05 "
+    r"for 10 steps",
+  ):
     t.fit()
   hits = t.history[0]["collapsed_classes"]
   assert hits and all(h["mean_weight"] < 0.05 and h["step"] >= 9 for h in hits)
@@ -299,15 +336,26 @@ def test_positive_lam_never_trips_the_class_guard(digits_run):
 
 
 def test_metrics_files_and_noise_weights(tmp_path):
-  cfg = _cfg(tmp_path, epochs=2, imbalance="none", noise="sym", noise_rate=0.4, lam=-2.0,
-             checkpoint=False)
+  cfg = _cfg(
+    tmp_path, epochs=2, imbalance="none", noise="sym", noise_rate=0.4, lam=-2.0, checkpoint=False
+  )
   summary = Trainer(cfg, progress=False, devices=ONE).fit()
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 2
   rec = json.loads(lines[-1])
-  for key in ("train_loss", "weighted_loss", "log_s", "ess_mean", "class_mean_weight",
-              "test_acc", "test_balanced_acc", "test_class_acc", "test_many_shot_acc",
-              "flipped_mean_weight", "clean_mean_weight"):
+  for key in (
+    "train_loss",
+    "weighted_loss",
+    "log_s",
+    "ess_mean",
+    "class_mean_weight",
+    "test_acc",
+    "test_balanced_acc",
+    "test_class_acc",
+    "test_many_shot_acc",
+    "flipped_mean_weight",
+    "clean_mean_weight",
+  ):
     assert key in rec, key
   # lam < 0 down-weights the samples whose (noisy) label disagrees with the model.
   assert rec["flipped_mean_weight"] < rec["clean_mean_weight"]
@@ -353,8 +401,11 @@ def test_two_processes_match_one_process(tmp_path):
   # while they do.
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     multi = pool.submit(launch, script, 2, 4, str(tmp_path), json.dumps(_WORKER_CONFIG))
-    t = Trainer(make_config("digits-lt", **_WORKER_CONFIG, out_dir=str(tmp_path / "one")),
-                progress=False, log=False)
+    t = Trainer(
+      make_config("digits-lt", **_WORKER_CONFIG, out_dir=str(tmp_path / "one")),
+      progress=False,
+      log=False,
+    )
     assert len(t.mesh.devices.flat) == 8
     t.fit()
     multi.result()
@@ -384,6 +435,7 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
   from jax.sharding import Mesh, PartitionSpec as P
   from absgd_jax.models import create_model
   from absgd_jax.train import make_train_step
+
   cfg = _cfg(tmp_path, epochs=1, model="resnet8", lam=1.5)
   t = Trainer(cfg, progress=False, log=False, devices=jax.devices()[:1])
   batch = next(inputs.train_batches(cfg, t.exp, 0, t.batch_sharding))
@@ -397,24 +449,34 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
   step = make_train_step(model, t.tx, loss_fn, weigher, num_classes=10, axis_name="data")
   mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
   for check_vma in (True, False):  # shard_map's default, and the unchecked mode
-    sharded = jax.jit(jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")),
-                                    out_specs=(P(), P()), check_vma=check_vma))
+    sharded = jax.jit(
+      jax.shard_map(
+        step, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()), check_vma=check_vma
+      )
+    )
     got, got_m = sharded(state0, batch)
-    _assert_trees_close(jax.device_get(got.params), jax.device_get(want.params), rtol=1e-4,
-                        atol=1e-6)
-    _assert_trees_close(jax.device_get(got.batch_stats), jax.device_get(want.batch_stats),
-                        rtol=1e-4, atol=1e-6)
+    _assert_trees_close(
+      jax.device_get(got.params), jax.device_get(want.params), rtol=1e-4, atol=1e-6
+    )
+    _assert_trees_close(
+      jax.device_get(got.batch_stats), jax.device_get(want.batch_stats), rtol=1e-4, atol=1e-6
+    )
     assert float(got_m["wloss_sum"]) == pytest.approx(float(want_m["wloss_sum"]), rel=1e-5)
     assert float(got.w_state.log_s) == pytest.approx(float(want.w_state.log_s), rel=1e-5)
     # The metrics are of the global batch in both modes (ESS, per-class weight sums).
     for k in ("ess", "max_weight", "class_weight_sum", "class_count", "loss_sum"):
-      np.testing.assert_allclose(np.asarray(got_m[k]), np.asarray(want_m[k]), rtol=1e-4,
-                                 atol=1e-5, err_msg=k)
+      np.testing.assert_allclose(
+        np.asarray(got_m[k]), np.asarray(want_m[k]), rtol=1e-4, atol=1e-5, err_msg=k
+      )
   # And under pmap, with the batch split over a leading device axis.
   split = jax.tree.map(lambda x: x.reshape(8, -1, *x.shape[1:]), batch)
   got, _ = jax.pmap(step, axis_name="data", in_axes=(None, 0))(state0, split)
-  _assert_trees_close(jax.device_get(jax.tree.map(lambda x: x[0], got.params)),
-                      jax.device_get(want.params), rtol=1e-4, atol=1e-6)
+  _assert_trees_close(
+    jax.device_get(jax.tree.map(lambda x: x[0], got.params)),
+    jax.device_get(want.params),
+    rtol=1e-4,
+    atol=1e-6,
+  )
 
 
 # Each case with what four epochs of digits-lt must show (measured on this data in
@@ -423,24 +485,36 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
 # stage, LA, BS) lift it well above the head classes' share. min_train_acc: accuracy on the
 # long-tailed training set, where always answering the head class scores 0.36; class-balanced
 # SCE trades it for the tail classes, so it is held to its test accuracy alone.
-@pytest.mark.parametrize("kw, min_test_acc, min_train_acc", [
+@pytest.mark.parametrize(
+  "kw, min_test_acc, min_train_acc",
+  [
     (dict(method="adam", lr=1e-3), 0.15, 0.5),  # (0.20, 0.59)
     (dict(method="abadam", lr=1e-3, lam=2.0), 0.15, 0.5),  # (0.24, 0.61)
     (dict(method="eg", loss="sce"), 0.25, 0.5),  # (0.38, 0.76)
-    (dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"), 0.45,
-     0.5),  # (0.58, 0.59)
+    (
+      dict(method="sgd", class_weighting="drw", drw_epoch=1, sampler="balanced"),
+      0.45,
+      0.5,
+    ),  # (0.58, 0.59)
     # LDAM's losses are ~30x CE's (logit scale 30), so lam scales with them: lam = 5 collapses.
-    (dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0), 0.45,
-     0.5),  # (0.71, 0.79)
-    (dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"), 0.45,
-     0.5),  # (0.61, 0.86)
+    (
+      dict(method="absgd", loss="ldam", head="cosine", class_weighting="cb", lam=100.0),
+      0.45,
+      0.5,
+    ),  # (0.71, 0.79)
+    (
+      dict(method="absgd", loss="focal", stage2_epoch=1, stage2_trainable="fc+lb"),
+      0.45,
+      0.5,
+    ),  # (0.61, 0.86)
     # Not tce: from scratch every p_y is below k = 0.5, so its gradient is 0 everywhere.
     (dict(method="sgd", loss="gce"), 0.15, 0.5),  # (0.20, 0.58)
     # The prior-corrected losses, and class weights on a noise-robust loss.
     (dict(method="absgd", loss="la", lam=2.0, stage2_epoch=1), 0.45, 0.5),  # (0.74, 0.86)
     (dict(method="sgd", loss="bs"), 0.45, 0.5),  # (0.60, 0.88)
     (dict(method="sgd", loss="sce", class_weighting="cb"), 0.25, 0.0),  # (0.36, 0.13)
-])
+  ],
+)
 def test_every_method_and_loss_trains(tmp_path, kw, min_test_acc, min_train_acc, fast_compile):
   cfg = _cfg(tmp_path, epochs=4, **kw)
   trainer = Trainer(cfg, progress=False, log=False, devices=ONE)
@@ -460,6 +534,7 @@ def _image_zip(path, per_class, side, seed):
   import io
   import zipfile
   from PIL import Image
+
   rng = np.random.default_rng(seed)
   with zipfile.ZipFile(path, "w") as z:
     for c in range(10):
@@ -470,19 +545,34 @@ def _image_zip(path, per_class, side, seed):
 
 
 def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
-    tmp_path, monkeypatch, fast_compile):
+  tmp_path, monkeypatch, fast_compile
+):
   monkeypatch.setenv("ABSGD_CACHE", str(tmp_path / "cache"))
   _image_zip(tmp_path / "train.zip", 12, 16, 0)
   _image_zip(tmp_path / "test.zip", 2, 16, 1)
-  cfg = make_config("cifar10-lt", data_dir=str(tmp_path), image_size=8, n_max=6, rho=3,
-                    crop_padding=1, model="resnet8", epochs=1, batch_size=16, warmup_epochs=0,
-                    stage2_epoch=0, checkpoint=False, out_dir=str(tmp_path / "run"))
+  cfg = make_config(
+    "cifar10-lt",
+    data_dir=str(tmp_path),
+    image_size=8,
+    n_max=6,
+    rho=3,
+    crop_padding=1,
+    model="resnet8",
+    epochs=1,
+    batch_size=16,
+    warmup_epochs=0,
+    stage2_epoch=0,
+    checkpoint=False,
+    out_dir=str(tmp_path / "run"),
+  )
   exp = experiment_data.build(cfg)
   assert exp.train.images.shape[1:] == (8, 8, 3) and exp.test.images.shape == (20, 8, 8, 3)
   from absgd_jax.data import imbalanced_counts
+
   assert exp.train.class_counts().tolist() == imbalanced_counts(6, 10, 3).tolist()
   # The other order, every image downsampled before the subset, gives the same arrays.
   from absgd_jax.data import downsample, load_image_folder, make_imbalanced
+
   full = downsample(load_image_folder(tmp_path / "train.zip"), 8)
   want = make_imbalanced(full, 3, seed=cfg.seed, n_max=6)
   np.testing.assert_array_equal(exp.train.images, want.images)
@@ -545,17 +635,25 @@ def test_kl_budget_refuses_methods_it_does_not_serve():
     make_config("digits-lt", kl_budget=-1.0)
 
 
-@pytest.mark.parametrize("loss,weighting", [("la", "drw"), ("bs", "cb"), ("sce", "cb"),
-                                            ("ldam", "none")])
+@pytest.mark.parametrize(
+  "loss,weighting", [("la", "drw"), ("bs", "cb"), ("sce", "cb"), ("ldam", "none")]
+)
 def test_the_kit_s_loss_is_the_library_s(loss, weighting):
   """make_loss_fn hands each loss its settings, the training counts and the class weights of
   the step, as a direct call of absgd_jax.losses would."""
   from absgd_jax import losses as L
   from absgd_jax.train import make_config
   from absgd_jax.train.setup import make_loss_fn
+
   counts = np.array([500, 200, 80, 30, 10])
-  cfg = make_config("digits-lt", loss=loss, class_weighting=weighting, drw_epoch=2, la_tau=1.5,
-                    head="cosine" if loss == "ldam" else "linear")
+  cfg = make_config(
+    "digits-lt",
+    loss=loss,
+    class_weighting=weighting,
+    drw_epoch=2,
+    la_tau=1.5,
+    head="cosine" if loss == "ldam" else "linear",
+  )
   fn = make_loss_fn(cfg, counts, steps_per_epoch=10)
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.uniform(-1, 1, (6, 5)), jnp.float32)
@@ -565,16 +663,23 @@ def test_the_kit_s_loss_is_the_library_s(loss, weighting):
     if weighting == "none":
       cw = None
     want = {
-        "la": lambda: L.logit_adjusted_cross_entropy(logits, labels, class_counts=counts,
-                                                     tau=1.5, class_weights=cw),
-        "bs": lambda: L.balanced_softmax_cross_entropy(logits, labels, class_counts=counts,
-                                                       class_weights=cw),
-        "sce": lambda: L.symmetric_cross_entropy(logits, labels, alpha=cfg.sce_alpha,
-                                                 beta=cfg.sce_beta, class_weights=cw),
-        "ldam": lambda: L.ldam_loss(logits, labels, margins=L.ldam_margins(counts), scale=30.0),
+      "la": lambda: L.logit_adjusted_cross_entropy(
+        logits, labels, class_counts=counts, tau=1.5, class_weights=cw
+      ),
+      "bs": lambda: L.balanced_softmax_cross_entropy(
+        logits, labels, class_counts=counts, class_weights=cw
+      ),
+      "sce": lambda: L.symmetric_cross_entropy(
+        logits, labels, alpha=cfg.sce_alpha, beta=cfg.sce_beta, class_weights=cw
+      ),
+      "ldam": lambda: L.ldam_loss(logits, labels, margins=L.ldam_margins(counts), scale=30.0),
     }[loss]()
-    np.testing.assert_allclose(np.asarray(fn(logits, labels, step)), np.asarray(want),
-                               rtol=1e-6, err_msg=f"{loss} at step {step}")
+    np.testing.assert_allclose(
+      np.asarray(fn(logits, labels, step)),
+      np.asarray(want),
+      rtol=1e-6,
+      err_msg=f"{loss} at step {step}",
+    )
 
 
 def test_kl_budget_with_lam_below_zero_weighs_easy_samples_up():

@@ -80,19 +80,20 @@ def test_mask_is_an_alias_of_where():
 def test_float_mask_is_refused_with_the_fix():
   weigher = absgd_jax.absgd_weights(1.0)
   with pytest.raises(ValueError, match=r"must be boolean.*where=mask > 0"):
-    absgd_jax.weighted_mean(jnp.ones(3), weigher.init(), weigher,
-                            where=jnp.array([1.0, 0.5, 0.0]))
+    absgd_jax.weighted_mean(jnp.ones(3), weigher.init(), weigher, where=jnp.array([1.0, 0.5, 0.0]))
 
 
 def test_nan_in_padding_is_hidden_nan_in_a_real_sample_is_not():
   weigher = absgd_jax.absgd_weights(1.0)
   m = jnp.array([True, True, False])
-  loss, _ = absgd_jax.weighted_mean(jnp.array([1.0, 2.0, jnp.nan]), weigher.init(), weigher,
-                                    where=m)
+  loss, _ = absgd_jax.weighted_mean(
+    jnp.array([1.0, 2.0, jnp.nan]), weigher.init(), weigher, where=m
+  )
   e = np.exp([1.0, 2.0])
   np.testing.assert_allclose(loss, np.sum(e / e.mean() * [1.0, 2.0]) / 2, rtol=2e-6)
-  loss, _ = absgd_jax.weighted_mean(jnp.array([1.0, jnp.nan, 0.5]), weigher.init(), weigher,
-                                    where=m)
+  loss, _ = absgd_jax.weighted_mean(
+    jnp.array([1.0, jnp.nan, 0.5]), weigher.init(), weigher, where=m
+  )
   assert np.isnan(float(loss))  # a diverged real sample stays visible to apply_if_finite
 
 
@@ -124,23 +125,30 @@ def test_under_shard_map_divides_by_the_global_valid_count():
 
   def shard_loss(x, m, state):
     (loss, (st, w)), g = jax.value_and_grad(
-        lambda x: absgd_jax.weighted_mean(x * x, state, sharded, where=m), has_aux=True)(x)
+      lambda x: absgd_jax.weighted_mean(x * x, state, sharded, where=m), has_aux=True
+    )(x)
     return jax.lax.psum(loss, "b"), g, w, st
 
-  fn = jax.jit(jax.shard_map(shard_loss, mesh=mesh, in_specs=(P("b"), P("b"), P()),
-                             out_specs=(P(), P("b"), P("b"), P())))
+  fn = jax.jit(
+    jax.shard_map(
+      shard_loss, mesh=mesh, in_specs=(P("b"), P("b"), P()), out_specs=(P(), P("b"), P("b"), P())
+    )
+  )
   loss, g, w, state = fn(x, jnp.asarray(m), sharded.init())
   (want, (want_state, want_w)), want_g = jax.value_and_grad(
-      lambda x: absgd_jax.weighted_mean(x * x, single.init(), single, where=m), has_aux=True)(x)
+    lambda x: absgd_jax.weighted_mean(x * x, single.init(), single, where=m), has_aux=True
+  )(x)
   e = np.exp(L.astype(np.float64) / 0.8)
   np.testing.assert_allclose(loss, np.sum((e / e[m].mean() * L)[m]) / m.sum(), rtol=1e-5)
   # Each against float64, the 8 shards no farther than float32 puts one device.
   w_ref = np.where(m, e / e[m].mean(), 0.0)
   g_ref = w_ref * 2 * np.asarray(x, np.float64) / m.sum()  # the weights held fixed
   for what, got, one, ref in (
-      ("loss", loss, want, np.sum((w_ref * L)[m]) / m.sum()), ("gradient", g, want_g, g_ref),
-      ("weights", w, want_w, w_ref), ("log s", state.log_s, want_state.log_s,
-                                      np.log(e[m].mean()))):
+    ("loss", loss, want, np.sum((w_ref * L)[m]) / m.sum()),
+    ("gradient", g, want_g, g_ref),
+    ("weights", w, want_w, w_ref),
+    ("log s", state.log_s, want_state.log_s, np.log(e[m].mean())),
+  ):
     yardstick.assert_float32_paths_agree(got, one, ref, what)
 
 
@@ -160,12 +168,14 @@ def test_kl_weigher_under_shard_map_divides_by_the_global_valid_count():
     loss, (_, w) = absgd_jax.weighted_mean(L, state, sharded, where=m)
     return jax.lax.psum(loss, "b"), w
 
-  fn = jax.jit(jax.shard_map(shard_loss, mesh=mesh, in_specs=(P("b"), P("b"), P()),
-                             out_specs=(P(), P("b"))))
+  fn = jax.jit(
+    jax.shard_map(shard_loss, mesh=mesh, in_specs=(P("b"), P("b"), P()), out_specs=(P(), P("b")))
+  )
   loss, w = fn(jnp.asarray(L), jnp.asarray(m), sharded.init())
   want, (_, want_w) = absgd_jax.weighted_mean(jnp.asarray(L), single.init(), single, where=m)
-  np.testing.assert_allclose(loss, np.sum((np.asarray(want_w, np.float64) * L)[m]) / m.sum(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    loss, np.sum((np.asarray(want_w, np.float64) * L)[m]) / m.sum(), rtol=1e-5
+  )
   # Each against float64 (the KL weigher's first batch: lam from the batch's std, then the
   # guard), the 8 shards no farther than float32 puts one device.
   w_ref = np.zeros(L.shape)
@@ -174,9 +184,11 @@ def test_kl_weigher_under_shard_map_divides_by_the_global_valid_count():
   yardstick.assert_float32_paths_agree(loss, want, np.sum((w_ref * L)[m]) / m.sum(), "loss")
 
 
-@pytest.mark.parametrize("make", [lambda: absgd_jax.absgd_weights(0.7, 0.5),
-                                  lambda: absgd_jax.kl_absgd_weights(0.1, 0.5)],
-                         ids=["absgd", "kl"])
+@pytest.mark.parametrize(
+  "make",
+  [lambda: absgd_jax.absgd_weights(0.7, 0.5), lambda: absgd_jax.kl_absgd_weights(0.1, 0.5)],
+  ids=["absgd", "kl"],
+)
 def test_an_all_padding_batch_gives_loss_zero_gradient_zero_and_keeps_the_state(make):
   # A batch that is padding only (the tail of an epoch split over devices): nothing to learn,
   # and nothing may turn NaN on the way, not even an intermediate (debug_nans checks each op:
@@ -206,15 +218,24 @@ def test_swapped_state_and_weigher_are_named():
   L = jnp.array([0.5, 1.0, 2.0])
   for weigher in _absgd_and_kl():
     state = weigher.init()
-    with pytest.raises(TypeError, match=r"weighted_mean\(losses, state, weigher, where=None\): "
-                       r"the second argument must be the weigher's state.*got a weigher.*"
-                       r"Did you swap"):
+    with pytest.raises(
+      TypeError,
+      match=r"weighted_mean\(losses, state, weigher, where=None\): "
+      r"the second argument must be the weigher's state.*got a weigher.*"
+      r"Did you swap",
+    ):
       absgd_jax.weighted_mean(L, weigher, state)
-    with pytest.raises(TypeError, match=r"first argument must be the per-sample losses.*"
-                       r"(state|weigher)"):
+    with pytest.raises(
+      TypeError,
+      match=r"first argument must be the per-sample losses.*"
+      r"(state|weigher)",
+    ):
       absgd_jax.weighted_mean(state, L, weigher)
-    with pytest.raises(TypeError, match=r"third argument must be the weigher.*got an? "
-                       r"\w+WeightsState.*Did you swap"):
+    with pytest.raises(
+      TypeError,
+      match=r"third argument must be the weigher.*got an? "
+      r"\w+WeightsState.*Did you swap",
+    ):
       absgd_jax.weighted_mean(L, state, state)
     # And straight into the weigher's own update.
     with pytest.raises(TypeError, match="state argument is a weigher.*Did you swap"):
@@ -224,8 +245,11 @@ def test_swapped_state_and_weigher_are_named():
 def test_a_state_of_the_other_weigher_is_named():
   absgd_w, kl_w = _absgd_and_kl()
   L = jnp.array([0.5, 1.0, 2.0])
-  with pytest.raises(TypeError, match=r"got an AbsgdWeightsState.*state of another weigher.*"
-                     r"KlAbsgdWeightsState"):
+  with pytest.raises(
+    TypeError,
+    match=r"got an AbsgdWeightsState.*state of another weigher.*"
+    r"KlAbsgdWeightsState",
+  ):
     absgd_jax.weighted_mean(L, absgd_w.init(), kl_w)
   with pytest.raises(TypeError, match=r"got a KlAbsgdWeightsState.*AbsgdWeightsState"):
     absgd_jax.weighted_mean(L, kl_w.init(), absgd_w)
@@ -234,8 +258,9 @@ def test_a_state_of_the_other_weigher_is_named():
 def test_a_dict_state_says_to_restore_it_with_from_dict():
   # What orbax gives back for a state restored without a target.
   L = jnp.array([0.5, 1.0, 2.0])
-  for weigher, cls in zip(_absgd_and_kl(),
-                          (absgd_jax.AbsgdWeightsState, absgd_jax.KlAbsgdWeightsState)):
+  for weigher, cls in zip(
+    _absgd_and_kl(), (absgd_jax.AbsgdWeightsState, absgd_jax.KlAbsgdWeightsState)
+  ):
     raw = {k: np.asarray(v) for k, v in weigher.init()._asdict().items()}
     fix = rf"restore it with absgd_jax\.{cls.__name__}\.from_dict\(\.\.\.\)"
     with pytest.raises(TypeError, match=fix):
@@ -244,8 +269,9 @@ def test_a_dict_state_says_to_restore_it_with_from_dict():
       weigher.update(L, raw)
     # Following the advice works, and gives what the state itself gives.
     got = absgd_jax.weighted_mean(L, cls.from_dict(raw), weigher)
-    jax.tree.map(np.testing.assert_array_equal, got,
-                 absgd_jax.weighted_mean(L, weigher.init(), weigher))
+    jax.tree.map(
+      np.testing.assert_array_equal, got, absgd_jax.weighted_mean(L, weigher.init(), weigher)
+    )
 
 
 def test_a_custom_weigher_may_keep_any_state():

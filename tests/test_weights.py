@@ -49,7 +49,7 @@ def test_matches_algorithm_1(lam, gamma, s0):
 
 def test_first_batch_weights_average_one_by_default():
   stream = _stream(seed=0, steps=1)
-  (w, _), = _run(absgd_jax.absgd_weights(0.7, 0.3), stream)
+  ((w, _),) = _run(absgd_jax.absgd_weights(0.7, 0.3), stream)
   np.testing.assert_allclose(w.mean(), 1.0, rtol=1e-6)
 
 
@@ -80,9 +80,9 @@ def test_extreme_losses_stay_finite_and_right(lam):
 
 @hypothesis.settings(deadline=None, max_examples=40)
 @hypothesis.given(
-    losses=st.lists(st.floats(0.0, 1e6, width=32), min_size=1, max_size=20),
-    lam=st.one_of(st.floats(1e-3, 1e3), st.floats(-1e3, -1e-3)),
-    gamma=st.floats(0.01, 1.0),
+  losses=st.lists(st.floats(0.0, 1e6, width=32), min_size=1, max_size=20),
+  lam=st.one_of(st.floats(1e-3, 1e3), st.floats(-1e3, -1e-3)),
+  gamma=st.floats(0.01, 1.0),
 )
 def test_property_finite_bounded(losses, lam, gamma):
   wt = absgd_jax.absgd_weights(lam, gamma, s0=1.0)
@@ -101,13 +101,14 @@ def test_property_finite_bounded(losses, lam, gamma):
 
 @hypothesis.settings(deadline=None, max_examples=30)
 @hypothesis.given(
-    losses=st.lists(st.floats(0.0, 50.0, width=32), min_size=2, max_size=20),
-    lam=st.one_of(st.floats(0.05, 100.0), st.floats(-100.0, -0.05)),
+  losses=st.lists(st.floats(0.0, 50.0, width=32), min_size=2, max_size=20),
+  lam=st.one_of(st.floats(0.05, 100.0), st.floats(-100.0, -0.05)),
 )
 def test_property_gamma_one_is_batch_softmax(losses, lam):
   # With gamma = 1, w = B * softmax(L / lam): the weights average exactly 1.
-  w, _ = absgd_jax.absgd_weights(lam, 1.0).update(jnp.asarray(losses, jnp.float32),
-                                                   absgd_jax.absgd_weights(lam, 1.0).init())
+  w, _ = absgd_jax.absgd_weights(lam, 1.0).update(
+    jnp.asarray(losses, jnp.float32), absgd_jax.absgd_weights(lam, 1.0).init()
+  )
   z = np.asarray(losses, np.float64) / lam
   want = len(losses) * np.exp(z - z.max()) / np.exp(z - z.max()).sum()
   np.testing.assert_allclose(np.asarray(w), want, rtol=1e-4, atol=1e-6)
@@ -136,7 +137,9 @@ def test_weights_carry_no_gradient():
   np.testing.assert_allclose(jax.grad(objective)(L), w / L.shape[0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("kwargs, match", [
+@pytest.mark.parametrize(
+  "kwargs, match",
+  [
     (dict(lam=0.0), "lam must be a nonzero"),
     (dict(lam=float("nan")), "lam must be a nonzero"),
     (dict(lam=1.0, gamma=0.0), r"gamma must lie in \(0, 1\]"),
@@ -145,18 +148,22 @@ def test_weights_carry_no_gradient():
     (dict(lam=1.0, s0=-1.0), "s0 must be None or a finite number >= 0"),
     (dict(lam=1.0, s0=float("nan")), "s0 must be"),
     (dict(lam=lambda count: 0.0), "lam schedule's value at step 0"),
-])
+  ],
+)
 def test_bad_construction_arguments(kwargs, match):
   with pytest.raises(ValueError, match=match):
     absgd_jax.absgd_weights(**kwargs)
 
 
-@pytest.mark.parametrize("losses, match", [
+@pytest.mark.parametrize(
+  "losses, match",
+  [
     (jnp.ones((4, 2)), "1-D vector"),
     (jnp.ones(()), "1-D vector"),
     (jnp.ones((0,)), "empty batch"),
     (jnp.ones((4,), jnp.int32), "floating point"),
-])
+  ],
+)
 def test_bad_losses_raise_at_trace_time(losses, match):
   wt = absgd_jax.absgd_weights(1.0)
   with pytest.raises(ValueError, match=match):
@@ -224,6 +231,7 @@ def test_with_optax_apply_if_finite():
       losses = (x @ p) ** 2 * poison
       w, new_w_state = wt.update(losses, w_state)
       return jnp.mean(w * losses), new_w_state
+
     (loss, new_w_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
     updates, opt_state = opt.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, new_w_state, loss
@@ -231,8 +239,7 @@ def test_with_optax_apply_if_finite():
   opt_state, w_state = opt.init(params), wt.init()
   params, opt_state, w_state, _ = step(params, opt_state, w_state, jnp.ones(3))
   before = (np.asarray(params), float(w_state.log_s))
-  p2, opt_state, w_state2, loss = step(params, opt_state, w_state,
-                                       jnp.array([1.0, jnp.nan, 1.0]))
+  p2, opt_state, w_state2, loss = step(params, opt_state, w_state, jnp.array([1.0, jnp.nan, 1.0]))
   assert np.isnan(float(loss))
   np.testing.assert_array_equal(np.asarray(p2), before[0])
   assert np.isfinite(float(w_state2.log_s))
@@ -254,8 +261,9 @@ def test_lam_schedule_restarts_s_and_never_recompiles():
     w, state = update(jnp.asarray(x), state)
     got.append(np.asarray(w))
   assert update._cache_size() == 1
-  want = absgd_weights_reference(stream, None, 0.2,
-                                 lam_schedule=lambda t: INF if t < boundary else 0.7)
+  want = absgd_weights_reference(
+    stream, None, 0.2, lam_schedule=lambda t: INF if t < boundary else 0.7
+  )
   for w, (w_ref, _) in zip(got, want):
     np.testing.assert_allclose(w, w_ref, rtol=2e-5)
   assert np.all(got[0] == 1.0)
@@ -271,7 +279,7 @@ def test_vmap_over_independent_streams():
   for t in range(4):
     w, states = vupdate(jnp.asarray(streams[:, t]), states)
     for k in range(3):
-      want = absgd_weights_reference(list(streams[k, :t + 1]), 0.9, 0.4)[-1][0]
+      want = absgd_weights_reference(list(streams[k, : t + 1]), 0.9, 0.4)[-1][0]
       np.testing.assert_allclose(np.asarray(w[k]), want, rtol=2e-5)
 
 
@@ -400,8 +408,9 @@ def test_concrete_array_lam_is_checked_and_must_be_scalar():
     absgd_jax.absgd_weights(np.float32("nan"))
   with pytest.raises(ValueError, match=r"scalar.*shape \(2,\).*vmap"):
     absgd_jax.absgd_weights(jnp.array([1.0, 2.0]))
-  w, _ = absgd_jax.absgd_weights(jnp.float32(1.0)).update(jnp.array([0.0, 0.0]),
-                                                         absgd_jax.absgd_weights(1.0).init())
+  w, _ = absgd_jax.absgd_weights(jnp.float32(1.0)).update(
+    jnp.array([0.0, 0.0]), absgd_jax.absgd_weights(1.0).init()
+  )
   np.testing.assert_array_equal(w, [1.0, 1.0])
 
 
@@ -446,5 +455,4 @@ def test_state_from_a_targetless_orbax_restore(tmp_path):
     typed = ckptr.restore(tmp_path / "w", {"w_state": state, "step": 0})
   assert isinstance(typed["w_state"], absgd_jax.AbsgdWeightsState)
   with pytest.raises(ValueError, match=r"missing keys \['has_s'\]"):
-    absgd_jax.AbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items()
-                                           if k != "has_s"})
+    absgd_jax.AbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items() if k != "has_s"})

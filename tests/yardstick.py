@@ -27,16 +27,25 @@ import numpy as np
 def nudge(tree):
   """Every floating leaf of ``tree`` moved by one ulp, toward +inf."""
   return jax.tree.map(
-      lambda x: jnp.nextafter(x, jnp.asarray(jnp.inf, x.dtype))
-      if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+    lambda x: (
+      jnp.nextafter(x, jnp.asarray(jnp.inf, x.dtype))
+      if jnp.issubdtype(x.dtype, jnp.floating)
+      else x
+    ),
+    tree,
+  )
 
 
 def distance(a, b) -> tuple[float, float]:
   """``(max |a - b|, ||a - b||_2)`` over all leaves of two pytrees of the same structure."""
-  pairs = [(np.asarray(x, np.float64), np.asarray(y, np.float64))
-           for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
-  return (max(float(np.abs(x - y).max()) for x, y in pairs),
-          float(np.sqrt(sum(((x - y) ** 2).sum() for x, y in pairs))))
+  pairs = [
+    (np.asarray(x, np.float64), np.asarray(y, np.float64))
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+  ]
+  return (
+    max(float(np.abs(x - y).max()) for x, y in pairs),
+    float(np.sqrt(sum(((x - y) ** 2).sum() for x, y in pairs))),
+  )
 
 
 # The yardstick is one sample of a random quantity (which kinks a nudge flips), so a path
@@ -53,7 +62,7 @@ def reordered(one, other) -> tuple[float, float]:
   then round otherwise, as over other devices), and at least a few ulps of ``one``."""
   leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves(one)]
   floor = _FLOOR * max(float(np.abs(x).max()) for x in leaves if x.size)
-  l2_floor = _FLOOR * float(np.sqrt(sum((x ** 2).sum() for x in leaves)))
+  l2_floor = _FLOOR * float(np.sqrt(sum((x**2).sum() for x in leaves)))
   d = distance(one, other)
   return max(d[0], floor), max(d[1], l2_floor)
 
@@ -63,8 +72,9 @@ def assert_within(got, want, yardstick: tuple[float, float], what: str) -> None:
   assert yardstick[1] > 0, "the nudged run is the same as the original: no yardstick"
   d = distance(got, want)
   assert d[0] <= FACTOR * yardstick[0] and d[1] <= FACTOR * yardstick[1], (
-      f"{what}: max |diff| {d[0]:.3g}, L2 {d[1]:.3g}; the yardstick (float32 rounding "
-      f"alone) is {yardstick[0]:.3g} and {yardstick[1]:.3g} (allowed: {FACTOR:g}x)")
+    f"{what}: max |diff| {d[0]:.3g}, L2 {d[1]:.3g}; the yardstick (float32 rounding "
+    f"alone) is {yardstick[0]:.3g} and {yardstick[1]:.3g} (allowed: {FACTOR:g}x)"
+  )
 
 
 # The least error counted as float32's: a few ulps, so that a path that happens to round
@@ -86,5 +96,6 @@ def assert_float32_paths_agree(got, single, ref, what: str) -> None:
   err_got = normwise_error(got, ref)
   allowed = FACTOR * max(err_single, _FLOOR)
   assert err_got <= allowed, (
-      f"{what}: {err_got:.3g} from the float64 reference, where the one-device float32 path "
-      f"is {err_single:.3g} from it (allowed: {allowed:.3g})")
+    f"{what}: {err_got:.3g} from the float64 reference, where the one-device float32 path "
+    f"is {err_single:.3g} from it (allowed: {allowed:.3g})"
+  )

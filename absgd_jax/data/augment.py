@@ -29,6 +29,7 @@ from absgd_jax.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 
 PAD_MODES = ("constant", "reflect", "edge")
 
+
 # The public functions are jitted (with the shape-deciding arguments static) so that a call
 # outside a jitted step compiles once rather than dispatching op by op; inside a step the
 # inner jit is inlined.
@@ -57,9 +58,9 @@ def crop_flip_params(key: jax.Array, batch_size: int, padding: int = 4) -> CropF
   k_y, k_x, k_f = jax.random.split(key, 3)
   hi = 2 * int(padding) + 1
   return CropFlipParams(
-      dy=jax.random.randint(k_y, (batch_size,), 0, hi, dtype=jnp.int32),
-      dx=jax.random.randint(k_x, (batch_size,), 0, hi, dtype=jnp.int32),
-      flip=jax.random.bernoulli(k_f, 0.5, (batch_size,)),
+    dy=jax.random.randint(k_y, (batch_size,), 0, hi, dtype=jnp.int32),
+    dx=jax.random.randint(k_x, (batch_size,), 0, hi, dtype=jnp.int32),
+    flip=jax.random.bernoulli(k_f, 0.5, (batch_size,)),
   )
 
 
@@ -73,8 +74,9 @@ def _source_index(pos: jax.Array, size: int, mode: str) -> tuple[jax.Array, jax.
 
 
 @_jit("padding", "mode")
-def crop_flip(images: jax.Array, params: CropFlipParams, padding: int = 4,
-              mode: str = "constant") -> jax.Array:
+def crop_flip(
+  images: jax.Array, params: CropFlipParams, padding: int = 4, mode: str = "constant"
+) -> jax.Array:
   """Crops each image's ``H x W`` window at ``(dy, dx)`` of its padded version, then flips it.
 
   Args:
@@ -116,8 +118,9 @@ def crop_flip(images: jax.Array, params: CropFlipParams, padding: int = 4,
 
 
 @_jit("padding", "mode")
-def random_crop_flip(key: jax.Array, images: jax.Array, padding: int = 4,
-                     mode: str = "constant") -> jax.Array:
+def random_crop_flip(
+  key: jax.Array, images: jax.Array, padding: int = 4, mode: str = "constant"
+) -> jax.Array:
   """The CIFAR augmentation: a random ``H x W`` crop of the padded image, flipped half the time.
 
   Examples:
@@ -131,8 +134,9 @@ def random_crop_flip(key: jax.Array, images: jax.Array, padding: int = 4,
 
 
 @_jit()
-def normalize(images: jax.Array, mean: Sequence[float] = CIFAR10_MEAN,
-              std: Sequence[float] = CIFAR10_STD) -> jax.Array:
+def normalize(
+  images: jax.Array, mean: Sequence[float] = CIFAR10_MEAN, std: Sequence[float] = CIFAR10_STD
+) -> jax.Array:
   """``(x - mean) / std`` per channel, in float32.
 
   ``uint8`` images are first scaled to [0, 1] (divided by 255); floating images are taken to be
@@ -154,9 +158,15 @@ def normalize(images: jax.Array, mean: Sequence[float] = CIFAR10_MEAN,
 
 
 @_jit("padding", "mode")
-def augment_cifar(key: jax.Array, images: jax.Array, *, padding: int = 4,
-                  mode: str = "constant", mean: Sequence[float] = CIFAR10_MEAN,
-                  std: Sequence[float] = CIFAR10_STD) -> jax.Array:
+def augment_cifar(
+  key: jax.Array,
+  images: jax.Array,
+  *,
+  padding: int = 4,
+  mode: str = "constant",
+  mean: Sequence[float] = CIFAR10_MEAN,
+  std: Sequence[float] = CIFAR10_STD,
+) -> jax.Array:
   """Random crop and flip, then normalisation: the training-time input pipeline for CIFAR.
 
   Examples:

@@ -51,9 +51,15 @@ def _balanced_draw(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.n
   return order[starts[which] + np.minimum(offsets, counts[which] - 1)]
 
 
-def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int, *,
-                  balanced_labels: np.ndarray | Sequence[int] | None = None,
-                  drop_last: bool = False) -> Iterator[Batch]:
+def epoch_batches(
+  num_examples: int,
+  batch_size: int,
+  seed: int,
+  epoch: int,
+  *,
+  balanced_labels: np.ndarray | Sequence[int] | None = None,
+  drop_last: bool = False,
+) -> Iterator[Batch]:
   """Yields the batches of one epoch, each of exactly ``batch_size`` entries.
 
   Args:
@@ -88,23 +94,22 @@ def epoch_batches(num_examples: int, batch_size: int, seed: int, epoch: int, *,
   if balanced_labels is not None:
     labels = np.asarray(balanced_labels)
     if labels.shape != (num_examples,):
-      raise ValueError(
-          f"balanced_labels must have shape ({num_examples},); got {labels.shape}.")
+      raise ValueError(f"balanced_labels must have shape ({num_examples},); got {labels.shape}.")
     if num_examples:
       labels = check_labels(labels, int(labels.max()) + 1, name="balanced_labels")
     idx = _balanced_draw(labels, n_batches * batch_size, rng).astype(np.int32)
     full = np.ones(batch_size, dtype=bool)
     for b in range(n_batches):
-      yield Batch(idx[b * batch_size:(b + 1) * batch_size], full)
+      yield Batch(idx[b * batch_size : (b + 1) * batch_size], full)
     return
 
   perm = rng.permutation(num_examples).astype(np.int32)
   for b in range(n_batches):
-    idx = perm[b * batch_size:(b + 1) * batch_size]
+    idx = perm[b * batch_size : (b + 1) * batch_size]
     mask = np.ones(batch_size, dtype=bool)
     if len(idx) < batch_size:
       pad = batch_size - len(idx)
-      mask[len(idx):] = False
+      mask[len(idx) :] = False
       # Real examples as filler (wrapping around if B > N), never an out-of-range index.
       idx = np.concatenate([idx, np.resize(perm, pad)])
     yield Batch(idx, mask)

@@ -39,8 +39,9 @@ def check_labels(labels: Any, num_classes: int, *, name: str = "labels") -> np.n
   arr = np.asarray(labels)
   if arr.ndim != 1:
     raise ValueError(f"{name} must be a 1-D array; got shape {arr.shape}.")
-  if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer)
-                               or np.issubdtype(arr.dtype, np.floating)):
+  if arr.dtype == bool or not (
+    np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)
+  ):
     raise ValueError(f"{name} must hold integers; got dtype {arr.dtype}.")
   if np.issubdtype(arr.dtype, np.floating):
     fractional = ~np.isfinite(arr) | (arr != np.round(arr))
@@ -52,8 +53,9 @@ def check_labels(labels: Any, num_classes: int, *, name: str = "labels") -> np.n
     i = int(np.argmax(bad))
     value = arr[i].item()
     raise ValueError(
-        f"{name}[{i}] = {value:g} is outside [0, {num_classes}) "
-        f"({int(bad.sum())} such labels in all).")
+      f"{name}[{i}] = {value:g} is outside [0, {num_classes}) "
+      f"({int(bad.sum())} such labels in all)."
+    )
   return arr.astype(np.int32)
 
 
@@ -114,14 +116,13 @@ class ArrayDataset(LabelledRows):
   def __post_init__(self):
     labels = check_labels(self.labels, self.num_classes)
     if len(self.images) != len(labels):
-      raise ValueError(
-          f"images and labels differ in length: {len(self.images)} != {len(labels)}.")
+      raise ValueError(f"images and labels differ in length: {len(self.images)} != {len(labels)}.")
     names = tuple(str(n) for n in self.class_names)
     if len(names) != self.num_classes:
       raise ValueError(
-          f"class_names has {len(names)} entries for num_classes = {self.num_classes}.")
+        f"class_names has {len(names)} entries for num_classes = {self.num_classes}."
+      )
     # Frozen dataclass: normalise the fields through object.__setattr__.
     object.__setattr__(self, "labels", labels)
     object.__setattr__(self, "class_names", names)
     object.__setattr__(self, "num_classes", int(self.num_classes))
-

@@ -16,8 +16,9 @@ from absgd_jax.data.dataset import ArrayDataset
 DIGITS_CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float,
-                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+  labels: np.ndarray, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Sorted ``(train_idx, test_idx)`` with ``round(test_fraction * n_c)`` of each class in test.
 
   Examples:
@@ -39,8 +40,9 @@ def stratified_split(labels: np.ndarray, test_fraction: float,
   return train_idx, test_idx
 
 
-def load_digits(*, test_fraction: float = 0.25, seed: int = 0,
-                flatten: bool = False) -> tuple[ArrayDataset, ArrayDataset]:
+def load_digits(
+  *, test_fraction: float = 0.25, seed: int = 0, flatten: bool = False
+) -> tuple[ArrayDataset, ArrayDataset]:
   """The digits data set, split into a training and a test set.
 
   Args:
@@ -64,8 +66,8 @@ def load_digits(*, test_fraction: float = 0.25, seed: int = 0,
   images = images.reshape(len(images), -1) if flatten else images[..., None]
   labels = raw.target.astype(np.int32)
   train_idx, test_idx = stratified_split(labels, test_fraction, seed)
-  meta = {"source": "sklearn.datasets.load_digits", "seed": seed,
-          "test_fraction": test_fraction}
-  make = lambda idx, split: ArrayDataset(images[idx], labels[idx], 10, DIGITS_CLASSES,
-                                         {**meta, "split": split})
+  meta = {"source": "sklearn.datasets.load_digits", "seed": seed, "test_fraction": test_fraction}
+  make = lambda idx, split: ArrayDataset(
+    images[idx], labels[idx], 10, DIGITS_CLASSES, {**meta, "split": split}
+  )
   return make(train_idx, "train"), make(test_idx, "test")

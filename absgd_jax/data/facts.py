@@ -24,12 +24,12 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from absgd_jax.data.cifar import (
-    CIFAR10_CLASSES,
-    CIFAR10_MEAN,
-    CIFAR10_STD,
-    CIFAR100_CLASSES,
-    CIFAR100_MEAN,
-    CIFAR100_STD,
+  CIFAR10_CLASSES,
+  CIFAR10_MEAN,
+  CIFAR10_STD,
+  CIFAR100_CLASSES,
+  CIFAR100_MEAN,
+  CIFAR100_STD,
 )
 from absgd_jax.data.digits import DIGITS_CLASSES
 from absgd_jax.data.imagenet_transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -75,28 +75,73 @@ class DatasetFacts:
 # ImageNet-LT, Places-LT and iNaturalist are fine-tuned from (or compared with) ImageNet
 # models, so their images are normalised with ImageNet's statistics, as everyone does.
 # Clothing1M's lists are ours (docs/large_scale.md has the joins that make them).
-FACTS: dict[str, DatasetFacts] = {f.name: f for f in (
+FACTS: dict[str, DatasetFacts] = {
+  f.name: f
+  for f in (
     # 1,797 images; the default 25 % test split leaves 1,346 to train on.
-    DatasetFacts("digits", 10, DIGITS_CLASSES, asym_noise=lambda: DIGITS_ASYM,
-                 train_size=1797),
-    DatasetFacts("cifar10", 10, CIFAR10_CLASSES, CIFAR10_MEAN, CIFAR10_STD,
-                 asym_noise=lambda: CIFAR10_ASYM, train_size=50_000),
-    DatasetFacts("cifar100", 100, CIFAR100_CLASSES, CIFAR100_MEAN, CIFAR100_STD,
-                 asym_noise=cifar100_asym_mapping, train_size=50_000),
-    DatasetFacts("imagenet-lt", 1000, (), IMAGENET_MEAN, IMAGENET_STD,
-                 ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"), streamed=True,
-                 train_size=115_846),
-    DatasetFacts("places-lt", 365, (), IMAGENET_MEAN, IMAGENET_STD,
-                 ("Places_LT_train.txt", "Places_LT_test.txt"), streamed=True,
-                 train_size=62_500),
-    DatasetFacts("inat2018", 8142, (), IMAGENET_MEAN, IMAGENET_STD,
-                 ("train2018.json", "val2018.json"), streamed=True, train_size=437_513),
-    DatasetFacts("clothing1m", 14, (), IMAGENET_MEAN, IMAGENET_STD,
-                 ("noisy_train.txt", "clean_test.txt"), streamed=True,
-                 train_size=1_000_000),
+    DatasetFacts("digits", 10, DIGITS_CLASSES, asym_noise=lambda: DIGITS_ASYM, train_size=1797),
+    DatasetFacts(
+      "cifar10",
+      10,
+      CIFAR10_CLASSES,
+      CIFAR10_MEAN,
+      CIFAR10_STD,
+      asym_noise=lambda: CIFAR10_ASYM,
+      train_size=50_000,
+    ),
+    DatasetFacts(
+      "cifar100",
+      100,
+      CIFAR100_CLASSES,
+      CIFAR100_MEAN,
+      CIFAR100_STD,
+      asym_noise=cifar100_asym_mapping,
+      train_size=50_000,
+    ),
+    DatasetFacts(
+      "imagenet-lt",
+      1000,
+      (),
+      IMAGENET_MEAN,
+      IMAGENET_STD,
+      ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
+      streamed=True,
+      train_size=115_846,
+    ),
+    DatasetFacts(
+      "places-lt",
+      365,
+      (),
+      IMAGENET_MEAN,
+      IMAGENET_STD,
+      ("Places_LT_train.txt", "Places_LT_test.txt"),
+      streamed=True,
+      train_size=62_500,
+    ),
+    DatasetFacts(
+      "inat2018",
+      8142,
+      (),
+      IMAGENET_MEAN,
+      IMAGENET_STD,
+      ("train2018.json", "val2018.json"),
+      streamed=True,
+      train_size=437_513,
+    ),
+    DatasetFacts(
+      "clothing1m",
+      14,
+      (),
+      IMAGENET_MEAN,
+      IMAGENET_STD,
+      ("noisy_train.txt", "clean_test.txt"),
+      streamed=True,
+      train_size=1_000_000,
+    ),
     # Any "relative/path label" lists: classes, lists and size come from the user.
     DatasetFacts("image-list", 0, (), IMAGENET_MEAN, IMAGENET_STD, streamed=True),
-)}
+  )
+}
 
 
 def facts(dataset: str) -> DatasetFacts:
@@ -126,12 +171,15 @@ def check_class_names(found: Sequence[str], dataset: str, where: str) -> None:
   missing = [c for c in want if c not in found]
   extra = [c for c in found if c not in want]
   if not missing and not extra:
-    raise ValueError(f"{where}: the class folders of {dataset} sort as {list(found)}, not in "
-                     f"the label order {list(want)}.")
+    raise ValueError(
+      f"{where}: the class folders of {dataset} sort as {list(found)}, not in "
+      f"the label order {list(want)}."
+    )
   parts = []
   if missing:
     parts.append(f"no images of class(es) {missing} (a missing or empty class folder)")
   if extra:
     parts.append(f"unexpected class folder(s) {extra}")
-  raise ValueError(f"{where} has {len(found)} classes; {dataset} needs {len(want)}: "
-                   + "; ".join(parts) + ".")
+  raise ValueError(
+    f"{where} has {len(found)} classes; {dataset} needs {len(want)}: " + "; ".join(parts) + "."
+  )

@@ -68,7 +68,8 @@ class FileDataset(LabelledRows):
     names = tuple(str(n) for n in self.class_names) or tuple(map(str, range(self.num_classes)))
     if len(names) != self.num_classes:
       raise ValueError(
-          f"class_names has {len(names)} entries for num_classes = {self.num_classes}.")
+        f"class_names has {len(names)} entries for num_classes = {self.num_classes}."
+      )
     object.__setattr__(self, "labels", labels)
     object.__setattr__(self, "paths", paths)
     object.__setattr__(self, "class_names", names)
@@ -105,21 +106,30 @@ def _check_files(list_path, root, paths: Sequence[str], where: Sequence[str]) ->
   if missing:
     shown = "; ".join(f"{where[i]}: {paths[i]}" for i in missing[:5])
     raise FileNotFoundError(
-        f"{list_path}: {len(missing)} of {len(paths)} listed files are missing under {root} "
-        f"({shown}{'; ...' if len(missing) > 5 else ''}). Is data_dir their root, and is the "
-        "copy complete?")
+      f"{list_path}: {len(missing)} of {len(paths)} listed files are missing under {root} "
+      f"({shown}{'; ...' if len(missing) > 5 else ''}). Is data_dir their root, and is the "
+      "copy complete?"
+    )
 
 
 def _warn_absent(list_path, labels: np.ndarray, num_classes: int) -> None:
   absent = np.flatnonzero(np.bincount(labels, minlength=num_classes) == 0)
   if absent.size:
     shown = ", ".join(map(str, absent[:10].tolist())) + (", ..." if absent.size > 10 else "")
-    warnings.warn(f"{list_path} has no image of {absent.size} of its {num_classes} classes "
-                  f"({shown}): they will never be trained on (or tested).", stacklevel=3)
+    warnings.warn(
+      f"{list_path} has no image of {absent.size} of its {num_classes} classes "
+      f"({shown}): they will never be trained on (or tested).",
+      stacklevel=3,
+    )
 
 
-def read_split_list(path: str | os.PathLike, root: str | os.PathLike, *,
-                    num_classes: int | None = None, check_files: bool = False) -> FileDataset:
+def read_split_list(
+  path: str | os.PathLike,
+  root: str | os.PathLike,
+  *,
+  num_classes: int | None = None,
+  check_files: bool = False,
+) -> FileDataset:
   """Reads a ``relative/path label`` list (ImageNet-LT, Places-LT, Clothing1M style).
 
   Args:
@@ -154,8 +164,10 @@ def read_split_list(path: str | os.PathLike, root: str | os.PathLike, *,
         raise ValueError(f"{path}:{lineno}: expected 'relative/path label', got {line!r}.")
       if label < 0 or (C is not None and label >= C):
         allowed = f"[0, {C})" if C is not None else ">= 0"
-        raise ValueError(f"{path}:{lineno}: label {label} of {head!r} is outside {allowed}"
-                         + (f" (num_classes = {C})." if C is not None else "."))
+        raise ValueError(
+          f"{path}:{lineno}: label {label} of {head!r} is outside {allowed}"
+          + (f" (num_classes = {C})." if C is not None else ".")
+        )
       paths.append(head)
       labels.append(label)
       lines.append(f"line {lineno}")
@@ -168,12 +180,12 @@ def read_split_list(path: str | os.PathLike, root: str | os.PathLike, *,
     _warn_absent(path, labels, C)
   if check_files:
     _check_files(path, root, paths, lines)
-  return FileDataset(str(root), np.asarray(paths), labels, C,
-                     meta={"list": os.fspath(path)})
+  return FileDataset(str(root), np.asarray(paths), labels, C, meta={"list": os.fspath(path)})
 
 
-def read_inat_json(path: str | os.PathLike, root: str | os.PathLike, *,
-                   check_files: bool = False) -> FileDataset:
+def read_inat_json(
+  path: str | os.PathLike, root: str | os.PathLike, *, check_files: bool = False
+) -> FileDataset:
   """Reads an iNaturalist 2017/2018 split (COCO-style ``images`` + ``annotations`` JSON).
 
   The label of an image is its annotation's ``category_id``; ``num_classes`` is the number of
@@ -199,8 +211,10 @@ def read_inat_json(path: str | os.PathLike, root: str | os.PathLike, *,
     if img["id"] not in label_of:
       raise ValueError(f"{path}: image {img['id']} ({img['file_name']}) has no annotation.")
     if label_of[img["id"]] < 0:
-      raise ValueError(f"{path}: image {img['id']} ({img['file_name']}) has the negative "
-                       f"category_id {label_of[img['id']]}.")
+      raise ValueError(
+        f"{path}: image {img['id']} ({img['file_name']}) has the negative "
+        f"category_id {label_of[img['id']]}."
+      )
     paths.append(img["file_name"])
     labels.append(label_of[img["id"]])
   if check_files:
@@ -212,5 +226,11 @@ def read_inat_json(path: str | os.PathLike, root: str | os.PathLike, *,
     if 0 <= int(cat["id"]) < C:
       names[int(cat["id"])] = str(cat.get("name", cat["id"]))
   names = [n or str(i) for i, n in enumerate(names)]
-  return FileDataset(str(root), np.asarray(paths), np.asarray(labels), C, tuple(names),
-                     meta={"list": os.fspath(path)})
+  return FileDataset(
+    str(root),
+    np.asarray(paths),
+    np.asarray(labels),
+    C,
+    tuple(names),
+    meta={"list": os.fspath(path)},
+  )

@@ -41,11 +41,20 @@ from absgd_jax.data.dataset import ArrayDataset
 
 logger = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm",
-                              ".tif", ".tiff"})
-_FORMATS = {".jpg": ["JPEG"], ".jpeg": ["JPEG"], ".png": ["PNG"], ".bmp": ["BMP"],
-            ".gif": ["GIF"], ".webp": ["WEBP"], ".ppm": ["PPM"], ".tif": ["TIFF"],
-            ".tiff": ["TIFF"]}
+IMAGE_EXTENSIONS = frozenset(
+  {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff"}
+)
+_FORMATS = {
+  ".jpg": ["JPEG"],
+  ".jpeg": ["JPEG"],
+  ".png": ["PNG"],
+  ".bmp": ["BMP"],
+  ".gif": ["GIF"],
+  ".webp": ["WEBP"],
+  ".ppm": ["PPM"],
+  ".tif": ["TIFF"],
+  ".tiff": ["TIFF"],
+}
 # Bumped whenever the cached arrays would change for the same source, to invalidate old entries.
 _CACHE_FORMAT = 1
 _CHUNK = 512  # Images per decode task: large enough to amortise the pool's overhead.
@@ -112,8 +121,10 @@ class _Source:
     if not entries:
       raise ValueError(f"{self.path} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     if not entries[0][0]:  # "" sorts first: images outside any class folder.
-      raise ValueError(f"image {entries[0][1]!r} in {self.path} is not inside a class folder; "
-                       "expected <class>/<file>.")
+      raise ValueError(
+        f"image {entries[0][1]!r} in {self.path} is not inside a class folder; "
+        "expected <class>/<file>."
+      )
     _check_no_empty_class(self.path, [n for _, n in entries], files, dirs)
     self.class_names = tuple(sorted({c for c, _ in entries}))
     index = {c: i for i, c in enumerate(self.class_names)}
@@ -141,8 +152,9 @@ class _Source:
     return (lambda n: (self.path / n).read_bytes()), (lambda: None)
 
 
-def _check_no_empty_class(source: Path, images: list[str], files: list[str],
-                          dirs: set[str]) -> None:
+def _check_no_empty_class(
+  source: Path, images: list[str], files: list[str], dirs: set[str]
+) -> None:
   """Raises naming a class folder without images beside the class folders that have some.
 
   Labels follow the sorted folder names, so an empty class would silently shift every later
@@ -157,18 +169,23 @@ def _check_no_empty_class(source: Path, images: list[str], files: list[str],
     while d:
       every.add(d)
       d = parent(d)
-  empty = sorted(d for d in every - class_dirs if parent(d) in roots
-                 and not d.rpartition("/")[2].startswith(".")
-                 and "__MACOSX" not in d.split("/")
-                 and not any(c.startswith(d + "/") for c in class_dirs))
+  empty = sorted(
+    d
+    for d in every - class_dirs
+    if parent(d) in roots
+    and not d.rpartition("/")[2].startswith(".")
+    and "__MACOSX" not in d.split("/")
+    and not any(c.startswith(d + "/") for c in class_dirs)
+  )
   if empty:
-    raise ValueError(f"class folder(s) {empty} in {source} hold no images "
-                     f"({', '.join(sorted(IMAGE_EXTENSIONS))}): add their images or remove "
-                     "them. An empty class would shift the labels of the classes after it.")
+    raise ValueError(
+      f"class folder(s) {empty} in {source} hold no images "
+      f"({', '.join(sorted(IMAGE_EXTENSIONS))}): add their images or remove "
+      "them. An empty class would shift the labels of the classes after it."
+    )
 
 
-def _decode(name: str, data: bytes, source: Path,
-            size: tuple[int, int] | None) -> np.ndarray:
+def _decode(name: str, data: bytes, source: Path, size: tuple[int, int] | None) -> np.ndarray:
   """One image as ``uint8 [H, W, 3]``; any decoding failure becomes a ValueError naming it."""
   from PIL import Image  # Pillow is part of the training extra.
 
@@ -215,8 +232,9 @@ def _decode_all(src: _Source, size: tuple[int, int] | None, num_workers: int) ->
         img = _decode(name, data, src.path, size)
         if img.shape != shape:
           raise ValueError(
-              f"image {name!r} in {src.path} is {img.shape[1]}x{img.shape[0]}, unlike the "
-              f"{shape[1]}x{shape[0]} of {names[0]!r}; pass image_size=(H, W) to resize.")
+            f"image {name!r} in {src.path} is {img.shape[1]}x{img.shape[0]}, unlike the "
+            f"{shape[1]}x{shape[0]} of {names[0]!r}; pass image_size=(H, W) to resize."
+          )
         images[start + k] = img
 
     # Pillow releases the GIL while decoding, so threads overlap the decoding of chunks while
@@ -225,7 +243,7 @@ def _decode_all(src: _Source, size: tuple[int, int] | None, num_workers: int) ->
     try:
       futures = []
       for start in range(1, len(names), _CHUNK):
-        blobs = [read(n) for n in names[start:start + _CHUNK]]
+        blobs = [read(n) for n in names[start : start + _CHUNK]]
         futures.append(pool.submit(decode_chunk, start, blobs))
       for f in futures:
         f.result()  # Re-raises the first failing chunk's error, in file order.
@@ -252,8 +270,9 @@ def _load_entry(entry: Path, digest: str) -> tuple[np.ndarray, np.ndarray, dict]
   return images, labels, meta
 
 
-def _write_entry(entry: Path, images: np.ndarray, labels: np.ndarray, meta: dict, *,
-                 replace_stale: bool) -> None:
+def _write_entry(
+  entry: Path, images: np.ndarray, labels: np.ndarray, meta: dict, *, replace_stale: bool
+) -> None:
   """Writes the entry in a temporary directory beside it, then moves it into place at once.
 
   An entry that exists by then is kept (another process wrote the same arrays first) unless
@@ -278,9 +297,14 @@ def _write_entry(entry: Path, images: np.ndarray, labels: np.ndarray, meta: dict
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def load_image_folder(path: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None,
-                      use_cache: bool = True, image_size: tuple[int, int] | None = None,
-                      num_workers: int | None = None) -> ArrayDataset:
+def load_image_folder(
+  path: str | os.PathLike,
+  *,
+  cache_dir: str | os.PathLike | None = None,
+  use_cache: bool = True,
+  image_size: tuple[int, int] | None = None,
+  num_workers: int | None = None,
+) -> ArrayDataset:
   """Reads a folder or zip of ``<class>/<image>`` files as ``uint8 [N, H, W, 3]`` arrays.
 
   Args:
@@ -332,12 +356,23 @@ def load_image_folder(path: str | os.PathLike, *, cache_dir: str | os.PathLike |
     if cached is not None:
       images, labels, meta = cached
       load_s = time.perf_counter() - t0
-      logger.info("loaded %d images of %s from the cache %s in %.2f s",
-                  len(labels), path, entry, load_s)
-      return ArrayDataset(images, labels, len(meta["class_names"]), tuple(meta["class_names"]),
-                          {"source": str(path), "sha256": digest, "cache_hit": True,
-                           "cache_entry": str(entry), "decode_seconds": meta["decode_seconds"],
-                           "load_seconds": load_s})
+      logger.info(
+        "loaded %d images of %s from the cache %s in %.2f s", len(labels), path, entry, load_s
+      )
+      return ArrayDataset(
+        images,
+        labels,
+        len(meta["class_names"]),
+        tuple(meta["class_names"]),
+        {
+          "source": str(path),
+          "sha256": digest,
+          "cache_hit": True,
+          "cache_entry": str(entry),
+          "decode_seconds": meta["decode_seconds"],
+          "load_seconds": load_s,
+        },
+      )
 
   src.scan()
   workers = num_workers or min(8, os.cpu_count() or 1)
@@ -346,15 +381,31 @@ def load_image_folder(path: str | os.PathLike, *, cache_dir: str | os.PathLike |
   decode_s = time.perf_counter() - t_dec
   logger.info("decoded %d images of %s in %.2f s", len(images), path, decode_s)
   if entry is not None:
-    meta = {"format": _CACHE_FORMAT, "source": str(path), "sha256": digest,
-            "num_images": len(images), "shape": list(images.shape[1:]),
-            "class_names": list(src.class_names), "decode_seconds": decode_s}
+    meta = {
+      "format": _CACHE_FORMAT,
+      "source": str(path),
+      "sha256": digest,
+      "num_images": len(images),
+      "shape": list(images.shape[1:]),
+      "class_names": list(src.class_names),
+      "decode_seconds": decode_s,
+    }
     try:
       _write_entry(entry, images, src.labels, meta, replace_stale=stale)
     except OSError as e:  # A read-only or full disk costs the cache, not the data.
       warnings.warn(f"could not write the cache entry {entry}: {e}", stacklevel=2)
       entry = None
-  return ArrayDataset(images, src.labels, len(src.class_names), src.class_names,
-                      {"source": str(path), "sha256": digest, "cache_hit": False,
-                       "cache_entry": None if entry is None else str(entry),
-                       "decode_seconds": decode_s, "load_seconds": time.perf_counter() - t0})
+  return ArrayDataset(
+    images,
+    src.labels,
+    len(src.class_names),
+    src.class_names,
+    {
+      "source": str(path),
+      "sha256": digest,
+      "cache_hit": False,
+      "cache_entry": None if entry is None else str(entry),
+      "decode_seconds": decode_s,
+      "load_seconds": time.perf_counter() - t0,
+    },
+  )

@@ -46,9 +46,13 @@ def decode_rgb(data: bytes, source: str = "image") -> Image.Image:
     raise ValueError(f"cannot decode {source}: {e}") from e
 
 
-def crop_box(width: int, height: int, rng: np.random.Generator,
-             scale: tuple[float, float] = (0.08, 1.0),
-             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+def crop_box(
+  width: int,
+  height: int,
+  rng: np.random.Generator,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> tuple[int, int, int, int]:
   """The random-resized-crop window ``(left, top, right, bottom)`` of a ``width x height``
   image."""
   area = width * height
@@ -74,10 +78,14 @@ def crop_box(width: int, height: int, rng: np.random.Generator,
   return left, top, left + w, top + h
 
 
-def random_resized_crop(img: Image.Image, rng: np.random.Generator, size: int = 224,
-                        scale: tuple[float, float] = (0.08, 1.0),
-                        ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                        flip: bool = True) -> np.ndarray:
+def random_resized_crop(
+  img: Image.Image,
+  rng: np.random.Generator,
+  size: int = 224,
+  scale: tuple[float, float] = (0.08, 1.0),
+  ratio: tuple[float, float] = (3 / 4, 4 / 3),
+  flip: bool = True,
+) -> np.ndarray:
   """The training transform: ``uint8 [size, size, 3]``."""
   box = crop_box(img.width, img.height, rng, scale, ratio)
   out = img.resize((size, size), Image.BILINEAR, box=box)

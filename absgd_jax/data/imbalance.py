@@ -24,8 +24,7 @@ from absgd_jax.data.dataset import ArrayDataset, check_labels
 PROFILES = ("exp", "step")
 
 
-def imbalanced_counts(n_max: int, num_classes: int, rho: float,
-                      profile: str = "exp") -> np.ndarray:
+def imbalanced_counts(n_max: int, num_classes: int, rho: float, profile: str = "exp") -> np.ndarray:
   """The per-class sample counts of an imbalanced training set.
 
   Args:
@@ -69,14 +68,16 @@ def imbalanced_counts(n_max: int, num_classes: int, rho: float,
   empty = np.flatnonzero(counts == 0)
   if empty.size:
     raise ValueError(
-        f"profile {profile!r} with n_max = {n_max} and rho = {rho:g} leaves class "
-        f"{int(empty[0])} with zero samples ({empty.size} empty class(es) in all; "
-        f"n_max / rho = {n_max / rho:g} < 1); raise n_max or lower rho.")
+      f"profile {profile!r} with n_max = {n_max} and rho = {rho:g} leaves class "
+      f"{int(empty[0])} with zero samples ({empty.size} empty class(es) in all; "
+      f"n_max / rho = {n_max / rho:g} < 1); raise n_max or lower rho."
+    )
   return counts
 
 
-def imbalanced_subset(labels: np.ndarray | Sequence[int], counts: np.ndarray | Sequence[int],
-                      seed: int) -> np.ndarray:
+def imbalanced_subset(
+  labels: np.ndarray | Sequence[int], counts: np.ndarray | Sequence[int], seed: int
+) -> np.ndarray:
   """Indices of a subset with ``counts[c]`` examples of each class ``c``, drawn with a seed.
 
   Each class's examples are drawn uniformly without replacement, classes in order, from one
@@ -112,13 +113,20 @@ def imbalanced_subset(labels: np.ndarray | Sequence[int], counts: np.ndarray | S
       raise ValueError(f"counts[{c}] = {n_c} is negative.")
     if n_c > members.size:
       raise ValueError(
-          f"counts[{c}] = {n_c} is more than the {members.size} examples class {c} has.")
+        f"counts[{c}] = {n_c} is more than the {members.size} examples class {c} has."
+      )
     chosen.append(rng.choice(members, size=int(n_c), replace=False))
   return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
-def make_imbalanced(dataset: ArrayDataset, rho: float, *, profile: str = "exp", seed: int = 0,
-                    n_max: int | None = None) -> ArrayDataset:
+def make_imbalanced(
+  dataset: ArrayDataset,
+  rho: float,
+  *,
+  profile: str = "exp",
+  seed: int = 0,
+  n_max: int | None = None,
+) -> ArrayDataset:
   """An imbalanced training subset of a (balanced) data set, e.g. CIFAR-10-LT.
 
   Args:
@@ -143,6 +151,10 @@ def make_imbalanced(dataset: ArrayDataset, rho: float, *, profile: str = "exp", 
   counts = imbalanced_counts(n_max, dataset.num_classes, rho, profile)
   sub = dataset.subset(imbalanced_subset(dataset.labels, counts, seed))
   meta = dict(dataset.meta)
-  meta["imbalance"] = {"profile": profile, "rho": float(rho), "seed": seed,
-                       "counts": counts.tolist()}
+  meta["imbalance"] = {
+    "profile": profile,
+    "rho": float(rho),
+    "seed": seed,
+    "counts": counts.tolist(),
+  }
   return dataclasses.replace(sub, meta=meta)

@@ -68,8 +68,9 @@ def _num_flips(rate: float, n: int) -> int:
   return int(math.floor(rate * n + 0.5))
 
 
-def symmetric_noise(labels: np.ndarray | Sequence[int], rate: float, num_classes: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray]:
+def symmetric_noise(
+  labels: np.ndarray | Sequence[int], rate: float, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """Flips a fraction ``rate`` of every class to another class chosen uniformly.
 
   In each class ``c``, ``round(rate * n_c)`` samples chosen uniformly without replacement get
@@ -113,8 +114,9 @@ def symmetric_noise(labels: np.ndarray | Sequence[int], rate: float, num_classes
   return noisy, flipped
 
 
-def _mapping_array(mapping: Mapping[int, int] | Sequence[int] | np.ndarray,
-                   num_classes: int | None) -> np.ndarray:
+def _mapping_array(
+  mapping: Mapping[int, int] | Sequence[int] | np.ndarray, num_classes: int | None
+) -> np.ndarray:
   """The mapping as an array ``target[c]`` (identity for the classes that never flip)."""
   if isinstance(mapping, Mapping):
     keys = [int(k) for k in mapping]
@@ -125,8 +127,7 @@ def _mapping_array(mapping: Mapping[int, int] | Sequence[int] | np.ndarray,
     for k, v in zip(keys, values):
       for what, x in (("source", k), ("target", v)):
         if not 0 <= x < num_classes:
-          raise ValueError(
-              f"mapping {what} class {x} ({k} -> {v}) is outside [0, {num_classes}).")
+          raise ValueError(f"mapping {what} class {x} ({k} -> {v}) is outside [0, {num_classes}).")
       target[k] = v
     return target
   target = np.asarray(mapping)
@@ -137,9 +138,14 @@ def _mapping_array(mapping: Mapping[int, int] | Sequence[int] | np.ndarray,
   return check_labels(target, len(target), name="mapping").astype(np.int64)
 
 
-def asymmetric_noise(labels: np.ndarray | Sequence[int], rate: float,
-                     mapping: Mapping[int, int] | Sequence[int] | np.ndarray, seed: int, *,
-                     num_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def asymmetric_noise(
+  labels: np.ndarray | Sequence[int],
+  rate: float,
+  mapping: Mapping[int, int] | Sequence[int] | np.ndarray,
+  seed: int,
+  *,
+  num_classes: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
   """Flips a fraction ``rate`` of each mapped class ``c`` to ``mapping[c]``.
 
   The decision is made from the clean label alone: in every class ``c`` with

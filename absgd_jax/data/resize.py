@@ -41,8 +41,9 @@ def downsample(dataset: ArrayDataset, size: int) -> ArrayDataset:
   side = images.shape[1]
   size = int(size)
   if size < 1 or side % size:
-    raise ValueError(f"image_size={size} must be a positive divisor of the images' side "
-                     f"{side} (e.g. {side // 2}).")
+    raise ValueError(
+      f"image_size={size} must be a positive divisor of the images' side {side} (e.g. {side // 2})."
+    )
   if size == side:
     return dataset
   f = side // size
@@ -50,12 +51,12 @@ def downsample(dataset: ArrayDataset, size: int) -> ArrayDataset:
   # Block means in float32, in chunks so that 50,000 CIFAR images need ~40 MB, not 600.
   out = np.empty((n, size, size, c), images.dtype)
   for start in range(0, n, 4096):
-    block = images[start:start + 4096].astype(np.float32)
+    block = images[start : start + 4096].astype(np.float32)
     mean = block.reshape(-1, size, f, size, f, c).mean(axis=(2, 4))
     if np.issubdtype(images.dtype, np.integer):
       info = np.iinfo(images.dtype)
       mean = np.clip(np.floor(mean + 0.5), info.min, info.max)
-    out[start:start + 4096] = mean.astype(images.dtype)
+    out[start : start + 4096] = mean.astype(images.dtype)
   meta = dict(dataset.meta)
   meta["downsample"] = {"from": side, "to": size, "method": "area"}
   return dataclasses.replace(dataset, images=out, meta=meta)

@@ -38,8 +38,10 @@ from absgd_jax.data.imagenet_transforms import decode_rgb, random_resized_crop, 
 try:
   import grain.python as grain
 except ImportError as e:
-  raise ImportError("streaming image files needs grain: pip install -e '.[scale]' in the "
-                    "absgd_jax checkout (or pip install grain).") from e
+  raise ImportError(
+    "streaming image files needs grain: pip install -e '.[scale]' in the "
+    "absgd_jax checkout (or pip install grain)."
+  ) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,8 +80,10 @@ class _FileSource:
       with open(path, "rb") as f:
         data = f.read()
     except OSError as e:
-      raise FileNotFoundError(f"cannot read {path} (listed as {self._ds.path(int(i))!r} "
-                              f"under root {self._ds.root!r}): {e}") from e
+      raise FileNotFoundError(
+        f"cannot read {path} (listed as {self._ds.path(int(i))!r} "
+        f"under root {self._ds.root!r}): {e}"
+      ) from e
     return {"data": data, "label": np.int32(self._ds.labels[int(i)]), "path": path}
 
 
@@ -110,8 +114,10 @@ class _TrainTransform(grain.RandomMapTransform):
 
   def random_map(self, record, rng):
     img = decode_rgb(record["data"], record["path"])
-    return {"image": random_resized_crop(img, rng, self.o.image_size, self.o.crop_scale),
-            "label": record["label"]}
+    return {
+      "image": random_resized_crop(img, rng, self.o.image_size, self.o.crop_scale),
+      "label": record["label"],
+    }
 
 
 class _TestTransform(grain.MapTransform):
@@ -122,13 +128,16 @@ class _TestTransform(grain.MapTransform):
 
   def map(self, record):
     img = decode_rgb(record["data"], record["path"])
-    return {"image": resize_center_crop(img, self.o.resize, self.o.image_size),
-            "label": record["label"]}
+    return {
+      "image": resize_center_crop(img, self.o.resize, self.o.image_size),
+      "label": record["label"],
+    }
 
 
 def _absl_flags_ready() -> None:
   """grain's worker processes read absl flags; outside an absl app nobody has parsed them."""
   from absl import flags
+
   if not flags.FLAGS.is_parsed():
     flags.FLAGS.mark_as_parsed()
 
@@ -139,9 +148,15 @@ def _flatten(rows: Sequence[np.ndarray], seeds: Sequence[np.ndarray] | None):
   return keys, flat_seeds
 
 
-def stream_images(dataset: FileDataset, rows: Sequence[np.ndarray], *, train: bool,
-                  seed: int | Sequence[int] = 0, positions: Sequence[np.ndarray] | None = None,
-                  options: StreamOptions = StreamOptions()) -> Iterator[np.ndarray]:
+def stream_images(
+  dataset: FileDataset,
+  rows: Sequence[np.ndarray],
+  *,
+  train: bool,
+  seed: int | Sequence[int] = 0,
+  positions: Sequence[np.ndarray] | None = None,
+  options: StreamOptions = StreamOptions(),
+) -> Iterator[np.ndarray]:
   """Yields ``uint8 [len(rows[i]), S, S, 3]`` images for each entry of ``rows``, in order.
 
   Args:
@@ -168,14 +183,17 @@ def stream_images(dataset: FileDataset, rows: Sequence[np.ndarray], *, train: bo
   # No grain.Batch: with several workers grain batches within each worker, which would mix
   # the rows of different batches. Records come back in sampler order; they are stacked here.
   loader = grain.DataLoader(
-      data_source=_FileSource(dataset),
-      sampler=_ListSampler(keys, flat_pos, np.atleast_1d(seed)),
-      operations=[transform],
-      worker_count=o.workers, worker_buffer_size=o.prefetch,
-      # The rows are this process's already: grain must not shard them again.
-      shard_options=grain.NoSharding(),
-      read_options=grain.ReadOptions(num_threads=o.read_threads,
-                                     prefetch_buffer_size=max(16, 4 * o.read_threads)))
+    data_source=_FileSource(dataset),
+    sampler=_ListSampler(keys, flat_pos, np.atleast_1d(seed)),
+    operations=[transform],
+    worker_count=o.workers,
+    worker_buffer_size=o.prefetch,
+    # The rows are this process's already: grain must not shard them again.
+    shard_options=grain.NoSharding(),
+    read_options=grain.ReadOptions(
+      num_threads=o.read_threads, prefetch_buffer_size=max(16, 4 * o.read_threads)
+    ),
+  )
   size = sizes.pop()
   images: list[np.ndarray] = []
   for record in loader:

@@ -18,24 +18,33 @@ import numpy as np
 from absgd_jax.data.cifar import CIFAR10_CLASSES, CIFAR100_CLASSES
 from absgd_jax.data.dataset import ArrayDataset
 
-TFDS_NAMES: dict[str, tuple[str, ...]] = {"cifar10": CIFAR10_CLASSES,
-                                          "cifar100": CIFAR100_CLASSES}
+TFDS_NAMES: dict[str, tuple[str, ...]] = {"cifar10": CIFAR10_CLASSES, "cifar100": CIFAR100_CLASSES}
 _INSTALL_HINT = 'pip install -e ".[tfds]"  (or: pip install tensorflow-datasets)'
 
 
 def _where_hint(name: str, data_dir: str | None) -> str:
   place = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
   # TFDS_DATA_DIR is consulted only when no data_dir is given: advising it otherwise misleads.
-  where = ("or pass data_dir=... to where they are" if data_dir else
-           "or pass data_dir=... or set TFDS_DATA_DIR to where they are")
+  where = (
+    "or pass data_dir=... to where they are"
+    if data_dir
+    else "or pass data_dir=... or set TFDS_DATA_DIR to where they are"
+  )
   # data_source reads ArrayRecord files only; tfds's default TFRecord build does not serve.
-  return (f"Put the prepared {name} files (the '{name}/<version>/' folder written on a machine "
-          f"with a network by `tfds build {name} --file_format=array_record`) under {place}, "
-          f"{where}; or call load_tfds(..., download=True) with a network.")
+  return (
+    f"Put the prepared {name} files (the '{name}/<version>/' folder written on a machine "
+    f"with a network by `tfds build {name} --file_format=array_record`) under {place}, "
+    f"{where}; or call load_tfds(..., download=True) with a network."
+  )
 
 
-def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | None = None,
-              download: bool = False) -> ArrayDataset:
+def load_tfds(
+  name: str,
+  split: str = "train",
+  *,
+  data_dir: str | os.PathLike | None = None,
+  download: bool = False,
+) -> ArrayDataset:
   """CIFAR-10 or CIFAR-100 as ``uint8 [N, 32, 32, 3]`` images and ``int32`` fine labels.
 
   Another prepared tfds data set with an ``image`` and a ``label`` (``ClassLabel``) feature
@@ -72,24 +81,28 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
     import tensorflow_datasets as tfds
   except ImportError as e:
     raise ImportError(
-        f"load_tfds({name!r}) needs tensorflow-datasets, which is not installed. Install it "
-        f"with: {_INSTALL_HINT}. Then: {_where_hint(name, data_dir)} Without it, "
-        "absgd_jax.data.load_image_folder reads CIFAR-10 from a zip of class folders.") from e
+      f"load_tfds({name!r}) needs tensorflow-datasets, which is not installed. Install it "
+      f"with: {_INSTALL_HINT}. Then: {_where_hint(name, data_dir)} Without it, "
+      "absgd_jax.data.load_image_folder reads CIFAR-10 from a zip of class folders."
+    ) from e
 
   data_dir = None if data_dir is None else os.fspath(data_dir)
   if data_dir is not None and not download and not os.path.isdir(os.path.join(data_dir, name)):
     # Checked here: tfds itself answers a missing folder with a misleading "already prepared
     # ... in the TFRECORD format" when a builder of that name is registered.
-    raise FileNotFoundError(f"no prepared {name!r} under {data_dir} (there is no folder "
-                            f"{os.path.join(data_dir, name)}). {_where_hint(name, data_dir)}")
+    raise FileNotFoundError(
+      f"no prepared {name!r} under {data_dir} (there is no folder "
+      f"{os.path.join(data_dir, name)}). {_where_hint(name, data_dir)}"
+    )
   t0 = time.perf_counter()
   try:
     source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
   except Exception as e:  # tfds raises AssertionError, DatasetNotFoundError, OSError...
     raise FileNotFoundError(
-        f"tensorflow-datasets could not open {name!r} split {split!r}"
-        f"{'' if download else ' without downloading'}: {type(e).__name__}: {e}. "
-        f"{_where_hint(name, data_dir)}") from e
+      f"tensorflow-datasets could not open {name!r} split {split!r}"
+      f"{'' if download else ' without downloading'}: {type(e).__name__}: {e}. "
+      f"{_where_hint(name, data_dir)}"
+    ) from e
 
   classes = TFDS_NAMES.get(name) or _class_names(source, name)
   n = len(source)
@@ -98,8 +111,10 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
   first = source[0]
   missing = [k for k in ("image", "label") if k not in first]
   if missing:
-    raise ValueError(f"tfds {name!r} records have no {missing} feature(s) (they have "
-                     f"{sorted(first)}); load_tfds reads image classification sets only.")
+    raise ValueError(
+      f"tfds {name!r} records have no {missing} feature(s) (they have "
+      f"{sorted(first)}); load_tfds reads image classification sets only."
+    )
   shape = np.shape(first["image"])
   images = np.empty((n, *shape), dtype=np.asarray(first["image"]).dtype)
   labels = np.empty((n,), dtype=np.int64)
@@ -112,9 +127,11 @@ def load_tfds(name: str, split: str = "train", *, data_dir: str | os.PathLike | 
     records = getitems(idx) if getitems is not None else [source[i] for i in idx]
     for i, rec in zip(idx, records):
       if np.shape(rec["image"]) != shape:
-        raise ValueError(f"tfds {name!r} record {i} has an image of shape "
-                         f"{np.shape(rec['image'])}, record 0 one of {shape}; load_tfds needs "
-                         "one shape (resize when preparing the data set).")
+        raise ValueError(
+          f"tfds {name!r} record {i} has an image of shape "
+          f"{np.shape(rec['image'])}, record 0 one of {shape}; load_tfds needs "
+          "one shape (resize when preparing the data set)."
+        )
       images[i] = rec["image"]
       labels[i] = rec["label"]
       if coarse is not None:
@@ -132,8 +149,9 @@ def _class_names(source, name: str) -> tuple[str, ...]:
     names = tuple(info.features["label"].names)
   except (AttributeError, KeyError, TypeError) as e:
     raise ValueError(
-        f"tfds {name!r}: cannot tell its classes; load_tfds reads data sets whose 'label' "
-        "feature is a tfds.features.ClassLabel (with names or num_classes).") from e
+      f"tfds {name!r}: cannot tell its classes; load_tfds reads data sets whose 'label' "
+      "feature is a tfds.features.ClassLabel (with names or num_classes)."
+    ) from e
   if not names:
     raise ValueError(f"tfds {name!r}: its 'label' feature lists no classes.")
   return names

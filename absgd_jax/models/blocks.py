@@ -26,8 +26,10 @@ SHORTCUTS = ("A", "B")
 
 def _check_shortcut(shortcut: str) -> None:
   if shortcut not in SHORTCUTS:
-    raise ValueError(f"Unknown shortcut {shortcut!r}; valid choices: {', '.join(SHORTCUTS)} "
-                     "(A: zero-padding identity, B: 1x1 conv + BN projection).")
+    raise ValueError(
+      f"Unknown shortcut {shortcut!r}; valid choices: {', '.join(SHORTCUTS)} "
+      "(A: zero-padding identity, B: 1x1 conv + BN projection)."
+    )
 
 
 def _pad_shortcut(x: jax.Array, features: int, stride: int) -> jax.Array:
@@ -112,8 +114,9 @@ class Bottleneck(nn.Module):
     return nn.relu(y + _shortcut(self, x, train, out))
 
 
-def _shortcut(block: BasicBlock | Bottleneck, x: jax.Array, train: bool,
-              features: int | None = None) -> jax.Array:
+def _shortcut(
+  block: BasicBlock | Bottleneck, x: jax.Array, train: bool, features: int | None = None
+) -> jax.Array:
   """The block's shortcut branch; called inside the block's compact ``__call__``."""
   features = block.features if features is None else features
   if block.stride == 1 and x.shape[-1] == features:

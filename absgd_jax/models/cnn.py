@@ -91,8 +91,9 @@ class CNN4(nn.Module):
     for i, width in enumerate(self.widths, start=1):
       x = ConvBlock(width, axis_name=self.axis_name, name=f"block{i}", **kw)(x, train)
     x = x.reshape(x.shape[0], -1)
-    x = _DenseBNReLU(self.hidden, axis_name=self.axis_name, name=f"block{len(self.widths) + 1}",
-                     **kw)(x, train)
+    x = _DenseBNReLU(
+      self.hidden, axis_name=self.axis_name, name=f"block{len(self.widths) + 1}", **kw
+    )(x, train)
     return classifier_head(self.head, self.num_classes, linear_init=keras_he_normal, **kw)(x)
 
 
@@ -107,10 +108,17 @@ class _DenseBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    x = nn.Dense(self.features, use_bias=False, kernel_init=keras_he_normal, dtype=self.dtype,
-                 param_dtype=self.param_dtype, name="dense")(x)
-    bn = batch_norm(train, dtype=self.dtype, param_dtype=self.param_dtype,
-                    axis_name=self.axis_name, name="bn")
+    x = nn.Dense(
+      self.features,
+      use_bias=False,
+      kernel_init=keras_he_normal,
+      dtype=self.dtype,
+      param_dtype=self.param_dtype,
+      name="dense",
+    )(x)
+    bn = batch_norm(
+      train, dtype=self.dtype, param_dtype=self.param_dtype, axis_name=self.axis_name, name="bn"
+    )
     return nn.relu(bn(x))
 
 

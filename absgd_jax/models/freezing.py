@@ -55,13 +55,16 @@ def last_block_name(params: Mapping[str, Any]) -> str:
       stage, block = match.groups()
       found.append(((int(stage or 0), int(block)), key))
   if not found:
-    raise ValueError(f"No block (stage<s>_block<b> or block<k>) among the top-level parameter "
-                     f"names {sorted(map(str, params))}.")
+    raise ValueError(
+      f"No block (stage<s>_block<b> or block<k>) among the top-level parameter "
+      f"names {sorted(map(str, params))}."
+    )
   return max(found)[1]
 
 
-def trainable_mask(params: Mapping[str, Any], which: str = "all",
-                   last_block: str | None = None) -> Any:
+def trainable_mask(
+  params: Mapping[str, Any], which: str = "all", last_block: str | None = None
+) -> Any:
   """A pytree of bools like ``params``: True for the parameters that train.
 
   Args:
@@ -91,15 +94,17 @@ def trainable_mask(params: Mapping[str, Any], which: str = "all",
     return jax.tree.map(lambda _: True, params)
   if HEAD_NAME not in params:
     hint = " (pass variables['params'], not the whole variables dict)" if "params" in params else ""
-    raise ValueError(f"No {HEAD_NAME!r} among the top-level parameter names "
-                     f"{sorted(map(str, params))}{hint}.")
+    raise ValueError(
+      f"No {HEAD_NAME!r} among the top-level parameter names {sorted(map(str, params))}{hint}."
+    )
   selected = {HEAD_NAME}
   if which == "fc+lb":
     if last_block is None:
       last_block = last_block_name(params)
     elif last_block not in params:
-      raise ValueError(f"No {last_block!r} among the top-level parameter names "
-                       f"{sorted(map(str, params))}.")
+      raise ValueError(
+        f"No {last_block!r} among the top-level parameter names {sorted(map(str, params))}."
+      )
     selected.add(last_block)
 
   def top_key(path: tuple[Any, ...]) -> Any:

@@ -70,21 +70,22 @@ class CosineClassifier(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    kernel = self.param("kernel", self.kernel_init, (x.shape[-1], self.num_classes),
-                        self.param_dtype)
+    kernel = self.param(
+      "kernel", self.kernel_init, (x.shape[-1], self.num_classes), self.param_dtype
+    )
     x = _l2_normalize(x.astype(jnp.float32), axis=-1).astype(self.dtype)
     w = _l2_normalize(kernel.astype(jnp.float32), axis=0).astype(self.dtype)
     return jnp.clip(x @ w, -1.0, 1.0)
 
 
 def classifier_head(
-    kind: str,
-    num_classes: int,
-    *,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
-    linear_init: Initializer | None = None,
-    name: str = "head",
+  kind: str,
+  num_classes: int,
+  *,
+  dtype: Dtype = jnp.float32,
+  param_dtype: Dtype = jnp.float32,
+  linear_init: Initializer | None = None,
+  name: str = "head",
 ) -> Callable[[jax.Array], jax.Array]:
   """The classifier named ``kind`` ("linear" or "cosine"), as a submodule called ``name``.
 
@@ -106,8 +107,13 @@ def classifier_head(
   """
   dtype = jnp.promote_types(dtype, jnp.float32)
   if kind == "linear":
-    return nn.Dense(num_classes, dtype=dtype, param_dtype=param_dtype,
-                    kernel_init=linear_init or torch_linear_default, name=name)
+    return nn.Dense(
+      num_classes,
+      dtype=dtype,
+      param_dtype=param_dtype,
+      kernel_init=linear_init or torch_linear_default,
+      name=name,
+    )
   if kind == "cosine":
     return CosineClassifier(num_classes, dtype=dtype, param_dtype=param_dtype, name=name)
   raise ValueError(f"Unknown head {kind!r}; valid choices: {', '.join(HEAD_KINDS)}.")

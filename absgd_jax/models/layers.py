@@ -44,13 +44,13 @@ keras_he_normal: Initializer = nn.initializers.he_normal()
 
 
 def batch_norm(
-    train: bool,
-    *,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
-    axis_name: str | None = None,
-    zero_init: bool = False,
-    name: str | None = None,
+  train: bool,
+  *,
+  dtype: Dtype = jnp.float32,
+  param_dtype: Dtype = jnp.float32,
+  axis_name: str | None = None,
+  zero_init: bool = False,
+  name: str | None = None,
 ) -> nn.BatchNorm:
   """A BatchNorm layer with PyTorch's defaults (see the module docstring).
 
@@ -67,27 +67,27 @@ def batch_norm(
     An unbound ``flax.linen.BatchNorm`` to call on NHWC (or NC) inputs.
   """
   return nn.BatchNorm(
-      use_running_average=not train,
-      momentum=BN_MOMENTUM,
-      epsilon=BN_EPSILON,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      axis_name=axis_name,
-      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
-      name=name,
+    use_running_average=not train,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPSILON,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    axis_name=axis_name,
+    scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+    name=name,
   )
 
 
 def conv(
-    features: int,
-    kernel: int,
-    stride: int = 1,
-    *,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
-    kernel_init: Initializer = kaiming_normal_fan_in,
-    use_bias: bool = False,
-    name: str | None = None,
+  features: int,
+  kernel: int,
+  stride: int = 1,
+  *,
+  dtype: Dtype = jnp.float32,
+  param_dtype: Dtype = jnp.float32,
+  kernel_init: Initializer = kaiming_normal_fan_in,
+  use_bias: bool = False,
+  name: str | None = None,
 ) -> nn.Conv:
   """A square conv with PyTorch's symmetric padding ``kernel // 2``.
 
@@ -96,15 +96,15 @@ def conv(
   every conv here is followed by BatchNorm, whose shift makes a conv bias redundant.
   """
   return nn.Conv(
-      features,
-      (kernel, kernel),
-      strides=(stride, stride),
-      padding=kernel // 2,
-      use_bias=use_bias,
-      dtype=dtype,
-      param_dtype=param_dtype,
-      kernel_init=kernel_init,
-      name=name,
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=kernel // 2,
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=param_dtype,
+    kernel_init=kernel_init,
+    name=name,
   )
 
 

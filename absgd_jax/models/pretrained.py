@@ -68,19 +68,20 @@ TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".pth.tar")
 # Printed when torch is missing: converts a torch checkpoint to an .npz this module reads
 # with numpy alone. ``.float()`` because numpy has no bfloat16.
 NPZ_COMMAND = (
-    "python -c \"import sys, numpy as np, torch; "
-    "sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True); "
-    "sd = sd.get('state_dict', sd); "
-    "np.savez(sys.argv[2], **{k: v.float().numpy() for k, v in sd.items()})\" "
-    "in.pth out.npz")
+  'python -c "import sys, numpy as np, torch; '
+  "sd = torch.load(sys.argv[1], map_location='cpu', weights_only=True); "
+  "sd = sd.get('state_dict', sd); "
+  'np.savez(sys.argv[2], **{k: v.float().numpy() for k, v in sd.items()})" '
+  "in.pth out.npz"
+)
 
 # Standard depths by (block, stage sizes); the depth counts convs and the fc layer.
 _DEPTHS = {
-    ("basic", (2, 2, 2, 2)): 18,
-    ("basic", (3, 4, 6, 3)): 34,
-    ("bottleneck", (3, 4, 6, 3)): 50,
-    ("bottleneck", (3, 4, 23, 3)): 101,
-    ("bottleneck", (3, 8, 36, 3)): 152,
+  ("basic", (2, 2, 2, 2)): 18,
+  ("basic", (3, 4, 6, 3)): 34,
+  ("bottleneck", (3, 4, 6, 3)): 50,
+  ("bottleneck", (3, 4, 23, 3)): 101,
+  ("bottleneck", (3, 8, 36, 3)): 152,
 }
 _REGISTERED_DEPTHS = (18, 34, 50, 101, 152)  # Those with a factory in .registry.
 
@@ -88,25 +89,26 @@ _BLOCK_RE = re.compile(r"^stage(\d+)_block(\d+)$")
 _LAYER_RE = re.compile(r"^layer(\d+)\.(\d+)\.")
 # Block submodule (flax) -> torch attribute path.
 _BLOCK_PARTS = {
-    **{f"{kind}{j}": f"{kind}{j}" for kind in ("conv", "bn") for j in (1, 2, 3)},
-    "proj_conv": "downsample.0",
-    "proj_bn": "downsample.1",
+  **{f"{kind}{j}": f"{kind}{j}" for kind in ("conv", "bn") for j in (1, 2, 3)},
+  "proj_conv": "downsample.0",
+  "proj_bn": "downsample.1",
 }
 _TOP_PARTS = {"stem_conv": "conv1", "stem_bn": "bn1", "head": "fc"}
 # (collection, flax leaf name) -> torch tensor name.
 _LEAVES = {
-    ("params", "kernel"): "weight",
-    ("params", "scale"): "weight",
-    ("params", "bias"): "bias",
-    ("batch_stats", "mean"): "running_mean",
-    ("batch_stats", "var"): "running_var",
+  ("params", "kernel"): "weight",
+  ("params", "scale"): "weight",
+  ("params", "bias"): "bias",
+  ("batch_stats", "mean"): "running_mean",
+  ("batch_stats", "var"): "running_var",
 }
 _COLLECTIONS = ("params", "batch_stats")
 _LIST_AT_MOST = 8  # Keys listed per kind of problem in an error message.
 
 
-def torch_state_dict_to_flax(state_dict: Mapping[str, Any], variables: Mapping[str, Any], *,
-                             head: str = "keep") -> dict[str, Any]:
+def torch_state_dict_to_flax(
+  state_dict: Mapping[str, Any], variables: Mapping[str, Any], *, head: str = "keep"
+) -> dict[str, Any]:
   """A torchvision / timm ResNet state dict as variables of this package's :class:`ResNet`.
 
   Args:
@@ -149,8 +151,10 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], variables: Mapping[s
     ValueError: ... missing from the state dict: layer4.1.bn2.running_var ...
   """
   if head not in HEAD_MODES:
-    raise ValueError(f"Unknown head {head!r}; valid choices: {', '.join(HEAD_MODES)} "
-                     "(keep: load fc.* into the head; drop: keep the template's head).")
+    raise ValueError(
+      f"Unknown head {head!r}; valid choices: {', '.join(HEAD_MODES)} "
+      "(keep: load fc.* into the head; drop: keep the template's head)."
+    )
   state = _normalise_state_dict(state_dict)
   layout = _layout(variables)
   _check_architecture(state, variables["params"])
@@ -162,8 +166,10 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], variables: Mapping[s
   for path, key, leaf in layout:
     if path[1] == "head" and head == "drop":
       if isinstance(leaf, jax.ShapeDtypeStruct):
-        raise ValueError(f"head='drop' keeps the template's {'/'.join(path)}, but the template "
-                         "is abstract (jax.eval_shape); pass the variables of model.init.")
+        raise ValueError(
+          f"head='drop' keeps the template's {'/'.join(path)}, but the template "
+          "is abstract (jax.eval_shape); pass the variables of model.init."
+        )
       out[path] = jnp.asarray(leaf)
       continue
     if key not in state:
@@ -173,16 +179,17 @@ def torch_state_dict_to_flax(state_dict: Mapping[str, Any], variables: Mapping[s
     raw = _to_numpy(state[key])
     value = _torch_to_flax_layout(raw, len(leaf.shape))
     if value.shape != tuple(leaf.shape):
-      misshapen.append(f"{key} {tuple(raw.shape)} -> {'/'.join(path)} "
-                       f"expects {tuple(leaf.shape)} (torch layout "
-                       f"{_flax_to_torch_shape(tuple(leaf.shape))})")
+      misshapen.append(
+        f"{key} {tuple(raw.shape)} -> {'/'.join(path)} "
+        f"expects {tuple(leaf.shape)} (torch layout "
+        f"{_flax_to_torch_shape(tuple(leaf.shape))})"
+      )
       continue
     out[path] = jnp.asarray(value, dtype=leaf.dtype)
   ignored = {k for k in state if k.startswith("fc.")} if head == "drop" else set()
   unexpected = sorted(set(state) - used - ignored)
   if missing or misshapen or unexpected:
-    raise ValueError(_mismatch_message(missing, misshapen, unexpected, variables["params"],
-                                       state))
+    raise ValueError(_mismatch_message(missing, misshapen, unexpected, variables["params"], state))
   return traverse_util.unflatten_dict(out)
 
 
@@ -242,17 +249,22 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
       from safetensors.numpy import load_file  # Optional: only for this format.
     except ImportError as e:
-      raise ImportError(f"Reading {name} needs the safetensors package (pip install "
-                        "safetensors); or convert the file to .npz where it is installed.") from e
+      raise ImportError(
+        f"Reading {name} needs the safetensors package (pip install "
+        "safetensors); or convert the file to .npz where it is installed."
+      ) from e
     raw = load_file(name)
   else:
-    raise ValueError(f"Unknown weights file type {name!r}; expected one of "
-                     f"{', '.join(TORCH_SUFFIXES)}, .npz, .safetensors.")
+    raise ValueError(
+      f"Unknown weights file type {name!r}; expected one of "
+      f"{', '.join(TORCH_SUFFIXES)}, .npz, .safetensors."
+    )
   return {k: _to_numpy(v) for k, v in _normalise_state_dict(raw).items()}
 
 
-def load_pretrained(path: str | os.PathLike, variables: Mapping[str, Any], *,
-                    head: str = "keep") -> dict[str, Any]:
+def load_pretrained(
+  path: str | os.PathLike, variables: Mapping[str, Any], *, head: str = "keep"
+) -> dict[str, Any]:
   """Pretrained ResNet weights from a local file, as variables shaped like ``variables``.
 
   :func:`read_state_dict` followed by :func:`torch_state_dict_to_flax`; see both for the
@@ -275,28 +287,32 @@ def _torch_load(name: str) -> Mapping[str, Any]:
     import torch  # Lazy: the package itself never needs torch.
   except ImportError as e:
     raise ImportError(
-        f"Reading {name} needs PyTorch, which is not installed. On a machine that has it, "
-        f"convert the file to .npz once and load that instead:\n  {NPZ_COMMAND}") from e
+      f"Reading {name} needs PyTorch, which is not installed. On a machine that has it, "
+      f"convert the file to .npz once and load that instead:\n  {NPZ_COMMAND}"
+    ) from e
   try:
     return torch.load(name, map_location="cpu", weights_only=True)
   except pickle.UnpicklingError as e:
     # weights_only refuses arbitrary objects (e.g. an argparse.Namespace saved beside the
     # weights); unpickling those would run code from the file, so the choice is the user's.
     raise ValueError(
-        f"{name} holds more than tensors, so torch.load(weights_only=True) refuses it. If you "
-        "trust the file, load it yourself with torch.load(path, map_location='cpu', "
-        "weights_only=False) and pass its state dict to torch_state_dict_to_flax.") from e
+      f"{name} holds more than tensors, so torch.load(weights_only=True) refuses it. If you "
+      "trust the file, load it yourself with torch.load(path, map_location='cpu', "
+      "weights_only=False) and pass its state dict to torch_state_dict_to_flax."
+    ) from e
 
 
 def _normalise_state_dict(state_dict: Mapping[str, Any]) -> dict[str, Any]:
   """Unwraps ``state_dict``/``model`` nesting, strips ``module.``, drops counters."""
   if not isinstance(state_dict, Mapping):
-    raise ValueError(f"Expected a state dict (a mapping of names to tensors), got "
-                     f"{type(state_dict).__name__}.")
+    raise ValueError(
+      f"Expected a state dict (a mapping of names to tensors), got {type(state_dict).__name__}."
+    )
   state = state_dict
   while True:  # Terminates: every step goes one level deeper into a finite nest.
-    inner = next((state[k] for k in ("state_dict", "model")
-                  if isinstance(state.get(k), Mapping)), None)
+    inner = next(
+      (state[k] for k in ("state_dict", "model") if isinstance(state.get(k), Mapping)), None
+    )
     if inner is None:
       break
     state = inner
@@ -351,23 +367,31 @@ def _layout(variables: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str, An
   """
   if not isinstance(variables, Mapping) or "params" not in variables:
     keys = sorted(map(str, variables)) if isinstance(variables, Mapping) else type(variables)
-    hint = (" (pass the whole variables of model.init, not variables['params'])"
-            if isinstance(variables, Mapping) and "stem_conv" in variables else "")
+    hint = (
+      " (pass the whole variables of model.init, not variables['params'])"
+      if isinstance(variables, Mapping) and "stem_conv" in variables
+      else ""
+    )
     raise ValueError(f"Expected {{'params': ..., 'batch_stats': ...}}, got {keys}{hint}.")
   extra = sorted(set(map(str, variables)) - set(_COLLECTIONS))
   if extra or "batch_stats" not in variables:
-    raise ValueError(f"Expected exactly the collections params and batch_stats, got "
-                     f"{sorted(map(str, variables))}; pass the variables of model.init.")
+    raise ValueError(
+      f"Expected exactly the collections params and batch_stats, got "
+      f"{sorted(map(str, variables))}; pass the variables of model.init."
+    )
   params = variables["params"]
   stem = params.get("stem_conv", {}).get("kernel") if isinstance(params, Mapping) else None
   if stem is None:
-    raise ValueError("The template has no params/stem_conv/kernel; it must be the variables of "
-                     "an ImageNet-style ResNet, e.g. create_model('resnet50', num_classes).")
+    raise ValueError(
+      "The template has no params/stem_conv/kernel; it must be the variables of "
+      "an ImageNet-style ResNet, e.g. create_model('resnet50', num_classes)."
+    )
   if tuple(stem.shape[:2]) != (7, 7):
     raise ValueError(
-        f"The template's stem conv is {stem.shape[0]}x{stem.shape[1]} (a CIFAR stem: "
-        "cifar_stem=True, or a resnet8/20/32); ImageNet weights need the 7x7 stem with its "
-        "max-pool: build the model with cifar_stem=False (the default of resnet18/34/50/152).")
+      f"The template's stem conv is {stem.shape[0]}x{stem.shape[1]} (a CIFAR stem: "
+      "cifar_stem=True, or a resnet8/20/32); ImageNet weights need the 7x7 stem with its "
+      "max-pool: build the model with cifar_stem=False (the default of resnet18/34/50/152)."
+    )
   layout = []
   for collection in _COLLECTIONS:
     for path, leaf in traverse_util.flatten_dict(variables[collection]).items():
@@ -379,8 +403,10 @@ def _layout(variables: Mapping[str, Any]) -> list[tuple[tuple[str, ...], str, An
 def _torch_key(full: tuple[str, ...]) -> str:
   """The torch name of the flax leaf at ``full`` = (collection, module..., leaf)."""
   collection, *modules, leaf = full
-  bad = ValueError(f"The template's {'/'.join(full)} has no torchvision counterpart; the "
-                   "template must be an ImageNet-style ResNet of absgd_jax.models.")
+  bad = ValueError(
+    f"The template's {'/'.join(full)} has no torchvision counterpart; the "
+    "template must be an ImageNet-style ResNet of absgd_jax.models."
+  )
   tensor = _LEAVES.get((collection, leaf))
   if tensor is None:
     raise bad
@@ -404,9 +430,11 @@ def _architecture_of_state(state: Mapping[str, Any]) -> tuple[str, tuple[int, ..
       bottleneck |= key.startswith(f"layer{stage}.{index}.conv3.")
   if not blocks or "conv1.weight" not in state:
     shown = ", ".join(_shorten(sorted(state)))
-    raise ValueError("This does not look like a torchvision / timm ResNet state dict (no "
-                     f"conv1.weight and layer<k>.<i>.* keys); its keys: {shown}. If the weights "
-                     "sit under another key of a checkpoint, pass that entry.")
+    raise ValueError(
+      "This does not look like a torchvision / timm ResNet state dict (no "
+      f"conv1.weight and layer<k>.<i>.* keys); its keys: {shown}. If the weights "
+      "sit under another key of a checkpoint, pass that entry."
+    )
   sizes = tuple(blocks.get(s, 0) for s in range(1, max(blocks) + 1))
   return ("bottleneck" if bottleneck else "basic"), sizes
 
@@ -442,9 +470,11 @@ def _build_hint(arch: tuple[str, tuple[int, ...]]) -> str:
 def _check_architecture(state: Mapping[str, Any], params: Mapping[str, Any]) -> None:
   source, target = _architecture_of_state(state), _architecture_of_params(params)
   if source != target:
-    raise ValueError(f"The state dict is {_describe(source)} but the template is "
-                     f"{_describe(target)}; build the model as {_build_hint(source)} to load "
-                     "these weights.")
+    raise ValueError(
+      f"The state dict is {_describe(source)} but the template is "
+      f"{_describe(target)}; build the model as {_build_hint(source)} to load "
+      "these weights."
+    )
 
 
 def _shorten(keys: Iterable[str]) -> list[str]:
@@ -454,8 +484,13 @@ def _shorten(keys: Iterable[str]) -> list[str]:
   return keys[:_LIST_AT_MOST] + [f"... ({len(keys)} in all)"]
 
 
-def _mismatch_message(missing: list[str], misshapen: list[str], unexpected: list[str],
-                      params: Mapping[str, Any], state: Mapping[str, Any]) -> str:
+def _mismatch_message(
+  missing: list[str],
+  misshapen: list[str],
+  unexpected: list[str],
+  params: Mapping[str, Any],
+  state: Mapping[str, Any],
+) -> str:
   lines = ["The state dict does not fit the template:"]
   if missing:
     lines.append(f"  missing from the state dict: {', '.join(_shorten(missing))}")
@@ -468,12 +503,16 @@ def _mismatch_message(missing: list[str], misshapen: list[str], unexpected: list
     kind = "linear" if "bias" in params["head"] else "cosine (no bias)"
     ours = params["head"]["kernel"].shape[-1]
     theirs = f"{_to_numpy(state['fc.weight']).shape[0]}" if "fc.weight" in state else "no"
-    lines.append(f"  Only the classifier differs: the template's head is {kind} with {ours} "
-                 f"classes, the file's fc has {theirs}. Pass head='drop' to keep the "
-                 "template's own head, or build the model with the file's num_classes and "
-                 "head='linear'.")
+    lines.append(
+      f"  Only the classifier differs: the template's head is {kind} with {ours} "
+      f"classes, the file's fc has {theirs}. Pass head='drop' to keep the "
+      "template's own head, or build the model with the file's num_classes and "
+      "head='linear'."
+    )
   else:
-    lines.append("  The template must be the variables of create_model('resnet<depth>', ...) "
-                 "with the default widths and cifar_stem=False, as torchvision's ResNets; "
-                 "ResNeXt, wide and deep-stem variants do not fit.")
+    lines.append(
+      "  The template must be the variables of create_model('resnet<depth>', ...) "
+      "with the default widths and cifar_stem=False, as torchvision's ResNets; "
+      "ResNeXt, wide and deep-stem variants do not fit."
+    )
   return "\n".join(lines)

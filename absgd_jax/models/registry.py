@@ -12,16 +12,16 @@ from absgd_jax.models.resnet import resnet18, resnet34, resnet50, resnet101, res
 from absgd_jax.models.resnet_cifar import resnet8, resnet20, resnet32
 
 _FACTORIES: dict[str, Callable[..., nn.Module]] = {
-    "resnet8": resnet8,  # CIFAR, 16/32/64 channels, shortcut A by default.
-    "resnet20": resnet20,
-    "resnet32": resnet32,  # The paper's CIFAR-LT / ST model.
-    "resnet18": resnet18,  # ImageNet-style; cifar_stem=True for 32x32 inputs.
-    "resnet34": resnet34,
-    "resnet50": resnet50,  # ImageNet-LT, Places-LT, iNaturalist.
-    "resnet101": resnet101,
-    "resnet152": resnet152,
-    "cnn4": cnn4,  # The SCE paper's CNN for noisy CIFAR-10.
-    "mlp": mlp,  # scikit-learn digits.
+  "resnet8": resnet8,  # CIFAR, 16/32/64 channels, shortcut A by default.
+  "resnet20": resnet20,
+  "resnet32": resnet32,  # The paper's CIFAR-LT / ST model.
+  "resnet18": resnet18,  # ImageNet-style; cifar_stem=True for 32x32 inputs.
+  "resnet34": resnet34,
+  "resnet50": resnet50,  # ImageNet-LT, Places-LT, iNaturalist.
+  "resnet101": resnet101,
+  "resnet152": resnet152,
+  "cnn4": cnn4,  # The SCE paper's CNN for noisy CIFAR-10.
+  "mlp": mlp,  # scikit-learn digits.
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_FACTORIES)
 

@@ -82,8 +82,7 @@ class ResNet(nn.Module):
     if self.cifar_stem:
       x = conv(self.widths[0], 3, kernel_init=kaiming_normal_fan_out, name="stem_conv", **kw)(x)
     else:
-      x = conv(self.widths[0], 7, 2, kernel_init=kaiming_normal_fan_out, name="stem_conv",
-               **kw)(x)
+      x = conv(self.widths[0], 7, 2, kernel_init=kaiming_normal_fan_out, name="stem_conv", **kw)(x)
     x = nn.relu(batch_norm(train, axis_name=self.axis_name, name="stem_bn", **kw)(x))
     if not self.cifar_stem:
       # PyTorch's MaxPool2d(3, 2, padding=1); flax pads max-pool with -inf, so padding is inert.
@@ -92,9 +91,16 @@ class ResNet(nn.Module):
     for s, (size, width) in enumerate(zip(self.stage_sizes, self.widths), start=1):
       for b in range(1, size + 1):
         stride = 2 if (s > 1 and b == 1) else 1
-        x = block_cls(width, stride, shortcut="B", zero_init_residual=self.zero_init_residual,
-                      axis_name=self.axis_name, conv_init=kaiming_normal_fan_out,
-                      name=f"stage{s}_block{b}", **kw)(x, train)
+        x = block_cls(
+          width,
+          stride,
+          shortcut="B",
+          zero_init_residual=self.zero_init_residual,
+          axis_name=self.axis_name,
+          conv_init=kaiming_normal_fan_out,
+          name=f"stage{s}_block{b}",
+          **kw,
+        )(x, train)
     x = global_avg_pool(x)
     return classifier_head(self.head, self.num_classes, **kw)(x)
 
@@ -116,11 +122,9 @@ def resnet50(num_classes: int, **kwargs) -> ResNet:
 
 def resnet101(num_classes: int, **kwargs) -> ResNet:
   """ResNet-101: bottlenecks (3, 4, 23, 3); 44,549,160 parameters for 1000 classes."""
-  return ResNet(num_classes=num_classes, stage_sizes=(3, 4, 23, 3), block="bottleneck",
-                **kwargs)
+  return ResNet(num_classes=num_classes, stage_sizes=(3, 4, 23, 3), block="bottleneck", **kwargs)
 
 
 def resnet152(num_classes: int, **kwargs) -> ResNet:
   """ResNet-152: bottlenecks (3, 8, 36, 3); 60,192,808 parameters for 1000 classes."""
-  return ResNet(num_classes=num_classes, stage_sizes=(3, 8, 36, 3), block="bottleneck",
-                **kwargs)
+  return ResNet(num_classes=num_classes, stage_sizes=(3, 8, 36, 3), block="bottleneck", **kwargs)

@@ -80,11 +80,17 @@ class CifarResNet(nn.Module):
     for s, width in enumerate(self.widths, start=1):
       for b in range(1, self.blocks_per_stage + 1):
         stride = 2 if (s > 1 and b == 1) else 1
-        x = BasicBlock(width, stride, shortcut=self.shortcut, axis_name=self.axis_name,
-                       conv_init=kaiming_normal_fan_in, name=f"stage{s}_block{b}", **kw)(x, train)
+        x = BasicBlock(
+          width,
+          stride,
+          shortcut=self.shortcut,
+          axis_name=self.axis_name,
+          conv_init=kaiming_normal_fan_in,
+          name=f"stage{s}_block{b}",
+          **kw,
+        )(x, train)
     x = global_avg_pool(x)
-    return classifier_head(self.head, self.num_classes, linear_init=kaiming_normal_fan_in,
-                           **kw)(x)
+    return classifier_head(self.head, self.num_classes, linear_init=kaiming_normal_fan_in, **kw)(x)
 
 
 def resnet8(num_classes: int, **kwargs) -> CifarResNet:

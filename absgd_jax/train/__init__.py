@@ -10,5 +10,15 @@ from absgd_jax.train.step import TrainState, make_eval_step, make_train_step
 from absgd_jax.train.sweep import Sweep
 from absgd_jax.train.trainer import DivergenceError, Trainer
 
-__all__ = ["PRESETS", "Config", "DivergenceError", "RunMismatchError", "Sweep", "TrainState",
-           "Trainer", "make_config", "make_eval_step", "make_train_step"]
+__all__ = [
+  "PRESETS",
+  "Config",
+  "DivergenceError",
+  "RunMismatchError",
+  "Sweep",
+  "TrainState",
+  "Trainer",
+  "make_config",
+  "make_eval_step",
+  "make_train_step",
+]

@@ -12,8 +12,15 @@ from etils import epath
 
 # What a run writes into its folder (absgd_jax.train.trainer, run_folder, plots; a sweep's
 # own folder: sweep.jsonl), and the temporary files it writes them through.
-RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "sweep.jsonl", "curves.png",
-             "class_accuracy.png", "class_weights.png")
+RUN_FILES = (
+  "config.json",
+  "metrics.jsonl",
+  "summary.json",
+  "sweep.jsonl",
+  "curves.png",
+  "class_accuracy.png",
+  "class_weights.png",
+)
 RUN_FOLDERS = ("checkpoints",)
 
 

@@ -38,8 +38,12 @@ def _score(metrics: dict[str, Any]) -> tuple:
   """Orbax's ranking key: healthy before unhealthy, then by metric, then the latest."""
   metric = metrics.get("metric")
   has_metric = metric is not None and math.isfinite(metric)
-  return (bool(metrics.get("healthy")), has_metric, metric if has_metric else 0.0,
-          int(metrics.get("epoch", -1)))
+  return (
+    bool(metrics.get("healthy")),
+    has_metric,
+    metric if has_metric else 0.0,
+    int(metrics.get("epoch", -1)),
+  )
 
 
 _short = errors.short_reason
@@ -74,15 +78,17 @@ def find_run_checkpoints(run_dir: str) -> str:
   root = epath.Path(run_dir)
   if (root / "checkpoints").exists():
     return str(root / "checkpoints")
-  runs = sorted(p for p in root.iterdir() if (p / "checkpoints").exists()) \
-      if root.exists() else []
+  runs = sorted(p for p in root.iterdir() if (p / "checkpoints").exists()) if root.exists() else []
   if len(runs) == 1:
     return str(runs[0] / "checkpoints")
   if runs:
-    raise FileNotFoundError(f"{run_dir} holds {len(runs)} runs ({', '.join(p.name for p in runs)})"
-                            ": set init_from to the one to start from.")
-  raise FileNotFoundError(f"{run_dir} has no checkpoints/ (nor a run folder holding one): did "
-                          "its run finish an epoch?")
+    raise FileNotFoundError(
+      f"{run_dir} holds {len(runs)} runs ({', '.join(p.name for p in runs)})"
+      ": set init_from to the one to start from."
+    )
+  raise FileNotFoundError(
+    f"{run_dir} has no checkpoints/ (nor a run folder holding one): did its run finish an epoch?"
+  )
 
 
 class Checkpointer:
@@ -109,14 +115,22 @@ class Checkpointer:
     self.directory = directory
     # best_fn makes orbax store each save's metrics (and gives best_step); the policy keeps
     # the newest `keep` OR the single best: never fewer good ones than that.
-    policy = policies.AnyPreservationPolicy([
+    policy = policies.AnyPreservationPolicy(
+      [
         policies.LatestN(n=keep),
-        policies.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False)])
+        policies.BestN(get_metric_fn=_score, n=1, keep_checkpoints_without_metrics=False),
+      ]
+    )
     self._manager = _Manager(
-        epath.Path(directory),
-        options=ocp.CheckpointManagerOptions(best_fn=_score, best_mode="max", create=True,
-                                             preservation_policy=policy,
-                                             cleanup_tmp_directories=True))
+      epath.Path(directory),
+      options=ocp.CheckpointManagerOptions(
+        best_fn=_score,
+        best_mode="max",
+        create=True,
+        preservation_policy=policy,
+        cleanup_tmp_directories=True,
+      ),
+    )
 
   def latest_epoch(self) -> int | None:
     """The epoch number of the newest complete checkpoint, or None."""
@@ -150,8 +164,15 @@ class Checkpointer:
         best, best_key = epoch, key
     return best
 
-  def save(self, epoch: int, state: Any, meta: dict[str, Any], *, healthy: bool = True,
-           metric: float | None = None) -> None:
+  def save(
+    self,
+    epoch: int,
+    state: Any,
+    meta: dict[str, Any],
+    *,
+    healthy: bool = True,
+    metric: float | None = None,
+  ) -> None:
     """Saves ``state`` and the JSON ``meta`` as ``epoch``.
 
     Args:
@@ -167,19 +188,26 @@ class Checkpointer:
       if stale >= epoch:
         self._manager.delete(stale)
     self._manager.save(
-        epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                       meta=ocp.args.JsonSave(meta)),
-        metrics={"healthy": bool(healthy), "metric": metric, "epoch": int(epoch)})
+      epoch,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      metrics={"healthy": bool(healthy), "metric": metric, "epoch": int(epoch)},
+    )
     self._manager.wait_until_finished()
 
   def _restore_one(self, state_like: Any, epoch: int):
     self._metrics(epoch)  # Notes a damaged metrics record, if it was not read yet.
     if epoch in self._manager.damaged:
-      raise CheckpointError(f"its metrics record {self.directory}/{epoch}/metrics is damaged"
-                            f" ({self._manager.damaged[epoch]})")
+      raise CheckpointError(
+        f"its metrics record {self.directory}/{epoch}/metrics is damaged"
+        f" ({self._manager.damaged[epoch]})"
+      )
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_like)
-    out = self._manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    out = self._manager.restore(
+      epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
+      ),
+    )
     return out["state"], out["meta"]
 
   def is_healthy(self, epoch: int) -> bool:
@@ -189,8 +217,9 @@ class Checkpointer:
 
   def latest_healthy_epoch(self) -> int | None:
     """The newest checkpoint saved as healthy, or None."""
-    healthy = [e for e in self.all_epochs()
-               if self.is_healthy(e) and e not in self._manager.damaged]
+    healthy = [
+      e for e in self.all_epochs() if self.is_healthy(e) and e not in self._manager.damaged
+    ]
     return healthy[-1] if healthy else None
 
   def restore(self, state_like: Any, epoch: int | None = None) -> tuple[Any, dict[str, Any]]:
@@ -223,13 +252,16 @@ class Checkpointer:
     epochs = [e for e in epochs if e not in unhealthy]
     if not epochs:
       raise CheckpointError(
-          f"every checkpoint in {self.directory} (epochs {sorted(unhealthy)}) was saved after "
-          "the run diverged: none is worth resuming. Start afresh (--new-run, or another "
-          "out_dir), e.g. with a lower lr.")
+        f"every checkpoint in {self.directory} (epochs {sorted(unhealthy)}) was saved after "
+        "the run diverged: none is worth resuming. Start afresh (--new-run, or another "
+        "out_dir), e.g. with a lower lr."
+      )
     if unhealthy and unhealthy[0] > epochs[0]:
-      warnings.warn(f"checkpoints {sorted(unhealthy)} in {self.directory} were saved after "
-                    f"the run diverged; resuming from the last healthy one, epoch {epochs[0]}.",
-                    stacklevel=3)
+      warnings.warn(
+        f"checkpoints {sorted(unhealthy)} in {self.directory} were saved after "
+        f"the run diverged; resuming from the last healthy one, epoch {epochs[0]}.",
+        stacklevel=3,
+      )
     failed: list[tuple[int, BaseException]] = []
     for i, ep in enumerate(epochs):
       try:
@@ -237,24 +269,30 @@ class Checkpointer:
       except Exception as e:  # Orbax and TensorStore raise many types for a bad file.
         failed.append((ep, e))
         if i + 1 < len(epochs):
-          warnings.warn(f"checkpoint {self.directory}/{ep} does not read ({_short(e)}); "
-                        f"falling back to the previous one, epoch {epochs[i + 1]}.",
-                        stacklevel=3)
+          warnings.warn(
+            f"checkpoint {self.directory}/{ep} does not read ({_short(e)}); "
+            f"falling back to the previous one, epoch {epochs[i + 1]}.",
+            stacklevel=3,
+          )
         continue
       return out
     ep, e = failed[0]
     raise CheckpointError(
-        f"no checkpoint in {self.directory} reads (tried epochs {[f for f, _ in failed]}). "
-        + self._hint(ep, e)) from e
+      f"no checkpoint in {self.directory} reads (tried epochs {[f for f, _ in failed]}). "
+      + self._hint(ep, e)
+    ) from e
 
   def _hint(self, epoch: int, e: BaseException) -> str:
-    return (f"checkpoint {self.directory}/{epoch} does not read: {_short(e)}. It may be "
-            "corrupt (a copy cut short, a full disk) or from another model or settings. "
-            "Delete that epoch's folder to resume from an earlier one, or start afresh in "
-            "another out_dir (or with --new-run).")
+    return (
+      f"checkpoint {self.directory}/{epoch} does not read: {_short(e)}. It may be "
+      "corrupt (a copy cut short, a full disk) or from another model or settings. "
+      "Delete that epoch's folder to resume from an earlier one, or start afresh in "
+      "another out_dir (or with --new-run)."
+    )
 
-  def restore_variables(self, variables: dict[str, Any], *, head: str = "keep",
-                        epoch: int | None = None) -> dict[str, Any]:
+  def restore_variables(
+    self, variables: dict[str, Any], *, head: str = "keep", epoch: int | None = None
+  ) -> dict[str, Any]:
     """The checkpoint's ``params`` and ``batch_stats`` only, checked against ``variables``.
 
     By default from the newest healthy checkpoint.
@@ -278,15 +316,23 @@ class Checkpointer:
     meta = getattr(meta, "item_metadata", meta)  # orbax versions differ in the wrapping.
     tree = getattr(meta, "tree", meta)
     wanted = {k: tree[k] for k in ("params", "batch_stats") if k in tree}
-    saved = checkpointer.restore(path, args=ocp.args.PyTreeRestore(
-        item=wanted, partial_restore=True,
-        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted)))
+    saved = checkpointer.restore(
+      path,
+      args=ocp.args.PyTreeRestore(
+        item=wanted,
+        partial_restore=True,
+        restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), wanted),
+      ),
+    )
     out = dict(variables)
     for collection in ("params", "batch_stats"):
       if collection in variables:
-        out[collection] = fit_to_template(saved.get(collection, {}), variables[collection],
-                                          keep=("head",) if head == "drop" else (),
-                                          where=f"{self._manager.directory}:{collection}")
+        out[collection] = fit_to_template(
+          saved.get(collection, {}),
+          variables[collection],
+          keep=("head",) if head == "drop" else (),
+          where=f"{self._manager.directory}:{collection}",
+        )
     return out
 
   def delete_all(self) -> None:
@@ -298,8 +344,9 @@ class Checkpointer:
     self._manager.close()
 
 
-def fit_to_template(loaded: Any, template: Any, *, keep: tuple[str, ...] = (),
-                    where: str = "checkpoint") -> Any:
+def fit_to_template(
+  loaded: Any, template: Any, *, keep: tuple[str, ...] = (), where: str = "checkpoint"
+) -> Any:
   """``loaded`` (nested dicts of arrays) in ``template``'s structure and dtypes.
 
   Top-level entries named in ``keep`` come from ``template`` instead. Every other leaf of the
@@ -308,23 +355,28 @@ def fit_to_template(loaded: Any, template: Any, *, keep: tuple[str, ...] = (),
   Raises:
     ValueError: naming the first missing, unexpected or mis-shaped entry.
   """
+
   def walk(got, want, path):
     if not isinstance(want, dict):
       if not hasattr(got, "shape"):
         raise ValueError(f"{where}: {path} is not an array.")
       if tuple(got.shape) != tuple(want.shape):
-        raise ValueError(f"{where}: {path} has shape {tuple(got.shape)}; the model needs "
-                         f"{tuple(want.shape)}. Is it the same architecture and class count "
-                         f"(init_head='drop' starts a new classifier)?")
+        raise ValueError(
+          f"{where}: {path} has shape {tuple(got.shape)}; the model needs "
+          f"{tuple(want.shape)}. Is it the same architecture and class count "
+          f"(init_head='drop' starts a new classifier)?"
+        )
       return np.asarray(got).astype(want.dtype)
     if not isinstance(got, dict):
       raise ValueError(f"{where}: {path or 'the root'} is not a collection of parameters.")
     extra = sorted(set(got) - set(want))
     missing = sorted(set(want) - set(got))
     if missing or extra:
-      raise ValueError(f"{where}: {path or 'the root'} " + (
-          f"lacks {missing}" if missing else f"has unexpected entries {extra}") +
-          ". Is it a checkpoint of the same model?")
+      raise ValueError(
+        f"{where}: {path or 'the root'} "
+        + (f"lacks {missing}" if missing else f"has unexpected entries {extra}")
+        + ". Is it a checkpoint of the same model?"
+      )
     return {k: walk(got[k], want[k], f"{path}/{k}" if path else k) for k in want}
 
   loaded = {k: v for k, v in dict(loaded).items() if k not in keep}

@@ -53,18 +53,22 @@ def kl_budget(budget: float, batch_size: int) -> None:
   top = math.log(batch_size)
   if budget >= top:
     raise ValueError(
-        f"kl_budget={budget:g} cannot be met with batch_size={batch_size}: the weights' KL "
-        f"divergence from uniform over {batch_size} samples is at most log({batch_size}) = "
-        f"{top:.3f} (all weight on one sample). Choose kl_budget < {top:.3f} (0.01 is the "
-        f"tested choice; below log(10) = {math.log(1 / LOW_ESS_FRACTION):.3f} the effective "
-        "sample size can stay above a tenth of the batch), or a larger batch_size.")
+      f"kl_budget={budget:g} cannot be met with batch_size={batch_size}: the weights' KL "
+      f"divergence from uniform over {batch_size} samples is at most log({batch_size}) = "
+      f"{top:.3f} (all weight on one sample). Choose kl_budget < {top:.3f} (0.01 is the "
+      f"tested choice; below log(10) = {math.log(1 / LOW_ESS_FRACTION):.3f} the effective "
+      "sample size can stay above a tenth of the batch), or a larger batch_size."
+    )
   if budget > -math.log(LOW_ESS_FRACTION):
     warnings.warn(
-        f"kl_budget={budget:g} lets the weights' effective sample size fall to at most "
-        f"batch_size * exp(-kl_budget) = {batch_size * math.exp(-budget):.1f} of {batch_size}, "
-        f"below a tenth of the batch: most samples would barely count. Budgets up to "
-        f"log(10) = {-math.log(LOW_ESS_FRACTION):.3f} keep it possible to stay above a tenth; "
-        "0.01 is the tested choice.", UserWarning, stacklevel=2)
+      f"kl_budget={budget:g} lets the weights' effective sample size fall to at most "
+      f"batch_size * exp(-kl_budget) = {batch_size * math.exp(-budget):.1f} of {batch_size}, "
+      f"below a tenth of the batch: most samples would barely count. Budgets up to "
+      f"log(10) = {-math.log(LOW_ESS_FRACTION):.3f} keep it possible to stay above a tenth; "
+      "0.01 is the tested choice.",
+      UserWarning,
+      stacklevel=2,
+    )
 
 
 def tfds_data_dir(dataset: str, source: str, data_dir: str) -> None:
@@ -80,18 +84,26 @@ def tfds_data_dir(dataset: str, source: str, data_dir: str) -> None:
   if source != "tfds" or not data_dir or "://" in data_dir:
     return
   if not os.path.isdir(os.path.join(data_dir, dataset)):
-    what = "does not exist" if not os.path.exists(data_dir) else (
-        f"is not a TFDS data directory: it has no {dataset}/ folder")
+    what = (
+      "does not exist"
+      if not os.path.exists(data_dir)
+      else (f"is not a TFDS data directory: it has no {dataset}/ folder")
+    )
     raise FileNotFoundError(
-        f"data_dir={data_dir} {what}. With source='tfds', point data_dir at the folder that "
-        f"holds the prepared {dataset}/<version>/ files (written by `tfds build {dataset} "
-        "--file_format=array_record` on a machine with a network), or set data_dir= (empty) "
-        "to use $TFDS_DATA_DIR or ~/tensorflow_datasets.")
+      f"data_dir={data_dir} {what}. With source='tfds', point data_dir at the folder that "
+      f"holds the prepared {dataset}/<version>/ files (written by `tfds build {dataset} "
+      "--file_format=array_record` on a machine with a network), or set data_dir= (empty) "
+      "to use $TFDS_DATA_DIR or ~/tensorflow_datasets."
+    )
 
 
-def moved_schedule(out_dir: str, saved_epochs: Any, epochs: int,
-                   differ: Mapping[str, tuple[Any, Any]],
-                   epoch_fields: tuple[str, ...]) -> str | None:
+def moved_schedule(
+  out_dir: str,
+  saved_epochs: Any,
+  epochs: int,
+  differ: Mapping[str, tuple[Any, Any]],
+  epoch_fields: tuple[str, ...],
+) -> str | None:
   """Why a resume with another ``epochs`` is refused, when only the schedule it moved differs.
 
   Overriding a preset's ``epochs`` moves its epoch-valued fields with it; resuming a run
@@ -117,19 +129,27 @@ def moved_schedule(out_dir: str, saved_epochs: Any, epochs: int,
     schedule: --set epochs=6 --set drw_epoch=3. Or start afresh with the new schedule:
     --new-run (or another --out).
   """
-  if saved_epochs is None or int(saved_epochs) == epochs or not differ \
-     or not set(differ) <= set(epoch_fields):
+  if (
+    saved_epochs is None
+    or int(saved_epochs) == epochs
+    or not differ
+    or not set(differ) <= set(epoch_fields)
+  ):
     return None
 
   def text(v):
     return ",".join(str(x) for x in v) if isinstance(v, (list, tuple)) else str(v)
 
-  lines = "; ".join(f"{k}: {text(old) or 'none'} in the saved run, {text(new) or 'none'} now"
-                    for k, (old, new) in sorted(differ.items()))
+  lines = "; ".join(
+    f"{k}: {text(old) or 'none'} in the saved run, {text(new) or 'none'} now"
+    for k, (old, new) in sorted(differ.items())
+  )
   keep = " ".join(f"--set {k}={text(old)}" for k, (old, _) in sorted(differ.items()))
-  return (f"{out_dir} holds a run of epochs={saved_epochs}; epochs={epochs} comes with another "
-          f"schedule ({lines}; a preset's schedule follows epochs unless set), which would "
-          "change the epochs already trained. To "
-          f"train that run on to epochs={epochs} with its schedule, keep the schedule: "
-          f"--set epochs={epochs} {keep}. Or start afresh with the new schedule: --new-run "
-          "(or another --out).")
+  return (
+    f"{out_dir} holds a run of epochs={saved_epochs}; epochs={epochs} comes with another "
+    f"schedule ({lines}; a preset's schedule follows epochs unless set), which would "
+    "change the epochs already trained. To "
+    f"train that run on to epochs={epochs} with its schedule, keep the schedule: "
+    f"--set epochs={epochs} {keep}. Or start afresh with the new schedule: --new-run "
+    "(or another --out)."
+  )

@@ -41,22 +41,42 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
   ap = argparse.ArgumentParser(prog="absgd-train", description=__doc__.split("\n")[0])
   ap.add_argument("--config", choices=sorted(PRESETS), help="a paper experiment preset")
-  ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                  help="override a setting (repeatable), e.g. --set method=sgd")
+  ap.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="KEY=VALUE",
+    help="override a setting (repeatable), e.g. --set method=sgd",
+  )
   ap.add_argument("--out", help="output directory (the out_dir setting)")
   ap.add_argument("--list", action="store_true", help="list the presets and exit")
-  ap.add_argument("--no-progress", action="store_true",
-                  help="no progress bars (the epoch lines stay)")
+  ap.add_argument(
+    "--no-progress", action="store_true", help="no progress bars (the epoch lines stay)"
+  )
   ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-  ap.add_argument("--new-run", action="store_true",
-                  help="start afresh in out_dir even if it holds a run with other settings")
-  ap.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-                  help="train one model per value (lam, gamma, seed; repeat for a grid) in one "
-                       "compiled program, and pick the winner on the validation split")
-  ap.add_argument("--distributed", action="store_true",
-                  help="call jax.distributed.initialize() first (multi-host)")
-  ap.add_argument("--debug", action="store_true",
-                  help=f"show tracebacks and library logging (also: {errors.DEBUG_ENV}=1)")
+  ap.add_argument(
+    "--new-run",
+    action="store_true",
+    help="start afresh in out_dir even if it holds a run with other settings",
+  )
+  ap.add_argument(
+    "--sweep",
+    action="append",
+    default=[],
+    metavar="KEY=V1,V2,...",
+    help="train one model per value (lam, gamma, seed; repeat for a grid) in one "
+    "compiled program, and pick the winner on the validation split",
+  )
+  ap.add_argument(
+    "--distributed",
+    action="store_true",
+    help="call jax.distributed.initialize() first (multi-host)",
+  )
+  ap.add_argument(
+    "--debug",
+    action="store_true",
+    help=f"show tracebacks and library logging (also: {errors.DEBUG_ENV}=1)",
+  )
   return ap
 
 
@@ -77,6 +97,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
     config = make_config(args.config, overrides)
     if args.sweep:  # The grid is checked before any device or data is touched.
       from absgd_jax.train.sweep import member_configs, parse_sweep
+
       member_configs(config, parse_sweep(args.sweep))
   except ValueError as e:
     ap.error(str(e))
@@ -87,10 +108,13 @@ def _named(args: argparse.Namespace, config: Config) -> Config:
   """``config`` with the folder the run will use: its own, a sweep's, or one named by its
   settings (messages about the run name that folder)."""
   import dataclasses
+
   if args.sweep:
     from absgd_jax.train.sweep import parse_sweep, sweep_dir
+
     return dataclasses.replace(config, out_dir=sweep_dir(config, list(parse_sweep(args.sweep))))
   from absgd_jax.train.run_folder import resolve_out_dir
+
   return resolve_out_dir(config)
 
 
@@ -126,16 +150,17 @@ def _users_to_fix(e: BaseException) -> bool:
   from absgd_jax.train.checkpoint import CheckpointError
   from absgd_jax.train.run_folder import RunMismatchError
   from absgd_jax.train.trainer import DivergenceError
-  return errors.disk_full(e) or isinstance(e, (errors.UserError, OSError, DivergenceError,
-                                               RunMismatchError, CheckpointError))
+
+  return errors.disk_full(e) or isinstance(
+    e, (errors.UserError, OSError, DivergenceError, RunMismatchError, CheckpointError)
+  )
 
 
 def _last_checkpoint_text(config: Config) -> str:
   if not config.checkpoint:
     return "checkpoints are off (checkpoint=false), so a rerun starts afresh"
   last = errors.last_checkpoint(config.out_dir)
-  return ("no checkpoint was saved yet" if last is None else
-          f"the last checkpoint is epoch {last}")
+  return "no checkpoint was saved yet" if last is None else f"the last checkpoint is epoch {last}"
 
 
 def _interrupted(config: Config, trainer) -> str:
@@ -145,38 +170,48 @@ def _interrupted(config: Config, trainer) -> str:
       folder.close()
     except BaseException:  # noqa: BLE001 - a second Ctrl-C, or the save's own failure.
       pass
-  where = ("before the first step" if trainer is None else
-           f"at epoch {trainer.position[0]}, step {trainer.position[1]}")
-  return (f"interrupted {where}; {_last_checkpoint_text(config)}; rerun the same command to "
-          "resume")
+  where = (
+    "before the first step"
+    if trainer is None
+    else f"at epoch {trainer.position[0]}, step {trainer.position[1]}"
+  )
+  return f"interrupted {where}; {_last_checkpoint_text(config)}; rerun the same command to resume"
 
 
 def _disk_full(config: Config, e: BaseException) -> str:
   """The one line for a full disk: the folder, the last good checkpoint, what to do."""
   path = next((x.filename for x in errors.chain(e) if getattr(x, "filename", None)), None)
-  return (f"no space left on the disk holding {config.out_dir}"
-          + (f" (writing {path})" if path else "") + f"; {_last_checkpoint_text(config)} "
-          f"(in {config.out_dir}/checkpoints), and what was saved before is intact. Free space "
-          "(or move the folder and pass --out) and rerun the same command to resume.")
+  return (
+    f"no space left on the disk holding {config.out_dir}"
+    + (f" (writing {path})" if path else "")
+    + f"; {_last_checkpoint_text(config)} "
+    f"(in {config.out_dir}/checkpoints), and what was saved before is intact. Free space "
+    "(or move the folder and pass --out) and rerun the same command to resume."
+  )
 
 
 def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
   import jax
+
   if args.distributed:
     # jax reads JAX_COORDINATOR_ADDRESS itself and detects TPU pods, SLURM and Open MPI;
     # elsewhere these two say which process this is.
-    kw = {k: int(os.environ[v]) for k, v in (("num_processes", "JAX_NUM_PROCESSES"),
-                                             ("process_id", "JAX_PROCESS_ID")) if v in os.environ}
+    kw = {
+      k: int(os.environ[v])
+      for k, v in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID"))
+      if v in os.environ
+    }
     jax.distributed.initialize(**kw)
   from absgd_jax.train.sweep import Sweep, parse_sweep
   from absgd_jax.train.trainer import Trainer
+
   kw = {"new_run": True} if args.new_run else {}
   if args.sweep:  # A folder per member, sweep.jsonl and a table (absgd_jax.train.sweep).
-    trainer = run["trainer"] = Sweep(config, parse_sweep(args.sweep),
-                                     progress=not args.no_progress, console=True, **kw)
+    trainer = run["trainer"] = Sweep(
+      config, parse_sweep(args.sweep), progress=not args.no_progress, console=True, **kw
+    )
   else:
-    trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True,
-                                       **kw)
+    trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True, **kw)
   summary = trainer.fit()
   if not args.no_plots and jax.process_index() == 0:
     for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
@@ -185,25 +220,41 @@ def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
   if args.sweep:
     return 0 if summary["winner"] is not None else 2
   final = summary["final"]
-  print(json.dumps({k: final.get(k) for k in ("epoch", "train_loss", "test_acc",
-                                              "test_balanced_acc", "test_many_shot_acc",
-                                              "test_medium_shot_acc", "test_few_shot_acc")}))
+  print(
+    json.dumps(
+      {
+        k: final.get(k)
+        for k in (
+          "epoch",
+          "train_loss",
+          "test_acc",
+          "test_balanced_acc",
+          "test_many_shot_acc",
+          "test_medium_shot_acc",
+          "test_few_shot_acc",
+        )
+      }
+    )
+  )
   return 0
 
 
 def _plot(history: list, out_dir: str, class_names: list) -> None:
   """The run's PNG plots in ``out_dir``."""
   from absgd_jax.train.plots import plot_run
+
   if "://" in out_dir:  # matplotlib writes local files: plot, then copy them over.
     import tempfile
 
     from etils import epath
+
     with tempfile.TemporaryDirectory() as tmp:
       for path in plot_run(history, tmp, class_names):
         with open(path, "rb") as f:
           (epath.Path(out_dir) / os.path.basename(path)).write_bytes(f.read())
   else:
     plot_run(history, out_dir, class_names)
+
 
 if __name__ == "__main__":
   sys.exit(main())

@@ -33,6 +33,7 @@ def use_compile_cache(path: str) -> None:
     >>> jax.config.update("jax_compilation_cache_dir", before)
   """
   import jax
+
   if not jax.config.jax_compilation_cache_dir:
     jax.config.update("jax_compilation_cache_dir", os.path.abspath(path))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

@@ -33,8 +33,18 @@ from absgd_jax.train import checks
 METHODS = ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
 # The methods whose per-sample weights switch on at stage2_epoch (lam = inf before it).
 WEIGHTED_METHODS = ("absgd", "abadam", "eg")
-MODELS = ("mlp", "cnn4", "resnet8", "resnet20", "resnet32", "resnet18", "resnet34",
-          "resnet50", "resnet101", "resnet152")
+MODELS = (
+  "mlp",
+  "cnn4",
+  "resnet8",
+  "resnet20",
+  "resnet32",
+  "resnet18",
+  "resnet34",
+  "resnet50",
+  "resnet101",
+  "resnet152",
+)
 
 
 def _choice(default: str, choices) -> Any:
@@ -53,8 +63,9 @@ def _in_range(x: float, allowed: str) -> bool:
     low = float(allowed.lstrip(">=").strip())
     return x >= low if allowed.startswith(">=") else x > low
   low, high = (float(v) for v in allowed[1:-1].split(","))
-  return ((x >= low) if allowed[0] == "[" else (x > low)) and \
-      ((x <= high) if allowed[-1] == "]" else (x < high))
+  return ((x >= low) if allowed[0] == "[" else (x > low)) and (
+    (x <= high) if allowed[-1] == "]" else (x < high)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +206,10 @@ class Config:
         raise ValueError(f"{f.name}={value!r} is not one of {', '.join(f.metadata['choices'])}.")
       allowed = f.metadata.get("range")
       if allowed is not None and not _in_range(value, allowed):
-        raise ValueError(f"{f.name}={value!r} is outside the allowed range: {f.name} must "
-                         f"{'lie in' if allowed[0] in '[(' else 'be'} {allowed}.")
+        raise ValueError(
+          f"{f.name}={value!r} is outside the allowed range: {f.name} must "
+          f"{'lie in' if allowed[0] in '[(' else 'be'} {allowed}."
+        )
       if allowed is not None and isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"{f.name}={value!r} must be finite.")
     self._check_combinations()
@@ -205,67 +218,92 @@ class Config:
   def _check_combinations(self) -> None:
     """Settings that are valid alone but not together."""
     if self.lam == 0 or math.isnan(self.lam):
-      raise ValueError(f"lam={self.lam} is not allowed: lam must be nonzero (> 0 for "
-                       "imbalance, < 0 for noisy labels, +-inf for plain SGD).")
+      raise ValueError(
+        f"lam={self.lam} is not allowed: lam must be nonzero (> 0 for "
+        "imbalance, < 0 for noisy labels, +-inf for plain SGD)."
+      )
     if self.kl_budget > 0 and self.method not in ("absgd", "abadam"):
-      raise ValueError(f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
-                       f"'abadam', not {self.method!r} (set kl_budget=0).")
+      raise ValueError(
+        f"kl_budget={self.kl_budget} sets ABSGD's lam: it needs method='absgd' or "
+        f"'abadam', not {self.method!r} (set kl_budget=0)."
+      )
     checks.kl_budget(self.kl_budget, self.batch_size)
     if self.sce_alpha == 0 and self.sce_beta == 0:
       raise ValueError("sce_alpha=0 and sce_beta=0 make the SCE loss 0: give one > 0.")
     if self.dataset == "image-list" and self.classes < 1:
       raise ValueError("dataset='image-list' needs classes=<number of classes> (>= 1).")
     if self.streamed and self.image_size:
-      raise ValueError(f"image_size={self.image_size} downsamples in-memory data; streamed "
-                       "file lists use crop_size and resize_size (set image_size=0).")
+      raise ValueError(
+        f"image_size={self.image_size} downsamples in-memory data; streamed "
+        "file lists use crop_size and resize_size (set image_size=0)."
+      )
     if self.streamed and self.method == "l2rw":
-      raise ValueError("method='l2rw' needs an in-memory meta set; it is not available for "
-                       "streamed file-list data sets.")
+      raise ValueError(
+        "method='l2rw' needs an in-memory meta set; it is not available for "
+        "streamed file-list data sets."
+      )
     if self.noise == "asym" and facts(self.dataset).asym_noise is None:
       with_asym = [n for n, f in FACTS.items() if f.asym_noise is not None]
-      raise ValueError(f"noise='asym' has no mapping for dataset={self.dataset!r}; it exists "
-                       f"for {', '.join(with_asym)} (or use noise='sym').")
+      raise ValueError(
+        f"noise='asym' has no mapping for dataset={self.dataset!r}; it exists "
+        f"for {', '.join(with_asym)} (or use noise='sym')."
+      )
     if not self.crop_size <= self.resize_size:
-      raise ValueError(f"need crop_size <= resize_size; got crop_size={self.crop_size}, "
-                       f"resize_size={self.resize_size}.")
+      raise ValueError(
+        f"need crop_size <= resize_size; got crop_size={self.crop_size}, "
+        f"resize_size={self.resize_size}."
+      )
     if self.lr_schedule == "cosine" and self.lr_decay_epochs:
-      raise ValueError("lr_schedule='cosine' decays to 0 by itself; drop lr_decay_epochs "
-                       f"({self.lr_decay_epochs}) or use lr_schedule='step'.")
+      raise ValueError(
+        "lr_schedule='cosine' decays to 0 by itself; drop lr_decay_epochs "
+        f"({self.lr_decay_epochs}) or use lr_schedule='step'."
+      )
     if self.loss == "ldam" and self.head != "cosine":
       raise ValueError("loss='ldam' expects a normalised classifier: set head='cosine'.")
     # Larger than the whole training split: every step would be one padded batch (and the
     # process may be killed for memory before it says so).
     size = facts(self.dataset).train_size
     if size and self.batch_size > size:
-      raise ValueError(f"batch_size={self.batch_size} exceeds the {size} training images of "
-                       f"{self.dataset}: choose batch_size <= {size} (the split after imbalance "
-                       "is smaller still).")
+      raise ValueError(
+        f"batch_size={self.batch_size} exceeds the {size} training images of "
+        f"{self.dataset}: choose batch_size <= {size} (the split after imbalance "
+        "is smaller still)."
+      )
 
   def _check_epochs(self) -> None:
     """Epoch-valued fields against the run's length: nothing asked for may silently not happen."""
     e = self.epochs
     if self.warmup_epochs and self.warmup_epochs >= e:
-      raise ValueError(f"warmup_epochs={self.warmup_epochs} must be < epochs={e}: the learning "
-                       "rate would never reach lr.")
+      raise ValueError(
+        f"warmup_epochs={self.warmup_epochs} must be < epochs={e}: the learning "
+        "rate would never reach lr."
+      )
     decays = self.lr_decay_epochs
     if any(b <= a for a, b in zip(decays, decays[1:])):
       raise ValueError(f"lr_decay_epochs={decays} must be strictly increasing.")
     late = [d for d in decays if not 1 <= d < e]
     if late:
-      raise ValueError(f"lr_decay_epochs={decays} has {late} outside 1..{e - 1} (epochs={e}): "
-                       "that decay would never happen. Drop it or raise epochs.")
+      raise ValueError(
+        f"lr_decay_epochs={decays} has {late} outside 1..{e - 1} (epochs={e}): "
+        "that decay would never happen. Drop it or raise epochs."
+      )
     if self.method in WEIGHTED_METHODS and self.stage2_epoch >= e:
       raise ValueError(
-          f"stage2_epoch={self.stage2_epoch} must be < epochs={e} with method="
-          f"{self.method!r}: its weights (lam={self.lam:g}) switch on at stage2_epoch, so this "
-          "run would be plain momentum SGD. Set stage2_epoch=0 (weights from the first step), "
-          "a smaller stage2_epoch, or more epochs.")
+        f"stage2_epoch={self.stage2_epoch} must be < epochs={e} with method="
+        f"{self.method!r}: its weights (lam={self.lam:g}) switch on at stage2_epoch, so this "
+        "run would be plain momentum SGD. Set stage2_epoch=0 (weights from the first step), "
+        "a smaller stage2_epoch, or more epochs."
+      )
     if self.stage2_trainable != "all" and self.stage2_epoch >= e:
-      raise ValueError(f"stage2_epoch={self.stage2_epoch} must be < epochs={e} with "
-                       f"stage2_trainable={self.stage2_trainable!r}: stage 2 would never start.")
+      raise ValueError(
+        f"stage2_epoch={self.stage2_epoch} must be < epochs={e} with "
+        f"stage2_trainable={self.stage2_trainable!r}: stage 2 would never start."
+      )
     if self.class_weighting == "drw" and self.drw_epoch >= e:
-      raise ValueError(f"drw_epoch={self.drw_epoch} must be < epochs={e} with "
-                       "class_weighting='drw': the class weights would never switch on.")
+      raise ValueError(
+        f"drw_epoch={self.drw_epoch} must be < epochs={e} with "
+        "class_weighting='drw': the class weights would never switch on."
+      )
 
   @property
   def num_classes(self) -> int:
@@ -296,13 +334,15 @@ class Config:
         return tuple(int(x) for x in text.split(",") if x.strip())
     except ValueError:
       kind = {bool: "true or false", int: "an integer", float: "a number"}.get(
-          hint, "comma-separated integers (e.g. 160,180)")
+        hint, "comma-separated integers (e.g. 160,180)"
+      )
       raise ValueError(f"{name} expects {kind}; got {text!r}.") from None
     return text
 
 
 def _check_type(name: str, value: Any, hint: Any) -> Any:
   """``value`` as the field's type, or a ValueError naming the key."""
+
   def bad(kind):
     return ValueError(f"{name} expects {kind}; got {value!r} ({type(value).__name__}).")
 
@@ -337,12 +377,27 @@ def _check_type(name: str, value: Any, hint: Any) -> Any:
 # Names that lived here before the presets and the run folder had their own modules: still
 # importable from here (looked up on first use, as those modules import this one).
 _MOVED = {
-    **dict.fromkeys(("PRESETS", "make_config", "scale_epochs", "EPOCH_FIELDS"), "presets"),
-    "validate_for_data": "experiment_data",
-    **dict.fromkeys(("fingerprint", "result_fields", "diff_configs", "default_out_dir",
-                     "config_to_dict", "config_from_dict", "write_run_config", "read_run_config",
-                     "RunMismatchError", "check_resume", "claim_run_dir", "CONFIG_FILE",
-                     "NON_RESULT_FIELDS", "OMITTED_AT_DEFAULT"), "run_folder"),
+  **dict.fromkeys(("PRESETS", "make_config", "scale_epochs", "EPOCH_FIELDS"), "presets"),
+  "validate_for_data": "experiment_data",
+  **dict.fromkeys(
+    (
+      "fingerprint",
+      "result_fields",
+      "diff_configs",
+      "default_out_dir",
+      "config_to_dict",
+      "config_from_dict",
+      "write_run_config",
+      "read_run_config",
+      "RunMismatchError",
+      "check_resume",
+      "claim_run_dir",
+      "CONFIG_FILE",
+      "NON_RESULT_FIELDS",
+      "OMITTED_AT_DEFAULT",
+    ),
+    "run_folder",
+  ),
 }
 
 
@@ -350,4 +405,5 @@ def __getattr__(name: str) -> Any:
   if name not in _MOVED:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
   import importlib
+
   return getattr(importlib.import_module(f"absgd_jax.train.{_MOVED[name]}"), name)

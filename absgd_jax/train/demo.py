@@ -44,22 +44,39 @@ METHODS = ("sgd", "absgd")
 # The noise schedule (lr x0.1 at 30 and at the end's approach, weight decay 1e-4,
 # batch 64), shortened from 150 to 100 epochs (second decay at 80 instead of 120) to fit the
 # demo in about two minutes; SGD (CE) still memorises (its test accuracy falls from its peak).
-NOISE = dict(noise="sym", noise_rate=0.4, epochs=100, lr_decay_epochs=(30, 80),
-             weight_decay=1e-4, batch_size=64, stage2_epoch=30)
+NOISE = dict(
+  noise="sym",
+  noise_rate=0.4,
+  epochs=100,
+  lr_decay_epochs=(30, 80),
+  weight_decay=1e-4,
+  batch_size=64,
+  stage2_epoch=30,
+)
 EQUAL_LR_ROW = "CE at lr 0.05"
 ROWS: dict[str, tuple[str, dict, str]] = {
-    "imbalance": ("digits-st", dict(rho=50, stage2_epoch=0),
-                  "step imbalance rho=50: lam>0 upweights the rare classes (minority = the 5 "
-                  "classes with 2 training images)"),
-    "noise, CE": ("digits-noise", dict(NOISE, loss="ce"),
-                  "40% flipped labels, CE, each method at its tuned lr; lam<0 from epoch 30 "
-                  "down-weights high-loss (mostly flipped) samples"),
-    EQUAL_LR_ROW: ("digits-noise", dict(NOISE, loss="ce"),
-                   "the same with both at lr 0.05, where SGD memorises the "
-                   "flipped labels"),
-    "noise, SCE": ("digits-noise", dict(NOISE, loss="sce"),
-                   "40% flipped labels, the noise-robust SCE loss, each at its tuned lr: ABSGD "
-                   "on top of it"),
+  "imbalance": (
+    "digits-st",
+    dict(rho=50, stage2_epoch=0),
+    "step imbalance rho=50: lam>0 upweights the rare classes (minority = the 5 "
+    "classes with 2 training images)",
+  ),
+  "noise, CE": (
+    "digits-noise",
+    dict(NOISE, loss="ce"),
+    "40% flipped labels, CE, each method at its tuned lr; lam<0 from epoch 30 "
+    "down-weights high-loss (mostly flipped) samples",
+  ),
+  EQUAL_LR_ROW: (
+    "digits-noise",
+    dict(NOISE, loss="ce"),
+    "the same with both at lr 0.05, where SGD memorises the flipped labels",
+  ),
+  "noise, SCE": (
+    "digits-noise",
+    dict(NOISE, loss="sce"),
+    "40% flipped labels, the noise-robust SCE loss, each at its tuned lr: ABSGD on top of it",
+  ),
 }
 # Each method's values, chosen by experiments/demo_tuning.py on the validation split with the
 # same number of grid points per method (SGD: 8 learning rates; ABSGD: 4 learning rates x 2
@@ -67,11 +84,11 @@ ROWS: dict[str, tuple[str, dict, str]] = {
 # that these are its best points). On noise, validation picks a small lr for SGD, with which
 # it memorises less: the table's "best epoch -> final" column shows how much is left.
 CHOSEN: dict[str, dict[str, dict]] = {
-    "imbalance": {"sgd": dict(lr=0.1), "absgd": dict(lr=0.1, lam=5.0)},
-    "noise, CE": {"sgd": dict(lr=0.00625), "absgd": dict(lr=0.025, lam=-1.0)},
-    "noise, SCE": {"sgd": dict(lr=0.0125), "absgd": dict(lr=0.025, lam=-1.0)},
-    # Both at lr 0.05 (set by hand, not tuned); ABSGD's lam is the tuning's best at 0.05.
-    EQUAL_LR_ROW: {"sgd": dict(lr=0.05), "absgd": dict(lr=0.05, lam=-1.0)},
+  "imbalance": {"sgd": dict(lr=0.1), "absgd": dict(lr=0.1, lam=5.0)},
+  "noise, CE": {"sgd": dict(lr=0.00625), "absgd": dict(lr=0.025, lam=-1.0)},
+  "noise, SCE": {"sgd": dict(lr=0.0125), "absgd": dict(lr=0.025, lam=-1.0)},
+  # Both at lr 0.05 (set by hand, not tuned); ABSGD's lam is the tuning's best at 0.05.
+  EQUAL_LR_ROW: {"sgd": dict(lr=0.05), "absgd": dict(lr=0.05, lam=-1.0)},
 }
 EVAL_EVERY = 5  # Test accuracy every 5 epochs (and at the last): enough to see memorisation.
 
@@ -79,13 +96,21 @@ EVAL_EVERY = 5  # Test accuracy every 5 epochs (and at the last): enough to see 
 def row_config(row: str, method: str, seed: int, out_dir: str, **overrides):
   """The config of one demo run; ``overrides`` (e.g. a tuning grid point) win over CHOSEN."""
   from absgd_jax.train import make_config
+
   if row not in ROWS:
     raise ValueError(f"unknown demo row {row!r}; choose one of {', '.join(ROWS)}.")
   if method not in METHODS:
     raise ValueError(f"unknown demo method {method!r}; choose one of {', '.join(METHODS)}.")
   preset, shared, _ = ROWS[row]
-  kw = dict(shared, **CHOSEN[row][method], method=method, seed=seed, checkpoint=False,
-            eval_every=EVAL_EVERY, out_dir=out_dir)
+  kw = dict(
+    shared,
+    **CHOSEN[row][method],
+    method=method,
+    seed=seed,
+    checkpoint=False,
+    eval_every=EVAL_EVERY,
+    out_dir=out_dir,
+  )
   kw.update(overrides)
   return make_config(preset, **kw)
 
@@ -100,14 +125,19 @@ def minority_accuracy(final: dict, train_class_counts) -> float | None:
 def run_one(config) -> tuple[dict, list]:
   """Trains ``config``; returns its summary record and per-epoch history."""
   from absgd_jax.train import Trainer
+
   trainer = Trainer(config, progress=False, log=False)
   summary = trainer.fit()
   final, hist = summary["final"], trainer.history
   tests = [r["test_acc"] for r in hist if r.get("test_acc") is not None]
-  rec = {"test_acc": final["test_acc"], "test_balanced_acc": final["test_balanced_acc"],
-         "val_balanced_acc": final.get("val_balanced_acc"),
-         "best_test_acc": max(tests), "train_acc": final["train_acc"],
-         "minority_acc": minority_accuracy(final, summary["train_class_counts"])}
+  rec = {
+    "test_acc": final["test_acc"],
+    "test_balanced_acc": final["test_balanced_acc"],
+    "val_balanced_acc": final.get("val_balanced_acc"),
+    "best_test_acc": max(tests),
+    "train_acc": final["train_acc"],
+    "minority_acc": minority_accuracy(final, summary["train_class_counts"]),
+  }
   return rec, hist
 
 
@@ -122,19 +152,28 @@ def _fmt(values):
 
 def table(results: dict, seeds) -> str:
   """The printed table: per row, both methods' test accuracy and the row's telling figure."""
-  head = (f"{'row':14}{'SGD':>16}{'ABSGD':>16}   "
-          f"{'imbalance: minority acc / noise: SGD best epoch -> final':>16}")
-  lines = [f"digits, MLP 64-128-64-10, test accuracy % (mean +- std over seeds "
-           f"{', '.join(map(str, seeds))}); each method tuned alike on a validation split", head]
+  head = (
+    f"{'row':14}{'SGD':>16}{'ABSGD':>16}   "
+    f"{'imbalance: minority acc / noise: SGD best epoch -> final':>16}"
+  )
+  lines = [
+    f"digits, MLP 64-128-64-10, test accuracy % (mean +- std over seeds "
+    f"{', '.join(map(str, seeds))}); each method tuned alike on a validation split",
+    head,
+  ]
   for row, by in results.items():
     acc = [_fmt([r["test_acc"] for r in by[m]]) for m in METHODS]
     if row == "imbalance":
-      extra = (f"minority: SGD {_fmt([r['minority_acc'] for r in by['sgd']])}, "
-               f"ABSGD {_fmt([r['minority_acc'] for r in by['absgd']])}")
+      extra = (
+        f"minority: SGD {_fmt([r['minority_acc'] for r in by['sgd']])}, "
+        f"ABSGD {_fmt([r['minority_acc'] for r in by['absgd']])}"
+      )
     else:
-      extra = (f"SGD {_fmt([r['best_test_acc'] for r in by['sgd']])} -> "
-               f"{_fmt([r['test_acc'] for r in by['sgd']])}; SGD fits "
-               f"{_fmt([r['train_acc'] for r in by['sgd']])}% of noisy train labels")
+      extra = (
+        f"SGD {_fmt([r['best_test_acc'] for r in by['sgd']])} -> "
+        f"{_fmt([r['test_acc'] for r in by['sgd']])}; SGD fits "
+        f"{_fmt([r['train_acc'] for r in by['sgd']])}% of noisy train labels"
+      )
     lines.append(f"{row:14}{acc[0]:>16}{acc[1]:>16}   {extra}")
     lines.append(f"{'':14}  ^ {ROWS[row][2]}")
   return "\n".join(lines)
@@ -149,15 +188,20 @@ def run(seeds=(0, 1, 2), out="runs/demo", progress=True):
   bar = None
   if progress:
     from tqdm.auto import tqdm
+
     bar = tqdm(total=len(jobs), desc="demo runs")
   for row, method, seed in jobs:
     cfg = row_config(row, method, seed, os.path.join(out, f"{row}-{method}-seed{seed}"))
     rec, hist = run_one(cfg)
     results.setdefault(row, {}).setdefault(method, []).append(dict(rec, seed=seed))
     if method == "absgd" and seed == seeds[0]:
-      histories[row] = [{k: r.get(k) for k in ("epoch", "class_mean_weight",
-                                               "flipped_mean_weight", "clean_mean_weight")}
-                        for r in hist]
+      histories[row] = [
+        {
+          k: r.get(k)
+          for k in ("epoch", "class_mean_weight", "flipped_mean_weight", "clean_mean_weight")
+        }
+        for r in hist
+      ]
     if bar is not None:
       bar.update(1)
   if bar is not None:
@@ -166,9 +210,18 @@ def run(seeds=(0, 1, 2), out="runs/demo", progress=True):
   print(text)
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "demo_results.json"), "w") as f:
-    json.dump({"seeds": list(seeds), "rows": {r: [p, s] for r, (p, s, _) in ROWS.items()},
-               "chosen": CHOSEN, "results": results, "absgd_weights_seed0": histories,
-               "wall_time_s": time.time() - t0}, f, indent=1)
+    json.dump(
+      {
+        "seeds": list(seeds),
+        "rows": {r: [p, s] for r, (p, s, _) in ROWS.items()},
+        "chosen": CHOSEN,
+        "results": results,
+        "absgd_weights_seed0": histories,
+        "wall_time_s": time.time() - t0,
+      },
+      f,
+      indent=1,
+    )
   with open(os.path.join(out, "demo_table.txt"), "w") as f:
     f.write(text + "\n")
   _plot(results, histories, out)
@@ -178,10 +231,12 @@ def run(seeds=(0, 1, 2), out="runs/demo", progress=True):
 
 def _plot(results, histories, out):
   from absgd_jax.train.plots import _pyplot, grouped_bars, plot_weight_panels
+
   plt = _pyplot()
   rows = list(results)
-  series = {m.upper(): [[100 * r["test_acc"] for r in results[row][m]] for row in rows]
-            for m in METHODS}
+  series = {
+    m.upper(): [[100 * r["test_acc"] for r in results[row][m]] for row in rows] for m in METHODS
+  }
   fig, ax = plt.subplots(figsize=(7, 3.6))
   grouped_bars(ax, rows, series)
   lo = min(sum(v) / len(v) for per_row in series.values() for v in per_row)
@@ -192,13 +247,15 @@ def _plot(results, histories, out):
   noisy = {row: h for row, h in histories.items() if row != "imbalance"}
   if "imbalance" in histories and noisy:
     plot_weight_panels(
-        [(r["epoch"], r["class_mean_weight"]) for r in histories["imbalance"]],
-        {f"ABSGD, {row}": [(r["epoch"], r["flipped_mean_weight"],
-                                             r["clean_mean_weight"]) for r in h]
-         for row, h in noisy.items()},
-        os.path.join(out, "demo_weights.png"),
-        class_title="step imbalance: classes 5-9 are the rare ones",
-        noise_title="40% noise: lam<0 from epoch 30")
+      [(r["epoch"], r["class_mean_weight"]) for r in histories["imbalance"]],
+      {
+        f"ABSGD, {row}": [(r["epoch"], r["flipped_mean_weight"], r["clean_mean_weight"]) for r in h]
+        for row, h in noisy.items()
+      },
+      os.path.join(out, "demo_weights.png"),
+      class_title="step imbalance: classes 5-9 are the rare ones",
+      noise_title="40% noise: lam<0 from epoch 30",
+    )
 
 
 def main(argv=None):

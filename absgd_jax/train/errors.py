@@ -79,8 +79,11 @@ def chain(e: BaseException) -> Iterator[BaseException]:
   while e is not None and id(e) not in seen:
     seen.add(id(e))
     yield e
-    e = e.__cause__ if e.__cause__ is not None else (
-        None if e.__suppress_context__ else e.__context__)
+    e = (
+      e.__cause__
+      if e.__cause__ is not None
+      else (None if e.__suppress_context__ else e.__context__)
+    )
 
 
 _TENSORSTORE_TAIL = re.compile(r"\s*See full TensorStore details:.*", re.S)
@@ -115,20 +118,22 @@ def short_reason(e: BaseException, limit: int = 300) -> str:
 
 def disk_full(e: BaseException) -> bool:
   """Whether ``e``, or an error it came from, is a full disk (``ENOSPC``, however wrapped)."""
-  return any(getattr(x, "errno", None) == errno.ENOSPC
-             or "No space left on device" in str(x) for x in chain(e))
+  return any(
+    getattr(x, "errno", None) == errno.ENOSPC or "No space left on device" in str(x)
+    for x in chain(e)
+  )
 
 
 # What to change, by the errno of an OSError that names no remedy itself.
 _OS_HINTS = {
-    errno.EACCES: "choose a folder you may write to (--out / out_dir, data_dir) or change its "
-                  "permissions",
-    errno.EPERM: "choose a folder you may write to (--out / out_dir, data_dir) or change its "
-                 "permissions",
-    errno.EROFS: "the file system is read-only: choose another folder (--out / out_dir)",
-    errno.ENOTDIR: "a part of that path is a file, not a folder: fix the path",
-    errno.ENOENT: "check the path (data_dir, train_list, test_list, init_from)",
-    errno.EISDIR: "the path is a folder, not a file: fix the path",
+  errno.EACCES: "choose a folder you may write to (--out / out_dir, data_dir) or change its "
+  "permissions",
+  errno.EPERM: "choose a folder you may write to (--out / out_dir, data_dir) or change its "
+  "permissions",
+  errno.EROFS: "the file system is read-only: choose another folder (--out / out_dir)",
+  errno.ENOTDIR: "a part of that path is a file, not a folder: fix the path",
+  errno.ENOENT: "check the path (data_dir, train_list, test_list, init_from)",
+  errno.EISDIR: "the path is a folder, not a file: fix the path",
 }
 
 
@@ -140,6 +145,7 @@ def last_checkpoint(out_dir: str) -> int | None:
   folders are the ones written in full.
   """
   from etils import epath
+
   folder = epath.Path(out_dir) / "checkpoints"
   try:
     epochs = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
@@ -180,6 +186,7 @@ def _drop_abandoned_coroutines(unraisable) -> None:
   """Drops what a failed orbax read leaves behind: its other reads, never awaited, each print
   a TensorStore spec when garbage collected. Anything else is reported as usual."""
   import inspect
+
   if inspect.iscoroutine(unraisable.object):
     return
   sys.__unraisablehook__(unraisable)
@@ -190,6 +197,7 @@ def quiet_abandoned_reads() -> Iterator[None]:
   """Within it (and the garbage collection at its end), the coroutines that a failed
   checkpoint read abandons are dropped silently instead of each printing a page."""
   import gc
+
   before = sys.unraisablehook
   sys.unraisablehook = _drop_abandoned_coroutines
   try:

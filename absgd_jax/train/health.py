@@ -54,15 +54,21 @@ def divergence(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str
   if earlier:
     level = float(np.median(earlier))
     if level > 0 and loss > LOSS_BLOWUP_FACTOR * level:
-      return (f"the mean training loss {loss:.3g} is {loss / level:.3g} times the median of "
-              f"the earlier epochs ({level:.3g})")
+      return (
+        f"the mean training loss {loss:.3g} is {loss / level:.3g} times the median of "
+        f"the earlier epochs ({level:.3g})"
+      )
   if loss > 0 and record.get("ess_mean", 1.0) < 1.0:
     # Kish's ESS is >= 1 whenever one weight is nonzero; below 1 most steps had none.
-    return (f"every ABSGD weight has collapsed to 0 (mean ESS {record['ess_mean']:.3g}, "
-            f"log s {record.get('log_s'):.3g}): the model no longer moves")
+    return (
+      f"every ABSGD weight has collapsed to 0 (mean ESS {record['ess_mean']:.3g}, "
+      f"log s {record.get('log_s'):.3g}): the model no longer moves"
+    )
   if loss > 0 and wloss == 0.0:
-    return (f"the weighted loss is 0 while the loss is {loss:.3g}: the weight sits on samples "
-            f"the model already fits exactly, so it no longer moves")
+    return (
+      f"the weighted loss is 0 while the loss is {loss:.3g}: the weight sits on samples "
+      f"the model already fits exactly, so it no longer moves"
+    )
   log_s = record.get("log_s")
   if log_s is not None and not math.isfinite(log_s):
     return f"log s is {log_s}"
@@ -83,8 +89,10 @@ def suspect(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str | 
   earlier = [r["train_loss"] for r in history if r.get("train_loss") is not None]
   level = float(np.median(earlier)) if earlier else 0.0
   if level > 0 and record["train_loss"] > LOSS_SUSPECT_FACTOR * level:
-    return (f"the mean training loss {record['train_loss']:.3g} is "
-            f"{record['train_loss'] / level:.3g} times the median of the earlier epochs")
+    return (
+      f"the mean training loss {record['train_loss']:.3g} is "
+      f"{record['train_loss'] / level:.3g} times the median of the earlier epochs"
+    )
   if record.get("ess_min", 1.0) < 1.0 and math.isfinite(record.get("lam", math.inf)):
     return "a step had every ABSGD weight at 0"
   return None
@@ -129,19 +137,31 @@ class ClassCollapseGuard:
       return []
     count = np.asarray(step["class_count"], np.float64)
     present = count > 0
-    mean = np.where(present, np.asarray(step["class_weight_sum"], np.float64)
-                    / np.where(present, count, 1.0), np.inf)
+    mean = np.where(
+      present,
+      np.asarray(step["class_weight_sum"], np.float64) / np.where(present, count, 1.0),
+      np.inf,
+    )
     low = present & (mean < self.threshold)
     high = present & ~low
     self.run = np.where(low, self.run + 1, np.where(high, 0, self.run))
     self.reported &= ~high
     new = np.flatnonzero((self.run >= self.steps) & ~self.reported)
     self.reported[new] = True
-    return [{"step": int(global_step), "class": int(c), "name": self.class_names[c],
-             "mean_weight": float(mean[c])} for c in new]
+    return [
+      {
+        "step": int(global_step),
+        "class": int(c),
+        "name": self.class_names[c],
+        "mean_weight": float(mean[c]),
+      }
+      for c in new
+    ]
 
   def message(self, hit: dict[str, Any]) -> str:
-    return (f"class {hit['class']} ({hit['name']}) has had a mean weight below "
-            f"{self.threshold:g} for {self.steps} steps (now {hit['mean_weight']:.3g} at step "
-            f"{hit['step']}): lam < 0 is giving it up. Switch lam on later, from a stable "
-            f"point (stage2_epoch), or use a larger |lam|.")
+    return (
+      f"class {hit['class']} ({hit['name']}) has had a mean weight below "
+      f"{self.threshold:g} for {self.steps} steps (now {hit['mean_weight']:.3g} at step "
+      f"{hit['step']}): lam < 0 is giving it up. Switch lam on later, from a stable "
+      f"point (stage2_epoch), or use a larger |lam|."
+    )

@@ -34,14 +34,18 @@ def process_rows(rows: np.ndarray) -> np.ndarray:
 def to_global(local: dict[str, np.ndarray], sharding: Sharding) -> dict[str, jax.Array]:
   """Every process's rows, assembled into global arrays split along the batch axis."""
   n = jax.process_count()
-  return {k: jax.make_array_from_process_local_data(sharding, v, (v.shape[0] * n, *v.shape[1:]))
-          for k, v in local.items()}
+  return {
+    k: jax.make_array_from_process_local_data(sharding, v, (v.shape[0] * n, *v.shape[1:]))
+    for k, v in local.items()
+  }
 
 
 def _stream_options(config: Config):
   from absgd_jax.data.streaming import StreamOptions
-  return StreamOptions(image_size=config.crop_size, resize=config.resize_size,
-                       workers=config.data_workers)
+
+  return StreamOptions(
+    image_size=config.crop_size, resize=config.resize_size, workers=config.data_workers
+  )
 
 
 def _files(images: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
@@ -50,22 +54,35 @@ def _files(images: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     yield from images
 
 
-def train_batches(config: Config, exp: ExperimentData, epoch: int,
-                  sharding: Sharding) -> Iterator[dict[str, jax.Array]]:
+def train_batches(
+  config: Config, exp: ExperimentData, epoch: int, sharding: Sharding
+) -> Iterator[dict[str, jax.Array]]:
   """The global batches of one training epoch: images, labels, mask (and flipped, val_*)."""
   train = exp.train
   balanced = train.labels if config.sampler == "balanced" else None
-  batches = list(epoch_batches(len(train), config.batch_size, config.seed, epoch,
-                               balanced_labels=balanced))
+  batches = list(
+    epoch_batches(len(train), config.batch_size, config.seed, epoch, balanced_labels=balanced)
+  )
   rows = [process_rows(b.indices) for b in batches]
   if config.streamed:
     from absgd_jax.data.streaming import stream_images
+
     # A row's crop is drawn from its position in the global epoch order, so the global batch
     # is the same, pixel for pixel, for any number of processes and workers.
-    positions = [process_rows(i * config.batch_size + np.arange(config.batch_size))
-                 for i in range(len(batches))]
-    images = _files(stream_images(train, rows, train=True, seed=(config.seed, epoch),
-                                  positions=positions, options=_stream_options(config)))
+    positions = [
+      process_rows(i * config.batch_size + np.arange(config.batch_size))
+      for i in range(len(batches))
+    ]
+    images = _files(
+      stream_images(
+        train,
+        rows,
+        train=True,
+        seed=(config.seed, epoch),
+        positions=positions,
+        options=_stream_options(config),
+      )
+    )
   else:
     images = (train.images[idx] for idx in rows)
   for i, (b, idx, imgs) in enumerate(zip(batches, rows, images)):
@@ -90,6 +107,7 @@ def eval_batches(config: Config, dataset, sharding: Sharding) -> Iterator[dict[s
     masks.append(process_rows(idx < n))
   if config.streamed:
     from absgd_jax.data.streaming import stream_images
+
     images = _files(stream_images(dataset, rows, train=False, options=_stream_options(config)))
   else:
     images = (dataset.images[r] for r in rows)

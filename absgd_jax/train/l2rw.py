@@ -23,16 +23,16 @@ import optax
 
 
 def l2rw_weights(
-    apply_fn: Callable[..., Any],
-    params: Any,
-    batch_stats: Any,
-    loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
-    images: jax.Array,
-    labels: jax.Array,
-    mask: jax.Array,
-    val_images: jax.Array,
-    val_labels: jax.Array,
-    inner_lr: jax.Array | float,
+  apply_fn: Callable[..., Any],
+  params: Any,
+  batch_stats: Any,
+  loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+  images: jax.Array,
+  labels: jax.Array,
+  mask: jax.Array,
+  val_images: jax.Array,
+  val_labels: jax.Array,
+  inner_lr: jax.Array | float,
 ) -> jax.Array:
   """Per-sample weights ``[B]`` of the training batch, with mean 1 over the real samples.
 
@@ -58,15 +58,18 @@ def l2rw_weights(
   def val_loss_after_lookahead(eps):
     def weighted_train_loss(p):
       return jnp.sum(jnp.where(mask, eps * loss_fn(logits_of(p, images), labels), 0.0))
+
     g = jax.grad(weighted_train_loss)(params)
     ahead = jax.tree.map(lambda p, d: p - inner_lr * d, params, g)
     val_losses = optax.softmax_cross_entropy_with_integer_labels(
-        logits_of(ahead, val_images), val_labels)
+      logits_of(ahead, val_images), val_labels
+    )
     return jnp.mean(val_losses)
 
   grad_eps = jax.grad(val_loss_after_lookahead)(jnp.zeros(labels.shape, jnp.float32))
   w = jnp.where(mask, jnp.maximum(-grad_eps, 0.0), 0.0)
   total = jnp.sum(w)
   n = jnp.sum(mask, dtype=jnp.float32)
-  return jax.lax.stop_gradient(jnp.where(total > 0, w * (n / jnp.where(total > 0, total, 1.0)),
-                                         0.0))
+  return jax.lax.stop_gradient(
+    jnp.where(total > 0, w * (n / jnp.where(total > 0, total, 1.0)), 0.0)
+  )

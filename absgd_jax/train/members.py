@@ -64,14 +64,14 @@ def over_members(fn: Callable, mode: str, shared: tuple[bool, ...]) -> Callable:
     # Unrolled rather than lax.map: XLA:CPU ran a ResNet step inside lax.map's loop many
     # times slower than the same step alone (docs/results/sweeps.md).
     size = jax.tree.leaves(args[0])[0].shape[0]
-    return stack([fn(*(a if s else take(a, i) for a, s in zip(args, shared)))
-                  for i in range(size)])
+    return stack([fn(*(a if s else take(a, i) for a, s in zip(args, shared))) for i in range(size)])
 
   return mapped
 
 
-def swept_absgd(lam: Any, gammas: Sequence[float], gamma_index: jax.Array | None = None
-                ) -> weighting.Weighting:
+def swept_absgd(
+  lam: Any, gammas: Sequence[float], gamma_index: jax.Array | None = None
+) -> weighting.Weighting:
   """ABSGD's weighting with a (possibly traced) lam and one of ``gammas`` chosen per member.
 
   gamma is a Python float inside :func:`absgd_jax.absgd_weights`, so it cannot be traced:
@@ -87,16 +87,24 @@ def swept_absgd(lam: Any, gammas: Sequence[float], gamma_index: jax.Array | None
     return transform.update(losses, state, mask=mask)
 
   def update(losses, state, *, mask=None):
-    return jax.lax.switch(gamma_index, [functools.partial(branch, t) for t in transforms],
-                          losses, state, mask)
+    return jax.lax.switch(
+      gamma_index, [functools.partial(branch, t) for t in transforms], losses, state, mask
+    )
 
   return weighting.as_weighting(absgd_jax.WeightTransform(transforms[0].init, update))
 
 
-def make_sweep_step(model: Any, tx: Any, loss_fn: Any,
-                    weighting_for: Callable[[dict[str, jax.Array]], weighting.Weighting],
-                    preprocess: Any = cast_images, *, num_classes: int,
-                    shared_batch: bool = True, mode: str = "vmap") -> Callable:
+def make_sweep_step(
+  model: Any,
+  tx: Any,
+  loss_fn: Any,
+  weighting_for: Callable[[dict[str, jax.Array]], weighting.Weighting],
+  preprocess: Any = cast_images,
+  *,
+  num_classes: int,
+  shared_batch: bool = True,
+  mode: str = "vmap",
+) -> Callable:
   """``sweep_step(states, batch, hyper) -> (states, metrics)`` over a leading member axis.
 
   Each member runs :func:`absgd_jax.train.step.make_train_step`'s step, with the weighting
@@ -107,8 +115,9 @@ def make_sweep_step(model: Any, tx: Any, loss_fn: Any,
   """
 
   def member_step(state, batch, hyper):
-    step = make_train_step(model, tx, loss_fn, weighting_for(hyper), preprocess,
-                           num_classes=num_classes)
+    step = make_train_step(
+      model, tx, loss_fn, weighting_for(hyper), preprocess, num_classes=num_classes
+    )
     return step(state, batch)
 
   return over_members(member_step, mode, (False, shared_batch, False))

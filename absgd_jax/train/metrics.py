@@ -33,21 +33,25 @@ def train_epoch_metrics(step_metrics: Sequence[dict[str, np.ndarray]]) -> dict[s
     (0.5, [1.0, 1.0])
   """
   per_step = ("ess", "log_s", "max_weight", "lam")
-  total = {k: sum(np.asarray(m[k], np.float64) for m in step_metrics)
-           for k in step_metrics[0] if k not in per_step}
+  total = {
+    k: sum(np.asarray(m[k], np.float64) for m in step_metrics)
+    for k in step_metrics[0]
+    if k not in per_step
+  }
   n = float(total["count"])
   ess = [float(m["ess"]) for m in step_metrics]
   out = {
-      "train_loss": _ratio(total["loss_sum"], n),
-      "weighted_loss": _ratio(total["wloss_sum"], n),
-      "train_acc": _ratio(total["correct"], n),
-      "ess_mean": float(np.mean(ess)),
-      "ess_min": float(np.min(ess)),
-      "max_weight": float(np.max([m["max_weight"] for m in step_metrics])),
-      "log_s": float(step_metrics[-1]["log_s"]),
-      "lam": float(step_metrics[-1]["lam"]),
-      "class_mean_weight": [_ratio(s, c) for s, c in zip(total["class_weight_sum"],
-                                                         total["class_count"])],
+    "train_loss": _ratio(total["loss_sum"], n),
+    "weighted_loss": _ratio(total["wloss_sum"], n),
+    "train_acc": _ratio(total["correct"], n),
+    "ess_mean": float(np.mean(ess)),
+    "ess_min": float(np.min(ess)),
+    "max_weight": float(np.max([m["max_weight"] for m in step_metrics])),
+    "log_s": float(step_metrics[-1]["log_s"]),
+    "lam": float(step_metrics[-1]["lam"]),
+    "class_mean_weight": [
+      _ratio(s, c) for s, c in zip(total["class_weight_sum"], total["class_count"])
+    ],
   }
   if "flipped_count" in total:
     out["flipped_mean_weight"] = _ratio(total["flipped_weight_sum"], total["flipped_count"])
@@ -55,8 +59,12 @@ def train_epoch_metrics(step_metrics: Sequence[dict[str, np.ndarray]]) -> dict[s
   return out
 
 
-def eval_metrics(class_correct: np.ndarray, class_count: np.ndarray,
-                 train_class_counts: np.ndarray, prefix: str = "test") -> dict[str, Any]:
+def eval_metrics(
+  class_correct: np.ndarray,
+  class_count: np.ndarray,
+  train_class_counts: np.ndarray,
+  prefix: str = "test",
+) -> dict[str, Any]:
   """Top-1, balanced accuracy, per-class accuracy and many/medium/few-shot accuracy.
 
   Examples:
@@ -68,19 +76,20 @@ def eval_metrics(class_correct: np.ndarray, class_count: np.ndarray,
   per_class = [_ratio(a, b) for a, b in zip(class_correct, class_count)]
   present = class_count > 0
   groups = {
-      "many": train_class_counts > MANY_SHOT_MIN,
-      "medium": (train_class_counts >= FEW_SHOT_MAX) & (train_class_counts <= MANY_SHOT_MIN),
-      "few": train_class_counts < FEW_SHOT_MAX,
+    "many": train_class_counts > MANY_SHOT_MIN,
+    "medium": (train_class_counts >= FEW_SHOT_MAX) & (train_class_counts <= MANY_SHOT_MIN),
+    "few": train_class_counts < FEW_SHOT_MAX,
   }
   out = {
-      f"{prefix}_acc": _ratio(class_correct.sum(), class_count.sum()),
-      f"{prefix}_balanced_acc": float(np.mean(class_correct[present] / class_count[present])),
-      f"{prefix}_class_acc": per_class,
+    f"{prefix}_acc": _ratio(class_correct.sum(), class_count.sum()),
+    f"{prefix}_balanced_acc": float(np.mean(class_correct[present] / class_count[present])),
+    f"{prefix}_class_acc": per_class,
   }
   for name, sel in groups.items():
     sel = sel & present
     out[f"{prefix}_{name}_shot_acc"] = (
-        float(np.mean(class_correct[sel] / class_count[sel])) if sel.any() else None)
+      float(np.mean(class_correct[sel] / class_count[sel])) if sel.any() else None
+    )
   return out
 
 

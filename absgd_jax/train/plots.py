@@ -12,13 +12,16 @@ from typing import Any
 
 def _pyplot():
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
-def plot_run(history: Sequence[dict[str, Any]], out_dir: str,
-             class_names: Sequence[str] | None = None) -> list[str]:
+def plot_run(
+  history: Sequence[dict[str, Any]], out_dir: str, class_names: Sequence[str] | None = None
+) -> list[str]:
   """Writes ``curves.png``, ``class_accuracy.png`` and ``class_weights.png``; returns paths."""
   plt = _pyplot()
   os.makedirs(out_dir, exist_ok=True)
@@ -29,8 +32,11 @@ def plot_run(history: Sequence[dict[str, Any]], out_dir: str,
   ax_loss.plot(epochs, [r["train_loss"] for r in history], label="train loss")
   ax_loss.plot(epochs, [r["weighted_loss"] for r in history], label="weighted loss")
   ax_loss.set_xlabel("epoch"), ax_loss.legend(), ax_loss.set_yscale("log")
-  for key, label in (("train_acc", "train top-1"), ("test_acc", "test top-1"),
-                     ("test_balanced_acc", "test balanced")):
+  for key, label in (
+    ("train_acc", "train top-1"),
+    ("test_acc", "test top-1"),
+    ("test_balanced_acc", "test balanced"),
+  ):
     pts = [(r["epoch"], r[key]) for r in history if r.get(key) is not None]
     if pts:
       ax_acc.plot(*zip(*pts), label=label)
@@ -53,15 +59,22 @@ def plot_run(history: Sequence[dict[str, Any]], out_dir: str,
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-  paths.append(plot_class_weights(
+  paths.append(
+    plot_class_weights(
       [(r["epoch"], r["class_mean_weight"]) for r in history],
-      os.path.join(out_dir, "class_weights.png"), class_names))
+      os.path.join(out_dir, "class_weights.png"),
+      class_names,
+    )
+  )
   return paths
 
 
-def plot_class_weights(weight_history: Sequence[tuple[int, Sequence[float | None]]], path: str,
-                       class_names: Sequence[str] | None = None,
-                       title: str | None = None) -> str:
+def plot_class_weights(
+  weight_history: Sequence[tuple[int, Sequence[float | None]]],
+  path: str,
+  class_names: Sequence[str] | None = None,
+  title: str | None = None,
+) -> str:
   """Each class's mean ABSGD weight over training (the paper's Figure 4, right); returns path.
 
   ``weight_history`` is ``[(epoch, [mean weight of class c, or None]), ...]``.
@@ -81,8 +94,12 @@ def _draw_class_weights(ax: Any, weight_history, class_names=None, title=None) -
   num = len(weight_history[0][1])
   for c in range(num):
     label = (class_names[c] if class_names else str(c)) if num <= 10 else None
-    ax.plot(epochs, [w[c] if w[c] is not None else float("nan") for _, w in weight_history],
-            label=label, color=plt.cm.viridis(c / max(1, num - 1)))
+    ax.plot(
+      epochs,
+      [w[c] if w[c] is not None else float("nan") for _, w in weight_history],
+      label=label,
+      color=plt.cm.viridis(c / max(1, num - 1)),
+    )
   ax.set_xlabel("epoch"), ax.set_ylabel("mean ABSGD weight per class")
   if title:
     ax.set_title(title, fontsize=9)
@@ -90,11 +107,14 @@ def _draw_class_weights(ax: Any, weight_history, class_names=None, title=None) -
     ax.legend(fontsize=7, ncol=2)
 
 
-def plot_weight_panels(class_history: Sequence[tuple[int, Sequence[float | None]]],
-                       noise_histories: dict[str, Sequence[tuple[int, float | None,
-                                                                 float | None]]],
-                       path: str, class_names: Sequence[str] | None = None,
-                       class_title: str | None = None, noise_title: str | None = None) -> str:
+def plot_weight_panels(
+  class_history: Sequence[tuple[int, Sequence[float | None]]],
+  noise_histories: dict[str, Sequence[tuple[int, float | None, float | None]]],
+  path: str,
+  class_names: Sequence[str] | None = None,
+  class_title: str | None = None,
+  noise_title: str | None = None,
+) -> str:
   """Two panels side by side: each class's mean ABSGD weight (imbalance), and the mean weight
   of flipped vs clean training samples (label noise); returns path.
 
@@ -108,10 +128,16 @@ def plot_weight_panels(class_history: Sequence[tuple[int, Sequence[float | None]
     color = plt.cm.tab10(i)
     epochs = [e for e, _, _ in hist]
     nan = float("nan")
-    ax_n.plot(epochs, [c if c is not None else nan for _, _, c in hist], color=color,
-              label=f"{name}: clean")
-    ax_n.plot(epochs, [f if f is not None else nan for _, f, _ in hist], color=color,
-              linestyle="--", label=f"{name}: flipped")
+    ax_n.plot(
+      epochs, [c if c is not None else nan for _, _, c in hist], color=color, label=f"{name}: clean"
+    )
+    ax_n.plot(
+      epochs,
+      [f if f is not None else nan for _, f, _ in hist],
+      color=color,
+      linestyle="--",
+      label=f"{name}: flipped",
+    )
   ax_n.set_xlabel("epoch"), ax_n.set_ylabel("mean ABSGD weight")
   ax_n.set_yscale("log"), ax_n.legend(fontsize=7)
   if noise_title:
@@ -122,18 +148,21 @@ def plot_weight_panels(class_history: Sequence[tuple[int, Sequence[float | None]
   return path
 
 
-def grouped_bars(ax: Any, groups: Sequence[str], series: dict[str, Sequence[Sequence[float]]],
-                 capsize: int = 3) -> None:
+def grouped_bars(
+  ax: Any, groups: Sequence[str], series: dict[str, Sequence[Sequence[float]]], capsize: int = 3
+) -> None:
   """Bars of mean +- sample std: one bar per series within each group.
 
   ``series[name][g]`` holds the values (e.g. one per seed) of series ``name`` in group ``g``.
   """
   import numpy as np
+
   width = 0.8 / len(series)
   x = np.arange(len(groups))
   for i, (name, per_group) in enumerate(series.items()):
     means = [np.mean(v) if len(v) else np.nan for v in per_group]
     stds = [np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in per_group]
-    ax.bar(x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=capsize,
-           label=name)
+    ax.bar(
+      x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=capsize, label=name
+    )
   ax.set_xticks(x, list(groups))

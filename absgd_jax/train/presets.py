@@ -24,18 +24,48 @@ from absgd_jax.train.config import Config
 
 # The embedded default: scikit-learn digits, an MLP, a minute on a CPU. lr, lam and the
 # stage-2 epoch are ABSGD's choices from experiments/digits_sweep.py (validation split).
-_DIGITS = dict(dataset="digits", model="mlp", epochs=30, batch_size=64, lr=0.1,
-               weight_decay=5e-4, lam=5.0, gamma=0.9, lr_decay_epochs=(22,), augment=False)
+_DIGITS = dict(
+  dataset="digits",
+  model="mlp",
+  epochs=30,
+  batch_size=64,
+  lr=0.1,
+  weight_decay=5e-4,
+  lam=5.0,
+  gamma=0.9,
+  lr_decay_epochs=(22,),
+  augment=False,
+)
 # Section 4.1: ResNet-32, 200 epochs, lr 0.1 with a 5-epoch warm-up, divided by 100 at
 # epochs 160 and 180, batch 128, weight decay 2e-4; ABSGD's lam switched on at 160.
-_CIFAR_LT = dict(model="resnet32", rho=100, epochs=200, batch_size=128, lr=0.1,
-                 weight_decay=2e-4, warmup_epochs=5, lr_decay_epochs=(160, 180),
-                 lr_decay_factor=0.01, lam=5.0, gamma=0.9, stage2_epoch=160, drw_epoch=160)
+_CIFAR_LT = dict(
+  model="resnet32",
+  rho=100,
+  epochs=200,
+  batch_size=128,
+  lr=0.1,
+  weight_decay=2e-4,
+  warmup_epochs=5,
+  lr_decay_epochs=(160, 180),
+  lr_decay_factor=0.01,
+  lam=5.0,
+  gamma=0.9,
+  stage2_epoch=160,
+  drw_epoch=160,
+)
 # Section 5.1: noisy CIFAR with 120 epochs, lr decayed by 10 at epochs 40 and 80, batch 128,
 # the SCE loss; lam < 0 from the start.
-_CIFAR_NOISE = dict(noise="sym", noise_rate=0.4, epochs=120, batch_size=128,
-                    lr_decay_epochs=(40, 80), lr_decay_factor=0.1, loss="sce", lam=-1.0,
-                    gamma=0.9)
+_CIFAR_NOISE = dict(
+  noise="sym",
+  noise_rate=0.4,
+  epochs=120,
+  batch_size=128,
+  lr_decay_epochs=(40, 80),
+  lr_decay_factor=0.1,
+  loss="sce",
+  lam=-1.0,
+  gamma=0.9,
+)
 # CIFAR-100 comes from tensorflow-datasets (the shared copy is CIFAR-10's JPEG zips).
 _C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds")
 
@@ -49,18 +79,18 @@ _C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds")
 #:   >>> make_config("digits-lt").lam == PRESETS["digits-lt"]["lam"]
 #:   True
 PRESETS: dict[str, dict[str, Any]] = {
-    "digits-lt": dict(_DIGITS, imbalance="exp", rho=50),
-    "digits-st": dict(_DIGITS, imbalance="step", rho=50, stage2_epoch=22),
-    "digits-noise": dict(_DIGITS, noise="sym", noise_rate=0.4, lr=0.05, lam=-1.0,
-                         stage2_epoch=22),
-    "cifar10-lt": dict(_CIFAR_LT, **_C10, imbalance="exp"),
-    "cifar10-st": dict(_CIFAR_LT, **_C10, imbalance="step"),
-    "cifar100-lt": dict(_CIFAR_LT, **_C100, imbalance="exp"),
-    "cifar100-st": dict(_CIFAR_LT, **_C100, imbalance="step"),
-    # The SCE paper's 4-layer CNN on CIFAR-10; ResNet-18 with its CIFAR-100 SCE weights.
-    "cifar10-noise": dict(_CIFAR_NOISE, **_C10, model="cnn4", lr=0.01, weight_decay=1e-4),
-    "cifar100-noise": dict(_CIFAR_NOISE, **_C100, model="resnet18", lr=0.1,
-                           weight_decay=5e-4, sce_alpha=6.0, sce_beta=0.1),
+  "digits-lt": dict(_DIGITS, imbalance="exp", rho=50),
+  "digits-st": dict(_DIGITS, imbalance="step", rho=50, stage2_epoch=22),
+  "digits-noise": dict(_DIGITS, noise="sym", noise_rate=0.4, lr=0.05, lam=-1.0, stage2_epoch=22),
+  "cifar10-lt": dict(_CIFAR_LT, **_C10, imbalance="exp"),
+  "cifar10-st": dict(_CIFAR_LT, **_C10, imbalance="step"),
+  "cifar100-lt": dict(_CIFAR_LT, **_C100, imbalance="exp"),
+  "cifar100-st": dict(_CIFAR_LT, **_C100, imbalance="step"),
+  # The SCE paper's 4-layer CNN on CIFAR-10; ResNet-18 with its CIFAR-100 SCE weights.
+  "cifar10-noise": dict(_CIFAR_NOISE, **_C10, model="cnn4", lr=0.01, weight_decay=1e-4),
+  "cifar100-noise": dict(
+    _CIFAR_NOISE, **_C100, model="resnet18", lr=0.1, weight_decay=5e-4, sce_alpha=6.0, sce_beta=0.1
+  ),
 }
 
 
@@ -70,37 +100,97 @@ PRESETS: dict[str, dict[str, Any]] = {
 # (learning rates) is not in our copy of the paper, so the learning rates, batch sizes and
 # cosine schedules of stage 1 are those of Kang et al. 2020 ("Decoupling"), which the paper's
 # two-stage baselines come from, and say so here. Stage 2 starts from stage 1's run directory.
-_LARGE = dict(model="resnet50", batch_size=512, weight_decay=5e-4,
-              lr_schedule="cosine", gamma=0.9, eval_every=5, data_workers=16)
-PRESETS.update({
+_LARGE = dict(
+  model="resnet50",
+  batch_size=512,
+  weight_decay=5e-4,
+  lr_schedule="cosine",
+  gamma=0.9,
+  eval_every=5,
+  data_workers=16,
+)
+PRESETS.update(
+  {
     # ImageNet-LT (Table 3): stage 1, momentum SGD + CE for 90 epochs from scratch.
     "imagenet-lt-stage1": dict(_LARGE, dataset="imagenet-lt", method="sgd", epochs=90, lr=0.2),
     # Stage 2: ABSGD fine-tunes the classifier (FC) for 90 epochs; lam in {10, 20, 30}.
-    "imagenet-lt-stage2": dict(_LARGE, dataset="imagenet-lt", method="absgd", lam=10.0,
-                               epochs=90, lr=0.2, init_from="runs/imagenet-lt-stage1",
-                               stage2_trainable="fc"),
+    "imagenet-lt-stage2": dict(
+      _LARGE,
+      dataset="imagenet-lt",
+      method="absgd",
+      lam=10.0,
+      epochs=90,
+      lr=0.2,
+      init_from="runs/imagenet-lt-stage1",
+      stage2_trainable="fc",
+    ),
     # Places-LT (Table 4): ResNet-152 from ImageNet weights (init_from: a torchvision or timm
     # file, with a new 365-class head); stage 1 trains FC + the last block for 90 epochs.
-    "places-lt-stage1": dict(_LARGE, dataset="places-lt", model="resnet152", method="sgd",
-                             epochs=90, lr=0.01, batch_size=256,
-                             init_from="resnet152-imagenet.pth", init_head="drop",
-                             stage2_trainable="fc+lb"),
-    "places-lt-stage2": dict(_LARGE, dataset="places-lt", model="resnet152", method="absgd",
-                             lam=10.0, epochs=30, lr=0.01, batch_size=256,
-                             init_from="runs/places-lt-stage1", stage2_trainable="fc+lb"),
+    "places-lt-stage1": dict(
+      _LARGE,
+      dataset="places-lt",
+      model="resnet152",
+      method="sgd",
+      epochs=90,
+      lr=0.01,
+      batch_size=256,
+      init_from="resnet152-imagenet.pth",
+      init_head="drop",
+      stage2_trainable="fc+lb",
+    ),
+    "places-lt-stage2": dict(
+      _LARGE,
+      dataset="places-lt",
+      model="resnet152",
+      method="absgd",
+      lam=10.0,
+      epochs=30,
+      lr=0.01,
+      batch_size=256,
+      init_from="runs/places-lt-stage1",
+      stage2_trainable="fc+lb",
+    ),
     # iNaturalist 2018 (Table 5): ResNet-50 (or resnet152) from ImageNet weights, momentum SGD
     # for 200 epochs, then ABSGD with lam = 10 on FC + the last block for 30 epochs.
-    "inat2018-stage1": dict(_LARGE, dataset="inat2018", method="sgd", epochs=200, lr=0.2,
-                            init_from="resnet50-imagenet.pth", init_head="drop"),
-    "inat2018-stage2": dict(_LARGE, dataset="inat2018", method="absgd", lam=10.0, epochs=30,
-                            lr=0.2, init_from="runs/inat2018-stage1", stage2_trainable="fc+lb"),
+    "inat2018-stage1": dict(
+      _LARGE,
+      dataset="inat2018",
+      method="sgd",
+      epochs=200,
+      lr=0.2,
+      init_from="resnet50-imagenet.pth",
+      init_head="drop",
+    ),
+    "inat2018-stage2": dict(
+      _LARGE,
+      dataset="inat2018",
+      method="absgd",
+      lam=10.0,
+      epochs=30,
+      lr=0.2,
+      init_from="runs/inat2018-stage1",
+      stage2_trainable="fc+lb",
+    ),
     # Clothing1M (Table 7): ResNet-50 from ImageNet weights, 10 epochs, lr 0.002 divided by 10
     # at epoch 5, weight decay 1e-2; lam in {-1, -5, -10, -15} (min-min, noisy labels).
-    "clothing1m": dict(dataset="clothing1m", model="resnet50", method="absgd",
-                       lam=-1.0, gamma=0.9, epochs=10, lr=0.002, lr_decay_epochs=(5,),
-                       lr_decay_factor=0.1, weight_decay=1e-2, batch_size=256,
-                       init_from="resnet50-imagenet.pth", init_head="drop", data_workers=16),
-})
+    "clothing1m": dict(
+      dataset="clothing1m",
+      model="resnet50",
+      method="absgd",
+      lam=-1.0,
+      gamma=0.9,
+      epochs=10,
+      lr=0.002,
+      lr_decay_epochs=(5,),
+      lr_decay_factor=0.1,
+      weight_decay=1e-2,
+      batch_size=256,
+      init_from="resnet50-imagenet.pth",
+      init_head="drop",
+      data_workers=16,
+    ),
+  }
+)
 
 
 # --- schedules that follow the run's length -----------------------------------------------
@@ -148,8 +238,9 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
   return out
 
 
-def make_config(preset: str | None = None, overrides: dict[str, Any] | None = None,
-                **kwargs: Any) -> Config:
+def make_config(
+  preset: str | None = None, overrides: dict[str, Any] | None = None, **kwargs: Any
+) -> Config:
   """A :class:`Config` from a preset plus overrides (strings are parsed to the field's type).
 
   When a preset's ``epochs`` is overridden, the preset's epoch-valued fields that are not
@@ -181,8 +272,12 @@ def make_config(preset: str | None = None, overrides: dict[str, Any] | None = No
   # A preset is a protocol whose schedule is laid out over its epochs; the bare defaults are
   # not (nothing is scaled without a preset).
   epochs = given.get("epochs")
-  if preset is not None and isinstance(epochs, int) and epochs >= 1 \
-     and epochs != values.get("epochs", fields["epochs"].default):
+  if (
+    preset is not None
+    and isinstance(epochs, int)
+    and epochs >= 1
+    and epochs != values.get("epochs", fields["epochs"].default)
+  ):
     keep = {k: values.get(k, fields[k].default) for k in EPOCH_FIELDS if k not in given}
     values.update(scale_epochs(keep, values.get("epochs", fields["epochs"].default), epochs))
   values.update(given)

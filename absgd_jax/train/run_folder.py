@@ -32,8 +32,18 @@ from absgd_jax.train.presets import EPOCH_FIELDS
 # Fields that do not change what a run computes: where it writes and reads from, how often it
 # evaluates or checkpoints, how many processes decode images, when the class-collapse guard
 # warns, and the preset's name (the resolved values are what count).
-NON_RESULT_FIELDS = frozenset({"out_dir", "eval_every", "checkpoint", "data_workers",
-                               "data_dir", "preset", "collapse_weight", "collapse_steps"})
+NON_RESULT_FIELDS = frozenset(
+  {
+    "out_dir",
+    "eval_every",
+    "checkpoint",
+    "data_workers",
+    "data_dir",
+    "preset",
+    "collapse_weight",
+    "collapse_steps",
+  }
+)
 # Result fields added after run folders were named by fingerprint: left out while at their
 # default, so that a run started before they existed keeps its folder name and resumes.
 OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau"})
@@ -76,8 +86,9 @@ def result_fields(config: Config | Mapping[str, Any]) -> dict[str, Any]:
     value = d.get(name, defaults[name])
     if name in OMITTED_AT_DEFAULT and value == defaults[name]:
       continue
-    if isinstance(value, float) or (isinstance(value, int) and not isinstance(value, bool)
-                                    and isinstance(defaults[name], float)):
+    if isinstance(value, float) or (
+      isinstance(value, int) and not isinstance(value, bool) and isinstance(defaults[name], float)
+    ):
       value = float(value)  # lam=5 and lam=5.0 are one setting.
     if isinstance(value, str) and isinstance(defaults[name], float):
       value = float(value)  # "inf" as written by _jsonable.
@@ -171,8 +182,9 @@ def config_from_dict(d: Mapping[str, Any]) -> Config:
 CONFIG_FILE = "config.json"
 
 
-def write_run_config(config: Config, out_dir: str | None = None,
-                     extra: Mapping[str, Any] | None = None) -> None:
+def write_run_config(
+  config: Config, out_dir: str | None = None, extra: Mapping[str, Any] | None = None
+) -> None:
   """Writes ``{"config": <every field>, "fingerprint": ..., **extra}`` to
   ``out_dir/config.json``.
 
@@ -182,8 +194,12 @@ def write_run_config(config: Config, out_dir: str | None = None,
   out = epath.Path(out_dir or config.out_dir)
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / (CONFIG_FILE + ".tmp")
-  tmp.write_text(json.dumps({"config": config_to_dict(config),
-                             "fingerprint": fingerprint(config), **(extra or {})}, indent=1))
+  tmp.write_text(
+    json.dumps(
+      {"config": config_to_dict(config), "fingerprint": fingerprint(config), **(extra or {})},
+      indent=1,
+    )
+  )
   tmp.replace(out / CONFIG_FILE)
 
 
@@ -199,8 +215,10 @@ def read_run_config(out_dir: str) -> dict[str, Any] | None:
   try:
     record = json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path} is not valid JSON ({e}): restore it, or pass --new-run "
-                     "(new_run=True) to start this run again in that folder.") from None
+    raise ValueError(
+      f"{path} is not valid JSON ({e}): restore it, or pass --new-run "
+      "(new_run=True) to start this run again in that folder."
+    ) from None
   return record.get("config", record)
 
 
@@ -224,8 +242,13 @@ class RunMismatchError(ValueError):
   """
 
 
-def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
-                 last_epoch: int | None = None, new_run: bool = False) -> None:
+def check_resume(
+  saved: Mapping[str, Any] | None,
+  config: Config,
+  *,
+  last_epoch: int | None = None,
+  new_run: bool = False,
+) -> None:
   """Refuses to resume a run whose saved settings differ from ``config``'s.
 
   Args:
@@ -244,31 +267,40 @@ def check_resume(saved: Mapping[str, Any] | None, config: Config, *,
   if saved is None:
     if last_epoch is not None:
       raise RunMismatchError(
-          f"{config.out_dir} holds checkpoints (epoch {last_epoch}) but no {CONFIG_FILE}, so "
-          "its settings are unknown. Use another out_dir (--out), or --new-run to start afresh "
-          "there.")
+        f"{config.out_dir} holds checkpoints (epoch {last_epoch}) but no {CONFIG_FILE}, so "
+        "its settings are unknown. Use another out_dir (--out), or --new-run to start afresh "
+        "there."
+      )
     return
   keys = diff_configs(saved, config)
   if keys:
     old, new = result_fields(saved), result_fields(config)
-    moved = checks.moved_schedule(config.out_dir, saved.get("epochs"), config.epochs,
-                                  {k: (old.get(k), new.get(k)) for k in keys}, EPOCH_FIELDS)
+    moved = checks.moved_schedule(
+      config.out_dir,
+      saved.get("epochs"),
+      config.epochs,
+      {k: (old.get(k), new.get(k)) for k in keys},
+      EPOCH_FIELDS,
+    )
     if moved:
       raise RunMismatchError(moved)
     lines = "; ".join(f"{k}: {old.get(k)!r} in the saved run, {new.get(k)!r} now" for k in keys)
     raise RunMismatchError(
-        f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "
-        "runs. Use another out_dir (--out, or leave it unset for one per setting), or "
-        "--new-run (new_run=True) to start afresh there.")
+      f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "
+      "runs. Use another out_dir (--out, or leave it unset for one per setting), or "
+      "--new-run (new_run=True) to start afresh there."
+    )
   if last_epoch is not None and last_epoch + 1 > config.epochs:
     raise RunMismatchError(
-        f"{config.out_dir} holds a run already trained to epoch {last_epoch + 1}, past the "
-        f"epochs={config.epochs} asked for: its results would not be those of a "
-        f"{config.epochs}-epoch run. Use another out_dir, or --new-run to start afresh there.")
+      f"{config.out_dir} holds a run already trained to epoch {last_epoch + 1}, past the "
+      f"epochs={config.epochs} asked for: its results would not be those of a "
+      f"{config.epochs}-epoch run. Use another out_dir, or --new-run to start afresh there."
+    )
 
 
-def claim_run_dir(config: Config, *, last_epoch: int | None,
-                  new_run: bool = False) -> dict[str, Any] | None:
+def claim_run_dir(
+  config: Config, *, last_epoch: int | None, new_run: bool = False
+) -> dict[str, Any] | None:
   """Checks ``config.out_dir``'s saved settings against ``config`` and records ``config`` there.
 
   The loop's one call before it restores anything: :func:`read_run_config`,
@@ -290,10 +322,12 @@ def claim_run_dir(config: Config, *, last_epoch: int | None,
 
 def to_json(record: Any, **kw: Any) -> str:
   """JSON of a run's records, NumPy scalars as numbers."""
+
   def default(x):
     if isinstance(x, (np.floating, np.integer)):
       return x.item()
     raise TypeError(type(x))
+
   return json.dumps(record, default=default, **kw)
 
 
@@ -314,8 +348,14 @@ class RunFolder:
       checked like them (a sweep's grid).
   """
 
-  def __init__(self, config: Config, *, log: bool = True, checkpoints: bool | None = None,
-               extra: Mapping[str, Any] | None = None):
+  def __init__(
+    self,
+    config: Config,
+    *,
+    log: bool = True,
+    checkpoints: bool | None = None,
+    extra: Mapping[str, Any] | None = None,
+  ):
     self.extra = {k: _jsonable(v) for k, v in (extra or {}).items()}
     self.config = resolve_out_dir(config)
     self.path = epath.Path(self.config.out_dir)  # A local folder or a gs:// (etc.) location.
@@ -340,8 +380,12 @@ class RunFolder:
 
   def check(self, new_run: bool = False) -> None:
     """Refuses a folder that holds a run with other settings (see :func:`check_resume`)."""
-    check_resume(read_run_config(self.config.out_dir), self.config,
-                 last_epoch=self.last_epoch(), new_run=new_run)
+    check_resume(
+      read_run_config(self.config.out_dir),
+      self.config,
+      last_epoch=self.last_epoch(),
+      new_run=new_run,
+    )
     path = self.path / CONFIG_FILE
     if new_run or not self.extra or not path.exists():
       return
@@ -349,9 +393,10 @@ class RunFolder:
     for key, value in self.extra.items():
       if key in saved and saved[key] != value:
         raise RunMismatchError(
-            f"{self.path} holds a run with other settings ({key}: {saved[key]!r} in the saved "
-            f"run, {value!r} now). Use another out_dir (--out), or --new-run (new_run=True) to "
-            "start afresh there.")
+          f"{self.path} holds a run with other settings ({key}: {saved[key]!r} in the saved "
+          f"run, {value!r} now). Use another out_dir (--out), or --new-run (new_run=True) to "
+          "start afresh there."
+        )
 
   def claim(self) -> None:
     """Records this run's settings there. Call :meth:`check` on every folder of a run before

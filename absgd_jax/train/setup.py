@@ -26,7 +26,6 @@ from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.step import Batch, LossFn, Preprocess, TrainState, cast_images
 
 
-
 def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedule:
   """Linear warm-up over ``warmup_epochs``, then step decay at ``lr_decay_epochs`` or a cosine
   decay to 0 at the last epoch (``lr_schedule``).
@@ -40,8 +39,7 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
   if config.lr_schedule == "cosine":
     decay = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_epoch)
   else:
-    boundaries = {int(e * steps_per_epoch): config.lr_decay_factor
-                  for e in config.lr_decay_epochs}
+    boundaries = {int(e * steps_per_epoch): config.lr_decay_factor for e in config.lr_decay_epochs}
     decay = optax.piecewise_constant_schedule(config.lr, boundaries)
   warmup_steps = config.warmup_epochs * steps_per_epoch
   if warmup_steps == 0:
@@ -72,8 +70,9 @@ def lam_schedule(config: Config, steps_per_epoch: int, lam: Any = None):
   return lambda count: jnp.where(count < switch, jnp.inf, lam)
 
 
-def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
-                   loss_fn: LossFn) -> weighting.Weighting:
+def make_weighting(
+  config: Config, steps_per_epoch: int, apply_fn: Any, loss_fn: LossFn
+) -> weighting.Weighting:
   """The method's weighting: uniform (sgd, adam), ABSGD (absgd, abadam), EG, or L2RW."""
   if config.method == "l2rw":
     return weighting.l2rw(apply_fn, loss_fn, learning_rate_schedule(config, steps_per_epoch))
@@ -82,8 +81,12 @@ def make_weighting(config: Config, steps_per_epoch: int, apply_fn: Any,
   # EG: the current batch alone (how little that differs from ABSGD: absgd_weights' gamma).
   gamma = 1.0 if config.method == "eg" else config.gamma
   if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
-    return weighting.kl_budget(config.kl_budget, gamma, sign=1 if config.lam > 0 else -1,
-                               start_step=max(config.stage2_epoch, 0) * steps_per_epoch)
+    return weighting.kl_budget(
+      config.kl_budget,
+      gamma,
+      sign=1 if config.lam > 0 else -1,
+      start_step=max(config.stage2_epoch, 0) * steps_per_epoch,
+    )
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
 
@@ -95,25 +98,23 @@ def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int)
     if config.class_weighting == "cb":
       return L.class_balanced_weights(counts, config.cb_beta)
     if config.class_weighting == "drw":
-      return L.drw_class_weights(counts, step, config.drw_epoch * steps_per_epoch,
-                                 config.cb_beta)
+      return L.drw_class_weights(counts, step, config.drw_epoch * steps_per_epoch, config.cb_beta)
     return None
 
   # Each loss with its own settings (a thunk: only the configured loss's are computed); every
   # loss takes (logits, labels, *, class_weights, ...).
   loss, settings = {
-      "ce": (L.cross_entropy, dict),
-      "focal": (L.focal_loss, lambda: dict(gamma=config.focal_gamma)),
-      "ldam": (L.ldam_loss, lambda: dict(margins=L.ldam_margins(counts, config.ldam_max_m),
-                                         scale=config.ldam_scale)),
-      "la": (L.logit_adjusted_cross_entropy,
-             lambda: dict(class_counts=counts, tau=config.la_tau)),
-      "bs": (L.balanced_softmax_cross_entropy, lambda: dict(class_counts=counts)),
-      "sce": (L.symmetric_cross_entropy,
-              lambda: dict(alpha=config.sce_alpha, beta=config.sce_beta)),
-      "gce": (L.generalized_cross_entropy, lambda: dict(q=config.gce_q)),
-      "tce": (L.truncated_generalized_cross_entropy,
-              lambda: dict(q=config.gce_q, k=config.tce_k)),
+    "ce": (L.cross_entropy, dict),
+    "focal": (L.focal_loss, lambda: dict(gamma=config.focal_gamma)),
+    "ldam": (
+      L.ldam_loss,
+      lambda: dict(margins=L.ldam_margins(counts, config.ldam_max_m), scale=config.ldam_scale),
+    ),
+    "la": (L.logit_adjusted_cross_entropy, lambda: dict(class_counts=counts, tau=config.la_tau)),
+    "bs": (L.balanced_softmax_cross_entropy, lambda: dict(class_counts=counts)),
+    "sce": (L.symmetric_cross_entropy, lambda: dict(alpha=config.sce_alpha, beta=config.sce_beta)),
+    "gce": (L.generalized_cross_entropy, lambda: dict(q=config.gce_q)),
+    "tce": (L.truncated_generalized_cross_entropy, lambda: dict(q=config.gce_q, k=config.tce_k)),
   }[config.loss]
   settings = settings()
 
@@ -131,8 +132,12 @@ def make_optimizer(config: Config, steps_per_epoch: int, params: Any):
   """
   lr = learning_rate_schedule(config, steps_per_epoch)
   if config.method in ("sgd", "absgd", "eg", "l2rw"):
-    tx = absgd_jax.absgd(lr, momentum=config.momentum, weight_decay=config.weight_decay,
-                         momentum_form=config.momentum_form)
+    tx = absgd_jax.absgd(
+      lr,
+      momentum=config.momentum,
+      weight_decay=config.weight_decay,
+      momentum_form=config.momentum_form,
+    )
   else:
     tx = absgd_jax.abadam(lr, weight_decay=config.weight_decay)
   if config.stage2_trainable == "all":  # (stage2_epoch = 0 freezes from the first step.)
@@ -158,8 +163,13 @@ def make_preprocess(config: Config) -> Preprocess:
     out = dict(batch)
     for i, name in enumerate(k for k in ("images", "val_images") if k in batch):
       if train and augment:
-        out[name] = augment_cifar(jax.random.fold_in(key, i) if i else key, batch[name],
-                                  padding=config.crop_padding, mean=stats[0], std=stats[1])
+        out[name] = augment_cifar(
+          jax.random.fold_in(key, i) if i else key,
+          batch[name],
+          padding=config.crop_padding,
+          mean=stats[0],
+          std=stats[1],
+        )
       else:
         out[name] = normalize(batch[name], *stats)
     return out
@@ -177,16 +187,20 @@ def initial_weights(config: Config, variables: dict) -> dict:
   path = epath.Path(config.init_from)
   if not path.exists():
     raise FileNotFoundError(
-        f"init_from={config.init_from!r} is neither a run directory nor a weights file. For "
-        f"stage 2, run stage 1 first (its out_dir); for ImageNet weights, see "
-        f"docs/large_scale.md.")
+      f"init_from={config.init_from!r} is neither a run directory nor a weights file. For "
+      f"stage 2, run stage 1 first (its out_dir); for ImageNet weights, see "
+      f"docs/large_scale.md."
+    )
   if path.is_dir():  # The run's folder, or a preset's folder holding one run.
     ckpt = Checkpointer(find_run_checkpoints(config.init_from))
     if ckpt.latest_epoch() is None:
-      raise FileNotFoundError(f"init_from={config.init_from!r} has no checkpoint under "
-                              f"checkpoints/: did its run finish an epoch?")
+      raise FileNotFoundError(
+        f"init_from={config.init_from!r} has no checkpoint under "
+        f"checkpoints/: did its run finish an epoch?"
+      )
     return ckpt.restore_variables(variables, head=config.init_head)
   from absgd_jax.models.pretrained import load_pretrained
+
   return load_pretrained(config.init_from, variables, head=config.init_head)
 
 
@@ -196,8 +210,9 @@ def init_variables(config: Config, model: Any, sample: jax.Array) -> dict:
   return initial_weights(config, variables) if config.init_from else variables
 
 
-def init_state(config: Config, variables: dict, tx: optax.GradientTransformation,
-               weigher: weighting.Weighting) -> TrainState:
+def init_state(
+  config: Config, variables: dict, tx: optax.GradientTransformation, weigher: weighting.Weighting
+) -> TrainState:
   """Step 0 of a run: the variables, a fresh optimizer and weight state, the augmentation key.
 
   Frozen layers keep their weights but, in train mode, go on normalising with batch
@@ -207,6 +222,11 @@ def init_state(config: Config, variables: dict, tx: optax.GradientTransformation
   """
   params = variables["params"]
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
-  return TrainState(step=jnp.zeros([], jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    w_state=weigher.init(), rng=jax.random.key_data(key))
+  return TrainState(
+    step=jnp.zeros([], jnp.int32),
+    params=params,
+    batch_stats=variables.get("batch_stats", {}),
+    opt_state=tx.init(params),
+    w_state=weigher.init(),
+    rng=jax.random.key_data(key),
+  )

@@ -69,8 +69,9 @@ class TrainState(flax.struct.PyTreeNode):
 def cast_images(batch: Batch, key: jax.Array | None = None, train: bool = False) -> Batch:
   """The default preprocessing: images (and validation images) as float32, nothing else."""
   del key, train
-  return {k: v.astype(jnp.float32) if k in ("images", "val_images") else v
-          for k, v in batch.items()}
+  return {
+    k: v.astype(jnp.float32) if k in ("images", "val_images") else v for k, v in batch.items()
+  }
 
 
 def _psum(tree, axis_name):
@@ -92,14 +93,14 @@ def _device_varying(tree, axis_name):
 
 
 def make_train_step(
-    model: Any,
-    tx: optax.GradientTransformation,
-    loss_fn: LossFn,
-    weigher: Weighting | absgd_jax.WeightTransform | None = None,
-    preprocess: Preprocess = cast_images,
-    *,
-    num_classes: int,
-    axis_name: str | None = None,
+  model: Any,
+  tx: optax.GradientTransformation,
+  loss_fn: LossFn,
+  weigher: Weighting | absgd_jax.WeightTransform | None = None,
+  preprocess: Preprocess = cast_images,
+  *,
+  num_classes: int,
+  axis_name: str | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
   """Builds ``train_step(state, batch) -> (state, metrics)``.
 
@@ -144,9 +145,10 @@ def make_train_step(
   weigher = uniform(axis_name) if weigher is None else as_weighting(weigher)
   if weigher.axis_name != axis_name:
     raise ValueError(
-        f"make_train_step(axis_name={axis_name!r}) got a weigher that reduces over "
-        f"{weigher.axis_name!r}: build it with axis_name={axis_name!r}, or each shard would "
-        f"normalise by its own s (learning to reweight runs under jax.jit only).")
+      f"make_train_step(axis_name={axis_name!r}) got a weigher that reduces over "
+      f"{weigher.axis_name!r}: build it with axis_name={axis_name!r}, or each shard would "
+      f"normalise by its own s (learning to reweight runs under jax.jit only)."
+    )
 
   def train_step(state: TrainState, batch: Batch):
     key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -158,56 +160,80 @@ def make_train_step(
     batch_weigher = weigher.for_batch(batch, variables, state.step)
 
     def objective(params):
-      logits, new_vars = model.apply({**variables, "params": params}, batch["images"],
-                                     train=True, mutable=["batch_stats"])
+      logits, new_vars = model.apply(
+        {**variables, "params": params}, batch["images"], train=True, mutable=["batch_stats"]
+      )
       losses = loss_fn(logits.astype(jnp.float32), labels, state.step)
-      loss, (w_state, weights) = absgd_jax.weighted_mean(losses, state.w_state, batch_weigher,
-                                                         where=mask)
+      loss, (w_state, weights) = absgd_jax.weighted_mean(
+        losses, state.w_state, batch_weigher, where=mask
+      )
       new_stats = new_vars.get("batch_stats", state.batch_stats)  # an MLP has none
       return loss, (new_stats, w_state, weights, losses, logits)
 
     params_in = state.params if axis_name is None else _device_varying(state.params, axis_name)
     (loss, (batch_stats, w_state, weights, losses, logits)), grads = jax.value_and_grad(
-        objective, has_aux=True)(params_in)
+      objective, has_aux=True
+    )(params_in)
     # Each shard's term is already divided by the global count: the psum is the global mean.
     grads, loss = _psum((grads, loss), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, batch_stats=batch_stats,
-                              params=optax.apply_updates(state.params, updates),
-                              opt_state=opt_state, w_state=w_state)
+    new_state = state.replace(
+      step=state.step + 1,
+      batch_stats=batch_stats,
+      params=optax.apply_updates(state.params, updates),
+      opt_state=opt_state,
+      w_state=w_state,
+    )
     metrics = step_metrics(batch, losses, weights, logits, w_state, num_classes, axis_name)
     return new_state, {**metrics, "wloss_sum": loss * metrics["count"]}
 
   return train_step
 
 
-def step_metrics(batch: Batch, losses: jax.Array, weights: jax.Array, logits: jax.Array,
-                 w_state: absgd_jax.AbsgdWeightsState, num_classes: int,
-                 axis_name: str | None = None) -> dict[str, jax.Array]:
+def step_metrics(
+  batch: Batch,
+  losses: jax.Array,
+  weights: jax.Array,
+  logits: jax.Array,
+  w_state: absgd_jax.AbsgdWeightsState,
+  num_classes: int,
+  axis_name: str | None = None,
+) -> dict[str, jax.Array]:
   """One step's sums over the real rows, and its weight statistics over the global batch."""
   mask, labels = batch["mask"], batch["labels"]
   m = mask.astype(jnp.float32)
   # class_mean_weights drops out-of-range labels: padding rows are sent to class C.
   class_weight_sum, class_count = absgd_jax.class_mean_weights(
-      weights, jnp.where(mask, labels, num_classes), num_classes)
+    weights, jnp.where(mask, labels, num_classes), num_classes
+  )
   sums = {
-      "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
-      "count": jnp.sum(m),
-      "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * m),
-      "class_weight_sum": class_weight_sum,
-      "class_count": class_count,
+    "loss_sum": jnp.sum(jnp.where(mask, losses, 0.0)),
+    "count": jnp.sum(m),
+    "correct": jnp.sum((jnp.argmax(logits, -1) == labels) * m),
+    "class_weight_sum": class_weight_sum,
+    "class_count": class_count,
   }
   if "flipped" in batch:  # Two groups, clean (0) and flipped (1), as two "classes".
     group_weight, group_count = absgd_jax.class_mean_weights(
-        weights, jnp.where(mask, batch["flipped"].astype(jnp.int32), 2), 2)
-    sums.update(clean_weight_sum=group_weight[0], clean_count=group_count[0],
-                flipped_weight_sum=group_weight[1], flipped_count=group_count[1])
+      weights, jnp.where(mask, batch["flipped"].astype(jnp.int32), 2), 2
+    )
+    sums.update(
+      clean_weight_sum=group_weight[0],
+      clean_count=group_count[0],
+      flipped_weight_sum=group_weight[1],
+      flipped_count=group_count[1],
+    )
   sums = _psum(sums, axis_name)
   if axis_name is not None:  # ESS and the largest weight are of the global batch.
     weights = _gather_replicated(weights, axis_name)
   stats = absgd_jax.weight_stats(weights, w_state)
-  return {**sums, "ess": stats["ess"], "max_weight": stats["max_weight"],
-          "log_s": stats["log_s"], "lam": current_lam(w_state)}
+  return {
+    **sums,
+    "ess": stats["ess"],
+    "max_weight": stats["max_weight"],
+    "log_s": stats["log_s"],
+    "lam": current_lam(w_state),
+  }
 
 
 def _gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:
@@ -218,12 +244,16 @@ def _gather_replicated(x: jax.Array, axis_name: str) -> jax.Array:
   """
   n, i = jax.lax.axis_size(axis_name), jax.lax.axis_index(axis_name)
   full = jnp.zeros((n * x.shape[0], *x.shape[1:]), x.dtype)
-  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(full, x, i * x.shape[0], 0),
-                      axis_name)
+  return jax.lax.psum(jax.lax.dynamic_update_slice_in_dim(full, x, i * x.shape[0], 0), axis_name)
 
 
-def make_eval_step(model: Any, *, num_classes: int, preprocess: Preprocess = cast_images,
-                   axis_name: str | None = None):
+def make_eval_step(
+  model: Any,
+  *,
+  num_classes: int,
+  preprocess: Preprocess = cast_images,
+  axis_name: str | None = None,
+):
   """Builds ``eval_step(state, batch) -> {per-class correct [C], per-class count [C]}``.
 
   ``preprocess`` is the train step's, called with ``train=False`` (normalisation only).
@@ -257,12 +287,14 @@ def make_eval_step(model: Any, *, num_classes: int, preprocess: Preprocess = cas
 
   def eval_step(state: TrainState, batch: Batch):
     batch = preprocess(batch, None, False)
-    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats},
-                         batch["images"], train=False)
+    logits = model.apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, batch["images"], train=False
+    )
     correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
     # Per-class sums of "correct" over the real rows (padding is sent to the dropped class C).
     class_correct, class_count = absgd_jax.class_mean_weights(
-        correct, jnp.where(batch["mask"], batch["labels"], num_classes), num_classes)
+      correct, jnp.where(batch["mask"], batch["labels"], num_classes), num_classes
+    )
     return _psum({"class_correct": class_correct, "class_count": class_count}, axis_name)
 
   return eval_step

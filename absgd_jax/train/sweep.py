@@ -84,20 +84,26 @@ def parse_sweep(items: Sequence[str]) -> dict[str, tuple[str, ...]]:
     if not sep or not key:
       raise ValueError(f"--sweep expects KEY=V1,V2,...; got {item!r} (e.g. lam=1,2,5).")
     if key not in fields:
-      raise ValueError(f"--sweep {key}: unknown setting {key!r}; the settings a sweep can vary "
-                       f"in one program are {sweepable}.")
+      raise ValueError(
+        f"--sweep {key}: unknown setting {key!r}; the settings a sweep can vary "
+        f"in one program are {sweepable}."
+      )
     if key not in SWEEPABLE:
       raise ValueError(
-          f"--sweep {key}: {key!r} cannot vary inside one compiled program (it changes the "
-          f"program's shapes, structure or data); the sweepable settings are {sweepable}. "
-          f"Run one absgd-train --set {key}=... per value instead.")
+        f"--sweep {key}: {key!r} cannot vary inside one compiled program (it changes the "
+        f"program's shapes, structure or data); the sweepable settings are {sweepable}. "
+        f"Run one absgd-train --set {key}=... per value instead."
+      )
     if key in grid:
-      raise ValueError(f"--sweep {key} is given twice; list all its values in one --sweep "
-                       f"{key}=V1,V2,...")
+      raise ValueError(
+        f"--sweep {key} is given twice; list all its values in one --sweep {key}=V1,V2,..."
+      )
     values = tuple(v.strip() for v in text.split(",") if v.strip())
     if not values:
-      raise ValueError(f"--sweep {key}= has no values; give a comma-separated list, e.g. "
-                       f"{key}={'1,2,5' if SWEEPABLE[key] is float else '0,1,2'}.")
+      raise ValueError(
+        f"--sweep {key}= has no values; give a comma-separated list, e.g. "
+        f"{key}={'1,2,5' if SWEEPABLE[key] is float else '0,1,2'}."
+      )
     grid[key] = values
   if not grid:
     raise ValueError("a sweep needs at least one --sweep KEY=V1,V2,...")
@@ -108,8 +114,9 @@ def _typed(key: str, text: str) -> Any:
   try:
     return SWEEPABLE[key](text)
   except ValueError:
-    raise ValueError(f"--sweep {key}: {text!r} is not "
-                     f"{'a number' if SWEEPABLE[key] is float else 'an integer'}.") from None
+    raise ValueError(
+      f"--sweep {key}: {text!r} is not {'a number' if SWEEPABLE[key] is float else 'an integer'}."
+    ) from None
 
 
 def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Member]:
@@ -140,25 +147,33 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
       parse_sweep([f"{key}="])
     typed[key] = [_typed(key, v) if isinstance(v, str) else SWEEPABLE[key](v) for v in values]
     if len(set(typed[key])) != len(typed[key]):
-      raise ValueError(f"--sweep {key}: the values {list(values)} repeat one; each member must "
-                       f"differ.")
+      raise ValueError(
+        f"--sweep {key}: the values {list(values)} repeat one; each member must differ."
+      )
   if config.kl_budget > 0:
     # The budget's weigher has its own state layout and no traced-lam form: one run each.
-    raise ValueError(f"--sweep with kl_budget={config.kl_budget}: a sweep varies a fixed "
-                     "lam; run a budget as a single run (or sweep with kl_budget=0).")
+    raise ValueError(
+      f"--sweep with kl_budget={config.kl_budget}: a sweep varies a fixed "
+      "lam; run a budget as a single run (or sweep with kl_budget=0)."
+    )
   if ("lam" in typed or "gamma" in typed) and config.method not in WEIGHTED_METHODS:
     key = "lam" if "lam" in typed else "gamma"
-    raise ValueError(f"--sweep {key}: method={config.method!r} has no ABSGD weights, so "
-                     f"{key} changes nothing; sweep it with method absgd, abadam or eg.")
+    raise ValueError(
+      f"--sweep {key}: method={config.method!r} has no ABSGD weights, so "
+      f"{key} changes nothing; sweep it with method absgd, abadam or eg."
+    )
   if "gamma" in typed and config.method == "eg":
-    raise ValueError("--sweep gamma: method='eg' fixes gamma = 1 (the current batch alone); "
-                     "sweep gamma with method absgd or abadam.")
+    raise ValueError(
+      "--sweep gamma: method='eg' fixes gamma = 1 (the current batch alone); "
+      "sweep gamma with method absgd or abadam."
+    )
   root = sweep_dir(config, list(typed))
   members = []
   for combo in itertools.product(*typed.values()):
     values = dict(zip(typed, combo))
-    label = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in values.items())
+    label = ",".join(
+      f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
+    )
     try:
       cfg = dataclasses.replace(config, **values, out_dir=str(epath.Path(root) / label))
     except ValueError as e:
@@ -171,8 +186,10 @@ def sweep_dir(config: Config, keys: Sequence[str]) -> str:
   """The sweep's folder: ``config.out_dir``, else one named by the swept keys and settings."""
   if config.out_dir:
     return config.out_dir
-  return (f"runs/{config.preset or config.dataset}/{config.method}-sweep-{'-'.join(keys)}-"
-          f"{run_folder.fingerprint(config)[:8]}")
+  return (
+    f"runs/{config.preset or config.dataset}/{config.method}-sweep-{'-'.join(keys)}-"
+    f"{run_folder.fingerprint(config)[:8]}"
+  )
 
 
 class Sweep(Trainer):
@@ -193,15 +210,34 @@ class Sweep(Trainer):
     (['lam=1', 'lam=5'], 'test_balanced_acc')
   """
 
-  def __init__(self, config: Config, grid: dict[str, Sequence[Any]], *, exp: Any = None,
-               progress: bool = True, log: bool = True, devices: list | None = None,
-               new_run: bool = False, mode: str = "auto", console: bool | None = None):
+  def __init__(
+    self,
+    config: Config,
+    grid: dict[str, Sequence[Any]],
+    *,
+    exp: Any = None,
+    progress: bool = True,
+    log: bool = True,
+    devices: list | None = None,
+    new_run: bool = False,
+    mode: str = "auto",
+    console: bool | None = None,
+  ):
     members = member_configs(config, grid)
     config = dataclasses.replace(config, out_dir=sweep_dir(config, list(grid)))
     swept = {k: list(dict.fromkeys(m.values[k] for m in members)) for k in grid}
     self.root = run_folder.RunFolder(config, log=log, checkpoints=False, extra={"sweep": swept})
-    super().__init__(config, exp=exp, progress=progress, log=log, devices=devices,
-                     new_run=new_run, members=members, mode=mode, console=console)
+    super().__init__(
+      config,
+      exp=exp,
+      progress=progress,
+      log=log,
+      devices=devices,
+      new_run=new_run,
+      members=members,
+      mode=mode,
+      console=console,
+    )
 
   def _claim(self, new_run: bool) -> None:
     with errors.user_input():  # the base settings, then every member's, before any write
@@ -227,19 +263,32 @@ class Sweep(Trainer):
 
   def _finish(self, wall_time_s: float) -> dict[str, Any]:
     key = self.selected_on
-    scores = [h[-1].get(key) if s == "ok" and h else None
-              for s, h in zip(self.status, self.histories)]
+    scores = [
+      h[-1].get(key) if s == "ok" and h else None for s, h in zip(self.status, self.histories)
+    ]
     ok = [i for i, x in enumerate(scores) if x is not None and math.isfinite(x)]
     winner = max(ok, key=lambda i: scores[i]) if ok else None  # ties: the first listed
-    rows = [{"member": i, "label": m.label, "sweep": m.values, "status": self.status[i],
-             "selected_on": key, "score": scores[i], "winner": i == winner,
-             "config": run_folder.config_to_dict(m.config),
-             "final": self.histories[i][-1] if self.histories[i] else {}}
-            for i, m in enumerate(self.members)]
+    rows = [
+      {
+        "member": i,
+        "label": m.label,
+        "sweep": m.values,
+        "status": self.status[i],
+        "selected_on": key,
+        "score": scores[i],
+        "winner": i == winner,
+        "config": run_folder.config_to_dict(m.config),
+        "final": self.histories[i][-1] if self.histories[i] else {},
+      }
+      for i, m in enumerate(self.members)
+    ]
     self.root.write("sweep.jsonl", "".join(run_folder.to_json(r) + "\n" for r in rows))
-    out = {"members": rows, "selected_on": key,
-           "winner": None if winner is None else self.members[winner].label,
-           "wall_time_s": wall_time_s}
+    out = {
+      "members": rows,
+      "selected_on": key,
+      "winner": None if winner is None else self.members[winner].label,
+      "wall_time_s": wall_time_s,
+    }
     self._say(table(out))
     return out
 
@@ -251,15 +300,20 @@ def table(summary: dict[str, Any]) -> str:
   lines = [head]
   for r in summary["members"]:
     f = r["final"]
-    lines.append(f"{('* ' if r['winner'] else '  ') + r['label']:<24} {_fmt(r['score']):>18} "
-                 f"{_fmt(f.get('test_acc')):>9} {_fmt(f.get('test_balanced_acc')):>9} "
-                 f"{_fmt(f.get('train_loss')):>8}  {r['status']}")
+    lines.append(
+      f"{('* ' if r['winner'] else '  ') + r['label']:<24} {_fmt(r['score']):>18} "
+      f"{_fmt(f.get('test_acc')):>9} {_fmt(f.get('test_balanced_acc')):>9} "
+      f"{_fmt(f.get('train_loss')):>8}  {r['status']}"
+    )
   if summary["winner"] is None:
     lines.append("no healthy member: no winner.")
   else:
-    note = ("" if key.startswith("val") else
-            " (no validation split: chosen on the test split; set val_fraction > 0 to keep "
-            "the test split for reporting)")
+    note = (
+      ""
+      if key.startswith("val")
+      else " (no validation split: chosen on the test split; set val_fraction > 0 to keep "
+      "the test split for reporting)"
+    )
     lines.append(f"winner: {summary['winner']}, by final {key}{note}")
   return "\n".join(lines)
 

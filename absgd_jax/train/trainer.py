@@ -30,14 +30,14 @@ from absgd_jax.models import create_model
 from absgd_jax.train import afresh, errors, experiment_data, health, inputs, run_folder, setup
 from absgd_jax.train.config import Config
 from absgd_jax.train.members import (
-    Member,
-    make_sweep_step,
-    member_hyper,
-    over_members,
-    resolve_mode,
-    stack,
-    swept_absgd,
-    take,
+  Member,
+  make_sweep_step,
+  member_hyper,
+  over_members,
+  resolve_mode,
+  stack,
+  swept_absgd,
+  take,
 )
 from absgd_jax.train.metrics import eval_metrics, train_epoch_metrics
 from absgd_jax.train.step import make_eval_step, make_train_step
@@ -84,10 +84,19 @@ class Trainer:
     True
   """
 
-  def __init__(self, config: Config, *, exp: experiment_data.ExperimentData | None = None,
-               progress: bool = True, log: bool = True, devices: list | None = None,
-               new_run: bool = False, members: Sequence[Member] | None = None,
-               mode: str = "auto", console: bool | None = None):
+  def __init__(
+    self,
+    config: Config,
+    *,
+    exp: experiment_data.ExperimentData | None = None,
+    progress: bool = True,
+    log: bool = True,
+    devices: list | None = None,
+    new_run: bool = False,
+    members: Sequence[Member] | None = None,
+    mode: str = "auto",
+    console: bool | None = None,
+  ):
     self.config = config = run_folder.resolve_out_dir(config)
     self.progress, self.log, self.mode = progress, log, resolve_mode(mode)
     self.console = progress if console is None else console
@@ -100,22 +109,29 @@ class Trainer:
     with errors.user_input():  # Reading and sizing the data: their errors are the user's.
       for m in self.members:
         if m.config.seed not in by_seed:
-          by_seed[m.config.seed] = (exp if exp is not None and m.config.seed == config.seed
-                                    else experiment_data.build(m.config))
+          by_seed[m.config.seed] = (
+            exp
+            if exp is not None and m.config.seed == config.seed
+            else experiment_data.build(m.config)
+          )
       self.exps = [by_seed[m.config.seed] for m in self.members]
       self.exp = self.exps[0]
       self.shared_batches = len(by_seed) == 1  # else each member has its own batches
       self._check_member_data()
-      experiment_data.validate_for_data(config, len(self.exp.train), len(devices),
-                                        jax.process_count())
+      experiment_data.validate_for_data(
+        config, len(self.exp.train), len(devices), jax.process_count()
+      )
     self.mesh = Mesh(np.array(devices), ("data",))
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
     self.steps_per_epoch = spe = num_batches(len(self.exp.train), config.batch_size)
     dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
     self.model = create_model(config.model, C, head=config.head, dtype=dtype)
-    sample = (np.zeros((1, config.crop_size, config.crop_size, 3), np.float32)
-              if config.streamed else np.asarray(self.exp.train.images[:1], np.float32))
+    sample = (
+      np.zeros((1, config.crop_size, config.crop_size, 3), np.float32)
+      if config.streamed
+      else np.asarray(self.exp.train.images[:1], np.float32)
+    )
     init: dict[int, dict] = {}  # each seed's own start, as its single run's
     for m in self.members:
       if m.config.seed not in init:
@@ -124,24 +140,33 @@ class Trainer:
     self.loss_fn = setup.make_loss_fn(config, self.exp.train_class_counts, spe)
     # The first member's weighting (a plain run's own): the base config's lam may be one
     # that a sweep replaces in every member.
-    self.weigher = setup.make_weighting(self.members[0].config, spe, self.model.apply,
-                                        self.loss_fn)
+    self.weigher = setup.make_weighting(self.members[0].config, spe, self.model.apply, self.loss_fn)
     self.preprocess = setup.make_preprocess(config)
-    states = [setup.init_state(m.config, init[m.config.seed], self.tx,
-                               setup.make_weighting(m.config, spe, self.model.apply, self.loss_fn))
-              for m in self.members]
+    states = [
+      setup.init_state(
+        m.config,
+        init[m.config.seed],
+        self.tx,
+        setup.make_weighting(m.config, spe, self.model.apply, self.loss_fn),
+      )
+      for m in self.members
+    ]
     self.state = jax.device_put(stack(states) if self.stacked else states[0], self.replicated)
-    self.train_step = jax.jit(self._step_fn(), donate_argnums=0,
-                              out_shardings=(self.replicated, self.replicated))
+    self.train_step = jax.jit(
+      self._step_fn(), donate_argnums=0, out_shardings=(self.replicated, self.replicated)
+    )
     eval_step = make_eval_step(self.model, num_classes=C, preprocess=self.preprocess)
     if self.stacked:
       eval_step = over_members(eval_step, self.mode, (False, self.shared_batches))
     self.eval_step = jax.jit(eval_step, out_shardings=self.replicated)
     self._stack_batches = jax.jit(stack, out_shardings=NamedSharding(self.mesh, P(None, "data")))
     self.weights_from = setup.weights_start_step(config, spe)
-    self.guards = [health.ClassCollapseGuard(m.config.collapse_weight, m.config.collapse_steps,
-                                             e.train.class_names)
-                   for m, e in zip(self.members, self.exps)]
+    self.guards = [
+      health.ClassCollapseGuard(
+        m.config.collapse_weight, m.config.collapse_steps, e.train.class_names
+      )
+      for m, e in zip(self.members, self.exps)
+    ]
     self.histories: list[list[dict[str, Any]]] = [[] for _ in self.members]
     self.status = ["ok"] * M  # or "diverged in epoch E: why"
     self.summaries: list[dict[str, Any] | None] = [None] * M
@@ -157,8 +182,7 @@ class Trainer:
     c, spe = self.config, self.steps_per_epoch
     step_args = (self.model, self.tx, self.loss_fn)
     if not self.stacked:
-      return make_train_step(*step_args, self.weigher, self.preprocess,
-                             num_classes=c.num_classes)
+      return make_train_step(*step_args, self.weigher, self.preprocess, num_classes=c.num_classes)
     hyper, gammas = member_hyper([m.config for m in self.members])
 
     def weighting_for(h):
@@ -168,8 +192,14 @@ class Trainer:
       lam = setup.lam_schedule(self.members[0].config, spe, h.get("lam"))
       return swept_absgd(lam, gammas, h.get("gamma_index"))
 
-    step = make_sweep_step(*step_args, weighting_for, self.preprocess, num_classes=c.num_classes,
-                           shared_batch=self.shared_batches, mode=self.mode)
+    step = make_sweep_step(
+      *step_args,
+      weighting_for,
+      self.preprocess,
+      num_classes=c.num_classes,
+      shared_batch=self.shared_batches,
+      mode=self.mode,
+    )
     return lambda states, batch: step(states, batch, hyper)
 
   def _check_member_data(self) -> None:
@@ -181,14 +211,18 @@ class Trainer:
       sizes = [len(e.train), len(e.test), 0 if e.val is None else len(e.val)]
       sizes0 = [len(e0.train), len(e0.test), 0 if e0.val is None else len(e0.val)]
       if sizes != sizes0:
-        raise ValueError(f"--sweep seed: member {m.label} has (train, test, val) sizes {sizes} "
-                         f"where {m0.label} has {sizes0}; one program needs equal shapes. Run "
-                         f"these seeds as separate runs.")
+        raise ValueError(
+          f"--sweep seed: member {m.label} has (train, test, val) sizes {sizes} "
+          f"where {m0.label} has {sizes0}; one program needs equal shapes. Run "
+          f"these seeds as separate runs."
+        )
       if uses_counts and not np.array_equal(e.train_class_counts, e0.train_class_counts):
-        raise ValueError(f"--sweep seed: member {m.label}'s class counts differ from "
-                         f"{m0.label}'s, and loss={self.config.loss!r} with class_weighting="
-                         f"{self.config.class_weighting!r} depends on them. Run these seeds as "
-                         f"separate runs.")
+        raise ValueError(
+          f"--sweep seed: member {m.label}'s class counts differ from "
+          f"{m0.label}'s, and loss={self.config.loss!r} with class_weighting="
+          f"{self.config.class_weighting!r} depends on them. Run these seeds as "
+          f"separate runs."
+        )
 
   def _claim(self, new_run: bool) -> None:
     """Refuses folders holding runs with other settings (every one checked before any is
@@ -254,12 +288,19 @@ class Trainer:
     """One epoch of steps; each member's metrics, with the class-collapse warnings it raised
     (a plain run's record; a sweep's list, None for a member that has diverged)."""
     from tqdm.auto import tqdm
-    pairs = (zip(self.members, self.exps) if not self.shared_batches
-             else [(self.members[0], self.exp)])
+
+    pairs = (
+      zip(self.members, self.exps) if not self.shared_batches else [(self.members[0], self.exp)]
+    )
     streams = [inputs.train_batches(m.config, e, epoch, self.batch_sharding) for m, e in pairs]
     steps = []
-    for batch in tqdm(self._batches(streams), total=self.steps_per_epoch, desc=f"epoch {epoch}",
-                      leave=False, disable=not (self.progress and jax.process_index() == 0)):
+    for batch in tqdm(
+      self._batches(streams),
+      total=self.steps_per_epoch,
+      desc=f"epoch {epoch}",
+      leave=False,
+      disable=not (self.progress and jax.process_index() == 0),
+    ):
       self.state, m = self.train_step(self.state, batch)
       steps.append(m)
       self.position = (epoch, len(steps))
@@ -280,16 +321,19 @@ class Trainer:
   def evaluate(self, split: str = "test") -> list[dict[str, Any]]:
     """Each member's metrics on ``split`` ("test" or "val")."""
     exps = self.exps[:1] if self.shared_batches else self.exps
-    streams = [inputs.eval_batches(self.config, getattr(e, split), self.batch_sharding)
-               for e in exps]
+    streams = [
+      inputs.eval_batches(self.config, getattr(e, split), self.batch_sharding) for e in exps
+    ]
     correct = count = 0.0
     for batch in self._batches(streams):
       out = jax.device_get(self.eval_step(self.state, batch))
       correct, count = correct + out["class_correct"], count + out["class_count"]
     if not self.stacked:
       return [eval_metrics(correct, count, self.exp.train_class_counts, split)]
-    return [eval_metrics(correct[i], count[i], e.train_class_counts, split)
-            for i, e in enumerate(self.exps)]
+    return [
+      eval_metrics(correct[i], count[i], e.train_class_counts, split)
+      for i, e in enumerate(self.exps)
+    ]
 
   def restore(self) -> int:
     """Restores each member's newest healthy checkpoint that reads, if every member has one
@@ -301,8 +345,10 @@ class Trainer:
       return 0
     got = [c.restore(self.member_state(i)) for i, c in enumerate(ckpts)]
     epoch = min(int(meta["epoch"]) for _, meta in got)
-    got = [g if int(g[1]["epoch"]) == epoch else c.restore(self.member_state(i), epoch=epoch)
-           for i, (c, g) in enumerate(zip(ckpts, got))]
+    got = [
+      g if int(g[1]["epoch"]) == epoch else c.restore(self.member_state(i), epoch=epoch)
+      for i, (c, g) in enumerate(zip(ckpts, got))
+    ]
     states = [s for s, _ in got]
     self.state = jax.device_put(stack(states), self.replicated) if self.stacked else states[0]
     self.histories = [list(meta["history"]) for _, meta in got]
@@ -321,19 +367,30 @@ class Trainer:
     self.position = (start, 0)
     where = self.out / ("*/checkpoints" if self.stacked else "checkpoints")
     if start >= c.epochs:
-      self._say(f"resumed from epoch {start - 1} (its checkpoint in {where}): the run is "
-                f"finished, trained to epochs={c.epochs}; nothing left to train (--new-run "
-                "starts it again)")
+      self._say(
+        f"resumed from epoch {start - 1} (its checkpoint in {where}): the run is "
+        f"finished, trained to epochs={c.epochs}; nothing left to train (--new-run "
+        "starts it again)"
+      )
     elif start:
-      self._say(f"resumed from epoch {start - 1} (its checkpoint in {where}); training on from "
-                f"epoch {start}")
+      self._say(
+        f"resumed from epoch {start - 1} (its checkpoint in {where}); training on from "
+        f"epoch {start}"
+      )
     for epoch in range(start, c.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
         lams = {m.config.lam for m in self.members}
         lam = "lam per member" if len(lams) > 1 else f"lam={lams.pop()}"
-        self._say(f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
-                  + ("" if c.method == "l2rw" else f" (lam set by KL budget {c.kl_budget})"
-                     if c.kl_budget > 0 else f" ({lam})"))
+        self._say(
+          f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
+          + (
+            ""
+            if c.method == "l2rw"
+            else f" (lam set by KL budget {c.kl_budget})"
+            if c.kl_budget > 0
+            else f" ({lam})"
+          )
+        )
       te = time.perf_counter()
       records = self.train_epoch(epoch)
       records = records if self.stacked else [records]
@@ -346,8 +403,16 @@ class Trainer:
             evals[i].update(r)
       for i, record in enumerate(records):
         if record is not None:
-          self._record(i, {"epoch": epoch, **record, "epoch_time_s": train_s,
-                           "images_per_s": len(self.exps[i].train) / train_s, **evals[i]})
+          self._record(
+            i,
+            {
+              "epoch": epoch,
+              **record,
+              "epoch_time_s": train_s,
+              "images_per_s": len(self.exps[i].train) / train_s,
+              **evals[i],
+            },
+          )
       self._say(self._epoch_line(epoch, train_s))
     wall_time_s = time.perf_counter() - t0
     for i, folder in enumerate(self.folders):
@@ -379,27 +444,34 @@ class Trainer:
     history.append(record)
     folder.write_history(history)
     if folder.checkpointer is not None:
-      folder.checkpointer.save(record["epoch"], self.member_state(i),
-                               {"epoch": record["epoch"], "history": history},
-                               healthy=record["healthy"], metric=record.get("val_acc"))
+      folder.checkpointer.save(
+        record["epoch"],
+        self.member_state(i),
+        {"epoch": record["epoch"], "history": history},
+        healthy=record["healthy"],
+        metric=record.get("val_acc"),
+      )
 
   def _epoch_line(self, epoch: int, train_s: float) -> str:
     if not self.stacked:
       return _epoch_line(self.history[-1])
     return f"epoch {epoch} ({train_s:.1f}s, {len(self.members)} members): " + "  ".join(
-        f"{m.label} {_fmt(h[-1].get(self.selected_on)) if h else '-'}"
-        for m, h in zip(self.members, self.histories))
+      f"{m.label} {_fmt(h[-1].get(self.selected_on)) if h else '-'}"
+      for m, h in zip(self.members, self.histories)
+    )
 
   def _diverged_message(self, i: int, epoch: int, why: str) -> str:
     c, ckpt = self.members[i].config, self.folders[i].checkpointer
-    msg = (f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or "
-           + (f"lower kl_budget (now {c.kl_budget})." if c.kl_budget > 0
-              else f"raise |lam| (now {c.lam})."))
+    msg = f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or " + (
+      f"lower kl_budget (now {c.kl_budget})." if c.kl_budget > 0 else f"raise |lam| (now {c.lam})."
+    )
     if ckpt is not None and ckpt.best_epoch() is not None:
-      msg += (f" The last healthy checkpoint is epoch {ckpt.latest_healthy_epoch()}"
-              f" (the best, kept apart from the rolling ones: epoch "
-              f"{ckpt.best_epoch()}) in {ckpt.directory}; this epoch "
-              f"was not saved, and a resume starts from the last healthy one.")
+      msg += (
+        f" The last healthy checkpoint is epoch {ckpt.latest_healthy_epoch()}"
+        f" (the best, kept apart from the rolling ones: epoch "
+        f"{ckpt.best_epoch()}) in {ckpt.directory}; this epoch "
+        f"was not saved, and a resume starts from the last healthy one."
+      )
     return msg
 
   def _summary(self, i: int, wall_time_s: float) -> dict[str, Any]:
@@ -409,24 +481,29 @@ class Trainer:
     c, exp, history = self.members[i].config, self.exps[i], self.histories[i]
     steps_run = c.epochs * self.steps_per_epoch
     return {
-        "config": run_folder.config_to_dict(c),
-        "final": history[-1] if history else {},
-        "weights": {"method": c.method, "first_step": self.weights_from,
-                    "on": self.weights_from is not None and self.weights_from < steps_run},
-        "train_class_counts": exp.train_class_counts.tolist(),
-        "train_size": len(exp.train),
-        "wall_time_s": wall_time_s,
-        "devices": self.mesh.size,
-        "platform": jax.default_backend(),
+      "config": run_folder.config_to_dict(c),
+      "final": history[-1] if history else {},
+      "weights": {
+        "method": c.method,
+        "first_step": self.weights_from,
+        "on": self.weights_from is not None and self.weights_from < steps_run,
+      },
+      "train_class_counts": exp.train_class_counts.tolist(),
+      "train_size": len(exp.train),
+      "wall_time_s": wall_time_s,
+      "devices": self.mesh.size,
+      "platform": jax.default_backend(),
     }
 
 
 def _epoch_line(r: dict[str, Any]) -> str:
   acc = r.get("test_acc")
-  return (f"epoch {r['epoch']}: loss {r['train_loss']:.4f}  weighted {r['weighted_loss']:.4f}  "
-          f"train acc {r['train_acc']:.3f}  test acc "
-          f"{'-' if acc is None else f'{acc:.3f}'}  ESS {r['ess_mean']:.1f}  "
-          f"{r['epoch_time_s']:.1f}s")
+  return (
+    f"epoch {r['epoch']}: loss {r['train_loss']:.4f}  weighted {r['weighted_loss']:.4f}  "
+    f"train acc {r['train_acc']:.3f}  test acc "
+    f"{'-' if acc is None else f'{acc:.3f}'}  ESS {r['ess_mean']:.1f}  "
+    f"{r['epoch_time_s']:.1f}s"
+  )
 
 
 def _fmt(x: Any) -> str:

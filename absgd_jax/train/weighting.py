@@ -33,8 +33,9 @@ class Weighting(NamedTuple):
 
 
 def _constant(transform: absgd_jax.WeightTransform) -> Weighting:
-  return Weighting(transform.init, lambda batch, variables, step: transform,
-                   getattr(transform, "axis_name", None))
+  return Weighting(
+    transform.init, lambda batch, variables, step: transform, getattr(transform, "axis_name", None)
+  )
 
 
 def uniform(axis_name: Any = None) -> Weighting:
@@ -52,14 +53,16 @@ def uniform(axis_name: Any = None) -> Weighting:
   return _constant(absgd_jax.absgd_weights(jnp.inf, axis_name=axis_name))
 
 
-def absgd(lam: float | Callable[[jax.Array], Any], gamma: float = 0.9, *,
-          axis_name: Any = None) -> Weighting:
+def absgd(
+  lam: float | Callable[[jax.Array], Any], gamma: float = 0.9, *, axis_name: Any = None
+) -> Weighting:
   """ABSGD's weights exp(L_i / lam) / s (:func:`absgd_jax.absgd_weights`); EG is gamma = 1."""
   return _constant(absgd_jax.absgd_weights(lam, gamma, axis_name=axis_name))
 
 
-def kl_budget(rho: float, gamma: float = 0.9, *, sign: int = 1, start_step: int = 0,
-              axis_name: Any = None) -> Weighting:
+def kl_budget(
+  rho: float, gamma: float = 0.9, *, sign: int = 1, start_step: int = 0, axis_name: Any = None
+) -> Weighting:
   """ABSGD's weights with lam set online by a KL budget (:func:`absgd_jax.kl_absgd_weights`);
   ``sign`` -1 puts the budget on the lam < 0 (label noise) side.
 
@@ -77,8 +80,10 @@ def kl_budget(rho: float, gamma: float = 0.9, *, sign: int = 1, start_step: int 
         return weights, new_state
       on = step >= start_step
       flat = jnp.ones_like(weights) if mask is None else mask.astype(jnp.float32)
-      return (jnp.where(on, weights, flat),
-              jax.tree.map(lambda new, old: jnp.where(on, new, old), new_state, state))
+      return (
+        jnp.where(on, weights, flat),
+        jax.tree.map(lambda new, old: jnp.where(on, new, old), new_state, state),
+      )
 
     return absgd_jax.WeightTransform(kl.init, update, axis_name)
 
@@ -100,12 +105,17 @@ def as_weighting(weigher: Weighting | absgd_jax.WeightTransform | None) -> Weigh
     return weigher
   if isinstance(weigher, absgd_jax.WeightTransform):
     return _constant(weigher)
-  raise TypeError(f"weigher must be a Weighting, an absgd_jax.absgd_weights(...) transform or "
-                  f"None; got {type(weigher).__name__}.")
+  raise TypeError(
+    f"weigher must be a Weighting, an absgd_jax.absgd_weights(...) transform or "
+    f"None; got {type(weigher).__name__}."
+  )
 
 
-def l2rw(apply_fn: Callable[..., Any], loss_fn: Callable[..., jax.Array],
-         inner_lr: Callable[[jax.Array], Any]) -> Weighting:
+def l2rw(
+  apply_fn: Callable[..., Any],
+  loss_fn: Callable[..., jax.Array],
+  inner_lr: Callable[[jax.Array], Any],
+) -> Weighting:
   """Learning to reweight (Ren et al., 2018): weights from a look-ahead step's validation loss.
 
   The batch carries ``val_images`` and ``val_labels``, a batch of the clean, balanced meta set.
@@ -119,10 +129,18 @@ def l2rw(apply_fn: Callable[..., Any], loss_fn: Callable[..., jax.Array],
   inert = absgd_jax.absgd_weights(jnp.inf)
 
   def for_batch(batch, variables, step):
-    weights = l2rw_weights(apply_fn, variables["params"], variables["batch_stats"],
-                           lambda logits, labels: loss_fn(logits, labels, step),
-                           batch["images"], batch["labels"], batch["mask"],
-                           batch["val_images"], batch["val_labels"], inner_lr(step))
+    weights = l2rw_weights(
+      apply_fn,
+      variables["params"],
+      variables["batch_stats"],
+      lambda logits, labels: loss_fn(logits, labels, step),
+      batch["images"],
+      batch["labels"],
+      batch["mask"],
+      batch["val_images"],
+      batch["val_labels"],
+      inner_lr(step),
+    )
 
     def update(losses, state, *, mask=None):
       del losses, mask  # the weights are already 0 on padding

@@ -39,8 +39,7 @@ def data_doc(package_name: str, name: str, obj: object) -> str:
 
   importlib.import_module(package_name)
   # The defining module was imported with the package; no module is imported (or run) here.
-  modules = sorted(m for m in sys.modules if m == package_name or
-                   m.startswith(package_name + "."))
+  modules = sorted(m for m in sys.modules if m == package_name or m.startswith(package_name + "."))
   for module_name in modules:
     module = sys.modules[module_name]
     if getattr(module, name, None) is not obj:

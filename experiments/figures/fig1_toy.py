@@ -32,8 +32,9 @@ START = (np.array([1.0, 0.4]), -1.6)  # w, b: the line w . x + b = 0.
 def make_data(seed: int = 0):
   """``(x [N, 2], y [N])``: majority around (-1, 0), minority around (1.2, 1)."""
   rng = np.random.default_rng(seed)
-  x = np.concatenate([rng.normal([-1.0, 0.0], 0.7, size=(N_MAJ, 2)),
-                      rng.normal([1.2, 1.0], 0.45, size=(N_MIN, 2))]).astype(np.float32)
+  x = np.concatenate(
+    [rng.normal([-1.0, 0.0], 0.7, size=(N_MAJ, 2)), rng.normal([1.2, 1.0], 0.45, size=(N_MIN, 2))]
+  ).astype(np.float32)
   y = np.concatenate([np.zeros(N_MAJ), np.ones(N_MIN)]).astype(np.float32)
   return x, y
 
@@ -42,8 +43,9 @@ def make_batch(y: np.ndarray, seed: int = 0) -> np.ndarray:
   """Indices of a mini-batch of BATCH points with BATCH_MIN minority ones."""
   rng = np.random.default_rng([seed, 1])
   maj, mino = np.flatnonzero(y == 0), np.flatnonzero(y == 1)
-  return np.concatenate([rng.choice(maj, BATCH - BATCH_MIN, replace=False),
-                         rng.choice(mino, BATCH_MIN, replace=False)])
+  return np.concatenate(
+    [rng.choice(maj, BATCH - BATCH_MIN, replace=False), rng.choice(mino, BATCH_MIN, replace=False)]
+  )
 
 
 def losses(params, x, y):
@@ -79,44 +81,52 @@ def accuracy(params, x, y) -> tuple[float, float]:
 
 def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                "fig1_toy.png"))
+  ap.add_argument(
+    "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "fig1_toy.png")
+  )
   ap.add_argument("--lam", type=float, default=0.5, help="ABSGD's lam (> 0)")
   ap.add_argument("--lr", type=float, default=1.0)
   ap.add_argument("--seed", type=int, default=0)
   args = ap.parse_args(argv)
   if not args.lam > 0:
-    raise ValueError(f"--lam must be > 0 for the imbalance toy (it up-weights high losses); "
-                     f"got {args.lam}.")
+    raise ValueError(
+      f"--lam must be > 0 for the imbalance toy (it up-weights high losses); got {args.lam}."
+    )
   x, y = make_data(args.seed)
   idx = make_batch(y, args.seed)
   start = {"w": START[0], "b": START[1]}
   sgd, _ = one_step(x, y, idx, None, args.lr)
   ab, weights = one_step(x, y, idx, args.lam, args.lr)
-  results = {name: accuracy(p, x, y) for name, p in
-             (("start", start), ("SGD", sgd), (f"ABSGD (lam={args.lam:g})", ab))}
+  results = {
+    name: accuracy(p, x, y)
+    for name, p in (("start", start), ("SGD", sgd), (f"ABSGD (lam={args.lam:g})", ab))
+  }
   for name, (mino, maj) in results.items():
     print(f"{name:18} minority accuracy {mino:.2f}, majority accuracy {maj:.2f}")
   is_min = y[idx] == 1
-  print(f"ABSGD weights on the batch: minority mean {float(np.mean(weights[is_min])):.2f}, "
-        f"majority mean {float(np.mean(weights[~is_min])):.2f} (SGD: 1 for all)")
+  print(
+    f"ABSGD weights on the batch: minority mean {float(np.mean(weights[is_min])):.2f}, "
+    f"majority mean {float(np.mean(weights[~is_min])):.2f} (SGD: 1 for all)"
+  )
 
   from absgd_jax.train.plots import _pyplot
+
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(5.6, 4.6))
   ax.scatter(*x[y == 0].T, s=12, c="tab:blue", alpha=0.45, label=f"majority ({N_MAJ})")
   ax.scatter(*x[y == 1].T, s=30, c="tab:orange", marker="^", label=f"minority ({N_MIN})")
-  ax.scatter(*x[idx].T, s=70, facecolors="none", edgecolors="k", linewidths=0.7,
-             label="the mini-batch")
+  ax.scatter(
+    *x[idx].T, s=70, facecolors="none", edgecolors="k", linewidths=0.7, label="the mini-batch"
+  )
   lo, hi = x.min(0) - 0.5, x.max(0) + 0.5
   xs = np.linspace(lo[0], hi[0], 2)
-  for (name, p), style in zip((("start", start), ("SGD, 1 step", sgd),
-                               (f"ABSGD (lam={args.lam:g}), 1 step", ab)),
-                              (dict(c="gray", ls=":"), dict(c="tab:blue"), dict(c="tab:red"))):
+  for (name, p), style in zip(
+    (("start", start), ("SGD, 1 step", sgd), (f"ABSGD (lam={args.lam:g}), 1 step", ab)),
+    (dict(c="gray", ls=":"), dict(c="tab:blue"), dict(c="tab:red")),
+  ):
     w, b = np.asarray(p["w"]), float(p["b"])
     mino, maj = accuracy(p, x, y)
-    ax.plot(xs, -(w[0] * xs + b) / w[1], lw=2, label=f"{name}: minority acc {mino:.2f}",
-            **style)
+    ax.plot(xs, -(w[0] * xs + b) / w[1], lw=2, label=f"{name}: minority acc {mino:.2f}", **style)
   ax.set_xlim(lo[0], hi[0]), ax.set_ylim(lo[1], hi[1])
   ax.set_title(f"One step from the same start, same batch, lr {args.lr:g}", fontsize=9)
   ax.legend(fontsize=7, loc="lower left")

@@ -27,8 +27,10 @@ import numpy as np
 
 from experiments.common import CACHE, figure_parser, reduced_lt
 
-RUNS = {"two-stage lam: inf, then 1 from epoch 16": dict(lam=1.0, stage2_epoch=16),
-        "fixed lam = 1": dict(lam=1.0, stage2_epoch=0)}
+RUNS = {
+  "two-stage lam: inf, then 1 from epoch 16": dict(lam=1.0, stage2_epoch=16),
+  "fixed lam = 1": dict(lam=1.0, stage2_epoch=0),
+}
 
 
 def penultimate_features(trainer, images: np.ndarray, batch: int = 500) -> np.ndarray:
@@ -53,36 +55,55 @@ def penultimate_features(trainer, images: np.ndarray, batch: int = 500) -> np.nd
   preprocess = setup.make_preprocess(trainer.config)
   fn = jax.jit(features)
   s = trainer.state
-  return np.concatenate([np.asarray(fn(s.params, s.batch_stats, images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
+  return np.concatenate(
+    [
+      np.asarray(fn(s.params, s.batch_stats, images[i : i + batch]))
+      for i in range(0, len(images), batch)
+    ]
+  )
 
 
 def stratified(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
   rng = np.random.default_rng([seed, 3])
-  return np.sort(np.concatenate([
-      rng.choice(np.flatnonzero(labels == c), min(per_class, int(np.sum(labels == c))),
-                 replace=False) for c in np.unique(labels)]))
+  return np.sort(
+    np.concatenate(
+      [
+        rng.choice(
+          np.flatnonzero(labels == c), min(per_class, int(np.sum(labels == c))), replace=False
+        )
+        for c in np.unique(labels)
+      ]
+    )
+  )
 
 
 def embed(x: np.ndarray, how: str, seed: int) -> np.ndarray:
   if how == "pca":
     from sklearn.decomposition import PCA
+
     return PCA(2, random_state=seed).fit_transform(x)
   from sklearn.manifold import TSNE
-  return TSNE(2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed
-              ).fit_transform(x)
+
+  return TSNE(
+    2, init="pca", perplexity=min(30.0, (len(x) - 1) / 3), random_state=seed
+  ).fit_transform(x)
 
 
 def main(argv=None):
   ap = figure_parser(__doc__, "fig3_features")
   ap.add_argument("--embed", choices=("tsne", "pca"), default="tsne")
   ap.add_argument("--seed", type=int, default=0)
-  ap.add_argument("--per-class", type=int, default=100,
-                  help="images per class embedded, from each of train and test")
+  ap.add_argument(
+    "--per-class",
+    type=int,
+    default=100,
+    help="images per class embedded, from each of train and test",
+  )
   args = ap.parse_args(argv)
   from absgd_jax.train import Trainer
   from absgd_jax.train.compile_cache import use_compile_cache
   from absgd_jax.train.plots import _pyplot
+
   use_compile_cache(CACHE)
 
   panels = []
@@ -91,9 +112,16 @@ def main(argv=None):
     config = reduced_lt(args.data_dir, args.tiny, method="absgd", seed=args.seed, **over)
     trainer = Trainer(config, progress=False, log=False)
     final = trainer.fit()["final"]
-    row = {"run": name, **over, "seed": args.seed, "tiny": args.tiny,
-           "test_acc": final["test_acc"], "test_balanced_acc": final["test_balanced_acc"],
-           "test_class_acc": final["test_class_acc"], "cpu_s": time.process_time() - t0}
+    row = {
+      "run": name,
+      **over,
+      "seed": args.seed,
+      "tiny": args.tiny,
+      "test_acc": final["test_acc"],
+      "test_balanced_acc": final["test_balanced_acc"],
+      "test_class_acc": final["test_class_acc"],
+      "cpu_s": time.process_time() - t0,
+    }
     print(json.dumps(row), flush=True)
     os.makedirs(os.path.dirname(args.records), exist_ok=True)
     with open(args.records, "a") as f:
@@ -101,8 +129,9 @@ def main(argv=None):
     for split, ds in (("train", trainer.exp.train), ("test", trainer.exp.test)):
       idx = stratified(ds.labels, args.per_class, args.seed)
       feats = penultimate_features(trainer, ds.images[idx])
-      panels.append((name, split, embed(feats, args.embed, args.seed), ds.labels[idx],
-                     final["test_acc"]))
+      panels.append(
+        (name, split, embed(feats, args.embed, args.seed), ds.labels[idx], final["test_acc"])
+      )
 
   plt = _pyplot()
   fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
@@ -111,9 +140,11 @@ def main(argv=None):
     ax.set_title(f"{name}\n{split} features; test acc {100 * acc:.2f}%", fontsize=8)
     ax.set_xticks([]), ax.set_yticks([])
   fig.colorbar(sc, ax=axes, ticks=range(10), fraction=0.015, label="class (0 = head)")
-  fig.suptitle(f"CIFAR-10-LT rho=100, 16 px, ResNet-8, 20 epochs, seed {args.seed}: "
-               f"penultimate features ({args.embed.upper()}, {args.per_class} per class)",
-               fontsize=9)
+  fig.suptitle(
+    f"CIFAR-10-LT rho=100, 16 px, ResNet-8, 20 epochs, seed {args.seed}: "
+    f"penultimate features ({args.embed.upper()}, {args.per_class} per class)",
+    fontsize=9,
+  )
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   fig.savefig(args.out, dpi=90)
   plt.close(fig)

@@ -30,8 +30,10 @@ def _leaves(variables: Mapping[str, Any]):
   """(flax path with its collection, torch name, template leaf) for every leaf."""
   missing = [c for c in _COLLECTIONS if c not in variables]
   if missing:
-    raise ValueError(f"Expected {{'params': ..., 'batch_stats': ...}} (model.init's "
-                     f"variables); {', '.join(missing)} missing.")
+    raise ValueError(
+      f"Expected {{'params': ..., 'batch_stats': ...}} (model.init's "
+      f"variables); {', '.join(missing)} missing."
+    )
   for collection in _COLLECTIONS:
     for path, leaf in traverse_util.flatten_dict(variables[collection]).items():
       full = (collection, *map(str, path))
@@ -61,12 +63,15 @@ def torch_to_flax(state_dict: Mapping[str, Any], variables: Mapping[str, Any]) -
     out[path] = jnp.asarray(value, dtype=leaf.dtype)
   unexpected = sorted(set(state) - used)
   if missing or misshapen or unexpected:
-    raise ValueError(tv._mismatch_message(missing, misshapen, unexpected,
-                                          variables["params"], state))
+    raise ValueError(
+      tv._mismatch_message(missing, misshapen, unexpected, variables["params"], state)
+    )
   return traverse_util.unflatten_dict(out)
 
 
 def flax_to_torch(variables: Mapping[str, Any]) -> dict[str, np.ndarray]:
   """The inverse: torch name -> numpy array (load with ``torch.from_numpy``)."""
-  return {key: tv._flax_to_torch_layout(np.array(leaf, dtype=np.float32))
-          for _, key, leaf in _leaves(variables)}
+  return {
+    key: tv._flax_to_torch_layout(np.array(leaf, dtype=np.float32))
+    for _, key, leaf in _leaves(variables)
+  }

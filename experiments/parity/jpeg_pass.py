@@ -60,4 +60,4 @@ def recoded(dataset, cache: str | None = None):
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
   """Peak signal-to-noise ratio in dB of two uint8 image stacks."""
   mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-  return float(10 * np.log10(255.0 ** 2 / mse))
+  return float(10 * np.log10(255.0**2 / mse))

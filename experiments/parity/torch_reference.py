@@ -51,11 +51,15 @@ LDAM_MEAN = (0.4914, 0.4822, 0.4465)
 LDAM_STD = (0.2023, 0.1994, 0.2010)
 # The shared CIFAR-10 JPEG copy beside the checkout (experiments/common.py's DATA_DIR; this
 # folder's modules do not import experiments/).
-DATA_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                         "..", "shared", "data", "cifar10-jpeg"))
+DATA_DIR = os.path.normpath(
+  os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data", "cifar10-jpeg"
+  )
+)
 
 
 # --- model ------------------------------------------------------------------------------------
+
 
 class BasicBlock(nn.Module):
   """relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x)), shortcut A when the shape changes."""
@@ -74,8 +78,7 @@ class BasicBlock(nn.Module):
     short = x
     if self.stride != 1 or self.extra:
       half = self.extra // 2
-      short = F.pad(x[:, :, ::self.stride, ::self.stride],
-                    (0, 0, 0, 0, half, self.extra - half))
+      short = F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, half, self.extra - half))
     return F.relu(out + short)
 
 
@@ -111,6 +114,7 @@ class CifarResNet(nn.Module):
 
 # --- data -------------------------------------------------------------------------------------
 
+
 def ldam_subset(labels: np.ndarray, counts: Sequence[int], subset_seed: int) -> np.ndarray:
   """Indices of LDAM-DRW's imbalanced subset: per class, the first n_c of a seeded shuffle.
 
@@ -140,6 +144,7 @@ def ldam_subset(labels: np.ndarray, counts: Sequence[int], subset_seed: int) -> 
 def load_cifar10(data_dir: str = DATA_DIR, image_size: int = 0):
   """(train, test) ArrayDatasets of the JPEG copy through the kit's loader (uint8 NHWC)."""
   from absgd_jax.data import downsample, load_image_folder
+
   train = load_image_folder(os.path.join(data_dir, "train.zip"))
   test = load_image_folder(os.path.join(data_dir, "test.zip"))
   if image_size:
@@ -193,6 +198,7 @@ def crop_flip(images_u8: torch.Tensor, padding: int, gen: torch.Generator) -> to
 
 # --- training ---------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class RefConfig:
   """One reference run. Epochs count from 0."""
@@ -224,8 +230,10 @@ class RefConfig:
     if self.norm not in ("ldam", "kit"):
       raise ValueError(f"norm must be 'ldam' or 'kit'; got {self.norm!r}.")
     if self.warmup_epochs < 0 or self.epochs < 1 or self.batch_size < 1:
-      raise ValueError("need warmup_epochs >= 0, epochs >= 1 and batch_size >= 1; got "
-                       f"{self.warmup_epochs}, {self.epochs}, {self.batch_size}.")
+      raise ValueError(
+        "need warmup_epochs >= 0, epochs >= 1 and batch_size >= 1; got "
+        f"{self.warmup_epochs}, {self.epochs}, {self.batch_size}."
+      )
 
 
 def epoch_lr(cfg: RefConfig, epoch: int) -> float:
@@ -245,28 +253,35 @@ def norm_stats(cfg: RefConfig):
   if cfg.norm == "ldam":
     return LDAM_MEAN, LDAM_STD
   from absgd_jax.data import CIFAR10_MEAN, CIFAR10_STD
+
   return CIFAR10_MEAN, CIFAR10_STD
 
 
-def epoch_batches(cfg: RefConfig, images: torch.Tensor, labels: torch.Tensor,
-                  gen: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def epoch_batches(
+  cfg: RefConfig, images: torch.Tensor, labels: torch.Tensor, gen: torch.Generator
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
   """One epoch of the reference's (augmented, normalised NCHW, labels) batches."""
   mean, std = norm_stats(cfg)
   perm = torch.randperm(len(labels), generator=gen)
   for start in range(0, len(labels), cfg.batch_size):
-    idx = perm[start:start + cfg.batch_size]
+    idx = perm[start : start + cfg.batch_size]
     x = crop_flip(images[idx], cfg.crop_padding, gen)
     yield to_input(x, mean, std), labels[idx]
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RefConfig,
-             batch: int = 500) -> dict[str, float]:
+def evaluate(
+  model: nn.Module, images: torch.Tensor, labels: torch.Tensor, cfg: RefConfig, batch: int = 500
+) -> dict[str, float]:
   """Top-1 and per-class accuracy on uint8 NHWC images, BatchNorm in eval mode."""
   model.eval()
   mean, std = norm_stats(cfg)
-  pred = torch.cat([model(to_input(images[s:s + batch], mean, std)).argmax(1)
-                    for s in range(0, len(labels), batch)])
+  pred = torch.cat(
+    [
+      model(to_input(images[s : s + batch], mean, std)).argmax(1)
+      for s in range(0, len(labels), batch)
+    ]
+  )
   model.train()
   correct = (pred == labels).float()
   classes = int(labels.max()) + 1
@@ -292,12 +307,12 @@ def step_lr(cfg: RefConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
 
 
 def make_optimizer(cfg: RefConfig, model: nn.Module) -> torch.optim.SGD:
-  return torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum,
-                         weight_decay=cfg.weight_decay)
+  return torch.optim.SGD(
+    model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+  )
 
 
-def train(cfg: RefConfig, data=None, *, checkpoint: str | None = None,
-          log=print) -> dict:
+def train(cfg: RefConfig, data=None, *, checkpoint: str | None = None, log=print) -> dict:
   """Trains one reference run; returns its history and final metrics.
 
   ``data`` is ``(train, test)`` ArrayDatasets as :func:`load_cifar10` gives (the LT subset is
@@ -343,22 +358,39 @@ def train(cfg: RefConfig, data=None, *, checkpoint: str | None = None,
       loss_sum += loss.item() * len(y)
       correct += int((logits.argmax(1) == y).sum())
       count += len(y)
-    rec = {"epoch": epoch, "lr": lr, "train_loss": loss_sum / count,
-           "train_acc": correct / count, "epoch_time_s": time.perf_counter() - te}
+    rec = {
+      "epoch": epoch,
+      "lr": lr,
+      "train_loss": loss_sum / count,
+      "train_acc": correct / count,
+      "epoch_time_s": time.perf_counter() - te,
+    }
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
       rec.update(evaluate(model, x_test, y_test, cfg))
     history.append(rec)
     log(json.dumps({k: v for k, v in rec.items() if k != "test_class_acc"}))
     if checkpoint:
       tmp = checkpoint + ".tmp"
-      torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
-                  "gen": gen.get_state(), "history": history, "epoch": epoch}, tmp)
+      torch.save(
+        {
+          "model": model.state_dict(),
+          "opt": opt.state_dict(),
+          "gen": gen.get_state(),
+          "history": history,
+          "epoch": epoch,
+        },
+        tmp,
+      )
       os.replace(tmp, checkpoint)
   final = history[-1]
   tested = [h["test_acc"] for h in history if "test_acc" in h]
-  return {"history": history, "test_acc": final.get("test_acc"),
-          "best_test_acc": max(tested) if tested else None,
-          "train_size": len(y_train), "wall_s": time.perf_counter() - t0}
+  return {
+    "history": history,
+    "test_acc": final.get("test_acc"),
+    "best_test_acc": max(tested) if tested else None,
+    "train_size": len(y_train),
+    "wall_s": time.perf_counter() - t0,
+  }
 
 
 def main(argv=None):

@@ -73,8 +73,9 @@ def learning_rates(steps: int, lr: float = 0.1, warmup: int = 5) -> np.ndarray:
 
 def torch_run(model, batches, lrs, momentum=0.9, weight_decay=2e-4):
   """Per-step losses of ``torch.optim.SGD`` on ``batches``; ``model`` is trained in place."""
-  opt = torch.optim.SGD(model.parameters(), float(lrs[0]), momentum=momentum,
-                        weight_decay=weight_decay)
+  opt = torch.optim.SGD(
+    model.parameters(), float(lrs[0]), momentum=momentum, weight_decay=weight_decay
+  )
   model.train()
   out = []
   for (x, y), lr in zip(batches, lrs):
@@ -91,25 +92,38 @@ def torch_run(model, batches, lrs, momentum=0.9, weight_decay=2e-4):
 def ours_init(model, variables, lrs, momentum=0.9, weight_decay=2e-4):
   """(jitted train step, initial TrainState) of our kit for the learning rates ``lrs``."""
   table = jnp.asarray(lrs)
-  tx = absgd_jax.absgd(lambda count: table[jnp.minimum(count, len(lrs) - 1)],
-                       momentum=momentum, weight_decay=weight_decay, momentum_form="pytorch")
+  tx = absgd_jax.absgd(
+    lambda count: table[jnp.minimum(count, len(lrs) - 1)],
+    momentum=momentum,
+    weight_decay=weight_decay,
+    momentum_form="pytorch",
+  )
   # By keyword, and without augmentation arguments: the images arrive ready, and the default
   # preprocessing only casts them to float32.
-  step = make_train_step(model, tx, weigher=None,
-                         loss_fn=lambda logits, labels, _: L.cross_entropy(logits, labels),
-                         num_classes=model.num_classes)
-  state = TrainState(step=jnp.zeros([], jnp.int32), params=variables["params"],
-                     batch_stats=variables["batch_stats"],
-                     opt_state=tx.init(variables["params"]),
-                     w_state=absgd_jax.absgd_weights(1.0).init(),
-                     rng=jax.random.key_data(jax.random.key(0)))
+  step = make_train_step(
+    model,
+    tx,
+    weigher=None,
+    loss_fn=lambda logits, labels, _: L.cross_entropy(logits, labels),
+    num_classes=model.num_classes,
+  )
+  state = TrainState(
+    step=jnp.zeros([], jnp.int32),
+    params=variables["params"],
+    batch_stats=variables["batch_stats"],
+    opt_state=tx.init(variables["params"]),
+    w_state=absgd_jax.absgd_weights(1.0).init(),
+    rng=jax.random.key_data(jax.random.key(0)),
+  )
   return jax.jit(step), state
 
 
 def to_jax_batch(x: torch.Tensor, y: torch.Tensor) -> dict:
-  return {"images": jnp.asarray(x.permute(0, 2, 3, 1).numpy()),
-          "labels": jnp.asarray(y.numpy().astype(np.int32)),
-          "mask": jnp.ones(len(y), bool)}
+  return {
+    "images": jnp.asarray(x.permute(0, 2, 3, 1).numpy()),
+    "labels": jnp.asarray(y.numpy().astype(np.int32)),
+    "mask": jnp.ones(len(y), bool),
+  }
 
 
 def ours_run(model, variables, batches, lrs):
@@ -124,8 +138,9 @@ def ours_run(model, variables, batches, lrs):
 
 def param_vector(state_dict) -> np.ndarray:
   """All trainable tensors (no BatchNorm statistics) in one float64 vector, by torch name."""
-  keys = sorted(k for k in state_dict if not k.endswith(("running_mean", "running_var",
-                                                         "num_batches_tracked")))
+  keys = sorted(
+    k for k in state_dict if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+  )
   return np.concatenate([np.asarray(state_dict[k], np.float64).ravel() for k in keys])
 
 
@@ -139,13 +154,15 @@ def perturbed(model, rel: float = 1e-7, seed: int = 1):
   return other
 
 
-def compare(depth: int = 8, image_size: int = 16, batch: int = 32, steps: int = 20,
-            seed: int = 0, data=None) -> dict[str, np.ndarray]:
+def compare(
+  depth: int = 8, image_size: int = 16, batch: int = 32, steps: int = 20, seed: int = 0, data=None
+) -> dict[str, np.ndarray]:
   """Runs reference, perturbed reference and ours; returns per-step losses and the final
   relative parameter distances (ours vs reference, perturbed vs reference)."""
   torch.set_num_threads(1)
-  cfg = ref.RefConfig(depth=depth, image_size=image_size, seed=seed,
-                      crop_padding=4 if image_size in (0, 32) else 2)
+  cfg = ref.RefConfig(
+    depth=depth, image_size=image_size, seed=seed, crop_padding=4 if image_size in (0, 32) else 2
+  )
   batches = make_batches(cfg, steps, batch, data)
   lrs = learning_rates(steps)
   torch_model = ref.make_model(cfg)
@@ -167,12 +184,17 @@ def compare(depth: int = 8, image_size: int = 16, batch: int = 32, steps: int = 
   ours_sd = convert.flax_to_torch({"params": state.params, "batch_stats": state.batch_stats})
   theta_o = param_vector(ours_sd)
   norm = np.linalg.norm(theta_t)
-  return {"loss_torch": loss_t, "loss_ours": loss_o, "loss_perturbed": loss_p,
-          "loss_float64": loss_d, "lr": lrs,
-          "param_dist_ours": np.linalg.norm(theta_o - theta_t) / norm,
-          "param_dist_perturbed": np.linalg.norm(theta_p - theta_t) / norm,
-          "param_dist_float64": np.linalg.norm(theta_d - theta_t) / norm,
-          "param_dist_ours_float64": np.linalg.norm(theta_o - theta_d) / norm}
+  return {
+    "loss_torch": loss_t,
+    "loss_ours": loss_o,
+    "loss_perturbed": loss_p,
+    "loss_float64": loss_d,
+    "lr": lrs,
+    "param_dist_ours": np.linalg.norm(theta_o - theta_t) / norm,
+    "param_dist_perturbed": np.linalg.norm(theta_p - theta_t) / norm,
+    "param_dist_float64": np.linalg.norm(theta_d - theta_t) / norm,
+    "param_dist_ours_float64": np.linalg.norm(theta_o - theta_d) / norm,
+  }
 
 
 def main(argv=None):
@@ -184,21 +206,28 @@ def main(argv=None):
   ap.add_argument("--seed", type=int, default=0)
   a = ap.parse_args(argv)
   r = compare(a.depth, a.image_size, a.batch, a.steps, a.seed)
-  print(f"ResNet-{a.depth}, {a.image_size or 32} px, batch {a.batch}, {a.steps} steps, "
-        f"seed {a.seed}")
-  print("| step | lr | loss, torch | loss, ours | abs(ours - torch) | "
-        "abs(torch 1e-7 perturbed - torch) | abs(torch float64 - torch) | "
-        "abs(ours - torch float64) |")
+  print(
+    f"ResNet-{a.depth}, {a.image_size or 32} px, batch {a.batch}, {a.steps} steps, seed {a.seed}"
+  )
+  print(
+    "| step | lr | loss, torch | loss, ours | abs(ours - torch) | "
+    "abs(torch 1e-7 perturbed - torch) | abs(torch float64 - torch) | "
+    "abs(ours - torch float64) |"
+  )
   print("| --- | --- | --- | --- | --- | --- | --- | --- |")
   for t in range(a.steps):
     d = lambda k: abs(r[k][t] - r["loss_torch"][t])  # noqa: E731
-    print(f"| {t + 1} | {r['lr'][t]:.3g} | {r['loss_torch'][t]:.7f} | {r['loss_ours'][t]:.7f} | "
-          f"{d('loss_ours'):.2e} | {d('loss_perturbed'):.2e} | {d('loss_float64'):.2e} | "
-          f"{abs(r['loss_ours'][t] - r['loss_float64'][t]):.2e} |")
-  print(f"relative parameter distance from torch after {a.steps} steps: ours "
-        f"{r['param_dist_ours']:.2e}, perturbed torch {r['param_dist_perturbed']:.2e}, "
-        f"torch in float64 {r['param_dist_float64']:.2e}; ours from torch in float64 "
-        f"{r['param_dist_ours_float64']:.2e}")
+    print(
+      f"| {t + 1} | {r['lr'][t]:.3g} | {r['loss_torch'][t]:.7f} | {r['loss_ours'][t]:.7f} | "
+      f"{d('loss_ours'):.2e} | {d('loss_perturbed'):.2e} | {d('loss_float64'):.2e} | "
+      f"{abs(r['loss_ours'][t] - r['loss_float64'][t]):.2e} |"
+    )
+  print(
+    f"relative parameter distance from torch after {a.steps} steps: ours "
+    f"{r['param_dist_ours']:.2e}, perturbed torch {r['param_dist_perturbed']:.2e}, "
+    f"torch in float64 {r['param_dist_float64']:.2e}; ours from torch in float64 "
+    f"{r['param_dist_ours_float64']:.2e}"
+  )
 
 
 if __name__ == "__main__":
