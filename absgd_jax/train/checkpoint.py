@@ -236,14 +236,15 @@ class Checkpointer:
         with the reason in one line and what to do; the full error is chained.
     """
     # A failed read abandons orbax's other reads, each of which would print a page.
-    with errors.quiet_abandoned_reads():
-      return self._restore(state_like, epoch)
+    with errors.quiet_abandoned_reads() as quiet:
+      return self._restore(state_like, epoch, quiet)
 
-  def _restore(self, state_like: Any, epoch: int | None) -> tuple[Any, dict[str, Any]]:
+  def _restore(self, state_like: Any, epoch: int | None, quiet: Any) -> tuple[Any, dict[str, Any]]:
     if epoch is not None:
       try:
         return self._restore_one(state_like, epoch)
       except Exception as e:
+        quiet.read_failed = True
         raise CheckpointError(self._hint(epoch, e)) from e
     epochs = self.all_epochs()[::-1]
     if not epochs:
@@ -267,6 +268,7 @@ class Checkpointer:
       try:
         out = self._restore_one(state_like, ep)
       except Exception as e:  # Orbax and TensorStore raise many types for a bad file.
+        quiet.read_failed = True
         failed.append((ep, e))
         if i + 1 < len(epochs):
           warnings.warn(

@@ -27,6 +27,8 @@ import logging
 import os
 import re
 import sys
+import threading
+import time
 import warnings
 from collections.abc import Iterator
 
@@ -192,19 +194,87 @@ def _drop_abandoned_coroutines(unraisable) -> None:
   sys.__unraisablehook__(unraisable)
 
 
+class _HeldStderr:
+  """sys.stderr held back while a checkpoint is read: its writes are kept, in order, and
+  replayed when the read is over, less the tracebacks described in :func:`quiet_abandoned_reads`."""
+
+  def __init__(self, stream):
+    self.stream, self.writes, self.read_failed = stream, [], False
+    self.last_write = time.monotonic()
+    self._lock = threading.Lock()
+
+  def write(self, text: str) -> int:
+    with self._lock:
+      self.writes.append(text)
+      self.last_write = time.monotonic()
+    return len(text)
+
+  def flush(self) -> None:
+    pass
+
+  def __getattr__(self, name):
+    return getattr(self.stream, name)
+
+  def settle(self, quiet_s: float = 0.5, most_s: float = 3.0) -> None:
+    """Waits until nothing has been written for ``quiet_s`` (at most ``most_s``)."""
+    end = time.monotonic() + most_s
+    while time.monotonic() < end and time.monotonic() - self.last_write < quiet_s:
+      time.sleep(0.05)
+
+  def replay(self) -> None:
+    with self._lock:
+      writes, self.writes = self.writes, []
+    if any("Event loop is closed" in w for w in writes):
+      writes = [w for w in writes if not _closed_loop_fragment(w)]
+    self.stream.write("".join(writes))
+    self.stream.flush()
+
+
+# The pieces Python writes for "RuntimeError: Event loop is closed" raised in asyncio's
+# call_soon_threadsafe. Several threads print such tracebacks at once, so their pieces arrive
+# interleaved and are dropped piece by piece rather than as whole tracebacks.
+_CLOSED_LOOP_PIECES = frozenset(
+  {
+    "Traceback (most recent call last):\n",
+    "    ",
+    "\n",
+    ": ",
+    "RuntimeError",
+    "Event loop is closed",
+    "self._check_closed()",
+    "raise RuntimeError('Event loop is closed')",
+  }
+)
+
+
+def _closed_loop_fragment(text: str) -> bool:
+  if text in _CLOSED_LOOP_PIECES:
+    return True
+  return text.startswith('  File "') and "asyncio" in text and "base_events.py" in text
+
+
 @contextlib.contextmanager
-def quiet_abandoned_reads() -> Iterator[None]:
-  """Within it (and the garbage collection at its end), the coroutines that a failed
-  checkpoint read abandons are dropped silently instead of each printing a page."""
+def quiet_abandoned_reads() -> Iterator[_HeldStderr]:
+  """Within it (and the garbage collection at its end), what a failed checkpoint read leaves
+  behind is dropped instead of printed. Its other reads, abandoned, each print a TensorStore
+  spec when garbage collected, and those that finish after orbax has closed its event loop
+  print "RuntimeError: Event loop is closed" from TensorStore's threads. The caller sets
+  ``read_failed`` on the yielded object when a read fails, so that the late tracebacks are
+  waited for (at most 3 s) before stderr is given back; every other line is replayed."""
   import gc
 
-  before = sys.unraisablehook
+  before, stderr = sys.unraisablehook, sys.stderr
+  held = _HeldStderr(stderr)
   sys.unraisablehook = _drop_abandoned_coroutines
+  sys.stderr = held
   try:
-    yield
+    yield held
   finally:
+    if held.read_failed:
+      held.settle()
     gc.collect()
-    sys.unraisablehook = before
+    sys.unraisablehook, sys.stderr = before, stderr
+    held.replay()
 
 
 _NOISY_LOGGERS = ("absl", "orbax", "asyncio", "jax._src.distributed", "tensorstore")
