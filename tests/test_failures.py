@@ -538,3 +538,16 @@ def test_the_range_message_reads_right():
     make_config("digits-lt", gamma=1.5)
   with pytest.raises(ValueError, match=r"lr must be > 0\.$"):
     make_config("digits-lt", lr=-1.0)
+
+
+def test_a_bad_setting_is_one_line_without_the_usage_block(capsys):
+  for argv in (
+    ["--config", "digits-lt", "--set", "batch_size=100000"],
+    ["--config", "digits-lt", "--set", "epochs"],
+  ):
+    with pytest.raises(SystemExit) as e:
+      cli.main(argv)
+    assert e.value.code == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: "), err
+  assert "batch_size" not in err[0] and "KEY=VALUE" in err[0]

@@ -33,7 +33,8 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
   for item in items:
     key, sep, value = item.partition("=")
     if not sep:
-      raise SystemExit(f"--set expects KEY=VALUE; got {item!r}.")
+      print(f"error: --set expects KEY=VALUE; got {item!r}.", file=sys.stderr)
+      raise SystemExit(2)
     out[key.strip()] = value.strip()
   return out
 
@@ -90,6 +91,13 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
   args = ap.parse_args(argv)
   if args.list:
     return args, None
+  if args.config is None and not args.set:  # Not a silent 30-epoch run on the bare defaults.
+    print(
+      "error: choose a preset with --config NAME (absgd-train --list shows them), or give "
+      "the settings with --set KEY=VALUE.",
+      file=sys.stderr,
+    )
+    raise SystemExit(2)
   overrides = _parse_sets(args.set)
   if args.out:
     overrides["out_dir"] = args.out
@@ -100,7 +108,9 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
 
       member_configs(config, parse_sweep(args.sweep))
   except ValueError as e:
-    ap.error(str(e))
+    # One line, as every other error of the CLI: the usage block would bury it.
+    print(f"error: {errors.one_line(e)}", file=sys.stderr)
+    raise SystemExit(2) from None
   return args, config
 
 
