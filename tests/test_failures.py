@@ -496,6 +496,7 @@ def test_no_progress_keeps_the_epoch_and_resumed_lines(tmp_path, capsys):
   out = str(tmp_path / "run")
   code, stdout, err = _main(capsys, "--set", "epochs=1", "--out", out)
   assert code == 0 and "epoch 0: loss" in stdout and "it/s" not in err + stdout
+  assert stdout.splitlines()[0] == f"run folder: {out}"
   code, stdout, err = _main(capsys, "--set", "epochs=2", "--out", out)
   assert code == 0 and "resumed from epoch 0" in stdout and "epoch 1: loss" in stdout
 

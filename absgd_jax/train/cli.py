@@ -222,6 +222,8 @@ def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
     )
   else:
     trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True, **kw)
+  if jax.process_index() == 0:  # Where to look for the run's files, before it starts.
+    print(f"run folder: {config.out_dir}", flush=True)
   summary = trainer.fit()
   if not args.no_plots and jax.process_index() == 0:
     for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
