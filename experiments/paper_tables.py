@@ -277,13 +277,15 @@ def report(results: str, protocol: str, cells, seeds=SEEDS, out_md: str | None =
       ),
       None,
     )
-    chosen = (
-      f"{GRIDS[row][0]}={chosen[GRIDS[row][0]]:g}"
-      if chosen and row in GRIDS
-      else "-"
-      if row not in GRIDS
-      else "tuning"
+    tuned = any(
+      r.get("stage") == "tune" and r["setting"] == setting and r["row"] == row for r in recs
     )
+    if row not in GRIDS:
+      chosen = "-"
+    elif chosen:
+      chosen = f"{GRIDS[row][0]}={chosen[GRIDS[row][0]]:g}"
+    else:
+      chosen = "tuning" if tuned else "not started"
     paper = (
       "; ".join(
         x
