@@ -240,10 +240,14 @@ def test_user_input_keeps_the_value_error_contract():
 
 def test_ctrl_c_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
   out, straight = str(tmp_path / "run"), str(tmp_path / "straight")
-  args = ("--set", "epochs=40", "--out", out)
+  # Batches of 8 make an epoch about 8 steps long per 64 images, so that on an idle machine the
+  # run is still training when the signal comes (at batch 64 all 40 epochs could finish
+  # between the first checkpoint and the signal).
+  settings = ("--set", "epochs=40", "--set", "batch_size=8")
+  args = (*settings, "--out", out)
   # The uninterrupted run, in a process of its own as the interrupted one (a process's device
   # count can move the last bits).
-  reference = _process("--set", "epochs=40", "--out", straight)
+  reference = _process(*settings, "--out", straight)
   p = _process(*args)
   deadline = time.time() + 240
   while not os.path.isdir(os.path.join(out, "checkpoints", "0")) and time.time() < deadline:
