@@ -295,6 +295,12 @@ def test_zip_round_trip_and_cache_hit(tmp_path, monkeypatch):
   np.testing.assert_array_equal(hit.images, ds.images)
   np.testing.assert_array_equal(hit.labels, ds.labels)
   assert hit.class_names == ds.class_names
+  # The hit maps the cache file read-only instead of reading it whole; a subset copies its
+  # rows into memory.
+  assert isinstance(hit.images, np.memmap) and not hit.images.flags.writeable
+  part = hit.subset([1, 4])
+  assert not isinstance(part.images, np.memmap) and part.images.flags.writeable
+  np.testing.assert_array_equal(part.images, ds.images[[1, 4]])
   monkeypatch.undo()
 
   # Another zip (one changed image) gets its own entry.

@@ -259,7 +259,9 @@ def _load_entry(entry: Path, digest: str) -> tuple[np.ndarray, np.ndarray, dict]
     meta = json.loads((entry / "meta.json").read_text())
     if meta.get("sha256") != digest or meta.get("format") != _CACHE_FORMAT:
       return None
-    images = np.load(entry / "images.npy")
+    # A read-only memory map: only the rows a run uses are read from disk (a long-tailed
+    # subset, a smoke test's few hundred), not the whole decoded set on every start.
+    images = np.load(entry / "images.npy", mmap_mode="r")
     labels = np.load(entry / "labels.npy")
     meta["class_names"] = list(meta["class_names"])
   except (OSError, ValueError, EOFError, KeyError, TypeError) as e:
@@ -318,7 +320,8 @@ def load_image_folder(
   Returns:
     An :class:`ArrayDataset` whose ``meta`` holds ``source``, ``sha256`` (the cache key),
     ``cache_hit``, ``cache_entry`` (or ``None``), ``decode_seconds`` (the one-time decode,
-    also on a cache hit) and ``load_seconds`` (this call).
+    also on a cache hit) and ``load_seconds`` (this call). On a cache hit the images are a
+    read-only memory map of the cache file (copy them to change them).
 
   Raises:
     FileNotFoundError: if ``path`` does not exist.
