@@ -116,6 +116,49 @@ def test_resume_continues_exactly(tmp_path, digits_run):
   assert summary["final"]["test_acc"] == straight.history[-1]["test_acc"]
 
 
+def test_checkpoint_every_saves_each_nth_and_the_last_epoch_and_resumes_exactly(
+  tmp_path, monkeypatch
+):
+  from absgd_jax.train.checkpoint import Checkpointer
+
+  saved, save = [], Checkpointer.save
+  monkeypatch.setattr(
+    Checkpointer,
+    "save",
+    lambda self, epoch, *a, **k: (saved.append(epoch), save(self, epoch, *a, **k)),
+  )
+  straight = Trainer(
+    _cfg(tmp_path / "a", epochs=3, checkpoint=True, checkpoint_every=2), progress=False, devices=ONE
+  )
+  straight.fit()
+  assert saved == [1, 2]  # epoch 1 is due, epoch 2 is the last
+
+  # Stopped in epoch 2, after epoch 1's checkpoint: the resume trains epoch 2 again.
+  saved.clear()
+  cut = Trainer(
+    _cfg(tmp_path / "b", epochs=3, checkpoint=True, checkpoint_every=2), progress=False, devices=ONE
+  )
+  train_epoch = cut.train_epoch
+
+  def stop_in_epoch_2(epoch):
+    if epoch == 2:
+      raise KeyboardInterrupt
+    return train_epoch(epoch)
+
+  cut.train_epoch = stop_in_epoch_2
+  with pytest.raises(KeyboardInterrupt):
+    cut.fit()
+  assert saved == [1]
+  resumed = Trainer(
+    _cfg(tmp_path / "b", epochs=3, checkpoint=True, checkpoint_every=2), progress=False, devices=ONE
+  )
+  resumed.fit()
+  assert saved == [1, 2]
+  jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
+  assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
+  assert resumed.history[-1]["test_acc"] == straight.history[-1]["test_acc"]
+
+
 def test_a_corrupt_checkpoint_falls_back_to_the_previous_one(tmp_path, digits_run, capsys):
   # A corrupt checkpoint must give a fall-back, not a TensorStore dump. The
   # shared run goes on to epoch 2 (checkpoints 0 and 1); epoch 1's is then cut short, and a

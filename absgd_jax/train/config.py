@@ -190,6 +190,10 @@ class Config:
   seed: int = _within(0, ">= 0")
   eval_every: int = _within(1, ">= 1")
   checkpoint: bool = True
+  # Epochs between checkpoints (the last epoch is always saved). On a fast accelerator an
+  # orbax save per epoch can cost as much as a CIFAR epoch's training; a resume then starts
+  # from the last saved epoch and trains the rest again, to the same numbers.
+  checkpoint_every: int = _within(1, ">= 1")
   # Where the run writes its config, metrics and checkpoints. "": the run names one from the
   # preset, the method, lam and the fingerprint (absgd_jax.train.run_folder.resolve_out_dir),
   # so two settings never share one.

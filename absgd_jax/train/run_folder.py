@@ -1,9 +1,9 @@
 """A run's folder: its name, its ``config.json``, its records, and the check before a resume.
 
 A run is its settings. :func:`fingerprint` hashes the fields that change what a run computes
-(:func:`result_fields`: not ``out_dir``, ``eval_every``, ``checkpoint``, ``data_workers``,
-``data_dir``, ``preset``, the collapse guard's thresholds). A run given no ``out_dir`` is
-named by it (:func:`resolve_out_dir`), and a run folder keeps the resolved config
+(:func:`result_fields`: not ``out_dir``, ``eval_every``, ``checkpoint``, ``checkpoint_every``,
+``data_workers``, ``data_dir``, ``preset``, the collapse guard's thresholds). A run given no
+``out_dir`` is named by it (:func:`resolve_out_dir`), and a run folder keeps the resolved config
 (:func:`write_run_config`), so that a resume with other settings is refused, naming the keys
 that differ (:func:`check_resume`). :class:`RunFolder` is the loop's handle on one folder:
 ``config.json``, ``metrics.jsonl``, ``summary.json`` and ``checkpoints/``, written the same way
@@ -37,6 +37,7 @@ NON_RESULT_FIELDS = frozenset(
     "out_dir",
     "eval_every",
     "checkpoint",
+    "checkpoint_every",
     "data_workers",
     "data_dir",
     "preset",

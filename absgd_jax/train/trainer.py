@@ -443,7 +443,9 @@ class Trainer:
     record["healthy"] = record["health_note"] is None
     history.append(record)
     folder.write_history(history)
-    if folder.checkpointer is not None:
+    c, epoch = self.members[i].config, record["epoch"]
+    due = (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs
+    if folder.checkpointer is not None and due:
       folder.checkpointer.save(
         record["epoch"],
         self.member_state(i),
