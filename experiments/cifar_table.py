@@ -45,18 +45,7 @@ from experiments.common import mean_std, slug
 
 EXPERIMENT = "cifar_table"
 
-REDUCED = dict(
-  image_size=16,
-  crop_padding=2,
-  model="resnet8",
-  epochs=20,
-  warmup_epochs=1,
-  lr=0.1,
-  batch_size=128,
-  weight_decay=2e-4,
-  eval_every=2,
-  checkpoint=False,
-)
+REDUCED = common.REDUCED
 IMBALANCE_SCHEDULE = dict(
   lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, drw_epoch=16
 )

@@ -257,11 +257,9 @@ def mean_std(values: list[float], scale: float = 1.0) -> str:
   return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} (n={len(values)})"
 
 
-# experiments.cifar_table's reduced CIFAR-10-LT (rho = 100, 12,406 images averaged to
-# 16 x 16, ResNet-8, 20 epochs, lr 0.1 after a 1-epoch warm-up, divided by 100 at epochs 16
-# and 18, ABSGD's lam from epoch 16), where its validation sweep chose lr 0.1 for SGD and
-# lam 2 for ABSGD (CE). About 3.5 CPU core-minutes a run.
-REDUCED_LT = dict(
+# experiments.cifar_table's reduced CIFAR protocol: images averaged to 16 x 16, ResNet-8, 20
+# epochs, lr 0.1 after a 1-epoch warm-up. About 3.5 CPU core-minutes a CIFAR-10-LT run.
+REDUCED = dict(
   image_size=16,
   crop_padding=2,
   model="resnet8",
@@ -272,6 +270,11 @@ REDUCED_LT = dict(
   weight_decay=2e-4,
   eval_every=2,
   checkpoint=False,
+)
+# Its CIFAR-10-LT (rho = 100, 12,406 images), lr divided by 100 at epochs 16 and 18, ABSGD's
+# lam from epoch 16, with what its validation sweep chose: lr 0.1 for SGD, lam 2 for ABSGD (CE).
+REDUCED_LT = dict(
+  REDUCED,
   lr_decay_epochs=(16, 18),
   lr_decay_factor=0.01,
   stage2_epoch=16,
