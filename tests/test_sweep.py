@@ -388,6 +388,8 @@ def test_lam_inf_member_is_plain_sgd(tmp_path):
   )
   assert [m.label for m in sw.members] == ["lam=inf", "lam=2"]
   sw.fit()
+  # Its summary says the weights were off, as an SGD run's does; the lam = 2 member's were on.
+  assert [s["weights"]["on"] for s in sw.summaries] == [False, True]
   sgd = Trainer(
     _run_cfg(tmp_path, "sgd", epochs=1, checkpoint=False, method="sgd"), progress=False, devices=ONE
   )

@@ -14,6 +14,7 @@ by the same code, so a member's folder holds what a single run's holds.
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Sequence
@@ -482,13 +483,15 @@ class Trainer:
     ABSGD."""
     c, exp, history = self.members[i].config, self.exps[i], self.histories[i]
     steps_run = c.epochs * self.steps_per_epoch
+    # lam = inf without a KL budget weights every sample 1: momentum SGD (a sweep's baseline).
+    uniform = c.method != "l2rw" and c.kl_budget <= 0 and math.isinf(c.lam)
     return {
       "config": run_folder.config_to_dict(c),
       "final": history[-1] if history else {},
       "weights": {
         "method": c.method,
         "first_step": self.weights_from,
-        "on": self.weights_from is not None and self.weights_from < steps_run,
+        "on": self.weights_from is not None and self.weights_from < steps_run and not uniform,
       },
       "train_class_counts": exp.train_class_counts.tolist(),
       "train_size": len(exp.train),
