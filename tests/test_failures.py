@@ -386,6 +386,32 @@ def test_new_run_starts_afresh_in_any_state_and_says_what_it_removed(
     assert code == 2 and "pass --new-run" in _one_error_line(err)
 
 
+@pytest.mark.parametrize("process", [0, 1])
+def test_new_run_on_many_hosts_clears_on_process_0_before_any_host_reads(
+  process, two_epochs, tmp_path, monkeypatch
+):
+  # Every host waits at one barrier after process 0 has cleared the folder, so that no host
+  # can read the old config.json or restore the old checkpoints first.
+  from absgd_jax.train import afresh
+
+  out = _copy(two_epochs, tmp_path)
+  seen = []
+  monkeypatch.setattr(afresh.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(afresh.jax, "process_index", lambda: process)
+  monkeypatch.setattr(
+    afresh.multihost_utils,
+    "sync_global_devices",
+    lambda name: seen.append(((out / "checkpoints").exists(), (out / "config.json").exists())),
+  )
+  removed = afresh.start_afresh_on_every_host([str(out)])
+  if process == 0:  # Cleared before the barrier.
+    assert seen == [(False, False)] and removed == [
+      ["config.json", "metrics.jsonl", "summary.json", "checkpoints/"]
+    ]
+  else:  # Another host removes nothing itself.
+    assert seen == [(True, True)] and removed == [[]]
+
+
 def test_a_damaged_metrics_record_is_passed_over_like_an_unreadable_checkpoint(
   two_epochs, tmp_path, capsys
 ):

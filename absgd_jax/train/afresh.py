@@ -8,7 +8,9 @@ may be a folder that holds other things).
 
 from __future__ import annotations
 
+import jax
 from etils import epath
+from jax.experimental import multihost_utils
 
 # What a run writes into its folder (absgd_jax.train.trainer, run_folder, plots; a sweep's
 # own folder: sweep.jsonl), and the temporary files it writes them through.
@@ -57,4 +59,20 @@ def start_afresh(out_dir: str) -> list[str]:
     if (out / name).exists():
       (out / name).rmtree()
       removed.append(name + "/")
+  return removed
+
+
+def start_afresh_on_every_host(out_dirs: list[str]) -> list[list[str]]:
+  """:func:`start_afresh` for each folder, on process 0 only; then every process waits there.
+
+  Without the wait, another host of a pod could read the old ``config.json`` or restore the
+  old checkpoints before process 0 has removed them, and train from another state than
+  process 0's.
+
+  Returns:
+    Per folder, the names removed (empty on the other processes).
+  """
+  removed = [start_afresh(d) if jax.process_index() == 0 else [] for d in out_dirs]
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("absgd_jax: --new-run has cleared the run folders")
   return removed

@@ -237,11 +237,12 @@ class Trainer:
 
   def _start_afresh(self, folders: Sequence[run_folder.RunFolder], new_run: bool) -> None:
     """``new_run``: removes what a run wrote in each folder, before anything reads it."""
-    if new_run and jax.process_index() == 0:
-      for folder in folders:
-        removed = afresh.start_afresh(str(folder.path))
-        if removed:
-          self._say(f"new run in {folder.path}: removed {', '.join(removed)}")
+    if not new_run:
+      return
+    removed = afresh.start_afresh_on_every_host([str(f.path) for f in folders])
+    for folder, names in zip(folders, removed):
+      if names:
+        self._say(f"new run in {folder.path}: removed {', '.join(names)}")
 
   # --- members ------------------------------------------------------------------------------
 
