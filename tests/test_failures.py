@@ -249,9 +249,15 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
   # count can move the last bits).
   reference = _process(*settings, "--out", straight)
   p = _process(*args)
-  deadline = time.time() + 240
-  while not os.path.isdir(os.path.join(out, "checkpoints", "0")) and time.time() < deadline:
-    time.sleep(0.05)  # A numbered folder appears only once orbax has finished it.
+  deadline, ckpts = time.time() + 240, os.path.join(out, "checkpoints")
+
+  def saved():  # A numbered folder appears only once orbax has finished it. Any epoch's will
+    # do: on a loaded machine this loop can wake only after epoch 0's has rotated away.
+    return os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts))
+
+  while not saved() and p.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  assert p.poll() is None, "the run ended before it could be interrupted"
   p.send_signal(signal.SIGINT)
   _, err = p.communicate(timeout=120)
   assert p.returncode == 130, err[-3000:]
