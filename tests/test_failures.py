@@ -251,7 +251,9 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
   reference = _process(*settings, "--out", straight)
   for _ in range(3):
     shutil.rmtree(out, ignore_errors=True)
-    p = _process(*args)
+    # A shell's background job (`cmd &`) starts with SIGINT ignored, and a child inherits
+    # that: the run gets SIGINT as a terminal's Ctrl-C finds it.
+    p = _process(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, ckpts = time.time() + 240, os.path.join(out, "checkpoints")
 
     def saved():  # A numbered folder appears only once orbax has finished it. Any epoch's
