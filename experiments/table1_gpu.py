@@ -25,7 +25,7 @@ second after compilation (summed over the runs that train at the same time); the
 written beside the records. Every finished run appends one record to the table's JSONL in
 ``paper_tables.py``'s format, so its ``--report`` builds the table; a rerun skips recorded
 runs and resumes unfinished ones from their checkpoints, so the table can be trained over
-several shorter sessions.
+several shorter jobs.
 """
 
 from __future__ import annotations
