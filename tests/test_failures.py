@@ -249,27 +249,21 @@ def test_ctrl_c_is_one_line_and_the_rerun_resumes_exactly(tmp_path):
   # The uninterrupted run, in a process of its own as the interrupted one (a process's device
   # count can move the last bits).
   reference = _process(*settings, "--out", straight)
-  for _ in range(3):
-    shutil.rmtree(out, ignore_errors=True)
-    # A shell's background job (`cmd &`) starts with SIGINT ignored, and a child inherits
-    # that: the run gets SIGINT as a terminal's Ctrl-C finds it.
-    p = _process(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline, ckpts = time.time() + 240, os.path.join(out, "checkpoints")
+  # A shell's background job (`cmd &`) starts with SIGINT ignored, and a child inherits that:
+  # the run gets SIGINT as a terminal's Ctrl-C finds it.
+  p = _process(*args, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  deadline, ckpts = time.time() + 240, os.path.join(out, "checkpoints")
 
-    def saved():  # A numbered folder appears only once orbax has finished it. Any epoch's
-      # will do: on a loaded machine this loop can wake after epoch 0's has rotated away.
-      return os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts))
+  def saved():  # A numbered folder appears only once orbax has finished it. Any epoch's will
+    # do: on a loaded machine this loop can wake after epoch 0's has rotated away.
+    return os.path.isdir(ckpts) and any(name.isdigit() for name in os.listdir(ckpts))
 
-    while not saved() and p.poll() is None and time.time() < deadline:
-      time.sleep(0.05)
-    # On a loaded machine this process may wake only once the run has finished training (it
-    # has written its summary) and is exiting: a signal then comes too late, not unheeded.
-    late = os.path.exists(os.path.join(out, "summary.json"))
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    if not late:
-      break
-  assert not late, "three runs finished before this process could interrupt them"
+  while not saved() and p.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  late = os.path.exists(os.path.join(out, "summary.json"))  # The run had finished training.
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=120)
+  assert not late, "the run finished before this process could interrupt it"
   assert p.returncode == 130, (
     f"exit {p.returncode} after a signal sent while training: {err[-3000:]}"
   )
@@ -364,8 +358,6 @@ def two_epochs(tmp_path_factory):
 
 
 def _copy(src, tmp_path):
-  import shutil
-
   shutil.copytree(src, tmp_path / "run")
   return tmp_path / "run"
 
@@ -450,8 +442,6 @@ def test_a_corrupt_checkpoint_warns_in_one_clean_line_in_a_real_process(two_epoc
   # TensorStore's abandoned reads printed a page each, and the warning held its spec.
   out = _copy(two_epochs, tmp_path)
   for path in (out / "checkpoints" / "1" / "state").glob("ocdbt.process_*"):
-    import shutil
-
     shutil.rmtree(path)
   p = _process("--set", "epochs=3", "--out", str(out))
   stdout, err = p.communicate(timeout=300)
