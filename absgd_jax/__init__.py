@@ -2,6 +2,7 @@
 
 The core, importable with jax and optax alone:
 
+- :class:`Weigher`: what turns a batch's per-sample losses into weights (``init``, ``update``).
 - :func:`absgd_weights`: per-sample weights exp(L_i / lam) / s with s carried in a state.
 - :func:`kl_absgd_weights`: the same weights with lam set online by a KL budget rho.
 - :func:`weighted_mean`: the loss of Eq. (2), mean(w * L) over the valid samples.
@@ -20,15 +21,16 @@ from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, wei
 from absgd_jax.kl_weights import KlAbsgdWeightsState, kl_absgd_weights, kl_lam
 from absgd_jax.objective import dro_objective
 from absgd_jax.optimizers import abadam, absgd
+from absgd_jax.weigher import Weigher
 from absgd_jax.weighted_loss import weighted_mean
-from absgd_jax.weights import AbsgdWeightsState, WeightTransform, absgd_weights
+from absgd_jax.weights import AbsgdWeightsState, absgd_weights
 
 __version__ = "0.1.0"  # The one place the version is written (pyproject.toml reads it).
 
 __all__ = [
   "AbsgdWeightsState",
   "KlAbsgdWeightsState",
-  "WeightTransform",
+  "Weigher",
   "abadam",
   "absgd",
   "absgd_weights",

@@ -1,11 +1,18 @@
 """The log-space numerics that every ABSGD weigher and the DRO objective share.
 
 ABSGD's ``s`` is a mean of exp(L / lam), which overflows float32 once L / lam > 88, so the
-core works with logs relative to the batch maximum. The three pieces below are the whole of
-that arithmetic: the global reductions (a mapped axis or none), the log-mean-exp of a batch,
-and the moving average of Algorithm 1, step 4, in log space. :func:`absgd_jax.absgd_weights`,
-:func:`absgd_jax.kl_absgd_weights` and :func:`absgd_jax.dro_objective` call them rather than
-writing their own.
+core works with logs relative to the batch maximum. The pieces below are the whole of that
+arithmetic: the global reductions (a mapped axis or none), the log-mean-exp of a batch, the
+moving average of Algorithm 1, step 4, in log space, and :func:`abs_weights`, the weights
+kernel (Algorithm 1, steps 3 to 5) that :func:`absgd_jax.absgd_weights` and
+:func:`absgd_jax.kl_absgd_weights` both call. :func:`absgd_jax.dro_objective` uses the
+log-mean-exp.
+
+The kernel's guarantee, for any finite loss and any lam: ``log w_i = L_i / lam - log s_{t+1}
+<= log(B / gamma)``, since ``s_{t+1} >= gamma * exp(L_i / lam) / B``, so every weight is
+finite. Their relative accuracy is that of float32 logs: about ulp(|L / lam|) / gamma, i.e.
+1e-5 at |L / lam| ~ 100, 1e-3 at 1e4 and a few percent at 1e6, because log s is one float32
+carried across steps.
 
 References:
   Qi, Q., Xu, Y., Jin, R., Yin, W., Yang, T. (2020). Attentional-Biased Stochastic Gradient
@@ -15,13 +22,14 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
-from typing import Union
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-AxisName = Union[Hashable, Sequence[Hashable]]
+from absgd_jax.weigher import AxisName
+
+FMAX = float(jnp.finfo(jnp.float32).max)
 
 
 def global_sum(x: jax.Array, axis_name: AxisName | None) -> jax.Array:
@@ -110,3 +118,53 @@ def moving_average_log_s(
   log_keep = math.log1p(-gamma) if gamma < 1.0 else -math.inf
   blended = jnp.logaddexp(log_keep + (log_s - shift), math.log(gamma) + log_batch_rel)
   return jnp.where(restart, log_batch_rel, blended)
+
+
+class BatchWeights(NamedTuple):
+  """What :func:`abs_weights` gives for one batch."""
+
+  weights: jax.Array  # float32 [B], 0 where not valid, no gradient
+  log_w: jax.Array  # float32 [B], log weights, 0 where not valid
+  log_s: jax.Array  # float32 scalar, log s_{t+1}; the old log s if no sample was valid
+  n_valid: jax.Array  # float32 scalar, valid samples in the global batch
+
+
+def abs_weights(
+  losses: jax.Array,
+  valid: jax.Array,
+  lam: jax.Array,
+  log_s: jax.Array,
+  restart: jax.Array,
+  gamma: float,
+  axis_name: AxisName | None,
+) -> BatchWeights:
+  r"""ABSGD's weights for one batch and the new log s (Algorithm 1, steps 3 to 5).
+
+  .. math::
+     s_{t+1} = (1 - \gamma) s_t + \gamma \frac{1}{n}\sum_{i \text{ valid}} e^{L_i/\lambda},
+     \qquad w_i = e^{L_i/\lambda} / s_{t+1},
+
+  formed in log space relative to the batch maximum. ``lam = +-inf`` gives every valid
+  sample weight 1 and ``log s = 0`` (plain ERM); a lam of 0 or NaN (a traced one, which
+  nothing inside jit can refuse) makes no sample valid. A finite loss whose ``L / lam``
+  overflows float32 is clipped, so it still gets the largest weight.
+
+  Args:
+    losses: float32 ``[B]`` losses, without gradient.
+    valid: boolean ``[B]``, the samples that count (finite loss, not padding).
+    lam: float32 scalar, nonzero (may be traced, or +-inf).
+    log_s: float32 scalar, log s_t.
+    restart: bool scalar; True sets s_{t+1} from this batch alone.
+    gamma: the moving-average rate in (0, 1].
+    axis_name: the mapped axis the batch is split over, or None.
+  """
+  erm = jnp.isinf(lam)
+  valid = valid & (lam != 0) & jnp.logical_not(jnp.isnan(lam))
+  z = jnp.clip(jnp.where(erm, 0.0, losses / jnp.where(erm, 1.0, lam)), -FMAX, FMAX)
+  shift, log_g_rel, n_valid = log_mean_exp(z, valid, axis_name)
+  log_s_rel = moving_average_log_s(log_s, shift, log_g_rel, gamma, restart)
+  log_s_rel = jnp.where(erm, 0.0, log_s_rel)
+  log_w = jnp.where(valid, (z - shift) - log_s_rel, 0.0)
+  weights = jax.lax.stop_gradient(jnp.where(valid, jnp.exp(log_w), 0.0))
+  new_log_s = jnp.where(n_valid > 0, shift + log_s_rel, log_s)
+  return BatchWeights(weights, log_w, new_log_s, n_valid)

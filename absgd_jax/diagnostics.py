@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from absgd_jax.weights import AbsgdWeightsState
+from typing import Any
 
 
 def effective_sample_size(weights: jax.Array) -> jax.Array:
@@ -59,10 +59,19 @@ def class_mean_weights(
   return sums, counts
 
 
-def weight_stats(weights: jax.Array, state: AbsgdWeightsState) -> dict[str, jax.Array]:
-  """Scalars to log each step: ESS, ESS as a fraction of B, the largest weight and log s.
+def weight_stats(
+  weights: jax.Array, state: Any, where: jax.Array | None = None
+) -> dict[str, jax.Array]:
+  """Scalars to log each step: ESS, ESS as a fraction of the batch, the largest weight, log s.
 
   ``log_s`` rather than ``s``: s = E exp(L/lam) overflows float32 whenever L/lam > 88.
+
+  Args:
+    weights: the batch's weights ``[B]`` (0 on padding).
+    state: the weigher's state (any with a ``log_s``).
+    where: optional boolean ``[B]``, True for real samples, as given to
+      :func:`~absgd_jax.weighted_mean`: ``ess_fraction`` is then the ESS over the number of
+      real samples, so a padded batch with uniform weights has 1.
 
   Examples:
     >>> import jax.numpy as jnp, absgd_jax
@@ -70,11 +79,16 @@ def weight_stats(weights: jax.Array, state: AbsgdWeightsState) -> dict[str, jax.
     >>> w, st = wt.update(jnp.array([0.0, 0.0]), wt.init())
     >>> {k: float(v) for k, v in absgd_jax.weight_stats(w, st).items()}
     {'ess': 2.0, 'ess_fraction': 1.0, 'max_weight': 1.0, 'log_s': 0.0}
+    >>> real = jnp.array([True, True, False])
+    >>> w, st = wt.update(jnp.array([0.0, 0.0, 0.0]), wt.init(), mask=real)
+    >>> float(absgd_jax.weight_stats(w, st, where=real)["ess_fraction"])
+    1.0
   """
   ess = effective_sample_size(weights)
+  n = weights.shape[0] if where is None else jnp.sum(jnp.asarray(where), dtype=jnp.float32)
   return {
     "ess": ess,
-    "ess_fraction": ess / weights.shape[0],
+    "ess_fraction": jnp.where(n > 0, ess / jnp.maximum(n, 1), 0.0),
     "max_weight": jnp.max(weights),
     "log_s": state.log_s,
   }

@@ -23,8 +23,11 @@ an estimate of KL(p || uniform) that stays >= 0 and, unlike log s + rho - mean(w
 not move when every loss is shifted by a constant while s lags behind. After the step, s is
 carried to the new lam with the envelope theorem (d(lam log s)/dlam = -KL) instead of being
 re-estimated from one batch, so the moving average of Algorithm 1, step 4 survives. A guard
-lifts |lam| on a batch whose loss range would otherwise let a single sample take all of the
-batch's weight (Hoeffding's lemma bounds that batch's KL by R^2 / (8 lam^2)).
+lifts |lam| on a batch whose own weights would be far more uneven than the budget: on the
+lam > 0 side a single huge loss could take all of the batch's weight, and the guard bounds the
+loss range (Hoeffding's lemma: that batch's KL is at most R^2 / (8 lam^2)); on the lam < 0
+side the weight piles onto the easiest samples instead, the range is set by losses that get
+no weight anyway, and the guard bounds the batch's KL itself.
 
 The guarantees of :func:`absgd_jax.absgd_weights` carry over: the weights are finite for any
 finite loss (log w <= log(B / gamma)), a NaN/inf or masked sample gets weight 0 and is left out
@@ -35,38 +38,28 @@ of every batch statistic, a batch with no usable sample leaves the state untouch
 from __future__ import annotations
 
 import math
-import warnings
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from absgd_jax._numerics import (
-  AxisName,
-  global_count,
-  global_max,
-  global_sum,
-  log_mean_exp,
-  moving_average_log_s,
-)
-from absgd_jax.weights import (
-  WeightTransform,
-  _check_losses_and_mask,
-  _check_state,
-  _refuse_init_args,
-  _state_from_dict,
-)
+from absgd_jax import _checks
+from absgd_jax._numerics import FMAX, abs_weights, global_count, global_max, global_sum
+from absgd_jax.weigher import AxisName, Weigher
 
 # Largest change of log|lam| in one step (a factor e^0.5 = 1.65): a trust region for the first
 # steps, when the losses spread out faster than lam follows and KL_t / rho can be 30 or more.
 _MAX_LOG_STEP = 0.5
 # log|lam| stays inside float32's normal range, so lam is never 0 or inf.
 _LOG_LAM_BOUND = 80.0
-_FMAX = float(jnp.finfo(jnp.float32).max)
+# Bisection steps of the "kl" guard: they halve a bracket of at most 160 in log|lam| to 1e-5.
+_GUARD_STEPS = 24
+BatchGuard = Literal["range", "kl"]
 
 
+@_checks.weigher_state_class
 class KlAbsgdWeightsState(NamedTuple):
   """State of :func:`kl_absgd_weights`: log s, log |lam|, the sign of lam, the last KL.
 
@@ -98,23 +91,15 @@ class KlAbsgdWeightsState(NamedTuple):
   sign: jax.Array
 
   @classmethod
-  def from_dict(cls, tree: dict, *, sign: int | None = None) -> "KlAbsgdWeightsState":
+  def from_dict(cls, tree: dict) -> "KlAbsgdWeightsState":
     """The state back from the plain dict that a checkpoint restored without a target holds.
 
     orbax (like any pytree store) restores a ``NamedTuple`` as a dict when it is given no
     target; this turns that dict back into the state, with each field's dtype.
 
-    Args:
-      tree: the dict of the state's fields.
-      sign: the sign of lam (+1 or -1), needed only for a dict without a ``"sign"`` key (a
-        state saved before the state kept its sign); given with one, the two must agree.
-
-    Returns:
-      The :class:`KlAbsgdWeightsState`.
-
     Raises:
       TypeError: if ``tree`` is not a dict.
-      ValueError: for missing or unexpected keys, a sign that is not +-1, or no sign at all.
+      ValueError: for missing or unexpected keys, or a sign that is not +-1.
 
     Examples:
       >>> import absgd_jax
@@ -123,20 +108,10 @@ class KlAbsgdWeightsState(NamedTuple):
       >>> absgd_jax.kl_lam(absgd_jax.KlAbsgdWeightsState.from_dict(d))
       Array(-1., dtype=float32)
     """
-    if isinstance(tree, dict) and "sign" not in tree:
-      if sign is None:
-        raise ValueError(
-          "this KlAbsgdWeightsState was saved without its sign (the side of lam): pass it, "
-          "KlAbsgdWeightsState.from_dict(tree, sign=+1) for lam > 0 (imbalance) or sign=-1 "
-          "for lam < 0 (label noise), as the weigher was built with."
-        )
-      tree = {**tree, "sign": sign}
-    if isinstance(tree, dict):
+    if isinstance(tree, dict) and "sign" in tree:
       saved = np.asarray(jax.device_get(tree["sign"]))
-      if not np.all(np.abs(saved) == 1) or (sign is not None and not np.all(saved == sign)):
-        raise ValueError(
-          f"the state's sign must be +1 or -1 (and agree with sign={sign}); got {saved}."
-        )
+      if not np.all(np.abs(saved) == 1):
+        raise ValueError(f"the state's sign must be +1 or -1; got {saved}.")
     dtypes = {
       "count": jnp.int32,
       "log_s": jnp.float32,
@@ -146,16 +121,14 @@ class KlAbsgdWeightsState(NamedTuple):
       "has_lam": jnp.bool_,
       "sign": jnp.float32,
     }
-    return _state_from_dict(cls, tree, dtypes)
+    return _checks.state_from_dict(cls, tree, dtypes)
 
 
-def kl_lam(state: KlAbsgdWeightsState, sign: int | None = None) -> jax.Array:
+def kl_lam(state: KlAbsgdWeightsState) -> jax.Array:
   """The lam a :class:`KlAbsgdWeightsState` holds: ``state.sign * exp(log_abs_lam)``.
 
   Args:
     state: the state of a :func:`kl_absgd_weights` weigher.
-    sign: deprecated; the state keeps its sign. Given, it is used in place of the state's,
-      as before the state kept it, with a ``DeprecationWarning``.
 
   Returns:
     lam as a float32 scalar (an array of them for a batched state), to log beside the loss.
@@ -166,14 +139,6 @@ def kl_lam(state: KlAbsgdWeightsState, sign: int | None = None) -> jax.Array:
     >>> absgd_jax.kl_lam(wt.init())
     Array(-2., dtype=float32)
   """
-  if sign is not None:
-    warnings.warn(
-      "kl_lam(state, sign): the sign argument is deprecated; the state keeps "
-      "its sign, so call kl_lam(state).",
-      DeprecationWarning,
-      stacklevel=2,
-    )
-    return sign * jnp.exp(state.log_abs_lam)
   return state.sign * jnp.exp(state.log_abs_lam)
 
 
@@ -193,15 +158,49 @@ def _log_std(
   return jnp.where(var > 0, jnp.log(scale) + 0.5 * jnp.log(jnp.where(var > 0, var, 1.0)), -jnp.inf)
 
 
-def _log_range(losses: jax.Array, valid: jax.Array, axis_name: AxisName | None) -> jax.Array:
-  """log(max L - min L) over the global batch's valid losses (-inf if they are all equal)."""
+def _loss_bounds(
+  losses: jax.Array, valid: jax.Array, axis_name: AxisName | None
+) -> tuple[jax.Array, jax.Array]:
+  """The smallest and largest valid loss of the global batch (+inf, -inf if none is valid)."""
   hi = global_max(jnp.max(jnp.where(valid, losses, -jnp.inf)), axis_name)
   lo = -global_max(jnp.max(jnp.where(valid, -losses, -jnp.inf)), axis_name)
-  # Halves first: max - min of two float32 losses near +-max would overflow.
-  span = 2.0 * (0.5 * hi - 0.5 * lo)
-  return jnp.where(
-    jnp.isfinite(span) & (span > 0), jnp.log(jnp.where(span > 0, span, 1.0)), -jnp.inf
-  )
+  return lo, hi
+
+
+def _log_range(lo: jax.Array, hi: jax.Array) -> jax.Array:
+  """log(hi - lo), -inf when the losses are all equal (or none is valid).
+
+  Formed from the halves, so that a range wider than float32's maximum (losses near +-max)
+  still has a finite log, and its guard still acts.
+  """
+  half = 0.5 * hi - 0.5 * lo
+  ok = jnp.isfinite(half) & (half > 0)
+  return jnp.where(ok, jnp.log(jnp.where(ok, half, 1.0)) + math.log(2.0), -jnp.inf)
+
+
+def _batch_kl(
+  losses: jax.Array,
+  valid: jax.Array,
+  n_valid: jax.Array,
+  log_abs_lam: jax.Array,
+  sign: int,
+  lo: jax.Array,
+  hi: jax.Array,
+  axis_name: AxisName | None,
+) -> jax.Array:
+  """KL(softmax(L / lam) || uniform) over the global batch's valid losses, at this lam."""
+  lam = sign * jnp.exp(log_abs_lam)
+  # Clipped to a quarter of float32's range so that z - shift cannot overflow; the largest z
+  # is at the largest loss for lam > 0, at the smallest for lam < 0.
+  bound = FMAX / 4
+  z = jnp.clip(jnp.where(valid, losses, 0.0) / lam, -bound, bound)
+  shift = jnp.clip(jnp.where(jnp.isfinite(hi), hi if sign > 0 else lo, 0.0) / lam, -bound, bound)
+  d = jnp.where(valid, z - shift, 0.0)
+  e = jnp.where(valid, jnp.exp(d), 0.0)
+  ez = e * d
+  total, mean_z = global_sum(jnp.stack([jnp.sum(e), jnp.sum(ez)]), axis_name)
+  total = jnp.maximum(total, jnp.finfo(jnp.float32).tiny)
+  return mean_z / total - (jnp.log(total) - jnp.log(jnp.maximum(n_valid, 1.0)))
 
 
 def _guarded_lam(
@@ -211,6 +210,8 @@ def _guarded_lam(
   state: KlAbsgdWeightsState,
   *,
   rho: float,
+  sign: int,
+  guard: BatchGuard,
   batch_cap: float | None,
   axis_name: AxisName | None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -229,41 +230,34 @@ def _guarded_lam(
     state.log_abs_lam,
   )
   has_lam = state.has_lam | can_set
-  # The batch guard: for losses spanning a range R, KL(softmax(L/lam) || uniform) <= R^2 /
-  # (8 lam^2) (Hoeffding's lemma), so |lam| >= R / sqrt(8 cap rho) keeps this batch's own
-  # weights within a KL of cap * rho, however far one sample's loss jumps ahead of the rest.
-  log_guard = (
-    _log_range(losses, valid, axis_name) - 0.5 * math.log(8.0 * batch_cap * rho)
-    if batch_cap is not None
-    else -jnp.inf
-  )
+  if batch_cap is None:
+    return log_dual, has_lam, jnp.zeros([], bool)
+  budget = batch_cap * rho
+  lo, hi = _loss_bounds(losses, valid, axis_name)
+  # Hoeffding's lemma: for losses spanning a range R, KL(softmax(L/lam) || uniform) <=
+  # R^2 / (8 lam^2), so this |lam| keeps the batch's KL within the cap whatever the losses.
+  log_hoeffding = _log_range(lo, hi) - 0.5 * math.log(8.0 * budget)
+  if guard == "range":
+    log_guard = log_hoeffding
+  else:
+    # The smallest |lam| >= |lam_dual| whose batch KL is within the cap: KL falls as |lam|
+    # grows (docs/kl_budget.md), and the Hoeffding |lam| is above the root, so bisection on
+    # [log|lam_dual|, log_hoeffding] finds it. The upper end is kept, which meets the cap.
+    def kl_at(log_lam):
+      return _batch_kl(losses, valid, n_valid, log_lam, sign, lo, hi, axis_name)
+
+    def bisect(_, bracket):
+      low, high = bracket
+      mid = 0.5 * (low + high)
+      over = kl_at(mid) > budget
+      return jnp.where(over, mid, low), jnp.where(over, high, mid)
+
+    finite_top = jnp.where(jnp.isfinite(log_hoeffding), log_hoeffding, log_dual)
+    _, top = jax.lax.fori_loop(0, _GUARD_STEPS, bisect, (log_dual, finite_top))
+    log_guard = jnp.where(kl_at(log_dual) > budget, top, -jnp.inf)
   guarded = has_lam & (log_guard > log_dual)
   log_abs_lam = jnp.clip(jnp.where(guarded, log_guard, log_dual), -_LOG_LAM_BOUND, _LOG_LAM_BOUND)
   return log_abs_lam, has_lam, guarded
-
-
-def _absgd_weights_at(
-  losses: jax.Array,
-  valid: jax.Array,
-  lam_t: jax.Array,
-  log_s: jax.Array,
-  restart: jax.Array,
-  *,
-  gamma: float,
-  axis_name: AxisName | None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """Step 2: ABSGD's weights at ``lam_t`` with the moving average ``s`` (Algorithm 1, 3-5).
-
-  In log space relative to the batch max, as :func:`absgd_jax.absgd_weights`. Returns
-  ``(weights, log_w, log_s_new)``: the weights (0 where not valid), their logs (0 there) and
-  log s_{t+1} at ``lam_t``.
-  """
-  z = jnp.clip(losses / lam_t, -_FMAX, _FMAX)
-  shift, log_g_rel, _ = log_mean_exp(z, valid, axis_name)
-  log_s_rel = moving_average_log_s(log_s, shift, log_g_rel, gamma, restart)
-  log_w = jnp.where(valid, (z - shift) - log_s_rel, 0.0)
-  weights = jnp.where(valid, jnp.exp(log_w), 0.0)
-  return weights, log_w, shift + log_s_rel
 
 
 def _mirror_step(
@@ -308,19 +302,19 @@ def kl_absgd_weights(
   lam0: float | None = None,
   lam_lr: float = 0.05,
   batch_cap: float | None = 4.0,
+  batch_guard: BatchGuard | None = None,
   axis_name: AxisName | None = None,
-) -> WeightTransform:
+) -> Weigher:
   r"""ABSGD's weights ``exp(L / lam) / s`` with lam set online by a KL budget ``rho``.
 
   Solves the constrained DRO ``max {E_p[L] : KL(p || uniform) <= rho}`` (``sign=1``, for
   imbalance) through its dual ``min_{lam>0} lam log E exp(L/lam) + lam rho``, whose optimal
   weights are ABSGD's. Each update
 
-  1. uses ``|lam_t| = max(|lam|, R / sqrt(8 batch_cap rho))`` with R the batch's loss range
-     (a guard: by Hoeffding's lemma this batch's own KL then stays below ``batch_cap * rho``,
-     even when one sample's loss jumps far ahead of the rest) (``_guarded_lam``);
-  2. computes ABSGD's weights at ``lam_t`` with the moving average ``s`` of Algorithm 1
-     (``_absgd_weights_at``);
+  1. lifts ``|lam|`` on a batch whose own weights would exceed a KL of ``batch_cap * rho``
+     (the batch guard, ``_guarded_lam``; see ``batch_guard``);
+  2. computes ABSGD's weights at that lam with the moving average ``s`` of Algorithm 1 (the
+     weights kernel that :func:`absgd_jax.absgd_weights` runs too);
   3. estimates ``KL_t = mean(w log w - w + 1)`` and takes the mirror step
      ``log|lam| = log|lam_t| + lam_lr * (KL_t - rho) / rho`` (clipped to +-0.5)
      (``_mirror_step``);
@@ -353,9 +347,8 @@ def kl_absgd_weights(
   eta)``: 0.22 for 20% noise, 0.51 for 40%.
 
   Args:
-    rho: the KL budget, a finite number > 0. On digits, rho = 0.01 (ESS / B about 0.98) was
-      chosen on validation and matched the grid-tuned lam for CE, focal and LDAM alike
-      (docs/results/kl_budget.md).
+    rho: the KL budget, a finite number > 0 (the results pages report which rho validation
+      chose on each data set).
     gamma: moving-average rate of s in (0, 1], as in :func:`absgd_jax.absgd_weights`.
     sign: ``+1`` (lam > 0: up-weight hard samples, imbalance) or ``-1`` (lam < 0: up-weight
       easy samples, label noise).
@@ -364,20 +357,27 @@ def kl_absgd_weights(
       losses), so that nothing in the call depends on the loss scale.
     lam_lr: the mirror step's rate relative to rho, > 0 (dimensionless). Near the root the
       error in log lam shrinks by about ``1 - 2 lam_lr`` per step.
-    batch_cap: the guard of step 1, as a multiple of rho (>= 1), or None for no guard.
+    batch_cap: the cap of the batch guard, as a multiple of rho (>= 1), or None for no guard.
+    batch_guard: how the guard bounds a batch's KL. ``"range"`` lifts |lam| to
+      ``R / sqrt(8 batch_cap rho)`` with R the batch's loss range (Hoeffding's bound: it acts
+      however far one loss jumps ahead of the rest, the danger when lam > 0). ``"kl"`` lifts
+      |lam| to the smallest value whose batch KL is ``batch_cap * rho`` (bisection: exact, and
+      blind to losses that get no weight, which is what lam < 0 needs, since there the range
+      is set by the largest losses, which are down-weighted anyway). ``None`` (default):
+      ``"range"`` for ``sign=1``, ``"kl"`` for ``sign=-1``.
     axis_name: under ``pmap`` or ``shard_map``, the mapped axis (or axes) the batch is split
       over; every batch statistic (max, range, sums, counts, the KL) is then global.
 
   Returns:
-    A :class:`~absgd_jax.WeightTransform`. ``update(losses, state, *, mask=None)`` takes
+    A :class:`~absgd_jax.Weigher`. ``update(losses, state, *, mask=None)`` takes
     ``losses [B]`` (floating) and an optional boolean ``mask [B]``; it returns float32
     ``weights [B]`` without gradient and the new :class:`KlAbsgdWeightsState`, which keeps
     the sign of lam: read lam with :func:`kl_lam`.
 
   Raises:
-    ValueError: at construction for rho, gamma, sign, lam0, lam_lr or batch_cap out of range;
-      at trace time for losses that are not a non-empty 1-D floating array, or a mask of
-      another shape.
+    ValueError: at construction for rho, gamma, sign, lam0, lam_lr, batch_cap or batch_guard
+      out of range; at trace time for losses that are not a non-empty 1-D floating array, or
+      a mask of another shape.
     TypeError: in ``update``, for a state that is the weigher itself or a dict (a state
       restored without a target: see :meth:`KlAbsgdWeightsState.from_dict`).
 
@@ -415,13 +415,12 @@ def kl_absgd_weights(
       f"rho (the KL budget) must be a finite number > 0; got {rho}. Try 0.1 "
       "(ESS / B about 0.8), see docs/kl_budget.md."
     )
-  gamma = float(gamma)
-  if not 0.0 < gamma <= 1.0:
-    raise ValueError(f"gamma must lie in (0, 1]; got {gamma}.")
+  gamma = _checks.gamma(gamma)
   if sign not in (1, -1):
     raise ValueError(
       f"sign must be +1 (lam > 0, imbalance) or -1 (lam < 0, label noise); got {sign!r}."
     )
+  sign = int(sign)
   if lam0 is not None:
     lam0 = float(lam0)
     if not (lam0 > 0.0 and math.isfinite(lam0)) or abs(math.log(lam0)) > _LOG_LAM_BOUND:
@@ -435,13 +434,15 @@ def kl_absgd_weights(
       raise ValueError(
         f"batch_cap must be None or a finite number >= 1 (a multiple of rho); got {batch_cap}."
       )
+  guard = batch_guard or ("range" if sign > 0 else "kl")
+  if guard not in ("range", "kl"):
+    raise ValueError(f"batch_guard must be 'range', 'kl' or None; got {batch_guard!r}.")
   lam_lr = float(lam_lr)
   if not (lam_lr > 0.0 and math.isfinite(lam_lr)):
     raise ValueError(f"lam_lr must be a finite number > 0; got {lam_lr}.")
-  sign = int(sign)
 
   def init_fn(*args, **kwargs) -> KlAbsgdWeightsState:
-    _refuse_init_args("kl_absgd_weights", args, kwargs)
+    _checks.no_init_args("kl_absgd_weights", args, kwargs)
     return KlAbsgdWeightsState(
       count=jnp.zeros([], jnp.int32),
       log_s=jnp.zeros([], jnp.float32),
@@ -455,52 +456,33 @@ def kl_absgd_weights(
   def update_fn(
     losses: jax.Array, state: KlAbsgdWeightsState, *, mask: jax.Array | None = None
   ) -> tuple[jax.Array, KlAbsgdWeightsState]:
-    _check_state("kl_absgd_weights", state, KlAbsgdWeightsState)
-    losses, mask = _check_losses_and_mask("kl_absgd_weights", losses, mask)
-    losses = jax.lax.stop_gradient(losses).astype(jnp.float32)
-    valid = jnp.isfinite(losses)
-    if mask is not None:
-      valid = valid & mask.astype(bool)
+    _checks.weigher_state("kl_absgd_weights", state, KlAbsgdWeightsState)
+    losses, valid = _checks.losses_and_mask("kl_absgd_weights", losses, mask)
     n_valid = global_count(valid, axis_name)
-
     log_abs_lam, has_lam, guarded = _guarded_lam(
-      losses, valid, n_valid, state, rho=rho, batch_cap=batch_cap, axis_name=axis_name
-    )
+      losses, valid, n_valid, state, rho=rho, sign=sign, guard=guard, batch_cap=batch_cap,
+      axis_name=axis_name,
+    )  # fmt: skip
     # s is estimated afresh from the batch until lam is set, and when the guard moved lam.
     restart = jnp.logical_not(state.has_s) | jnp.logical_not(state.has_lam) | guarded
-    weights, log_w, log_s = _absgd_weights_at(
-      losses,
-      valid,
-      sign * jnp.exp(log_abs_lam),
-      state.log_s,
-      restart,
-      gamma=gamma,
-      axis_name=axis_name,
-    )
+    lam_t = sign * jnp.exp(log_abs_lam)
+    batch = abs_weights(losses, valid, lam_t, state.log_s, restart, gamma, axis_name)
     kl, new_log_abs_lam = _mirror_step(
-      weights,
-      log_w,
-      valid,
-      n_valid,
-      log_abs_lam,
-      has_lam,
-      rho=rho,
-      lam_lr=lam_lr,
-      axis_name=axis_name,
-    )
-    new_log_s = _carry_log_s(log_s, kl, new_log_abs_lam - log_abs_lam)
-
+      batch.weights, batch.log_w, valid, n_valid, log_abs_lam, has_lam, rho=rho,
+      lam_lr=lam_lr, axis_name=axis_name,
+    )  # fmt: skip
+    new_log_s = _carry_log_s(batch.log_s, kl, new_log_abs_lam - log_abs_lam)
     # A batch without a usable sample leaves everything but the count as it was.
-    any_valid = n_valid > 0
+    keep = n_valid > 0
     new_state = KlAbsgdWeightsState(
-      count=optax.safe_int32_increment(state.count),
-      log_s=jnp.where(any_valid, new_log_s, state.log_s),
-      log_abs_lam=jnp.where(any_valid, new_log_abs_lam, state.log_abs_lam),
-      kl=jnp.where(any_valid, kl, state.kl),
-      has_s=state.has_s | any_valid,
-      has_lam=jnp.where(any_valid, has_lam, state.has_lam),
-      sign=jnp.asarray(sign, jnp.float32),
+      count=optax.safe_increment(state.count),
+      log_s=jnp.where(keep, new_log_s, state.log_s),
+      log_abs_lam=jnp.where(keep, new_log_abs_lam, state.log_abs_lam),
+      kl=jnp.where(keep, kl, state.kl),
+      has_s=state.has_s | keep,
+      has_lam=jnp.where(keep, has_lam, state.has_lam),
+      sign=state.sign,
     )
-    return jax.lax.stop_gradient(weights), new_state
+    return batch.weights, new_state
 
-  return WeightTransform(init_fn, update_fn, axis_name)
+  return Weigher(init_fn, update_fn, axis_name)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from absgd_jax.weights import _concrete_float
+from absgd_jax._checks import concrete_float
 
 ScalarOrSchedule = optax.ScalarOrSchedule
 
@@ -44,7 +44,7 @@ def _check_nonnegative(name: str, value: Any, upper: float | None = None) -> Non
     where = " (the schedule's value at step 0)"
   if jnp.ndim(value) != 0:
     raise ValueError(f"{name} must be a scalar; got shape {jnp.shape(value)}.")
-  value = _concrete_float(value)
+  value = concrete_float(value)
   if value is None:
     return
   if not value >= 0.0 or (upper is not None and not value < upper):
@@ -147,13 +147,13 @@ def _scale_by_adam_without_bias_correction(
 ) -> optax.GradientTransformation:
   # optax.scale_by_adam always bias-corrects; Eq. (9) as printed does not.
   def init_fn(params):
-    zeros = optax.tree_utils.tree_zeros_like(params)
+    zeros = optax.tree.zeros_like(params)
     return ScaleByAdamNoBiasCorrectionState(mu=zeros, nu=zeros)
 
   def update_fn(updates, state, params=None):
     del params
-    mu = optax.tree_utils.tree_update_moment(updates, state.mu, b1, 1)
-    nu = optax.tree_utils.tree_update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
     new_updates = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
     return new_updates, ScaleByAdamNoBiasCorrectionState(mu=mu, nu=nu)
 

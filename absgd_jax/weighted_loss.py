@@ -13,65 +13,24 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from absgd_jax import _checks
 from absgd_jax._numerics import global_sum
-from absgd_jax.kl_weights import KlAbsgdWeightsState
-from absgd_jax.weights import AbsgdWeightsState, WeightTransform, _describe
-
-_SIGNATURE = "weighted_mean(losses, state, weigher, where=None)"
-_STATES = (AbsgdWeightsState, KlAbsgdWeightsState)
-
-
-def _check_kinds(losses, state, weigher) -> None:
-  """Refuses arguments of the wrong kind, naming which argument is which."""
-  for i, arg in ((1, losses), (2, state)):
-    if isinstance(arg, WeightTransform):
-      which = (
-        "the per-sample losses [B]"
-        if i == 1
-        else ("the weigher's state (weigher.init(), or the state the last step returned)")
-      )
-      raise TypeError(
-        f"{_SIGNATURE}: the {('first', 'second')[i - 1]} argument must be {which}; got "
-        f"{_describe(arg)}. Did you swap the arguments? The weigher comes third."
-      )
-  if isinstance(losses, _STATES):
-    raise TypeError(
-      f"{_SIGNATURE}: the first argument must be the per-sample losses [B]; got "
-      f"{_describe(losses)}. The state comes second."
-    )
-  # A dict with a known state's keys (KlAbsgdWeightsState's saved before it kept its sign
-  # lack "sign"); any other dict may be a custom weigher's own state.
-  kind = isinstance(state, Mapping) and next(
-    (cls for cls in _STATES if set(cls._fields) - {"sign"} <= set(state) <= set(cls._fields)), None
-  )
-  if kind:
-    raise TypeError(
-      f"{_SIGNATURE}: the second argument (the weigher's state) is a dict, which is what "
-      f"orbax gives back for a state restored without a target: restore it with "
-      f"absgd_jax.{kind.__name__}.from_dict(...), or pass orbax the target "
-      f"{{..., 'w_state': weigher.init()}}."
-    )
-  if not callable(getattr(weigher, "update", None)):
-    hint = " Did you swap the state and the weigher?" if isinstance(weigher, _STATES) else ""
-    raise TypeError(
-      f"{_SIGNATURE}: the third argument must be the weigher (from absgd_jax.absgd_weights "
-      f"or kl_absgd_weights); got {_describe(weigher)}.{hint}"
-    )
+from absgd_jax.weigher import Weigher
 
 
 def weighted_mean(
   losses: jax.Array,
-  state: AbsgdWeightsState | KlAbsgdWeightsState,
-  weigher: WeightTransform,
+  state: Any,
+  weigher: Weigher,
   where: jax.Array | None = None,
   *,
   mask: jax.Array | None = None,
-) -> tuple[jax.Array, tuple[AbsgdWeightsState | KlAbsgdWeightsState, jax.Array]]:
+) -> tuple[jax.Array, tuple[Any, jax.Array]]:
   r"""ABSGD's loss :math:`\frac{1}{n}\sum_i w_i L_i` over the ``n`` valid samples of a batch.
 
   The weights :math:`w_i = e^{L_i/\lambda} / s_{t+1}` come from ``weigher.update`` and carry
@@ -90,8 +49,8 @@ def weighted_mean(
   Args:
     losses: per-sample losses ``[B]``, float32, bfloat16 or float16.
     state: the weigher's state, from ``weigher.init()`` or the previous step.
-    weigher: the :class:`~absgd_jax.WeightTransform` from :func:`~absgd_jax.absgd_weights`
-      or :func:`~absgd_jax.kl_absgd_weights`.
+    weigher: the :class:`~absgd_jax.Weigher`, from :func:`~absgd_jax.absgd_weights`,
+      :func:`~absgd_jax.kl_absgd_weights` or any object with their ``update``.
     where: optional boolean ``[B]``, True for real samples and False for padding, as in
       ``jnp.mean(..., where=...)``. Padding gets weight 0 and is left out of ``n`` and of ``s``.
     mask: another name for ``where`` (the name the weigher's ``update`` uses).
@@ -122,7 +81,7 @@ def weighted_mean(
     >>> g.round(4)  # w_i * 2 x_i / n with w = [2, 2e] / (1 + e) held fixed
     Array([0.    , 1.4621], dtype=float32)
   """
-  _check_kinds(losses, state, weigher)
+  _checks.weighted_mean_arguments(losses, state, weigher)
   if mask is not None:
     if where is not None:
       raise ValueError(
@@ -133,11 +92,7 @@ def weighted_mean(
   losses = jnp.asarray(losses)
   if where is not None:
     where = jnp.asarray(where)
-    if where.dtype != jnp.bool_:
-      raise ValueError(
-        f"where (the mask of real samples) must be boolean; got dtype {where.dtype}. A float "
-        "mask is not a weight: pass `where=mask > 0` for a 0/1 mask, or multiply the losses."
-      )
+    _checks.boolean_mask("where", where, fix="where=mask > 0")
   weights, new_state = weigher.update(losses, state, mask=where)
   axis_name = getattr(weigher, "axis_name", None)
   if where is None:

@@ -18,7 +18,7 @@ import optax
 import absgd_jax
 
 
-def make_train_step(weigher: absgd_jax.WeightTransform, opt: optax.GradientTransformation):
+def make_train_step(weigher: absgd_jax.Weigher, opt: optax.GradientTransformation):
   """``train_step(model, opt_state, w_state, x, y, mask) -> (model, opt_state, w_state, aux)``."""
 
   @eqx.filter_jit

@@ -38,7 +38,7 @@ PerSampleLoss = Callable[[optax.Params, jax.Array, jax.Array], jax.Array]
 
 def make_accumulating_step(
   per_sample_loss: PerSampleLoss,
-  weigher: absgd_jax.WeightTransform,
+  weigher: absgd_jax.Weigher,
   opt: optax.GradientTransformation,
 ):
   """``step(params, opt_state, w_state, x [k, b, ...], y [k, b], mask [k, b])``.

@@ -28,7 +28,7 @@ class Net(nnx.Module):
     return self.head(h.reshape(h.shape[0], -1))
 
 
-def make_train_step(weigher: absgd_jax.WeightTransform):
+def make_train_step(weigher: absgd_jax.Weigher):
   """``train_step(model, optimizer, w_state, images, labels, mask)``, updating in place."""
 
   @nnx.jit

@@ -293,6 +293,7 @@ def paper_tables():
 def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
   """The reduced table's SGD (CE) on LT trains what the PyTorch head-to-head trained: every
   setting that changes what an SGD run computes is equal."""
+  pytest.importorskip("torch", reason="the PyTorch reference needs the [parity] extra")
   from absgd_jax.train.run_folder import result_fields
   from experiments.parity import head_to_head
 

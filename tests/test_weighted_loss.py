@@ -280,6 +280,6 @@ def test_a_custom_weigher_may_keep_any_state():
     del mask
     return jnp.full_like(losses, state["w"]), {"w": state["w"] + 1.0}
 
-  custom = absgd_jax.WeightTransform(lambda: {"w": jnp.float32(2.0)}, update)
+  custom = absgd_jax.Weigher(lambda: {"w": jnp.float32(2.0)}, update)
   loss, (state, w) = absgd_jax.weighted_mean(jnp.array([1.0, 3.0]), custom.init(), custom)
   assert float(loss) == 4.0 and float(state["w"]) == 3.0 and w.tolist() == [2.0, 2.0]

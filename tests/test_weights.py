@@ -456,3 +456,22 @@ def test_state_from_a_targetless_orbax_restore(tmp_path):
   assert isinstance(typed["w_state"], absgd_jax.AbsgdWeightsState)
   with pytest.raises(ValueError, match=r"missing keys \['has_s'\]"):
     absgd_jax.AbsgdWeightsState.from_dict({k: v for k, v in raw["w_state"].items() if k != "has_s"})
+
+
+def test_an_erm_stage_holds_log_s_at_zero_even_with_s0():
+  # lam = inf weights every sample 1, and s = E exp(0) = 1: log s is 0 during that stage,
+  # whatever s0 said, so a logged log s reads as the ERM it is.
+  boundary = 2
+  sched = lambda count: jnp.where(count < boundary, INF, 1.5)
+  wt = absgd_jax.absgd_weights(sched, gamma=0.5, s0=3.0)
+  state = wt.init()
+  assert float(state.log_s) == pytest.approx(math.log(3.0))
+  stream = _stream(31, steps=4)
+  for t, x in enumerate(stream):
+    w, state = wt.update(jnp.asarray(x), state)
+    if t < boundary:
+      assert np.all(np.asarray(w) == 1.0) and float(state.log_s) == 0.0
+  want = absgd_weights_reference(
+    stream, None, 0.5, s0=3.0, lam_schedule=lambda t: INF if t < boundary else 1.5
+  )
+  np.testing.assert_allclose(np.asarray(w), want[-1][0], rtol=2e-5)

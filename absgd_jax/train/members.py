@@ -91,7 +91,7 @@ def swept_absgd(
       gamma_index, [functools.partial(branch, t) for t in transforms], losses, state, mask
     )
 
-  return weighting.as_weighting(absgd_jax.WeightTransform(transforms[0].init, update))
+  return weighting.as_weighting(absgd_jax.Weigher(transforms[0].init, update))
 
 
 def make_sweep_step(

@@ -96,7 +96,7 @@ def make_train_step(
   model: Any,
   tx: optax.GradientTransformation,
   loss_fn: LossFn,
-  weigher: Weighting | absgd_jax.WeightTransform | None = None,
+  weigher: Weighting | absgd_jax.Weigher | None = None,
   preprocess: Preprocess = cast_images,
   *,
   num_classes: int,

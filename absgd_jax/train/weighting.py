@@ -1,7 +1,7 @@
 """How the train step weighs its samples: one interface for none, ABSGD, EG and L2RW.
 
 A :class:`Weighting` is a pair ``init() -> state`` and ``for_batch(batch, variables, step) ->
-WeightTransform``. The train step asks it, once per step, for the weigher of that batch and
+Weigher``. The train step asks it, once per step, for the weigher of that batch and
 hands the weigher to :func:`absgd_jax.weighted_mean`. ABSGD's and EG's weigher is the same
 :func:`absgd_jax.absgd_weights` at every step; learning to reweight computes its weights from
 the batch's validation rows (``val_images``, ``val_labels``) and the current variables before
@@ -28,11 +28,11 @@ class Weighting(NamedTuple):
 
   init: Callable[[], absgd_jax.AbsgdWeightsState]
   # (batch after preprocessing, {"params", "batch_stats"}, step) -> the batch's weigher.
-  for_batch: Callable[[Batch, dict[str, Any], jax.Array], absgd_jax.WeightTransform]
+  for_batch: Callable[[Batch, dict[str, Any], jax.Array], absgd_jax.Weigher]
   axis_name: Any = None  # The mapped axis the weigher reduces over, or None.
 
 
-def _constant(transform: absgd_jax.WeightTransform) -> Weighting:
+def _constant(transform: absgd_jax.Weigher) -> Weighting:
   return Weighting(
     transform.init, lambda batch, variables, step: transform, getattr(transform, "axis_name", None)
   )
@@ -85,7 +85,7 @@ def kl_budget(
         jax.tree.map(lambda new, old: jnp.where(on, new, old), new_state, state),
       )
 
-    return absgd_jax.WeightTransform(kl.init, update, axis_name)
+    return absgd_jax.Weigher(kl.init, update, axis_name)
 
   return Weighting(kl.init, for_batch, axis_name)
 
@@ -97,13 +97,13 @@ def current_lam(w_state: Any) -> jax.Array:
   return w_state.lam
 
 
-def as_weighting(weigher: Weighting | absgd_jax.WeightTransform | None) -> Weighting:
+def as_weighting(weigher: Weighting | absgd_jax.Weigher | None) -> Weighting:
   """Accepts a :class:`Weighting`, a bare ``absgd_weights(...)`` transform, or None (uniform)."""
   if weigher is None:
     return uniform()
   if isinstance(weigher, Weighting):
     return weigher
-  if isinstance(weigher, absgd_jax.WeightTransform):
+  if isinstance(weigher, absgd_jax.Weigher):
     return _constant(weigher)
   raise TypeError(
     f"weigher must be a Weighting, an absgd_jax.absgd_weights(...) transform or "
@@ -146,6 +146,6 @@ def l2rw(
       del losses, mask  # the weights are already 0 on padding
       return weights, state
 
-    return absgd_jax.WeightTransform(inert.init, update)
+    return absgd_jax.Weigher(inert.init, update)
 
   return Weighting(inert.init, for_batch, None)
