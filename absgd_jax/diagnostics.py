@@ -62,7 +62,12 @@ def class_mean_weights(
 def weight_stats(
   weights: jax.Array, state: Any, where: jax.Array | None = None
 ) -> dict[str, jax.Array]:
-  """Scalars to log each step: ESS, ESS as a fraction of the batch, the largest weight, log s.
+  """Scalars to log each step: ESS, ESS as a fraction of the batch, the largest weight, the
+  weights' KL from uniform and log s.
+
+  ``kl`` is KL(p || uniform) of the normalised weights ``p = w / sum(w)`` over the real
+  samples: 0 for uniform weights, log n for all the weight on one of n samples; it is the
+  quantity a KL budget (:func:`~absgd_jax.kl_absgd_weights`) holds near rho.
 
   ``log_s`` rather than ``s``: s = E exp(L/lam) overflows float32 whenever L/lam > 88.
 
@@ -78,17 +83,23 @@ def weight_stats(
     >>> wt = absgd_jax.absgd_weights(1.0)
     >>> w, st = wt.update(jnp.array([0.0, 0.0]), wt.init())
     >>> {k: float(v) for k, v in absgd_jax.weight_stats(w, st).items()}
-    {'ess': 2.0, 'ess_fraction': 1.0, 'max_weight': 1.0, 'log_s': 0.0}
+    {'ess': 2.0, 'ess_fraction': 1.0, 'max_weight': 1.0, 'kl': 0.0, 'log_s': 0.0}
     >>> real = jnp.array([True, True, False])
     >>> w, st = wt.update(jnp.array([0.0, 0.0, 0.0]), wt.init(), mask=real)
     >>> float(absgd_jax.weight_stats(w, st, where=real)["ess_fraction"])
     1.0
   """
-  ess = effective_sample_size(weights)
-  n = weights.shape[0] if where is None else jnp.sum(jnp.asarray(where), dtype=jnp.float32)
+  w = jnp.asarray(weights, jnp.float32)
+  real = jnp.ones(w.shape, bool) if where is None else jnp.asarray(where)
+  ess = effective_sample_size(w)
+  n = jnp.sum(real, dtype=jnp.float32)
+  total = jnp.sum(jnp.where(real, w, 0.0))
+  p = jnp.where(real & (w > 0), w / jnp.where(total > 0, total, 1.0), 1.0)
+  kl = jnp.sum(jnp.where(real & (w > 0), p * jnp.log(n * p), 0.0))
   return {
     "ess": ess,
     "ess_fraction": jnp.where(n > 0, ess / jnp.maximum(n, 1), 0.0),
-    "max_weight": jnp.max(weights),
+    "max_weight": jnp.max(w),
+    "kl": jnp.where(total > 0, kl, 0.0),
     "log_s": state.log_s,
   }

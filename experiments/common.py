@@ -51,6 +51,7 @@ HISTORY_KEYS = (
   "clean_mean_weight",
   "lam",
   "ess_mean",
+  "kl_mean",
   "collapsed_classes",
 )
 

@@ -113,7 +113,7 @@ def run(key: str, fields: dict, config_kw: dict, rho: float | None, path: str = 
   return rec
 
 
-def val(seeds, rhos):
+def val(seeds, rhos, path=OUT):
   """rho on LT rho=50's validation split (a fifth of each class held out), CE and CB-LDAM."""
   for loss in ("CE", "CB-LDAM"):
     for seed in seeds:
@@ -131,10 +131,11 @@ def val(seeds, rhos):
           dict(phase="val", setting="LT rho=50", loss=loss, method=f"KL rho={rho}", seed=seed),
           kw,
           rho,
+          path,
         )
 
 
-def table(seeds, rho):
+def table(seeds, rho, path=OUT):
   for setting, spec in SETTINGS.items():
     for loss in LOSSES:
       for seed in seeds:
@@ -145,9 +146,14 @@ def table(seeds, rho):
           dict(fields, method=f"tuned lam={TUNED_LAM[loss]:g}"),
           kw,
           None,
+          path,
         )
         run(
-          f"test|{setting}|{loss}|kl{rho}|seed{seed}", dict(fields, method=f"KL rho={rho}"), kw, rho
+          f"test|{setting}|{loss}|kl{rho}|seed{seed}",
+          dict(fields, method=f"KL rho={rho}"),
+          kw,
+          rho,
+          path,
         )
 
 
@@ -240,12 +246,13 @@ def main(argv=None):
   ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   ap.add_argument("--rho", type=float, default=DEFAULT_RHO)
   ap.add_argument("--rhos", type=float, nargs="+", default=[0.03, 0.1, 0.3])
+  ap.add_argument("--results", default=OUT, help=f"the record file (default {OUT})")
   args = ap.parse_args(argv)
   if args.what == "val":
-    val(args.seeds, args.rhos)
+    val(args.seeds, args.rhos, args.results)
   elif args.what == "table":
-    table(args.seeds, args.rho)
-  report()
+    table(args.seeds, args.rho, args.results)
+  report(args.results)
 
 
 if __name__ == "__main__":

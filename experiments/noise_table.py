@@ -128,7 +128,7 @@ def tune(
       scores = {}
       for value in grid:
         point = {**base, field: value}
-        fields = dict(phase="tune", setting=setting, row=row, point=point, seed=0)
+        fields = dict(phase="tune", setting=setting, row=row, point=point, seed=0, **_guard(row))
         rec = train_record(
           path,
           fields,
@@ -166,7 +166,9 @@ def table(
   done = load_jsonl(path) if done is None else done
   for seed in seeds:  # Seed-major: a stopped table has every row at the seeds it reached.
     for row, (over, _) in rows.items():
-      fields = dict(phase="table", setting=setting, row=row, point=chosen[row], seed=seed)
+      fields = dict(
+        phase="table", setting=setting, row=row, point=chosen[row], seed=seed, **_guard(row)
+      )
       rec = train_record(
         path,
         fields,
@@ -180,8 +182,21 @@ def table(
       )
 
 
+def _guard(row: str) -> dict:
+  """The batch guard of a budget row's runs: the weigher's lam < 0 default, "kl" (the records
+  of runs made with the range guard, before it was the default there, have no such field)."""
+  return dict(guard="kl") if "KL" in row else {}
+
+
+def _label(record: dict) -> str:
+  """A record's row, with the guard of a budget row made with the range guard."""
+  row = record["row"]
+  return f"{row[:-1]}, range guard)" if "KL" in row and "guard" not in record else row
+
+
 def report(path: str, *, rows=ROWS, paper=PAPER, settings=("sym 0.4",)) -> str:
-  recs = list(load_jsonl(path).values())
+  recs = [dict(r, row=_label(r)) for r in load_jsonl(path).values()]
+  rows = list(rows) + sorted({r["row"] for r in recs} - set(rows))
   lines = [
     "Tuning (seed 0, clean validation split, accuracy % after the last epoch):",
     "",

@@ -50,3 +50,18 @@ def test_ess_fraction_counts_only_real_samples():
   none = jnp.zeros(64, bool)
   w, state = wt.update(jnp.ones(64), wt.init(), mask=none)
   assert float(absgd_jax.weight_stats(w, state, where=none)["ess_fraction"]) == 0.0
+
+
+def test_weight_stats_kl_is_the_normalised_weights_divergence_from_uniform():
+  x = np.random.default_rng(4).exponential(1.0, 32).astype(np.float32)
+  real = jnp.arange(32) < 30
+  wt = absgd_jax.absgd_weights(lam=0.7)
+  w, state = wt.update(jnp.asarray(x), wt.init(), mask=real)
+  v = np.asarray(w, np.float64)[:30]
+  p = v / v.sum()
+  got = float(absgd_jax.weight_stats(w, state, where=real)["kl"])
+  assert got == pytest.approx(float(np.sum(p * np.log(30 * p))), rel=1e-4)
+  # Uniform weights: 0; all the weight on one of n samples: log n.
+  assert float(absgd_jax.weight_stats(jnp.ones(8), state)["kl"]) == pytest.approx(0.0, abs=1e-6)
+  one = jnp.zeros(8).at[3].set(5.0)
+  assert float(absgd_jax.weight_stats(one, state)["kl"]) == pytest.approx(np.log(8), rel=1e-6)

@@ -158,6 +158,9 @@ class Config:
   # 0.01 held within about a point of the grid-tuned lam on every digits imbalance cell, for
   # CE, focal and CB-LDAM alike (docs/results/kl_budget.md). lam is then unused. 0 = off.
   kl_budget: float = _within(0.0, ">= 0")
+  # How the budget's batch guard bounds one batch's KL (absgd_jax.kl_absgd_weights'
+  # batch_guard): "auto" is "range" for lam > 0 and "kl" for lam < 0; "none" turns it off.
+  kl_guard: str = _choice("auto", ("auto", "range", "kl", "none"))
   # Learning to reweight (method="l2rw"): a clean, balanced meta set carved from the training
   # data, up to this many per class (at most half of a class).
   meta_per_class: int = _within(10, ">= 1")

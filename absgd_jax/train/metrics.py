@@ -22,7 +22,8 @@ def train_epoch_metrics(step_metrics: Sequence[dict[str, np.ndarray]]) -> dict[s
 
   The sums (``*_sum``, ``count``, ``correct``, ``class_*``) add up over the steps; ESS is the
   mean of the steps' ESS (and ``ess_min`` the smallest), ``max_weight`` the largest, and
-  ``log_s`` and ``lam`` are the last step's.
+  ``log_s`` and ``lam`` are the last step's; ``kl_mean`` is the mean of the steps' KL of the
+  weights from uniform.
 
   Examples:
     >>> m = {"loss_sum": 2.0, "wloss_sum": 1.0, "count": 4.0, "correct": 3.0, "ess": 4.0,
@@ -32,7 +33,7 @@ def train_epoch_metrics(step_metrics: Sequence[dict[str, np.ndarray]]) -> dict[s
     >>> out["train_loss"], out["class_mean_weight"]
     (0.5, [1.0, 1.0])
   """
-  per_step = ("ess", "log_s", "max_weight", "lam")
+  per_step = ("ess", "log_s", "max_weight", "lam", "kl")
   total = {
     k: sum(np.asarray(m[k], np.float64) for m in step_metrics)
     for k in step_metrics[0]
@@ -46,6 +47,7 @@ def train_epoch_metrics(step_metrics: Sequence[dict[str, np.ndarray]]) -> dict[s
     "train_acc": _ratio(total["correct"], n),
     "ess_mean": float(np.mean(ess)),
     "ess_min": float(np.min(ess)),
+    "kl_mean": float(np.mean([m["kl"] for m in step_metrics])) if "kl" in step_metrics[0] else None,
     "max_weight": float(np.max([m["max_weight"] for m in step_metrics])),
     "log_s": float(step_metrics[-1]["log_s"]),
     "lam": float(step_metrics[-1]["lam"]),

@@ -47,7 +47,7 @@ NON_RESULT_FIELDS = frozenset(
 )
 # Result fields added after run folders were named by fingerprint: left out while at their
 # default, so that a run started before they existed keeps its folder name and resumes.
-OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau"})
+OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau", "kl_guard"})
 
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:

@@ -86,6 +86,7 @@ def make_weighting(
       gamma,
       sign=1 if config.lam > 0 else -1,
       start_step=max(config.stage2_epoch, 0) * steps_per_epoch,
+      guard=config.kl_guard,
     )
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 

@@ -224,13 +224,15 @@ def step_metrics(
       flipped_count=group_count[1],
     )
   sums = _psum(sums, axis_name)
-  if axis_name is not None:  # ESS and the largest weight are of the global batch.
+  if axis_name is not None:  # ESS, KL and the largest weight are of the global batch.
     weights = _gather_replicated(weights, axis_name)
-  stats = absgd_jax.weight_stats(weights, w_state)
+    mask = _gather_replicated(mask.astype(jnp.int32), axis_name) > 0
+  stats = absgd_jax.weight_stats(weights, w_state, where=mask)
   return {
     **sums,
     "ess": stats["ess"],
     "max_weight": stats["max_weight"],
+    "kl": stats["kl"],
     "log_s": stats["log_s"],
     "lam": current_lam(w_state),
   }

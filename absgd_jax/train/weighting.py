@@ -61,15 +61,27 @@ def absgd(
 
 
 def kl_budget(
-  rho: float, gamma: float = 0.9, *, sign: int = 1, start_step: int = 0, axis_name: Any = None
+  rho: float,
+  gamma: float = 0.9,
+  *,
+  sign: int = 1,
+  start_step: int = 0,
+  guard: str = "auto",
+  axis_name: Any = None,
 ) -> Weighting:
   """ABSGD's weights with lam set online by a KL budget (:func:`absgd_jax.kl_absgd_weights`);
   ``sign`` -1 puts the budget on the lam < 0 (label noise) side.
 
   Before ``start_step`` (Section 3.6's first stage) every real sample weighs 1 and the state
   waits untouched, so the budget's lam is first estimated from the batches of stage 2.
+  ``guard`` is the batch guard: "auto" (the side's default), "range", "kl" or "none".
   """
-  kl = absgd_jax.kl_absgd_weights(rho, gamma, sign=sign, axis_name=axis_name)
+  guard_kw = (
+    dict(batch_cap=None)
+    if guard == "none"
+    else dict(batch_guard=None if guard == "auto" else guard)
+  )
+  kl = absgd_jax.kl_absgd_weights(rho, gamma, sign=sign, axis_name=axis_name, **guard_kw)
 
   def for_batch(batch, variables, step):
     del batch, variables
