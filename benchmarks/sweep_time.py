@@ -55,7 +55,7 @@ def jax_steps(args, members: list[int]):
     epochs=200,
   )
   spe = 100  # nominal: fixes only where the (unreached) schedule boundaries fall
-  model = create_model(cfg.model, 10)
+  model = create_model(cfg.model.name, 10)
   rng = np.random.default_rng(0)
   batch = {
     "images": jnp.asarray(rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8)),
@@ -66,7 +66,7 @@ def jax_steps(args, members: list[int]):
   tx, _ = setup.make_optimizer(cfg, spe, variables["params"])
   loss_fn = setup.make_loss_fn(cfg, np.full(10, 500), spe)
   preprocess = setup.make_preprocess(cfg)
-  one_weigher = weighting.absgd(cfg.lam, cfg.gamma)
+  one_weigher = weighting.absgd(cfg.weighting.lam, cfg.weighting.gamma)
   state0 = setup.init_state(cfg, variables, tx, one_weigher)
   out = {}
 
@@ -98,7 +98,7 @@ def jax_steps(args, members: list[int]):
           model,
           tx,
           loss_fn,
-          lambda h: swept_absgd(h["lam"], (cfg.gamma,)),
+          lambda h: swept_absgd(h["lam"], (cfg.weighting.gamma,)),
           preprocess,
           num_classes=10,
           mode=mode,

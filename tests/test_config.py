@@ -1,7 +1,6 @@
 """Configuration: a run is its settings, schedules follow the run's length,
 and every bad value is named before any data is read."""
 
-import dataclasses
 import json
 
 import pytest
@@ -30,23 +29,23 @@ def test_readme_sgd_baseline_does_not_share_the_absgd_folder():
   # `--config digits-lt`, then `--config digits-lt --set method=sgd`: two runs, two folders.
   absgd = resolve_out_dir(cli.parse(["--config", "digits-lt"])[1])
   sgd = resolve_out_dir(cli.parse(["--config", "digits-lt", "--set", "method=sgd"])[1])
-  assert absgd.out_dir != sgd.out_dir
-  assert absgd.out_dir.startswith("runs/digits-lt/absgd-lam5-")
-  assert sgd.out_dir.startswith("runs/digits-lt/sgd-")
+  assert absgd.run.out_dir != sgd.run.out_dir
+  assert absgd.run.out_dir.startswith("runs/digits-lt/absgd-lam5-")
+  assert sgd.run.out_dir.startswith("runs/digits-lt/sgd-")
   # The README's CIFAR commands and every preset: one folder each.
-  dirs = {resolve_out_dir(cli.parse(["--config", p])[1]).out_dir for p in PRESETS}
+  dirs = {resolve_out_dir(cli.parse(["--config", p])[1]).run.out_dir for p in PRESETS}
   assert len(dirs) == len(PRESETS)
   # Any two settings that compute different things differ in their folder.
   lr = resolve_out_dir(cli.parse(["--config", "digits-lt", "--set", "lr=0.5"])[1])
-  assert lr.out_dir != absgd.out_dir
+  assert lr.run.out_dir != absgd.run.out_dir
 
 
 def test_out_dir_given_is_kept_and_same_command_gives_same_folder():
   _, a = cli.parse(["--config", "digits-lt", "--out", "/tmp/x"])
-  assert a.out_dir == "/tmp/x"
+  assert a.run.out_dir == "/tmp/x"
   assert (
-    resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir
-    == resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).out_dir
+    resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).run.out_dir
+    == resolve_out_dir(cli.parse(["--config", "digits-lt"])[1]).run.out_dir
   )
   args, _ = cli.parse(["--config", "digits-lt", "--new-run"])
   assert args.new_run
@@ -81,7 +80,7 @@ def test_fingerprint_covers_result_fields_only():
   # extend a run); a cosine schedule depends on it at every step.
   assert "epochs" not in result_fields(base)
   cos = make_config("digits-lt", lr_schedule="cosine", lr_decay_epochs=())
-  assert fingerprint(dataclasses.replace(cos, epochs=40)) != fingerprint(cos)
+  assert fingerprint(cos.replace(epochs=40)) != fingerprint(cos)
 
 
 def test_a_field_added_later_leaves_older_runs_their_folder():
@@ -96,7 +95,7 @@ def test_a_field_added_later_leaves_older_runs_their_folder():
   assert fingerprint(saved) == fingerprint(cfg)
   assert C.diff_configs(saved, cfg) == []
   # Set, it is a setting like any other: another folder, and a resume refuses to mix them.
-  capped = dataclasses.replace(cfg, test_per_class=20)
+  capped = cfg.replace(test_per_class=20)
   assert result_fields(capped)["test_per_class"] == 20
   assert fingerprint(capped) != fingerprint(cfg)
   assert C.diff_configs(saved, capped) == ["test_per_class"]
@@ -131,14 +130,14 @@ def test_resume_with_other_settings_is_refused_naming_the_keys(tmp_path):
     check_resume(saved, second, last_epoch=3)
   check_resume(saved, second, last_epoch=3, new_run=True)  # Asked for: no error.
   check_resume(saved, first, last_epoch=3)  # The same settings resume.
-  check_resume(saved, dataclasses.replace(first, eval_every=3), last_epoch=3)
+  check_resume(saved, first.replace(eval_every=3), last_epoch=3)
   check_resume(None, first)  # A fresh folder.
 
 
 def test_resume_refuses_a_run_already_past_the_epochs_asked(tmp_path):
   # A 30-epoch run's last checkpoint must not be reported as a 10-epoch run's result.
   long = make_config("digits-lt", epochs=30, lr_decay_epochs=(5,), out_dir=str(tmp_path))
-  short = dataclasses.replace(long, epochs=10)
+  short = long.replace(epochs=10)
   with pytest.raises(RunMismatchError, match="epoch 30, past the epochs=10"):
     check_resume(config_to_dict(long), short, last_epoch=29)
   check_resume(config_to_dict(short), long, last_epoch=9)  # Extending a run is a resume.
@@ -154,10 +153,15 @@ def test_shortening_cifar10_lt_keeps_absgd_on():
   _, cfg = cli.parse(["--config", "cifar10-lt", "--set", "epochs=20"])
   base = PRESETS["cifar10-lt"]
   r = 20 / base["epochs"]
-  assert cfg.stage2_epoch == round(base["stage2_epoch"] * r) == 16
-  assert cfg.lr_decay_epochs == tuple(round(e * r) for e in base["lr_decay_epochs"]) == (16, 18)
-  assert cfg.drw_epoch == 16 and cfg.warmup_epochs == 1
-  assert cfg.stage2_epoch < cfg.epochs and max(cfg.lr_decay_epochs) < cfg.epochs
+  assert cfg.weighting.stage2_epoch == round(base["stage2_epoch"] * r) == 16
+  assert (
+    cfg.schedule.lr_decay_epochs == tuple(round(e * r) for e in base["lr_decay_epochs"]) == (16, 18)
+  )
+  assert cfg.loss.drw_epoch == 16 and cfg.schedule.warmup_epochs == 1
+  assert (
+    cfg.weighting.stage2_epoch < cfg.schedule.epochs
+    and max(cfg.schedule.lr_decay_epochs) < cfg.schedule.epochs
+  )
   # A field the user sets is theirs: it is checked, not scaled.
   with pytest.raises(
     ValueError,
@@ -165,7 +169,7 @@ def test_shortening_cifar10_lt_keeps_absgd_on():
     r"method='absgd'",
   ):
     make_config("cifar10-lt", epochs=20, stage2_epoch=160)
-  assert make_config("cifar10-lt", epochs=20, stage2_epoch=5).stage2_epoch == 5
+  assert make_config("cifar10-lt", epochs=20, stage2_epoch=5).weighting.stage2_epoch == 5
 
 
 @pytest.mark.parametrize(
@@ -208,8 +212,8 @@ def test_scale_rule():
   }
   assert scale_epochs({"lr_decay_epochs": (100, 150)}, 200, 300) == {"lr_decay_epochs": (150, 225)}
   # Through make_config: a one-epoch digits run has no decay; a two-stage preset needs >= 2.
-  assert make_config("digits-lt", epochs=1).lr_decay_epochs == ()
-  assert make_config("digits-st", epochs=2).stage2_epoch == 1
+  assert make_config("digits-lt", epochs=1).schedule.lr_decay_epochs == ()
+  assert make_config("digits-st", epochs=2).weighting.stage2_epoch == 1
   with pytest.raises(ValueError, match="stage2_epoch=1 must be < epochs=1"):
     make_config("digits-st", epochs=1)
 
@@ -258,7 +262,7 @@ def test_every_range_is_checked_naming_key_value_and_range(key, value, allowed):
 def test_infinite_values_are_refused_except_lam(key):
   with pytest.raises(ValueError, match=rf"{key}=inf must be finite"):
     make_config("digits-lt", **{key: float("inf")})
-  assert make_config("digits-lt", lam=float("-inf")).lam == float("-inf")
+  assert make_config("digits-lt", lam=float("-inf")).weighting.lam == float("-inf")
 
 
 def test_momentum_and_weight_decay_are_caught_before_any_data(monkeypatch, capsys):
@@ -321,11 +325,11 @@ def test_wrong_python_types_name_the_key():
   with pytest.raises(ValueError, match="lr_decay_epochs expects a sequence of integers"):
     make_config("digits-lt", lr_decay_epochs=22)
   with pytest.raises(ValueError, match="lr expects a number; got '0.1'"):
-    Config(lr="0.1")
-  assert make_config("digits-lt", lr_decay_epochs=[10, 20]).lr_decay_epochs == (10, 20)
+    Config.from_flat({"lr": "0.1"})
+  assert make_config("digits-lt", lr_decay_epochs=[10, 20]).schedule.lr_decay_epochs == (10, 20)
   import pathlib
 
-  assert make_config("digits-lt", out_dir=pathlib.Path("/tmp/r")).out_dir == "/tmp/r"
+  assert make_config("digits-lt", out_dir=pathlib.Path("/tmp/r")).run.out_dir == "/tmp/r"
   with pytest.raises(ValueError, match="model expects a string; got 32"):
     make_config("digits-lt", model=32)
 
@@ -338,26 +342,26 @@ def test_presets_share_a_base_and_keep_the_paper_numbers():
   # Section 4.1's protocol, as the paper states it.
   cfg = make_config("cifar10-lt")
   assert (
-    cfg.model,
-    cfg.epochs,
-    cfg.lr,
-    cfg.warmup_epochs,
-    cfg.lr_decay_epochs,
-    cfg.lr_decay_factor,
-    cfg.batch_size,
-    cfg.weight_decay,
-    cfg.stage2_epoch,
+    cfg.model.name,
+    cfg.schedule.epochs,
+    cfg.optim.lr,
+    cfg.schedule.warmup_epochs,
+    cfg.schedule.lr_decay_epochs,
+    cfg.schedule.lr_decay_factor,
+    cfg.optim.batch_size,
+    cfg.optim.weight_decay,
+    cfg.weighting.stage2_epoch,
   ) == ("resnet32", 200, 0.1, 5, (160, 180), 0.01, 128, 2e-4, 160)
 
 
 def test_config_reads_the_data_facts():
   for name, f in FACTS.items():
     kw = dict(classes=7) if name == "image-list" else {}
-    cfg = Config(dataset=name, image_size=0, **kw)
+    cfg = Config.from_flat(dict(dataset=name, image_size=0, **kw))
     assert cfg.num_classes == (7 if name == "image-list" else f.num_classes)
     assert cfg.streamed == f.streamed
   with pytest.raises(ValueError, match="noise='asym' has no mapping for dataset='places-lt'"):
-    Config(dataset="places-lt", noise="asym")
+    Config.from_flat(dict(dataset="places-lt", noise="asym"))
 
 
 def test_claim_run_dir_records_and_guards_the_folder(tmp_path):
@@ -366,7 +370,7 @@ def test_claim_run_dir_records_and_guards_the_folder(tmp_path):
   record = json.loads((tmp_path / "run" / "config.json").read_text())
   assert record["fingerprint"] == fingerprint(cfg) and record["config"]["method"] == "absgd"
   assert fingerprint(C.claim_run_dir(cfg, last_epoch=4)) == fingerprint(cfg)
-  other = dataclasses.replace(cfg, method="sgd")
+  other = cfg.replace(method="sgd")
   with pytest.raises(RunMismatchError, match="method: 'absgd' in the saved run, 'sgd' now"):
     C.claim_run_dir(other, last_epoch=4)
   saved = lambda: json.loads((tmp_path / "run" / "config.json").read_text())["config"]
@@ -380,7 +384,7 @@ def test_without_a_preset_nothing_is_scaled():
   # (and so its fingerprint), as a resume needs.
   a = make_config(dataset="digits", epochs=1)
   b = make_config(dataset="digits", epochs=2)
-  assert a.drw_epoch == b.drw_epoch == Config.drw_epoch
+  assert a.loss.drw_epoch == b.loss.drw_epoch == Config.declared("drw_epoch").default
   assert fingerprint(a) == fingerprint(b)
 
 
@@ -423,8 +427,8 @@ def test_fingerprints_keep_the_names_of_existing_run_folders(preset, kw):
   cfg = make_config(preset, **dict(kw))
   want = _EARLIER_FINGERPRINTS[preset, kw]
   assert fingerprint(cfg) == want
-  assert resolve_out_dir(cfg).out_dir.endswith("-" + want[:8])
-  assert cfg.out_dir == ""  # building a config names no folder: the run does
+  assert resolve_out_dir(cfg).run.out_dir.endswith("-" + want[:8])
+  assert cfg.run.out_dir == ""  # building a config names no folder: the run does
 
 
 def test_every_preset_has_a_pinned_fingerprint():
@@ -434,25 +438,13 @@ def test_every_preset_has_a_pinned_fingerprint():
 def test_fields_carry_their_choices_and_ranges():
   # Every field with a fixed set of values or a range says so in its metadata, and the
   # check on construction reads it from there.
-  fields = {f.name: f.metadata for f in dataclasses.fields(Config)}
+  fields = {k: Config.declared(k).metadata for k in Config.settings()}
   assert fields["method"]["choices"] == ("sgd", "absgd", "adam", "abadam", "eg", "l2rw")
   assert fields["momentum"]["range"] == "[0, 1)" and fields["lr"]["range"] == "> 0"
   assert set(fields["momentum_form"]["choices"]) == {"paper", "pytorch"}
   with pytest.raises(ValueError, match=r"momentum_form='torch' is not one of"):
-    Config(momentum_form="torch")
-  assert Config(gamma=1.0).gamma == 1.0  # "(0, 1]" includes 1 ...
+    Config.from_flat({"momentum_form": "torch"})
+  assert Config.from_flat({"gamma": 1.0}).weighting.gamma == 1.0  # "(0, 1]" includes 1 ...
   with pytest.raises(ValueError, match=r"gamma=0.0 is outside .* \(0, 1\]"):
-    Config(gamma=0.0)  # ... and excludes 0
-  assert Config(val_fraction=0.0).val_fraction == 0.0  # "[0, 1)" includes 0
-
-
-def test_names_that_moved_are_still_importable_from_config():
-  from absgd_jax.train import config as old_home
-  from absgd_jax.train import experiment_data, presets, run_folder
-
-  assert old_home.make_config is presets.make_config and old_home.PRESETS is PRESETS
-  assert old_home.fingerprint is run_folder.fingerprint
-  assert old_home.RunMismatchError is RunMismatchError
-  assert old_home.validate_for_data is experiment_data.validate_for_data
-  with pytest.raises(AttributeError, match="no attribute 'json'"):
-    old_home.json  # noqa: B018  (only the moved names are forwarded)
+    Config.from_flat({"gamma": 0.0})  # ... and excludes 0
+  assert Config.from_flat({"val_fraction": 0.0}).data.val_fraction == 0.0  # "[0, 1)" includes 0

@@ -11,9 +11,9 @@ from absgd_jax.train import experiment_data
 
 
 def test_no_preset_defaults_to_a_machine_path():
-  assert Config().data_dir == ""
+  assert Config().data.data_dir == ""
   for name in PRESETS:
-    assert make_config(name).data_dir == "", name
+    assert make_config(name).data.data_dir == "", name
 
 
 def test_missing_zips_say_where_they_were_looked_for_and_how_to_get_the_data(tmp_path, monkeypatch):

@@ -50,12 +50,13 @@ def test_row_configs_share_everything_but_the_method_and_its_tuned_values():
   for row in demo.ROWS:
     sgd, ab = (demo.row_config(row, m, 3, "/tmp/x") for m in demo.METHODS)
     tuned = set(demo.CHOSEN[row]["absgd"]) | {"method", "lam"}
-    for field in vars(sgd):
-      if field not in tuned:
-        assert getattr(sgd, field) == getattr(ab, field), (row, field)
+    for key, value in sgd.flat().items():
+      if key not in tuned:
+        assert value == ab.get(key), (row, key)
   noise = demo.row_config("noise, CE", "absgd", 0, "/tmp/x")
-  assert noise.noise_rate == 0.4 and noise.stage2_epoch == 30 and noise.lam < 0
-  assert demo.row_config("imbalance", "absgd", 0, "/tmp/x").lam > 0
+  assert noise.data.noise_rate == 0.4 and noise.weighting.stage2_epoch == 30
+  assert noise.weighting.lam < 0
+  assert demo.row_config("imbalance", "absgd", 0, "/tmp/x").weighting.lam > 0
 
 
 @pytest.mark.skipif(not os.path.exists(TUNING), reason="experiments/demo_tuning.py not run")

@@ -92,11 +92,11 @@ def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
 
   def fake(path, fields, config, done):
     row, p = fields["row"], fields["point"]
-    assert config.lr == p["lr"]
+    assert config.optim.lr == p["lr"]
     if "lam" in p:  # lam rows: best at lam=-2, and they must run at the SGD row's lr.
       return dict(val_acc=1.0 - abs(p["lam"] + 2.0), cpu_s=0.0)
     if "kl_budget" in p:  # budget rows: best at 0.25, on lam's negative side.
-      assert config.kl_budget == p["kl_budget"] and config.lam < 0
+      assert config.weighting.kl_budget == p["kl_budget"] and config.weighting.lam < 0
       return dict(val_acc=1.0 - abs(p["kl_budget"] - 0.25), cpu_s=0.0)
     return dict(val_acc=score[(row, p["lr"])], cpu_s=0.0)
 
@@ -180,7 +180,7 @@ def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, mo
     key = json.dumps(fields, sort_keys=True)
     if key in done:
       return done[key]
-    seen.append((dict(fields), config.stage2_epoch))
+    seen.append((dict(fields), config.weighting.stage2_epoch))
     rec = dict(fields, key=key, test_acc=0.4 + 0.01 * len(seen), cpu_s=0.0)
     with open(path, "a") as f:
       f.write(json.dumps(rec) + "\n")
@@ -307,7 +307,7 @@ def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
   # Every ABSGD row's lam and every DRW row's class weights switch on at the first decay.
   for setting, row in paper_tables.CELLS["reduced"]:
     cfg = paper_tables._config("reduced", setting, row, {}, out_dir="/tmp/unused")
-    assert cfg.stage2_epoch == cfg.drw_epoch == cfg.lr_decay_epochs[0] == 48
+    assert cfg.weighting.stage2_epoch == cfg.loss.drw_epoch == cfg.schedule.lr_decay_epochs[0] == 48
 
 
 def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):

@@ -524,7 +524,7 @@ def test_a_tfds_set_pointed_at_a_folder_that_is_not_tfds_data_is_refused(
   # The loader's advice names TFDS_DATA_DIR only where it is consulted: no data_dir given.
   assert "TFDS_DATA_DIR" not in tfds_source._where_hint("cifar100", str(tmp_path))
   assert "TFDS_DATA_DIR" in tfds_source._where_hint("cifar100", None)
-  assert make_config("cifar100-lt").data_dir == ""
+  assert make_config("cifar100-lt").data.data_dir == ""
 
 
 # ------------------------------------------------------------------------------ the console
@@ -563,8 +563,8 @@ def test_extending_a_runs_epochs_names_epochs_and_what_to_do(tmp_path, capsys):
   saved = make_config("digits-lt", epochs=4)
   assert "holds a run of epochs=4; epochs=6 comes with another schedule" in line, line
   keep = (
-    f"--set epochs=6 --set drw_epoch={saved.drw_epoch} "
-    f"--set lr_decay_epochs={saved.lr_decay_epochs[0]}"
+    f"--set epochs=6 --set drw_epoch={saved.loss.drw_epoch} "
+    f"--set lr_decay_epochs={saved.schedule.lr_decay_epochs[0]}"
   )
   assert keep in line, line
   # The advice works: the run goes on to 6 epochs with its schedule.

@@ -2,7 +2,6 @@
 streamed files on 1 and 8 devices and 2 processes, two-stage from a checkpoint."""
 
 import concurrent.futures
-import dataclasses
 import functools
 import json
 import os
@@ -333,9 +332,7 @@ def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(
   bad = _list_config(image_lists, tmp_path / "bad", init_from=stage1["out_dir"], classes=5)
   with pytest.raises(ValueError, match="head/(bias|kernel) has shape"):
     Trainer(bad, progress=False, log=False, devices=one_device)
-  assert Trainer(
-    dataclasses.replace(bad, init_head="drop"), progress=False, log=False, devices=one_device
-  )
+  assert Trainer(bad.replace(init_head="drop"), progress=False, log=False, devices=one_device)
 
 
 def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(
@@ -366,9 +363,7 @@ def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(
   )
   assert got["head"]["kernel"].shape == (512, 4)
   with pytest.raises(ValueError, match="fc"):  # 1000 classes into 4, without init_head=drop.
-    Trainer(
-      dataclasses.replace(cfg, init_head="keep"), progress=False, log=False, devices=one_device
-    )
+    Trainer(cfg.replace(init_head="keep"), progress=False, log=False, devices=one_device)
 
 
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(

@@ -7,7 +7,6 @@ program sums in another order than the single one, and ABSGD's exponential weigh
 such float32 differences from step to step).
 """
 
-import dataclasses
 import json
 
 import jax
@@ -56,7 +55,7 @@ _SINGLE_RUNS = {}  # the single runs, by config without out_dir: two cases share
 
 
 def _single_run(config):
-  key = dataclasses.replace(config, out_dir="")
+  key = config.replace(out_dir="")
   if key not in _SINGLE_RUNS:
     single = Trainer(config, progress=False, log=False, devices=ONE)
     single.fit()
@@ -119,11 +118,14 @@ def _check_winner_and_records(out, singles, folder):
   assert [r["winner"] for r in rows] == [i == best for i in range(len(singles))]
   for r, s, t in zip(rows, scores, singles):
     assert r["status"] == "ok" and r["score"] == pytest.approx(s, abs=1.5 / len(t.exp.test))
-    assert r["config"]["lam"] == t.config.lam and r["config"]["seed"] == t.config.seed
+    assert r["config"]["lam"] == t.config.weighting.lam and r["config"]["seed"] == t.config.seed
     run = folder / r["label"]
     assert json.loads((run / "config.json").read_text())["config"] == r["config"]
-    assert len((run / "metrics.jsonl").read_text().splitlines()) == t.config.epochs
-    assert json.loads((run / "summary.json").read_text())["final"]["epoch"] == t.config.epochs - 1
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == t.config.schedule.epochs
+    assert (
+      json.loads((run / "summary.json").read_text())["final"]["epoch"]
+      == t.config.schedule.epochs - 1
+    )
   assert f"winner: {out['winner']}, by final {key}" in sweep.table(out)
 
 
@@ -196,11 +198,11 @@ def test_default_folder_names_the_sweep_not_one_lam():
   cfg = make_config("digits-lt")  # out_dir defaults to the single run's, which names lam=5
   members = member_configs(cfg, {"lam": ["1", "5"], "seed": ["0", "1"]})
   root = "runs/digits-lt/absgd-sweep-lam-seed-"
-  assert all(m.config.out_dir.startswith(root) for m in members)
-  assert members[3].config.out_dir.endswith("/lam=5,seed=1")
-  assert len({m.config.out_dir for m in members}) == 4
+  assert all(m.config.run.out_dir.startswith(root) for m in members)
+  assert members[3].config.run.out_dir.endswith("/lam=5,seed=1")
+  assert len({m.config.run.out_dir for m in members}) == 4
   given = make_config("digits-lt", out_dir="mine")
-  assert member_configs(given, {"lam": [2]})[0].config.out_dir == "mine/lam=2"
+  assert member_configs(given, {"lam": [2]})[0].config.run.out_dir == "mine/lam=2"
 
 
 @pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 simulated devices")

@@ -207,7 +207,7 @@ def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
   for epoch in range(3):
     line = next(l for l in out.splitlines() if l.startswith(f"epoch {epoch}: loss"))
     assert "ESS" in line and "test acc" in line and line.endswith("s")
-  spe = -(-len(t.exp.train) // cfg.batch_size)
+  spe = -(-len(t.exp.train) // cfg.optim.batch_size)
   assert f"epoch 1: absgd weights on from step {spe} (lam=2.0)" in out
   # summary.json says from which step the weights were on.
   assert summary["weights"] == {"method": "absgd", "first_step": spe, "on": True}
@@ -246,7 +246,7 @@ def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path, fast_comp
 
 def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   cfg = _cfg(tmp_path, epochs=3, checkpoint=True)
-  spe = -(-len(experiment_data.build(cfg).train) // cfg.batch_size)
+  spe = -(-len(experiment_data.build(cfg).train) // cfg.optim.batch_size)
   # Epoch 1 runs at lr = 1e11 (a config may not raise lr by a decay factor > 1).
   monkeypatch.setattr(
     setup, "learning_rate_schedule", lambda config, steps: lambda s: jnp.where(s < spe, 0.1, 1e11)
@@ -345,7 +345,7 @@ def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_ru
     Trainer(other, progress=False, devices=ONE).fit()
   assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing rewritten
   # Asked for, a new run starts from epoch 0 with its own settings.
-  t = Trainer(dataclasses.replace(other, epochs=1), progress=False, devices=ONE, new_run=True)
+  t = Trainer(other.replace(epochs=1), progress=False, devices=ONE, new_run=True)
   summary = t.fit()
   assert [r["epoch"] for r in t.history] == [0]
   assert summary["config"]["method"] == "sgd"
@@ -488,7 +488,7 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
 
   loss_fn = lambda logits, labels, step: absgd_jax.losses.cross_entropy(logits, labels)
   model = create_model("resnet8", 10, axis_name="data")
-  weigher = absgd_jax.absgd_weights(1.5, cfg.gamma, axis_name="data")
+  weigher = absgd_jax.absgd_weights(1.5, cfg.weighting.gamma, axis_name="data")
   step = make_train_step(model, t.tx, loss_fn, weigher, num_classes=10, axis_name="data")
   mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
   for check_vma in (True, False):  # shard_map's default, and the unchecked mode
@@ -622,10 +622,10 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
   np.testing.assert_array_equal(exp.train.labels, want.labels)
   summary = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE).fit()
   assert np.isfinite(summary["final"]["train_loss"])
-  balanced = experiment_data.build(dataclasses.replace(cfg, imbalance="none", n_max=5))
+  balanced = experiment_data.build(cfg.replace(imbalance="none", n_max=5))
   assert balanced.train.class_counts().tolist() == [5] * 10
   # test_per_class=1: the first test image of every class, and the training set untouched.
-  capped = experiment_data.build(dataclasses.replace(cfg, test_per_class=1))
+  capped = experiment_data.build(cfg.replace(test_per_class=1))
   first = [int(np.flatnonzero(exp.test.labels == c)[0]) for c in range(10)]
   np.testing.assert_array_equal(capped.test.images, exp.test.images[sorted(first)])
   assert sorted(capped.test.labels.tolist()) == list(range(10))
@@ -639,7 +639,7 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
 def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_path, capsys):
   # kl_budget > 0: uniform weights in stage 1, then lam from the budget.
   cfg = _cfg(tmp_path, epochs=2, stage2_epoch=1, kl_budget=0.01, checkpoint=True)
-  assert "-kl0.01-" in resolve_out_dir(make_config("digits-lt", kl_budget=0.01)).out_dir
+  assert "-kl0.01-" in resolve_out_dir(make_config("digits-lt", kl_budget=0.01)).run.out_dir
   t = Trainer(cfg, progress=True, devices=ONE)
   summary = t.fit()
   first, second = t.history
@@ -647,7 +647,7 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
   assert second["max_weight"] > 1.0 and 0 < second["lam"] < float("inf")
   ws = jax.device_get(t.state.w_state)
   assert isinstance(ws, absgd_jax.KlAbsgdWeightsState)
-  spe = -(-len(t.exp.train) // cfg.batch_size)
+  spe = -(-len(t.exp.train) // cfg.optim.batch_size)
   assert int(ws.count) == spe  # the budget's state waited through stage 1 ...
   assert summary["weights"]["first_step"] == spe  # ... and the weights were on from stage 2
   assert f"absgd weights on from step {spe} (lam set by KL budget 0.01)" in capsys.readouterr().out
@@ -655,7 +655,7 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
   # The budget's weigher is the core's: on one batch of losses both give the same weights.
   losses = jnp.asarray(np.random.default_rng(0).exponential(size=64), jnp.float32)
   kit = setup.make_weighting(cfg, spe, None, None)
-  core = absgd_jax.kl_absgd_weights(0.01, cfg.gamma)
+  core = absgd_jax.kl_absgd_weights(0.01, cfg.weighting.gamma)
   w_before, _ = kit.for_batch({}, {}, jnp.asarray(spe - 1)).update(losses, kit.init())
   w_after, st = kit.for_batch({}, {}, jnp.asarray(spe)).update(losses, kit.init())
   w_core, st_core = core.update(losses, core.init())
@@ -668,7 +668,7 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
   assert "resumed from epoch 1" in capsys.readouterr().out
   _assert_trees_close(jax.device_get(again.state.w_state), ws, rtol=0)
   with pytest.raises(RunMismatchError, match="kl_budget"):
-    Trainer(dataclasses.replace(cfg, kl_budget=0.0), progress=False, devices=ONE)
+    Trainer(cfg.replace(kl_budget=0.0), progress=False, devices=ONE)
 
 
 def test_kl_budget_refuses_methods_it_does_not_serve():
@@ -701,7 +701,7 @@ def test_the_kit_s_loss_is_the_library_s(loss, weighting):
   rng = np.random.default_rng(0)
   logits = jnp.asarray(rng.uniform(-1, 1, (6, 5)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 5, 6))
-  cb = L.class_balanced_weights(counts, cfg.cb_beta)
+  cb = L.class_balanced_weights(counts, cfg.loss.cb_beta)
   for step, cw in ((0, None if weighting == "drw" else cb), (25, cb)):
     if weighting == "none":
       cw = None
@@ -713,7 +713,7 @@ def test_the_kit_s_loss_is_the_library_s(loss, weighting):
         logits, labels, class_counts=counts, class_weights=cw
       ),
       "sce": lambda: L.symmetric_cross_entropy(
-        logits, labels, alpha=cfg.sce_alpha, beta=cfg.sce_beta, class_weights=cw
+        logits, labels, alpha=cfg.loss.sce.alpha, beta=cfg.loss.sce.beta, class_weights=cw
       ),
       "ldam": lambda: L.ldam_loss(logits, labels, margins=L.ldam_margins(counts), scale=30.0),
     }[loss]()
@@ -729,7 +729,7 @@ def test_kl_budget_with_lam_below_zero_weighs_easy_samples_up():
   """lam < 0 with a budget: the core's min-min weigher (sign -1), from stage 2 on."""
   cfg = make_config("digits-noise", kl_budget=0.05, stage2_epoch=1)
   kit = setup.make_weighting(cfg, 10, None, None)
-  core = absgd_jax.kl_absgd_weights(0.05, cfg.gamma, sign=-1)
+  core = absgd_jax.kl_absgd_weights(0.05, cfg.weighting.gamma, sign=-1)
   losses = jnp.asarray(np.random.default_rng(1).exponential(size=64), jnp.float32)
   w_kit, _ = kit.for_batch({}, {}, jnp.asarray(10)).update(losses, kit.init())
   w_core, _ = core.update(losses, core.init())

@@ -117,12 +117,11 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
 def _named(args: argparse.Namespace, config: Config) -> Config:
   """``config`` with the folder the run will use: its own, a sweep's, or one named by its
   settings (messages about the run name that folder)."""
-  import dataclasses
 
   if args.sweep:
     from absgd_jax.train.sweep import parse_sweep, sweep_dir
 
-    return dataclasses.replace(config, out_dir=sweep_dir(config, list(parse_sweep(args.sweep))))
+    return config.replace(out_dir=sweep_dir(config, list(parse_sweep(args.sweep))))
   from absgd_jax.train.run_folder import resolve_out_dir
 
   return resolve_out_dir(config)
@@ -167,9 +166,9 @@ def _users_to_fix(e: BaseException) -> bool:
 
 
 def _last_checkpoint_text(config: Config) -> str:
-  if not config.checkpoint:
+  if not config.run.checkpoint:
     return "checkpoints are off (checkpoint=false), so a rerun starts afresh"
-  last = errors.last_checkpoint(config.out_dir)
+  last = errors.last_checkpoint(config.run.out_dir)
   return "no checkpoint was saved yet" if last is None else f"the last checkpoint is epoch {last}"
 
 
@@ -192,10 +191,10 @@ def _disk_full(config: Config, e: BaseException) -> str:
   """The one line for a full disk: the folder, the last good checkpoint, what to do."""
   path = next((x.filename for x in errors.chain(e) if getattr(x, "filename", None)), None)
   return (
-    f"no space left on the disk holding {config.out_dir}"
+    f"no space left on the disk holding {config.run.out_dir}"
     + (f" (writing {path})" if path else "")
     + f"; {_last_checkpoint_text(config)} "
-    f"(in {config.out_dir}/checkpoints), and what was saved before is intact. Free space "
+    f"(in {config.run.out_dir}/checkpoints), and what was saved before is intact. Free space "
     "(or move the folder and pass --out) and rerun the same command to resume."
   )
 
@@ -223,12 +222,12 @@ def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
   else:
     trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True, **kw)
   if jax.process_index() == 0:  # Where to look for the run's files, before it starts.
-    print(f"run folder: {config.out_dir}", flush=True)
+    print(f"run folder: {config.run.out_dir}", flush=True)
   summary = trainer.fit()
   if not args.no_plots and jax.process_index() == 0:
     for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
       if history:
-        _plot(history, folder.config.out_dir, exp.train.class_names)
+        _plot(history, folder.config.run.out_dir, exp.train.class_names)
   if args.sweep:
     return 0 if summary["winner"] is not None else 2
   final = summary["final"]

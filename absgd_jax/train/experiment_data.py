@@ -31,9 +31,9 @@ class ExperimentData:
 def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
   path = name or default
   if not path:
-    raise ValueError(f"dataset={config.dataset!r} needs train_list and test_list.")
+    raise ValueError(f"dataset={config.data.dataset!r} needs train_list and test_list.")
   if not os.path.isabs(path):
-    path = os.path.join(config.data_dir, path)
+    path = os.path.join(config.data.data_dir, path)
   if not os.path.exists(path):
     raise FileNotFoundError(
       f"split list {path} not found: set data_dir to the data set's "
@@ -42,14 +42,15 @@ def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
   # Every listed file is stat'ed before a long run starts: a check of a sample of the files
   # can pass with one missing, which would then crash the loader mid-epoch.
   if path.endswith(".json"):
-    ds = data.read_inat_json(path, config.data_dir, check_files=True)
+    ds = data.read_inat_json(path, config.data.data_dir, check_files=True)
   else:
     ds = data.read_split_list(
-      path, config.data_dir, num_classes=config.num_classes, check_files=True
+      path, config.data.data_dir, num_classes=config.num_classes, check_files=True
     )
   if ds.num_classes != config.num_classes:
     raise ValueError(
-      f"{path} has {ds.num_classes} classes; dataset={config.dataset!r} has {config.num_classes}."
+      f"{path} has {ds.num_classes} classes; dataset={config.data.dataset!r} has "
+      f"{config.num_classes}."
     )
   return ds
 
@@ -57,44 +58,45 @@ def _read_list(config: Config, name: str, default: str) -> data.FileDataset:
 def _missing_zip_message(config: Config, path: str) -> str:
   """Where a CIFAR run looked for its zips, and the two ways to give it the data."""
   where = (
-    f"data_dir={config.data_dir!r}, so it looked for {os.path.abspath(path)}"
-    if config.data_dir
+    f"data_dir={config.data.data_dir!r}, so it looked for {os.path.abspath(path)}"
+    if config.data.data_dir
     else f"data_dir is not set, so it looked for {path} in the working directory {os.getcwd()}"
   )
   return (
-    f"dataset={config.dataset!r} needs its images, and {where}, which does not exist. "
+    f"dataset={config.data.dataset!r} needs its images, and {where}, which does not exist. "
     f"Either set data_dir (--set data_dir=DIR) to a folder holding train.zip and test.zip "
     f"with one folder per class, <class>/<NNNN>.jpg (class folders sorted by name give "
     f"the labels), or read the data through tensorflow-datasets: "
     f'pip install "absgd_jax[tfds]", prepare it once on a machine with a network with '
-    f"`tfds build {config.dataset} --file_format=array_record`, and --set source=tfds (it "
+    f"`tfds build {config.data.dataset} --file_format=array_record`, and --set source=tfds (it "
     f"reads $TFDS_DATA_DIR or ~/tensorflow_datasets, or data_dir when set)."
   )
 
 
 def _load_source(config: Config):
   if config.streamed:
-    train_default, test_default = facts(config.dataset).default_lists
+    train_default, test_default = facts(config.data.dataset).default_lists
     return (
-      _read_list(config, config.train_list, train_default),
-      _read_list(config, config.test_list, test_default),
+      _read_list(config, config.data.train_list, train_default),
+      _read_list(config, config.data.test_list, test_default),
     )
-  if config.dataset == "digits":
+  if config.data.dataset == "digits":
     return data.load_digits(seed=0)
-  if config.source == "tfds":
-    tfds_dir = config.data_dir or None  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
+  if config.data.source == "tfds":
+    tfds_dir = config.data.data_dir or None  # None: $TFDS_DATA_DIR or ~/tensorflow_datasets.
     return (
-      data.load_tfds(config.dataset, "train", data_dir=tfds_dir),
-      data.load_tfds(config.dataset, "test", data_dir=tfds_dir),
+      data.load_tfds(config.data.dataset, "train", data_dir=tfds_dir),
+      data.load_tfds(config.data.dataset, "test", data_dir=tfds_dir),
     )
-  paths = [os.path.join(config.data_dir, f"{split}.zip") for split in ("train", "test")]
+  paths = [os.path.join(config.data.data_dir, f"{split}.zip") for split in ("train", "test")]
   for p in paths:
     if not os.path.exists(p):
       raise FileNotFoundError(_missing_zip_message(config, p))
   train, test = (data.load_image_folder(p) for p in paths)
   if train.num_classes != config.num_classes:
     raise ValueError(
-      f"{paths[0]} has {train.num_classes} classes; {config.dataset} needs {config.num_classes}."
+      f"{paths[0]} has {train.num_classes} classes; {config.data.dataset} needs "
+      f"{config.num_classes}."
     )
   return train, test
 
@@ -127,43 +129,46 @@ def _split_meta(ds: data.ArrayDataset, per_class: int, seed: int):
 
 def build(config: Config) -> ExperimentData:
   """Loads, imbalances (seeded), downsamples, splits off validation, then adds noise (seeded)."""
-  checks.tfds_data_dir(config.dataset, config.source, config.data_dir)  # Before any reading.
+  checks.tfds_data_dir(
+    config.data.dataset, config.data.source, config.data.data_dir
+  )  # Before any reading.
   train, test = _load_source(config)
-  n_max = config.n_max or None
+  n_max = config.data.n_max or None
   # The subset before the downsampling: which images it keeps depends on the labels alone, so
   # the result is the same, and a CIFAR-10-LT of 12,406 (or a smoke test's few hundred) costs
   # a fraction of averaging all 50,000.
-  if config.imbalance != "none":
+  if config.data.imbalance != "none":
     train = data.make_imbalanced(
-      train, config.rho, profile=config.imbalance, seed=config.seed, n_max=n_max
+      train, config.data.rho, profile=config.data.imbalance, seed=config.seed, n_max=n_max
     )
   elif n_max is not None:  # A balanced subset of n_max per class.
     train = data.make_imbalanced(train, 1.0, seed=config.seed, n_max=n_max)
-  if config.test_per_class:
+  if config.data.test_per_class:
     per_class = [
-      np.flatnonzero(test.labels == c)[: config.test_per_class] for c in range(config.num_classes)
+      np.flatnonzero(test.labels == c)[: config.data.test_per_class]
+      for c in range(config.num_classes)
     ]
     test = test.subset(np.sort(np.concatenate(per_class)))
-  if config.image_size:
-    size = config.image_size
+  if config.input.image_size:
+    size = config.input.image_size
     train, test = data.downsample(train, size), data.downsample(test, size)
   val = None
-  if config.val_fraction > 0:
-    train, val = _split_validation(train, config.val_fraction, config.seed)
+  if config.data.val_fraction > 0:
+    train, val = _split_validation(train, config.data.val_fraction, config.seed)
   meta = None
   if config.method == "l2rw":
-    train, meta = _split_meta(train, config.meta_per_class, config.seed)
+    train, meta = _split_meta(train, config.weighting.meta_per_class, config.seed)
   clean = train.labels.copy()
   flipped = np.zeros(len(train), bool)
-  if config.noise == "sym":
+  if config.data.noise == "sym":
     noisy, flipped = data.symmetric_noise(
-      clean, config.noise_rate, config.num_classes, seed=config.seed
+      clean, config.data.noise_rate, config.num_classes, seed=config.seed
     )
     train = train.with_labels(noisy)
-  elif config.noise == "asym":
-    mapping = facts(config.dataset).asym_noise()
+  elif config.data.noise == "asym":
+    mapping = facts(config.data.dataset).asym_noise()
     noisy, flipped = data.asymmetric_noise(
-      clean, config.noise_rate, mapping, seed=config.seed, num_classes=config.num_classes
+      clean, config.data.noise_rate, mapping, seed=config.seed, num_classes=config.num_classes
     )
     train = train.with_labels(noisy)
   return ExperimentData(
@@ -183,16 +188,16 @@ def validate_for_data(config: Config, n_train: int, n_devices: int, n_processes:
   Raises:
     ValueError: naming ``batch_size`` and what it must divide or not exceed.
   """
-  B = config.batch_size
+  B = config.optim.batch_size
   if n_train < 1:
     raise ValueError(
-      f"the training split of {config.dataset} is empty (after imbalance, "
+      f"the training split of {config.data.dataset} is empty (after imbalance, "
       "validation and meta splits): check n_max, rho and val_fraction."
     )
   if B > n_train:
     raise ValueError(
       f"batch_size={B} exceeds the {n_train} training examples of this run "
-      f"({config.dataset} after imbalance and splits): choose batch_size <= "
+      f"({config.data.dataset} after imbalance and splits): choose batch_size <= "
       f"{n_train}."
     )
   if B % n_devices:

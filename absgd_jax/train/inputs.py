@@ -44,7 +44,7 @@ def _stream_options(config: Config):
   from absgd_jax.data.streaming import StreamOptions
 
   return StreamOptions(
-    image_size=config.crop_size, resize=config.resize_size, workers=config.data_workers
+    image_size=config.input.crop_size, resize=config.input.resize_size, workers=config.input.workers
   )
 
 
@@ -59,9 +59,9 @@ def train_batches(
 ) -> Iterator[dict[str, jax.Array]]:
   """The global batches of one training epoch: images, labels, mask (and flipped, val_*)."""
   train = exp.train
-  balanced = train.labels if config.sampler == "balanced" else None
+  balanced = train.labels if config.data.sampler == "balanced" else None
   batches = list(
-    epoch_batches(len(train), config.batch_size, config.seed, epoch, balanced_labels=balanced)
+    epoch_batches(len(train), config.optim.batch_size, config.seed, epoch, balanced_labels=balanced)
   )
   rows = [process_rows(b.indices) for b in batches]
   if config.streamed:
@@ -70,7 +70,7 @@ def train_batches(
     # A row's crop is drawn from its position in the global epoch order, so the global batch
     # is the same, pixel for pixel, for any number of processes and workers.
     positions = [
-      process_rows(i * config.batch_size + np.arange(config.batch_size))
+      process_rows(i * config.optim.batch_size + np.arange(config.optim.batch_size))
       for i in range(len(batches))
     ]
     images = _files(
@@ -87,11 +87,11 @@ def train_batches(
     images = (train.images[idx] for idx in rows)
   for i, (b, idx, imgs) in enumerate(zip(batches, rows, images)):
     local = {"images": imgs, "labels": train.labels[idx], "mask": process_rows(b.mask)}
-    if config.noise != "none":
+    if config.data.noise != "none":
       local["flipped"] = exp.flipped[idx]
     if exp.meta is not None:  # A batch of the meta set, drawn with replacement.
       rng = np.random.default_rng([config.seed, epoch, i, 13])
-      meta_idx = process_rows(rng.integers(0, len(exp.meta), size=config.batch_size))
+      meta_idx = process_rows(rng.integers(0, len(exp.meta), size=config.optim.batch_size))
       local["val_images"] = exp.meta.images[meta_idx]
       local["val_labels"] = exp.meta.labels[meta_idx]
     yield to_global(local, sharding)
@@ -99,7 +99,7 @@ def train_batches(
 
 def eval_batches(config: Config, dataset, sharding: Sharding) -> Iterator[dict[str, jax.Array]]:
   """``dataset`` in order, in global batches of ``batch_size`` (the last one padded)."""
-  n, B = len(dataset), config.batch_size
+  n, B = len(dataset), config.optim.batch_size
   rows, masks = [], []
   for start in range(0, n, B):
     idx = np.arange(start, start + B)

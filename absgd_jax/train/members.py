@@ -127,10 +127,10 @@ def member_hyper(configs: Sequence[Any]) -> tuple[dict[str, jax.Array], tuple[fl
   """The per-member arrays of the hyper-parameters that differ between ``configs`` (lam,
   an index into the distinct gammas), and those gammas (EG's is 1)."""
   hyper = {}
-  lams = [c.lam for c in configs]
+  lams = [c.weighting.lam for c in configs]
   if len(set(lams)) > 1:
     hyper["lam"] = jnp.asarray(lams, jnp.float32)
-  each = [1.0 if c.method == "eg" else c.gamma for c in configs]
+  each = [1.0 if c.method == "eg" else c.weighting.gamma for c in configs]
   gammas = tuple(dict.fromkeys(each))
   if len(gammas) > 1:
     hyper["gamma_index"] = jnp.asarray([gammas.index(g) for g in each], jnp.int32)

@@ -13,7 +13,7 @@ then never switch on.
 
 from __future__ import annotations
 
-import dataclasses
+import difflib
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -76,7 +76,7 @@ _C10, _C100 = dict(dataset="cifar10"), dict(dataset="cifar100", source="tfds")
 #: Examples:
 #:   >>> PRESETS["cifar10-lt"]["model"], PRESETS["cifar10-lt"]["lam"]
 #:   ('resnet32', 5.0)
-#:   >>> make_config("digits-lt").lam == PRESETS["digits-lt"]["lam"]
+#:   >>> make_config("digits-lt").weighting.lam == PRESETS["digits-lt"]["lam"]
 #:   True
 PRESETS: dict[str, dict[str, Any]] = {
   "digits-lt": dict(_DIGITS, imbalance="exp", rho=50),
@@ -195,7 +195,8 @@ PRESETS.update(
 
 # --- schedules that follow the run's length -----------------------------------------------
 
-EPOCH_FIELDS = ("warmup_epochs", "stage2_epoch", "drw_epoch", "lr_decay_epochs")
+#: The epoch-valued settings, which follow a preset's ``epochs`` (declared ``epoch=True``).
+EPOCH_FIELDS = tuple(k for k in Config.settings() if Config.declared(k).metadata["epoch"])
 
 
 def _round_half_up(x: float) -> int:
@@ -203,7 +204,7 @@ def _round_half_up(x: float) -> int:
 
 
 def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> dict[str, Any]:
-  """The epoch-valued fields of ``values`` moved from a ``base_epochs`` run to an ``epochs`` run.
+  """The epoch-valued settings of ``values`` moved from a ``base_epochs`` run to an ``epochs`` run.
 
   The rule: each keeps its fraction of the run, ``round(old * epochs / base_epochs)`` (halves
   up), and
@@ -218,7 +219,7 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
   Examples:
     >>> scale_epochs({"stage2_epoch": 160, "lr_decay_epochs": (160, 180), "warmup_epochs": 5},
     ...              200, 20)
-    {'warmup_epochs': 1, 'stage2_epoch': 16, 'lr_decay_epochs': (16, 18)}
+    {'stage2_epoch': 16, 'warmup_epochs': 1, 'lr_decay_epochs': (16, 18)}
   """
   out: dict[str, Any] = {}
   r = epochs / base_epochs
@@ -238,47 +239,105 @@ def scale_epochs(values: Mapping[str, Any], base_epochs: int, epochs: int) -> di
   return out
 
 
-def make_config(
-  preset: str | None = None, overrides: dict[str, Any] | None = None, **kwargs: Any
-) -> Config:
-  """A :class:`Config` from a preset plus overrides (strings are parsed to the field's type).
+def _key(name: str) -> str:
+  """A setting's key, from its key or its dotted path."""
+  path = Config.path(name)
+  return next(k for k, p in Config.settings().items() if p == path)
 
-  When a preset's ``epochs`` is overridden, the preset's epoch-valued fields that are not
-  overridden follow it (:func:`scale_epochs`); without a preset nothing is scaled. An empty
-  ``out_dir`` stays empty: the run names its folder
-  (:func:`absgd_jax.train.run_folder.resolve_out_dir`).
+
+def preset_values(preset: str | None, overrides: Mapping[str, Any]) -> tuple[dict, dict]:
+  """The settings of ``preset`` plus ``overrides`` by key, and what the preset's schedule
+  became when ``epochs`` was overridden: ``{key: (the preset's value, the scaled value)}``.
+
+  Strings are parsed to the setting's type. Without a preset nothing is scaled.
 
   Examples:
-    >>> make_config("digits-lt", {"lam": "2.5"}).lam
-    2.5
-    >>> make_config("digits-lt", {"lr_decay_epochs": "10,20"}).lr_decay_epochs
-    (10, 20)
-    >>> c = make_config("cifar10-lt", epochs=20)
-    >>> c.stage2_epoch, c.lr_decay_epochs, c.warmup_epochs
-    (16, (16, 18), 1)
+    >>> values, scaled = preset_values("cifar10-lt", {"epochs": "20"})
+    >>> values["epochs"], scaled["stage2_epoch"]
+    (20, (160, 16))
   """
   values: dict[str, Any] = {}
   if preset is not None:
     if preset not in PRESETS:
-      raise ValueError(f"unknown config {preset!r}; choose one of {', '.join(PRESETS)}.")
+      close = difflib.get_close_matches(preset, PRESETS, 1)
+      hint = f" (did you mean {close[0]}?)" if close else ""
+      raise ValueError(f"unknown config {preset!r}{hint}; choose one of {', '.join(PRESETS)}.")
     values.update(PRESETS[preset])
     values["preset"] = preset
-  fields = {f.name: f for f in dataclasses.fields(Config)}
   given: dict[str, Any] = {}
-  for key, value in {**(overrides or {}), **kwargs}.items():
-    if key not in fields:
-      raise ValueError(f"unknown setting {key!r}; valid settings: {', '.join(fields)}.")
+  for name, value in overrides.items():
+    key = _key(name)
     given[key] = Config.parse_value(key, value) if isinstance(value, str) else value
+  scaled: dict[str, tuple[Any, Any]] = {}
+  epochs = given.get("epochs")
+  default_epochs = Config.declared("epochs").default
   # A preset is a protocol whose schedule is laid out over its epochs; the bare defaults are
   # not (nothing is scaled without a preset).
-  epochs = given.get("epochs")
   if (
     preset is not None
     and isinstance(epochs, int)
     and epochs >= 1
-    and epochs != values.get("epochs", fields["epochs"].default)
+    and epochs != values.get("epochs", default_epochs)
   ):
-    keep = {k: values.get(k, fields[k].default) for k in EPOCH_FIELDS if k not in given}
-    values.update(scale_epochs(keep, values.get("epochs", fields["epochs"].default), epochs))
+    keep = {k: values.get(k, Config.declared(k).default) for k in EPOCH_FIELDS if k not in given}
+    new = scale_epochs(keep, values.get("epochs", default_epochs), epochs)
+    scaled = {k: (keep[k], v) for k, v in new.items() if v != keep[k]}
+    values.update(new)
   values.update(given)
-  return Config(**values)
+  return values, scaled
+
+
+def describe_scaling(scaled: Mapping[str, tuple[Any, Any]], epochs: int) -> str:
+  """One line saying which of a preset's epoch settings moved with ``epochs``, and how.
+
+  Examples:
+    >>> print(describe_scaling({"stage2_epoch": (160, 2), "lr_decay_epochs": ((160, 180), ())}, 3))
+    epochs=3 scaled the preset's schedule: stage2_epoch 160 -> 2, lr_decay_epochs 160,180 ->
+    none (a decay outside the run is dropped)
+  """
+  parts = []
+  for k, (old, new) in scaled.items():
+    note = " (a decay outside the run is dropped)" if k == "lr_decay_epochs" else ""
+    parts.append(f"{k} {_text(old)} -> {_text(new)}{note}")
+  return f"epochs={epochs} scaled the preset's schedule: " + ", ".join(parts)
+
+
+def make_config(
+  preset: str | None = None, overrides: dict[str, Any] | None = None, **kwargs: Any
+) -> Config:
+  """A :class:`Config` from a preset plus overrides, by key or dotted path (strings are
+  parsed to the setting's type).
+
+  When a preset's ``epochs`` is overridden, the preset's epoch-valued settings that are not
+  overridden follow it (:func:`scale_epochs`); without a preset nothing is scaled. A setting
+  refused because of such a scaled value says so. An empty ``out_dir`` stays empty: the run
+  names its folder (:func:`absgd_jax.train.run_folder.resolve_out_dir`).
+
+  Examples:
+    >>> make_config("digits-lt", {"lam": "2.5"}).weighting.lam
+    2.5
+    >>> make_config("digits-lt", {"optim.lr": "0.05"}).optim.lr
+    0.05
+    >>> c = make_config("cifar10-lt", epochs=20)
+    >>> c.weighting.stage2_epoch, c.schedule.lr_decay_epochs, c.schedule.warmup_epochs
+    (16, (16, 18), 1)
+  """
+  values, scaled = preset_values(preset, {**(overrides or {}), **kwargs})
+  try:
+    return Config.from_flat(values)
+  except ValueError as e:
+    named = [k for k in scaled if k in str(e)]
+    if not named:
+      raise
+    what = ", ".join(
+      f"{k}={_text(new)} is the preset's {_text(old)} scaled with epochs={values['epochs']}"
+      for k, (old, new) in scaled.items()
+      if k in named
+    )
+    raise ValueError(f"{e} ({what}; set {named[0]} yourself to choose another.)") from None
+
+
+def _text(v: Any) -> str:
+  if isinstance(v, (tuple, list)):
+    return ",".join(map(str, v)) or "none"
+  return str(v)

@@ -12,11 +12,9 @@ for a single run and for each member of a sweep.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
-import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,30 +27,11 @@ from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.presets import EPOCH_FIELDS
 
-# Fields that do not change what a run computes: where it writes and reads from, how often it
-# evaluates or checkpoints, how many processes decode images, when the class-collapse guard
-# warns, and the preset's name (the resolved values are what count).
-NON_RESULT_FIELDS = frozenset(
-  {
-    "out_dir",
-    "eval_every",
-    "checkpoint",
-    "checkpoint_every",
-    "data_workers",
-    "data_dir",
-    "preset",
-    "collapse_weight",
-    "collapse_steps",
-  }
-)
-# Result fields added after run folders were named by fingerprint: left out while at their
-# default, so that a run started before they existed keeps its folder name and resumes.
-OMITTED_AT_DEFAULT = frozenset({"test_per_class", "la_tau", "kl_guard"})
-
 
 def _as_dict(config: Config | Mapping[str, Any]) -> dict[str, Any]:
+  """Every setting by key: a Config's, or a saved ``config.json``'s (flat, by key)."""
   if isinstance(config, Config):
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)}
+    return config.flat()
   return dict(config)
 
 
@@ -69,29 +48,37 @@ def _jsonable(v: Any) -> Any:
 def result_fields(config: Config | Mapping[str, Any]) -> dict[str, Any]:
   """The settings that change what a run computes, JSON-ready (sorted keys).
 
+  Which they are is declared with each setting (``result``; see
+  :func:`absgd_jax.train.config.setting`): not where the run writes and reads from, how often
+  it evaluates or checkpoints, how many processes decode images, the pipeline that feeds the
+  step, when the class-collapse guard warns, or the preset's name (the resolved values are
+  what count). A setting added after run folders were named by fingerprint (``new``) is left
+  out while at its default, so that a run started before it existed keeps its folder name.
+
   ``epochs`` is among them only with ``lr_schedule="cosine"``: with step decays a longer run
   follows a shorter one's trajectory epoch for epoch (a resume may extend a run), whereas a
   cosine schedule's every step depends on the run's length.
 
-  A mapping (a saved ``config.json``) may lack fields added since it was written; they take
+  A mapping (a saved ``config.json``) may lack settings added since it was written; they take
   the current defaults.
   """
   d = _as_dict(config)
-  defaults = {f.name: f.default for f in dataclasses.fields(Config)}
   out = {}
-  for name in sorted(defaults):
-    if name in NON_RESULT_FIELDS:
+  for name in sorted(Config.settings()):
+    meta = Config.declared(name).metadata
+    default = Config.declared(name).default
+    if not meta["result"]:
       continue
-    if name == "epochs" and d.get("lr_schedule", defaults["lr_schedule"]) != "cosine":
+    if name == "epochs" and d.get("lr_schedule", "step") != "cosine":
       continue
-    value = d.get(name, defaults[name])
-    if name in OMITTED_AT_DEFAULT and value == defaults[name]:
+    value = d.get(name, default)
+    if meta["new"] and value == default:
       continue
     if isinstance(value, float) or (
-      isinstance(value, int) and not isinstance(value, bool) and isinstance(defaults[name], float)
+      isinstance(value, int) and not isinstance(value, bool) and isinstance(default, float)
     ):
       value = float(value)  # lam=5 and lam=5.0 are one setting.
-    if isinstance(value, str) and isinstance(defaults[name], float):
+    if isinstance(value, str) and isinstance(default, float):
       value = float(value)  # "inf" as written by _jsonable.
     out[name] = _jsonable(value)
   return out
@@ -135,12 +122,12 @@ def default_out_dir(config: Config) -> str:
     >>> default_out_dir(make_config("digits-lt")).startswith("runs/digits-lt/absgd-lam5-")
     True
   """
-  label = config.method
-  if config.kl_budget > 0:
-    label += f"-kl{config.kl_budget:g}"
+  label, w = config.method, config.weighting
+  if w.kl_budget > 0:
+    label += f"-kl{w.kl_budget:g}"
   elif config.method in WEIGHTED_METHODS:
-    label += f"-lam{config.lam:g}"
-  return f"runs/{config.preset or config.dataset}/{label}-{fingerprint(config)[:8]}"
+    label += f"-lam{w.lam:g}"
+  return f"runs/{config.run.preset or config.data.dataset}/{label}-{fingerprint(config)[:8]}"
 
 
 def resolve_out_dir(config: Config) -> Config:
@@ -151,33 +138,33 @@ def resolve_out_dir(config: Config) -> Config:
 
   Examples:
     >>> from absgd_jax.train import make_config
-    >>> resolve_out_dir(make_config("digits-lt", out_dir="mine")).out_dir
+    >>> resolve_out_dir(make_config("digits-lt", out_dir="mine")).run.out_dir
     'mine'
-    >>> resolve_out_dir(make_config("digits-lt")).out_dir.startswith("runs/digits-lt/absgd-lam5")
+    >>> resolve_out_dir(make_config("digits-lt")).run.out_dir.startswith("runs/digits-lt/absgd-")
     True
   """
-  return config if config.out_dir else dataclasses.replace(config, out_dir=default_out_dir(config))
+  return config if config.run.out_dir else config.replace(out_dir=default_out_dir(config))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-  """Every field, JSON-ready (tuples as lists, infinities as "inf")."""
-  return {k: _jsonable(v) for k, v in _as_dict(config).items()}
+  """Every setting by key, JSON-ready (tuples as lists, infinities as "inf")."""
+  return {k: _jsonable(v) for k, v in config.flat().items()}
 
 
 def config_from_dict(d: Mapping[str, Any]) -> Config:
   """The :class:`Config` of :func:`config_to_dict`'s output (unknown keys are ignored)."""
-  fields = {f.name: f for f in dataclasses.fields(Config)}
-  hints = typing.get_type_hints(Config)
+  known = Config.settings()
   values = {}
   for k, v in d.items():
-    if k not in fields:
+    if k not in known:
       continue
-    if hints[k] == tuple[int, ...]:
+    hint = Config.hint(k)
+    if hint == tuple[int, ...]:
       v = tuple(v)
-    elif hints[k] is float and isinstance(v, str):
+    elif hint is float and isinstance(v, str):
       v = float(v)
     values[k] = v
-  return Config(**values)
+  return Config.from_flat(values)
 
 
 CONFIG_FILE = "config.json"
@@ -192,7 +179,7 @@ def write_run_config(
   ``out_dir`` (default the config's resolved one) may be a local path or a URL (gs://...).
   """
   config = resolve_out_dir(config)
-  out = epath.Path(out_dir or config.out_dir)
+  out = epath.Path(out_dir or config.run.out_dir)
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / (CONFIG_FILE + ".tmp")
   tmp.write_text(
@@ -268,7 +255,7 @@ def check_resume(
   if saved is None:
     if last_epoch is not None:
       raise RunMismatchError(
-        f"{config.out_dir} holds checkpoints (epoch {last_epoch}) but no {CONFIG_FILE}, so "
+        f"{config.run.out_dir} holds checkpoints (epoch {last_epoch}) but no {CONFIG_FILE}, so "
         "its settings are unknown. Use another out_dir (--out), or --new-run to start afresh "
         "there."
       )
@@ -277,9 +264,9 @@ def check_resume(
   if keys:
     old, new = result_fields(saved), result_fields(config)
     moved = checks.moved_schedule(
-      config.out_dir,
+      config.run.out_dir,
       saved.get("epochs"),
-      config.epochs,
+      config.schedule.epochs,
       {k: (old.get(k), new.get(k)) for k in keys},
       EPOCH_FIELDS,
     )
@@ -287,22 +274,23 @@ def check_resume(
       raise RunMismatchError(moved)
     lines = "; ".join(f"{k}: {old.get(k)!r} in the saved run, {new.get(k)!r} now" for k in keys)
     raise RunMismatchError(
-      f"{config.out_dir} holds a run with other settings ({lines}). Resuming would mix two "
+      f"{config.run.out_dir} holds a run with other settings ({lines}). Resuming would mix two "
       "runs. Use another out_dir (--out, or leave it unset for one per setting), or "
       "--new-run (new_run=True) to start afresh there."
     )
-  if last_epoch is not None and last_epoch + 1 > config.epochs:
+  if last_epoch is not None and last_epoch + 1 > config.schedule.epochs:
     raise RunMismatchError(
-      f"{config.out_dir} holds a run already trained to epoch {last_epoch + 1}, past the "
-      f"epochs={config.epochs} asked for: its results would not be those of a "
-      f"{config.epochs}-epoch run. Use another out_dir, or --new-run to start afresh there."
+      f"{config.run.out_dir} holds a run already trained to epoch {last_epoch + 1}, past the "
+      f"epochs={config.schedule.epochs} asked for: its results would not be those of a "
+      f"{config.schedule.epochs}-epoch run. Use another out_dir, or --new-run to start afresh "
+      "there."
     )
 
 
 def claim_run_dir(
   config: Config, *, last_epoch: int | None, new_run: bool = False
 ) -> dict[str, Any] | None:
-  """Checks ``config.out_dir``'s saved settings against ``config`` and records ``config`` there.
+  """Checks ``config.run.out_dir``'s saved settings against ``config`` and records ``config`` there.
 
   The loop's one call before it restores anything: :func:`read_run_config`,
   :func:`check_resume`, then :func:`write_run_config`. With ``new_run`` the caller must also
@@ -315,7 +303,7 @@ def claim_run_dir(
     RunMismatchError: see :func:`check_resume`.
   """
   config = resolve_out_dir(config)
-  saved = read_run_config(config.out_dir)
+  saved = read_run_config(config.run.out_dir)
   check_resume(saved, config, last_epoch=last_epoch, new_run=new_run)
   write_run_config(config)
   return saved
@@ -338,12 +326,12 @@ class RunFolder:
 
   A single run has one; a sweep has one per member, each holding what a single run's holds.
   Files are written by process 0 only, and only with ``log`` (checkpoints are written by
-  every process, as orbax needs, whenever ``config.checkpoint``).
+  every process, as orbax needs, whenever ``config.run.checkpoint``).
 
   Args:
     config: the run's settings; an empty ``out_dir`` is resolved (:func:`resolve_out_dir`).
     log: whether this process writes the folder's files.
-    checkpoints: whether the folder keeps checkpoints (default ``config.checkpoint``; a
+    checkpoints: whether the folder keeps checkpoints (default ``config.run.checkpoint``; a
       sweep's own folder keeps none, its members' do).
     extra: more of what the run is, recorded in ``config.json`` beside the settings and
       checked like them (a sweep's grid).
@@ -359,11 +347,11 @@ class RunFolder:
   ):
     self.extra = {k: _jsonable(v) for k, v in (extra or {}).items()}
     self.config = resolve_out_dir(config)
-    self.path = epath.Path(self.config.out_dir)  # A local folder or a gs:// (etc.) location.
+    self.path = epath.Path(self.config.run.out_dir)  # A local folder or a gs:// (etc.) location.
     self.log = log and jax.process_index() == 0
     # Checkpoints are resumed from, so their settings are recorded even when log=False.
-    self._records_config = jax.process_index() == 0 and (log or self.config.checkpoint)
-    self._keeps_checkpoints = self.config.checkpoint if checkpoints is None else checkpoints
+    self._records_config = jax.process_index() == 0 and (log or self.config.run.checkpoint)
+    self._keeps_checkpoints = self.config.run.checkpoint if checkpoints is None else checkpoints
     self._checkpointer: Checkpointer | None = None
 
   @property
@@ -382,7 +370,7 @@ class RunFolder:
   def check(self, new_run: bool = False) -> None:
     """Refuses a folder that holds a run with other settings (see :func:`check_resume`)."""
     check_resume(
-      read_run_config(self.config.out_dir),
+      read_run_config(self.config.run.out_dir),
       self.config,
       last_epoch=self.last_epoch(),
       new_run=new_run,

@@ -36,15 +36,18 @@ def learning_rate_schedule(config: Config, steps_per_epoch: int) -> optax.Schedu
     >>> float(sched(19)), round(float(sched(20)), 6)
     (0.1, 0.01)
   """
-  if config.lr_schedule == "cosine":
-    decay = optax.cosine_decay_schedule(config.lr, config.epochs * steps_per_epoch)
+  if config.schedule.lr_schedule == "cosine":
+    decay = optax.cosine_decay_schedule(config.optim.lr, config.schedule.epochs * steps_per_epoch)
   else:
-    boundaries = {int(e * steps_per_epoch): config.lr_decay_factor for e in config.lr_decay_epochs}
-    decay = optax.piecewise_constant_schedule(config.lr, boundaries)
-  warmup_steps = config.warmup_epochs * steps_per_epoch
+    boundaries = {
+      int(e * steps_per_epoch): config.schedule.lr_decay_factor
+      for e in config.schedule.lr_decay_epochs
+    }
+    decay = optax.piecewise_constant_schedule(config.optim.lr, boundaries)
+  warmup_steps = config.schedule.warmup_epochs * steps_per_epoch
   if warmup_steps == 0:
     return decay
-  warm = optax.linear_schedule(config.lr / warmup_steps, config.lr, warmup_steps - 1)
+  warm = optax.linear_schedule(config.optim.lr / warmup_steps, config.optim.lr, warmup_steps - 1)
   # join_schedules hands later schedules (step - boundary); undo that for the decay steps.
   return optax.join_schedules([warm, lambda s: decay(s + warmup_steps)], [warmup_steps])
 
@@ -53,20 +56,20 @@ def weights_start_step(config: Config, steps_per_epoch: int) -> int | None:
   """The first step at which the method's per-sample weights act, or None if they never do."""
   if config.method not in WEIGHTED_METHODS + ("l2rw",):
     return None
-  if config.method == "l2rw" or config.stage2_epoch <= 0:
+  if config.method == "l2rw" or config.weighting.stage2_epoch <= 0:
     return 0
-  return config.stage2_epoch * steps_per_epoch
+  return config.weighting.stage2_epoch * steps_per_epoch
 
 
 def lam_schedule(config: Config, steps_per_epoch: int, lam: Any = None):
-  """Section 3.6: lam = inf (momentum SGD) before ``stage2_epoch``, then ``config.lam``.
+  """Section 3.6: lam = inf (momentum SGD) before ``stage2_epoch``, then the config's lam.
 
-  ``lam`` replaces ``config.lam``, and may be a traced scalar (a sweep's member, under vmap).
+  ``lam`` replaces the config's lam, and may be a traced scalar (a sweep's member, under vmap).
   """
-  lam = config.lam if lam is None else lam
-  if config.stage2_epoch <= 0:
+  lam = config.weighting.lam if lam is None else lam
+  if config.weighting.stage2_epoch <= 0:
     return lam
-  switch = config.stage2_epoch * steps_per_epoch
+  switch = config.weighting.stage2_epoch * steps_per_epoch
   return lambda count: jnp.where(count < switch, jnp.inf, lam)
 
 
@@ -79,14 +82,14 @@ def make_weighting(
   if config.method not in WEIGHTED_METHODS:
     return weighting.uniform()
   # EG: the current batch alone (how little that differs from ABSGD: absgd_weights' gamma).
-  gamma = 1.0 if config.method == "eg" else config.gamma
-  if config.kl_budget > 0:  # lam set online by the budget, from stage 2 on
+  gamma = 1.0 if config.method == "eg" else config.weighting.gamma
+  if config.weighting.kl_budget > 0:  # lam set online by the budget, from stage 2 on
     return weighting.kl_budget(
-      config.kl_budget,
+      config.weighting.kl_budget,
       gamma,
-      sign=1 if config.lam > 0 else -1,
-      start_step=max(config.stage2_epoch, 0) * steps_per_epoch,
-      guard=config.kl_guard,
+      sign=1 if config.weighting.lam > 0 else -1,
+      start_step=max(config.weighting.stage2_epoch, 0) * steps_per_epoch,
+      guard=config.weighting.kl_guard,
     )
   return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
@@ -96,27 +99,40 @@ def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int)
   counts = jnp.asarray(np.maximum(class_counts, 1), jnp.float32)  # An empty class: weight 1.
 
   def class_weights(step):
-    if config.class_weighting == "cb":
-      return L.class_balanced_weights(counts, config.cb_beta)
-    if config.class_weighting == "drw":
-      return L.drw_class_weights(counts, step, config.drw_epoch * steps_per_epoch, config.cb_beta)
+    if config.loss.class_weighting == "cb":
+      return L.class_balanced_weights(counts, config.loss.cb_beta)
+    if config.loss.class_weighting == "drw":
+      return L.drw_class_weights(
+        counts, step, config.loss.drw_epoch * steps_per_epoch, config.loss.cb_beta
+      )
     return None
 
   # Each loss with its own settings (a thunk: only the configured loss's are computed); every
   # loss takes (logits, labels, *, class_weights, ...).
   loss, settings = {
     "ce": (L.cross_entropy, dict),
-    "focal": (L.focal_loss, lambda: dict(gamma=config.focal_gamma)),
+    "focal": (L.focal_loss, lambda: dict(gamma=config.loss.focal.gamma)),
     "ldam": (
       L.ldam_loss,
-      lambda: dict(margins=L.ldam_margins(counts, config.ldam_max_m), scale=config.ldam_scale),
+      lambda: dict(
+        margins=L.ldam_margins(counts, config.loss.ldam.max_m), scale=config.loss.ldam.scale
+      ),
     ),
-    "la": (L.logit_adjusted_cross_entropy, lambda: dict(class_counts=counts, tau=config.la_tau)),
+    "la": (
+      L.logit_adjusted_cross_entropy,
+      lambda: dict(class_counts=counts, tau=config.loss.la.tau),
+    ),
     "bs": (L.balanced_softmax_cross_entropy, lambda: dict(class_counts=counts)),
-    "sce": (L.symmetric_cross_entropy, lambda: dict(alpha=config.sce_alpha, beta=config.sce_beta)),
-    "gce": (L.generalized_cross_entropy, lambda: dict(q=config.gce_q)),
-    "tce": (L.truncated_generalized_cross_entropy, lambda: dict(q=config.gce_q, k=config.tce_k)),
-  }[config.loss]
+    "sce": (
+      L.symmetric_cross_entropy,
+      lambda: dict(alpha=config.loss.sce.alpha, beta=config.loss.sce.beta),
+    ),
+    "gce": (L.generalized_cross_entropy, lambda: dict(q=config.loss.gce.q)),
+    "tce": (
+      L.truncated_generalized_cross_entropy,
+      lambda: dict(q=config.loss.gce.q, k=config.loss.tce.k),
+    ),
+  }[config.loss.name]
   settings = settings()
 
   def loss_fn(logits, labels, step):
@@ -135,17 +151,19 @@ def make_optimizer(config: Config, steps_per_epoch: int, params: Any):
   if config.method in ("sgd", "absgd", "eg", "l2rw"):
     tx = absgd_jax.absgd(
       lr,
-      momentum=config.momentum,
-      weight_decay=config.weight_decay,
-      momentum_form=config.momentum_form,
+      momentum=config.optim.momentum,
+      weight_decay=config.optim.weight_decay,
+      momentum_form=config.optim.momentum_form,
     )
   else:
-    tx = absgd_jax.abadam(lr, weight_decay=config.weight_decay)
-  if config.stage2_trainable == "all":  # (stage2_epoch = 0 freezes from the first step.)
+    tx = absgd_jax.abadam(lr, weight_decay=config.optim.weight_decay)
+  if config.model.stage2_trainable == "all":  # (stage2_epoch = 0 freezes from the first step.)
     return tx, None
-  trainable = trainable_mask(params, config.stage2_trainable)
+  trainable = trainable_mask(params, config.model.stage2_trainable)
   frozen = jax.tree.map(lambda t: not t, trainable)
-  stop = optax.piecewise_constant_schedule(1.0, {config.stage2_epoch * steps_per_epoch: 0.0})
+  stop = optax.piecewise_constant_schedule(
+    1.0, {config.weighting.stage2_epoch * steps_per_epoch: 0.0}
+  )
   return optax.chain(tx, optax.masked(optax.scale_by_schedule(stop), frozen)), trainable
 
 
@@ -154,11 +172,11 @@ def make_preprocess(config: Config) -> Preprocess:
 
   Images reach the step as uint8 (CIFAR, file lists; normalised here) or float (digits).
   """
-  stats = facts(config.dataset).normalisation
+  stats = facts(config.data.dataset).normalisation
   if stats is None:
     return cast_images
   # The crop and flip are CIFAR's (32 px, zero padding); file lists are cropped on the host.
-  augment = config.augment and config.dataset in ("cifar10", "cifar100")
+  augment = config.input.augment and config.data.dataset in ("cifar10", "cifar100")
 
   def preprocess(batch: Batch, key: jax.Array | None, train: bool) -> Batch:
     out = dict(batch)
@@ -167,7 +185,7 @@ def make_preprocess(config: Config) -> Preprocess:
         out[name] = augment_cifar(
           jax.random.fold_in(key, i) if i else key,
           batch[name],
-          padding=config.crop_padding,
+          padding=config.input.crop_padding,
           mean=stats[0],
           std=stats[1],
         )
@@ -179,36 +197,36 @@ def make_preprocess(config: Config) -> Preprocess:
 
 
 def initial_weights(config: Config, variables: dict) -> dict:
-  """``config.init_from``'s params and BatchNorm statistics, in the shape of ``variables``.
+  """``config.model.init_from``'s params and BatchNorm statistics, in the shape of ``variables``.
 
   A directory is an absgd_jax run (stage 1 of a two-stage run): its latest healthy checkpoint
   (:func:`~absgd_jax.train.checkpoint.find_run_checkpoints` says which folders count). A file
   is a torchvision / timm ResNet state dict (see :mod:`absgd_jax.models.pretrained`).
   """
-  path = epath.Path(config.init_from)
+  path = epath.Path(config.model.init_from)
   if not path.exists():
     raise FileNotFoundError(
-      f"init_from={config.init_from!r} is neither a run directory nor a weights file. For "
+      f"init_from={config.model.init_from!r} is neither a run directory nor a weights file. For "
       f"stage 2, run stage 1 first (its out_dir); for ImageNet weights, see "
       f"docs/large_scale.md."
     )
   if path.is_dir():  # The run's folder, or a preset's folder holding one run.
-    ckpt = Checkpointer(find_run_checkpoints(config.init_from))
+    ckpt = Checkpointer(find_run_checkpoints(config.model.init_from))
     if ckpt.latest_epoch() is None:
       raise FileNotFoundError(
-        f"init_from={config.init_from!r} has no checkpoint under "
+        f"init_from={config.model.init_from!r} has no checkpoint under "
         f"checkpoints/: did its run finish an epoch?"
       )
-    return ckpt.restore_variables(variables, head=config.init_head)
+    return ckpt.restore_variables(variables, head=config.model.init_head)
   from absgd_jax.models.pretrained import load_pretrained
 
-  return load_pretrained(config.init_from, variables, head=config.init_head)
+  return load_pretrained(config.model.init_from, variables, head=config.model.init_head)
 
 
 def init_variables(config: Config, model: Any, sample: jax.Array) -> dict:
   """The model's variables: a random init from ``config.seed``, or ``init_from``'s weights."""
   variables = jax.jit(lambda k: model.init(k, sample, train=False))(jax.random.key(config.seed))
-  return initial_weights(config, variables) if config.init_from else variables
+  return initial_weights(config, variables) if config.model.init_from else variables
 
 
 def init_state(

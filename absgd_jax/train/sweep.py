@@ -46,7 +46,6 @@ every record and the printed table say so. A member that diverges is marked ``di
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import math
 import time
@@ -75,7 +74,7 @@ def parse_sweep(items: Sequence[str]) -> dict[str, tuple[str, ...]]:
     >>> parse_sweep(["lam=1, 2,5"])
     {'lam': ('1', '2', '5')}
   """
-  fields = {f.name for f in dataclasses.fields(Config)}
+  fields = set(Config.settings())
   grid: dict[str, tuple[str, ...]] = {}
   sweepable = ", ".join(SWEEPABLE)
   for item in items:
@@ -122,7 +121,7 @@ def _typed(key: str, text: str) -> Any:
 def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Member]:
   """The sweep's members: the product of the grid's values over ``config``, in grid order.
 
-  Each member's ``out_dir`` is its label's folder under the sweep's: ``config.out_dir``, or,
+  Each member's ``out_dir`` is its label's folder under the sweep's: ``config.run.out_dir``, or,
   when none is given (a single run's default would name one lam),
   ``runs/<preset>/<method>-sweep-<keys>-<fingerprint>``.
 
@@ -134,7 +133,7 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
     >>> from absgd_jax.train import make_config
     >>> cfg = make_config("digits-lt", out_dir="runs/s")
     >>> members = member_configs(cfg, {"lam": ["1", "5"]})
-    >>> [(m.label, m.config.lam, m.config.out_dir) for m in members]
+    >>> [(m.label, m.config.weighting.lam, m.config.run.out_dir) for m in members]
     [('lam=1', 1.0, 'runs/s/lam=1'), ('lam=5', 5.0, 'runs/s/lam=5')]
   """
   if not grid:
@@ -150,10 +149,10 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
       raise ValueError(
         f"--sweep {key}: the values {list(values)} repeat one; each member must differ."
       )
-  if config.kl_budget > 0:
+  if config.weighting.kl_budget > 0:
     # The budget's weigher has its own state layout and no traced-lam form: one run each.
     raise ValueError(
-      f"--sweep with kl_budget={config.kl_budget}: a sweep varies a fixed "
+      f"--sweep with kl_budget={config.weighting.kl_budget}: a sweep varies a fixed "
       "lam; run a budget as a single run (or sweep with kl_budget=0)."
     )
   if ("lam" in typed or "gamma" in typed) and config.method not in WEIGHTED_METHODS:
@@ -175,7 +174,7 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
       f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()
     )
     try:
-      cfg = dataclasses.replace(config, **values, out_dir=str(epath.Path(root) / label))
+      cfg = config.replace(**values, out_dir=str(epath.Path(root) / label))
     except ValueError as e:
       raise ValueError(f"--sweep member {label}: {e}") from None
     members.append(Member(values, label, cfg))
@@ -183,11 +182,11 @@ def member_configs(config: Config, grid: dict[str, Sequence[Any]]) -> list[Membe
 
 
 def sweep_dir(config: Config, keys: Sequence[str]) -> str:
-  """The sweep's folder: ``config.out_dir``, else one named by the swept keys and settings."""
-  if config.out_dir:
-    return config.out_dir
+  """The sweep's folder: ``config.run.out_dir``, else one named by the swept keys and settings."""
+  if config.run.out_dir:
+    return config.run.out_dir
   return (
-    f"runs/{config.preset or config.dataset}/{config.method}-sweep-{'-'.join(keys)}-"
+    f"runs/{config.run.preset or config.data.dataset}/{config.method}-sweep-{'-'.join(keys)}-"
     f"{run_folder.fingerprint(config)[:8]}"
   )
 
@@ -224,7 +223,7 @@ class Sweep(Trainer):
     console: bool | None = None,
   ):
     members = member_configs(config, grid)
-    config = dataclasses.replace(config, out_dir=sweep_dir(config, list(grid)))
+    config = config.replace(out_dir=sweep_dir(config, list(grid)))
     swept = {k: list(dict.fromkeys(m.values[k] for m in members)) for k in grid}
     self.root = run_folder.RunFolder(config, log=log, checkpoints=False, extra={"sweep": swept})
     super().__init__(
@@ -247,7 +246,7 @@ class Sweep(Trainer):
     self.root.claim()
 
   def fit(self) -> dict[str, Any]:
-    """Trains every member to ``config.epochs``; returns the sweep's summary (see
+    """Trains every member to ``config.schedule.epochs``; returns the sweep's summary (see
     :func:`table`), having written ``sweep.jsonl``.
 
     Raises:

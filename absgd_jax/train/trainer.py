@@ -69,7 +69,7 @@ class Trainer:
     config: the run's settings (for a sweep, its base settings; ``out_dir`` its folder).
     exp: the data (built from ``config`` when None).
     progress: show progress bars (process 0).
-    log: write the folder's files (process 0); checkpoints follow ``config.checkpoint``.
+    log: write the folder's files (process 0); checkpoints follow ``config.run.checkpoint``.
     devices: the devices of the mesh (all when None).
     new_run: start afresh in a folder that holds a run with other settings.
     members: the members to train side by side (:class:`absgd_jax.train.sweep.Sweep` makes
@@ -125,11 +125,11 @@ class Trainer:
     self.mesh = Mesh(np.array(devices), ("data",))
     self.batch_sharding = NamedSharding(self.mesh, P("data"))
     self.replicated = NamedSharding(self.mesh, P())
-    self.steps_per_epoch = spe = num_batches(len(self.exp.train), config.batch_size)
-    dtype = jnp.bfloat16 if config.dtype == "bfloat16" else jnp.float32
-    self.model = create_model(config.model, C, head=config.head, dtype=dtype)
+    self.steps_per_epoch = spe = num_batches(len(self.exp.train), config.optim.batch_size)
+    dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+    self.model = create_model(config.model.name, C, head=config.model.head, dtype=dtype)
     sample = (
-      np.zeros((1, config.crop_size, config.crop_size, 3), np.float32)
+      np.zeros((1, config.input.crop_size, config.input.crop_size, 3), np.float32)
       if config.streamed
       else np.asarray(self.exp.train.images[:1], np.float32)
     )
@@ -164,14 +164,14 @@ class Trainer:
     self.weights_from = setup.weights_start_step(config, spe)
     self.guards = [
       health.ClassCollapseGuard(
-        m.config.collapse_weight, m.config.collapse_steps, e.train.class_names
+        m.config.weighting.collapse_weight, m.config.weighting.collapse_steps, e.train.class_names
       )
       for m, e in zip(self.members, self.exps)
     ]
     self.histories: list[list[dict[str, Any]]] = [[] for _ in self.members]
     self.status = ["ok"] * M  # or "diverged in epoch E: why"
     self.summaries: list[dict[str, Any] | None] = [None] * M
-    self.out = epath.Path(config.out_dir)  # A local folder or a gs:// (etc.) location.
+    self.out = epath.Path(config.run.out_dir)  # A local folder or a gs:// (etc.) location.
     self.folders = [run_folder.RunFolder(m.config, log=log) for m in self.members]
     self._claim(new_run)
 
@@ -207,7 +207,7 @@ class Trainer:
     """Members with other seeds must still fit one program: same sizes (and class counts
     where the loss uses them)."""
     e0, m0 = self.exps[0], self.members[0]
-    uses_counts = self.config.class_weighting != "none" or self.config.loss == "ldam"
+    uses_counts = self.config.loss.class_weighting != "none" or self.config.loss.name == "ldam"
     for m, e in zip(self.members, self.exps):
       sizes = [len(e.train), len(e.test), 0 if e.val is None else len(e.val)]
       sizes0 = [len(e0.train), len(e0.test), 0 if e0.val is None else len(e0.val)]
@@ -220,8 +220,8 @@ class Trainer:
       if uses_counts and not np.array_equal(e.train_class_counts, e0.train_class_counts):
         raise ValueError(
           f"--sweep seed: member {m.label}'s class counts differ from "
-          f"{m0.label}'s, and loss={self.config.loss!r} with class_weighting="
-          f"{self.config.class_weighting!r} depends on them. Run these seeds as "
+          f"{m0.label}'s, and loss={self.config.loss.name!r} with class_weighting="
+          f"{self.config.loss.class_weighting!r} depends on them. Run these seeds as "
           f"separate runs."
         )
 
@@ -357,7 +357,7 @@ class Trainer:
     return epoch + 1
 
   def fit(self) -> dict[str, Any] | list[dict[str, Any] | None]:
-    """Trains to ``config.epochs`` (resuming from the latest checkpoints); returns the run's
+    """Trains to the config's epochs (resuming from the latest checkpoints); returns the run's
     summary (a sweep's: one per member, None for a member that diverged).
 
     Raises:
@@ -368,10 +368,10 @@ class Trainer:
     start = self.restore()
     self.position = (start, 0)
     where = self.out / ("*/checkpoints" if self.stacked else "checkpoints")
-    if start >= c.epochs:
+    if start >= c.schedule.epochs:
       self._say(
         f"resumed from epoch {start - 1} (its checkpoint in {where}): the run is "
-        f"finished, trained to epochs={c.epochs}; nothing left to train (--new-run "
+        f"finished, trained to epochs={c.schedule.epochs}; nothing left to train (--new-run "
         "starts it again)"
       )
     elif start:
@@ -379,17 +379,17 @@ class Trainer:
         f"resumed from epoch {start - 1} (its checkpoint in {where}); training on from "
         f"epoch {start}"
       )
-    for epoch in range(start, c.epochs):
+    for epoch in range(start, c.schedule.epochs):
       if self.weights_from is not None and epoch == self.weights_from // self.steps_per_epoch:
-        lams = {m.config.lam for m in self.members}
+        lams = {m.config.weighting.lam for m in self.members}
         lam = "lam per member" if len(lams) > 1 else f"lam={lams.pop()}"
         self._say(
           f"epoch {epoch}: {c.method} weights on from step {self.weights_from}"
           + (
             ""
             if c.method == "l2rw"
-            else f" (lam set by KL budget {c.kl_budget})"
-            if c.kl_budget > 0
+            else f" (lam set by KL budget {c.weighting.kl_budget})"
+            if c.weighting.kl_budget > 0
             else f" ({lam})"
           )
         )
@@ -399,7 +399,7 @@ class Trainer:
       train_s = time.perf_counter() - te
       self._check_divergence(epoch, records)
       evals: list[dict[str, Any]] = [{} for _ in self.members]
-      if (epoch + 1) % c.eval_every == 0 or epoch + 1 == c.epochs:
+      if (epoch + 1) % c.run.eval_every == 0 or epoch + 1 == c.schedule.epochs:
         for split in ("test", "val") if self.exp.val is not None else ("test",):
           for i, r in enumerate(self.evaluate(split)):
             evals[i].update(r)
@@ -446,7 +446,7 @@ class Trainer:
     history.append(record)
     folder.write_history(history)
     c, epoch = self.members[i].config, record["epoch"]
-    due = (epoch + 1) % c.checkpoint_every == 0 or epoch + 1 == c.epochs
+    due = (epoch + 1) % c.run.checkpoint_every == 0 or epoch + 1 == c.schedule.epochs
     if folder.checkpointer is not None and due:
       folder.checkpointer.save(
         record["epoch"],
@@ -466,8 +466,10 @@ class Trainer:
 
   def _diverged_message(self, i: int, epoch: int, why: str) -> str:
     c, ckpt = self.members[i].config, self.folders[i].checkpointer
-    msg = f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.lr}) or " + (
-      f"lower kl_budget (now {c.kl_budget})." if c.kl_budget > 0 else f"raise |lam| (now {c.lam})."
+    msg = f"training diverged in epoch {epoch}: {why}. Lower lr (now {c.optim.lr}) or " + (
+      f"lower kl_budget (now {c.weighting.kl_budget})."
+      if c.weighting.kl_budget > 0
+      else f"raise |lam| (now {c.weighting.lam})."
     )
     if ckpt is not None and ckpt.best_epoch() is not None:
       msg += (
@@ -483,9 +485,9 @@ class Trainer:
     were on, so that a run whose lam stage never began (a shortened schedule) is not taken for
     ABSGD."""
     c, exp, history = self.members[i].config, self.exps[i], self.histories[i]
-    steps_run = c.epochs * self.steps_per_epoch
+    steps_run = c.schedule.epochs * self.steps_per_epoch
     # lam = inf without a KL budget weights every sample 1: momentum SGD (a sweep's baseline).
-    uniform = c.method != "l2rw" and c.kl_budget <= 0 and math.isinf(c.lam)
+    uniform = c.method != "l2rw" and c.weighting.kl_budget <= 0 and math.isinf(c.weighting.lam)
     return {
       "config": run_folder.config_to_dict(c),
       "final": history[-1] if history else {},

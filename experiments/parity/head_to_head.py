@@ -167,8 +167,8 @@ def ldam_subset_data(config):
   """Our ExperimentData with the reference's LT subset (LDAM-DRW's draw) as training set."""
   from absgd_jax.train import experiment_data
 
-  full = experiment_data.build(dataclasses.replace(config, imbalance="none"))
-  cfg = ref.RefConfig(rho=config.rho)
+  full = experiment_data.build(config.replace(imbalance="none"))
+  cfg = ref.RefConfig(rho=config.data.rho)
   train = full.train.subset(ref.lt_subset(full.train, cfg))
   return experiment_data.ExperimentData(
     train=train,
