@@ -77,6 +77,9 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 # Widgets need require.js from a CDN; no notebook here has any.
 nb_ipywidgets_js = {}
+# What a cell writes to stderr is left out: here, only tqdm's notice that it found no
+# notebook widgets (the training kit imports tqdm.auto).
+nb_output_stderr = "remove"
 
 # The API reference: api.rst lists each public name under its concept, and autosummary writes
 # one page per name from its docstring (the templates are in _templates/autosummary/).

@@ -89,6 +89,8 @@ def test_the_site_builds_and_reads_offline(tmp_path):
   check_math_is_typeset_by_the_bundled_mathjax(site)
   check_reference_summaries_are_whole_sentences_and_aliases_keep_their_names(site)
   check_code_blocks_get_a_copy_button(site)
+  check_result_pages_show_the_figures_they_discuss(site)
+  check_the_notebook_ran(site)
 
 
 def check_each_public_name_has_a_page_with_signature_and_example(site):
@@ -144,3 +146,52 @@ def check_code_blocks_get_a_copy_button(site):
   page = (site / "getting_started.html").read_text()
   assert "_static/copybutton.js" in _fetched_urls(page)
   assert (site / "_static" / "copybutton.js").exists()
+
+
+def _expand_braces(name: str) -> list[str]:
+  """``a_{LT,ST}.png`` -> ``a_LT.png``, ``a_ST.png``, as the pages write a pair of files."""
+  m = re.search(r"\{([^{}]*)\}", name)
+  if not m:
+    return [name]
+  return [
+    x
+    for part in m.group(1).split(",")
+    for x in _expand_braces(name[: m.start()] + part + name[m.end() :])
+  ]
+
+
+def check_result_pages_show_the_figures_they_discuss(site):
+  for source in sorted((REPO / "docs" / "results").glob("*.md")):
+    text = source.read_text()
+    shown = re.findall(r"^```\{figure\} (\S+)$", text, re.M)
+    for path in shown:
+      assert (source.parent / path).resolve().is_file(), f"{source.name}: no file {path}"
+    mentioned = {
+      os.path.basename(n) for m in re.findall(r"[\w./{},-]+\.png", text) for n in _expand_braces(m)
+    }
+    missing = mentioned - {os.path.basename(p) for p in shown}
+    assert not missing, f"{source.name} names {sorted(missing)} but does not show them"
+    page = (site / "results" / f"{source.stem}.html").read_text()
+    figures = re.findall(r"<figure\b.*?</figure>", page, re.S)
+    assert len(figures) == len(shown), f"{source.name}: {len(shown)} figures, {len(figures)} shown"
+    for figure in figures:
+      src = re.search(r'<img[^>]*src="([^"]+)"', figure).group(1)
+      assert (site / "results" / src).resolve().is_file(), f"{source.name}: {src} not in the site"
+      caption = re.search(r"<figcaption>(.*?)</figcaption>", figure, re.S)
+      assert caption and len(_text(caption.group(1))) > 40, f"{source.name}: {src} has no caption"
+  shown_anywhere = set()
+  for source in (REPO / "docs" / "results").glob("*.md"):
+    shown_anywhere |= {
+      os.path.basename(p) for p in re.findall(r"^```\{figure\} (\S+)$", source.read_text(), re.M)
+    }
+  for figure in (REPO / "experiments" / "figures").glob("*.png"):
+    assert figure.name in shown_anywhere, f"no result page shows {figure.relative_to(REPO)}"
+
+
+def check_the_notebook_ran(site):
+  page = (site / "quickstart.html").read_text()
+  # The printed table and the plot are outputs of the build's own run, not stored ones.
+  assert "rare classes" in _text(page) and "best epoch" in _text(page)
+  assert re.search(r'<img[^>]*src="_images/[0-9a-f]{20,}\.png"', page), "no plot in the notebook"
+  stored = (REPO / "docs" / "quickstart.ipynb").read_text()
+  assert '"outputs": []' in stored and '"image/png"' not in stored, "store it without outputs"
