@@ -80,6 +80,8 @@ nb_ipywidgets_js = {}
 # What a cell writes to stderr is left out: here, only tqdm's notice that it found no
 # notebook widgets (the training kit imports tqdm.auto).
 nb_output_stderr = "remove"
+# A cell's printed lines read as one block, as in Jupyter.
+nb_merge_streams = True
 
 # The API reference: api.rst lists each public name under its concept, and autosummary writes
 # one page per name from its docstring (the templates are in _templates/autosummary/).
@@ -110,6 +112,7 @@ copybutton_prompt_is_regexp = True
 
 html_theme = "furo"
 html_title = f"absgd_jax {release}"
-html_static_path = []
+html_static_path = ["_static"]
+html_css_files = ["site.css"]
 # The site is read from disk as well as served: no external fonts or analytics are needed.
 html_theme_options = {"navigation_with_keys": True}
