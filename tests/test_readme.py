@@ -1,5 +1,6 @@
-"""The README's train-step idiom runs as written (Flax Linen + BatchNorm); the NNX and Equinox
-examples run and match an independent computation of their first step."""
+"""The README's train-step idiom runs as written (Flax Linen + BatchNorm), and the block after it
+really calls it; the NNX and Equinox examples run and match an independent computation of their
+first step."""
 
 import importlib.util
 import pathlib
@@ -89,6 +90,18 @@ def test_readme_idiom_runs_with_linen_batchnorm():
     losses.append(float(loss))
   assert int(w_state.count) == 5 and np.isfinite(float(w_state.log_s))
   assert losses[-1] < losses[0]
+
+
+def test_readme_blocks_in_order_call_the_step(tmp_path, monkeypatch):
+  import test_docs_examples
+
+  monkeypatch.chdir(tmp_path)
+  namespace = test_docs_examples.run_page(README)
+  # Five steps ran: the weigher counted them, and BatchNorm's statistics moved from init's.
+  assert int(namespace["w_state"].count) == 5
+  assert np.isfinite(float(namespace["loss"]))
+  init_stats = namespace["variables"]["batch_stats"]
+  assert not jax.tree.all(jax.tree.map(jnp.array_equal, namespace["batch_stats"], init_stats))
 
 
 def _example(name):

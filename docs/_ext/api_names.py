@@ -1,7 +1,12 @@
-"""The public names the API reference documents, and the docs of the data among them.
+"""The public names the API reference documents, the docs of the data among them, and their
+one-line summaries.
 
 A Sphinx extension (listed in docs/conf.py) and a helper of tests/test_api_docs.py, so the site
 and the test that checks it agree on what "every public name" is.
+
+The summary tables show each name's first sentence. autosummary ends a sentence at the first
+". " that is not a known abbreviation, and the docstrings cite the paper's equations as
+"Eq. (2)", so "Eq." and its kin are added to the abbreviations it knows.
 
 A module-level value such as ``absgd_jax.train.PRESETS`` has no docstring of its own: Python
 gives it its type's (``dict``'s). Its doc is the ``#:`` comment (or the string literal) at its
@@ -13,11 +18,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import re
 import sys
 import types
 
-# The modules whose __all__ the API reference covers (docs/api.md lists absgd_jax and
-# absgd_jax.train; absgd_jax.losses is a public name of absgd_jax).
+# The modules whose __all__ the API reference covers (docs/api.rst lists each of their names
+# under its concept; absgd_jax.losses is also a public name of absgd_jax).
 API_MODULES = ("absgd_jax", "absgd_jax.losses", "absgd_jax.train")
 
 
@@ -63,7 +69,33 @@ def _fill_data_doc(app, what, name, obj, options, lines):
     lines[:] = doc.splitlines() + [""]
 
 
+# autodoc_type_aliases names an alias in a signature, but Sphinx writes an alias inside a union
+# (``ArrayLike | None``) as the repr of its placeholder, ``TypeAliasForwardRef('ArrayLike')``.
+_ALIAS_REPR = re.compile(r"TypeAliasForwardRef\('([^']+)'\)")
+
+
+def _plain_aliases(app, what, name, obj, options, signature, return_annotation):
+  """autodoc-process-signature: an alias reads as its name wherever it stands."""
+  if signature is None and return_annotation is None:
+    return None
+  fix = lambda s: None if s is None else _ALIAS_REPR.sub(r"\1", s)
+  return fix(signature), fix(return_annotation)
+
+
+# Abbreviations that end in a period inside a sentence of this package's docstrings.
+ABBREVIATIONS = ("Eq.", "Eqs.", "Fig.", "Sec.", "Alg.", "cf.")
+
+
 def setup(app):
+  from sphinx.ext import autosummary
+
+  # autosummary reads this tuple each time it cuts a summary. A space or an opening parenthesis
+  # before each entry ("the paper's Eq. (2)", "(Eq. 6)") keeps it from matching another word.
+  extra = tuple(f"{before}{a}" for a in ABBREVIATIONS for before in (" ", "("))
+  autosummary.WELL_KNOWN_ABBREVIATIONS = tuple(
+    dict.fromkeys(autosummary.WELL_KNOWN_ABBREVIATIONS + extra)
+  )
+  app.connect("autodoc-process-signature", _plain_aliases)
   # Before napoleon (priority 500), so that the filled-in doc gets its sections rendered too.
   app.connect("autodoc-process-docstring", _fill_data_doc, priority=400)
   return {"parallel_read_safe": True, "parallel_write_safe": True}
