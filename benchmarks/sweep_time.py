@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from absgd_jax.models import create_model
-from absgd_jax.train import make_config, setup, weighting
+from absgd_jax.train import batch_weigher, make_config, setup
 from absgd_jax.train.step import make_train_step
 from absgd_jax.train.members import make_sweep_step, swept_absgd
 
@@ -66,7 +66,7 @@ def jax_steps(args, members: list[int]):
   tx, _ = setup.make_optimizer(cfg, spe, variables["params"])
   loss_fn = setup.make_loss_fn(cfg, np.full(10, 500), spe)
   preprocess = setup.make_preprocess(cfg)
-  one_weigher = weighting.absgd(cfg.weighting.lam, cfg.weighting.gamma)
+  one_weigher = batch_weigher.absgd(cfg.weighting.lam, cfg.weighting.gamma)
   state0 = setup.init_state(cfg, variables, tx, one_weigher)
   out = {}
 

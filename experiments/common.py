@@ -160,7 +160,7 @@ def _train(config: Any):
 
   t0, c0 = time.time(), time.process_time()
   trainer = Trainer(config, progress=False, log=False)
-  summary = trainer.fit()
+  [summary] = trainer.fit()
   return trainer, summary, time.time() - t0, time.process_time() - c0
 
 

@@ -54,14 +54,14 @@ class _Recording(Trainer):
   """A Trainer that also records, per epoch, the lam and KL its weight state holds."""
 
   def train_epoch(self, epoch):
-    record = super().train_epoch(epoch)
-    ws = jax.device_get(self.state.w_state)
+    [record] = super().train_epoch(epoch)
+    ws = jax.device_get(self.member_state(0).w_state)
     if hasattr(ws, "log_abs_lam"):
       record["lam"] = float(np.exp(ws.log_abs_lam))
       record["kl"] = float(ws.kl)
     else:
       record["lam"] = float(ws.lam)
-    return record
+    return [record]
 
 
 def _done(path):
@@ -83,7 +83,7 @@ def run(key: str, fields: dict, config_kw: dict, rho: float | None, path: str = 
   config = make_config(preset, **kw, out_dir=os.path.join("/tmp/kl_budget_runs", key))
   t0 = time.time()
   trainer = _Recording(config, progress=False, log=False)
-  summary = trainer.fit()
+  [summary] = trainer.fit()
   final = summary["final"]
   rec = dict(
     key=key,

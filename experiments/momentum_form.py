@@ -35,7 +35,7 @@ def run(form: str, data_dir: str) -> dict:
     out_dir=f"/tmp/absgd-momentum-form-{form}",
   )
   trainer = Trainer(cfg, progress=False, log=False)
-  summary = trainer.fit()
+  [summary] = trainer.fit()
   return {
     "train_loss": [r["train_loss"] for r in trainer.history],
     "test_acc": summary["final"]["test_acc"],

@@ -109,7 +109,8 @@ def run_members(args, settings, results: str, overrides: dict) -> float:
       mode="vmap",
     )
     t0 = time.perf_counter()
-    out = sweep.fit()
+    sweep.fit()
+    out = sweep.result
     wall = time.perf_counter() - t0
     # A member's record is a single run's: epoch_time_s is the program's training time for
     # the epoch (all members), without evaluation, as the processes' records count it.

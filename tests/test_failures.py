@@ -402,18 +402,18 @@ def test_new_run_on_many_hosts_clears_on_process_0_before_any_host_reads(
 ):
   # Every host waits at one barrier after process 0 has cleared the folder, so that no host
   # can read the old config.json or restore the old checkpoints first.
-  from absgd_jax.train import afresh
+  from absgd_jax.train import run_folder
 
   out = _copy(two_epochs, tmp_path)
   seen = []
-  monkeypatch.setattr(afresh.jax, "process_count", lambda: 2)
-  monkeypatch.setattr(afresh.jax, "process_index", lambda: process)
+  monkeypatch.setattr(run_folder.jax, "process_count", lambda: 2)
+  monkeypatch.setattr(run_folder.jax, "process_index", lambda: process)
   monkeypatch.setattr(
-    afresh.multihost_utils,
+    run_folder.multihost_utils,
     "sync_global_devices",
     lambda name: seen.append(((out / "checkpoints").exists(), (out / "config.json").exists())),
   )
-  removed = afresh.start_afresh_on_every_host([str(out)])
+  removed = run_folder.clear_on_every_host([str(out)])
   if process == 0:  # Cleared before the barrier.
     assert seen == [(False, False)] and removed == [
       ["config.json", "metrics.jsonl", "summary.json", "checkpoints/"]

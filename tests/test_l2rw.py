@@ -53,7 +53,7 @@ def test_l2rw_trains_and_down_weights_flipped_labels(tmp_path):
     "digits-noise", method="l2rw", epochs=3, checkpoint=False, out_dir=str(tmp_path / "run")
   )
   t = Trainer(cfg, progress=False, devices=jax.devices()[:1])
-  summary = t.fit()
+  [summary] = t.fit()
   assert t.exp.meta is not None and len(t.exp.meta) == 100  # 10 per class, clean labels
   assert np.bincount(t.exp.meta.labels, minlength=10).tolist() == [10] * 10
   final = summary["final"]
@@ -64,10 +64,10 @@ def test_l2rw_trains_and_down_weights_flipped_labels(tmp_path):
 def test_l2rw_refuses_an_axis_name():
   # L2RW is a weighting strategy of its own (it cannot be combined with an ABSGD weigher by
   # construction); it has no mapped-axis reductions, so a mapped step refuses it.
-  from absgd_jax.train import make_train_step, weighting
+  from absgd_jax.train import batch_weigher, make_train_step
 
   model = create_model("mlp", 3)
-  l2rw = weighting.l2rw(model.apply, lambda *a: None, lambda s: 0.1)
+  l2rw = batch_weigher.l2rw(model.apply, lambda *a: None, lambda s: 0.1)
   with pytest.raises(ValueError, match="learning to reweight runs under jax.jit only"):
     make_train_step(
       model, absgd_jax.absgd(0.1), lambda *a: None, l2rw, num_classes=3, axis_name="data"

@@ -20,6 +20,7 @@ from processes import launch
 
 pytest.importorskip("grain", reason="the streaming pipeline needs grain (absgd_jax[scale])")
 from absgd_jax.data.streaming import StreamOptions, stream_images  # noqa: E402
+from absgd_jax.train.members import stack  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -236,8 +237,8 @@ def stage1(image_lists, tmp_path_factory, one_device):
   t = Trainer(
     _list_config(image_lists, out, checkpoint=True), progress=False, log=False, devices=one_device
   )
-  summary = t.fit()
-  return dict(out_dir=str(out), summary=summary, params=jax.device_get(t.state.params))
+  [summary] = t.fit()
+  return dict(out_dir=str(out), summary=summary, params=jax.device_get(t.member_state(0).params))
 
 
 @pytest.fixture(scope="module")
@@ -252,9 +253,9 @@ def float32_chaos(image_lists, stage1, tmp_path_factory, one_device):
     log=False,
     devices=one_device,
   )
-  t.state = t.state.replace(params=yardstick.nudge(t.state.params))
+  t.state = stack([t.member_state(0).replace(params=yardstick.nudge(t.member_state(0).params))])
   t.fit()
-  return yardstick.distance(jax.device_get(t.state.params), stage1["params"])
+  return yardstick.distance(jax.device_get(t.member_state(0).params), stage1["params"])
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 simulated devices")
@@ -269,12 +270,15 @@ def test_streamed_training_is_the_same_on_one_and_eight_devices(
     log=False,
     devices=jax.devices()[:8],
   )
-  s8 = eight.fit()
+  [s8] = eight.fit()
   s1 = stage1["summary"]  # The same run on one device (it also checkpoints: no other change).
   assert s8["devices"] == 8 and s1["devices"] == 1
   # Sums over 1 or 8 shards round differently: float32 noise, nothing more.
   yardstick.assert_within(
-    jax.device_get(eight.state.params), stage1["params"], float32_chaos, "8 devices against 1"
+    jax.device_get(eight.member_state(0).params),
+    stage1["params"],
+    float32_chaos,
+    "8 devices against 1",
   )
   assert s1["final"]["test_acc"] == s8["final"]["test_acc"]
   assert s1["train_size"] == 90
@@ -303,8 +307,8 @@ def test_a_streamed_run_resumed_from_its_checkpoint_continues_exactly(
   assert [r["epoch"] for r in resumed.history] == [0, 1]
   jax.tree.map(
     np.testing.assert_array_equal,
-    jax.device_get(straight.state.params),
-    jax.device_get(resumed.state.params),
+    jax.device_get(straight.member_state(0).params),
+    jax.device_get(resumed.member_state(0).params),
   )
 
 
@@ -318,11 +322,11 @@ def test_two_stage_from_a_stage_one_checkpoint_trains_only_the_head(
     image_lists, tmp_path / "stage2", init_from=stage1["out_dir"], stage2_trainable="fc", lam=2.0
   )
   stage2 = Trainer(cfg2, progress=False, log=False, devices=one_device)
-  start = jax.device_get(stage2.state.params)
+  start = jax.device_get(stage2.member_state(0).params)
   jax.tree.map(np.testing.assert_array_equal, before, start)  # Restored exactly.
-  assert int(stage2.state.w_state.count) == 0  # s is estimated afresh.
+  assert int(stage2.member_state(0).w_state.count) == 0  # s is estimated afresh.
   stage2.fit()
-  after = jax.device_get(stage2.state.params)
+  after = jax.device_get(stage2.member_state(0).params)
   for name in before:
     same = all(
       np.array_equal(a, b)
@@ -355,10 +359,10 @@ def test_init_from_a_pretrained_file_loads_the_backbone_and_starts_a_new_head(
     init_head="drop",
   )
   t = Trainer(cfg, progress=False, log=False, devices=one_device)
-  got = jax.device_get(t.state.params)
+  got = jax.device_get(t.member_state(0).params)
   np.testing.assert_array_equal(got["stem_conv"]["kernel"], src["params"]["stem_conv"]["kernel"])
   np.testing.assert_array_equal(
-    jax.device_get(t.state.batch_stats)["stage4_block2"]["bn2"]["var"],
+    jax.device_get(t.member_state(0).batch_stats)["stage4_block2"]["bn2"]["var"],
     src["batch_stats"]["stage4_block2"]["bn2"]["var"],
   )
   assert got["head"]["kernel"].shape == (512, 4)
@@ -377,18 +381,18 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_state(
     log=False,
     devices=one_device,
   )
-  s = t.fit()
+  [s] = t.fit()
   assert np.isfinite(s["final"]["train_loss"])
-  assert {x.dtype for x in jax.tree.leaves(t.state.params)} == {np.dtype("float32")}
-  assert t.state.w_state.log_s.dtype == np.float32
+  assert {x.dtype for x in jax.tree.leaves(t.member_state(0).params)} == {np.dtype("float32")}
+  assert t.member_state(0).w_state.log_s.dtype == np.float32
   logits = t.model.apply(
-    {"params": t.state.params, "batch_stats": t.state.batch_stats},
+    {"params": t.member_state(0).params, "batch_stats": t.member_state(0).batch_stats},
     np.zeros((1, 24, 24, 3), np.float32),
     train=False,
   )
   assert logits.dtype == np.float32  # The head computes in float32 ...
   conv_out = t.model.apply(
-    {"params": t.state.params, "batch_stats": t.state.batch_stats},
+    {"params": t.member_state(0).params, "batch_stats": t.member_state(0).batch_stats},
     np.zeros((1, 24, 24, 3), np.float32),
     train=False,
     capture_intermediates=True,
@@ -414,8 +418,8 @@ _WORKER = textwrap.dedent("""
       cfg = make_config(**json.loads(sys.argv[6]), data_dir=root, data_workers=1,
                         out_dir=out + f"/run{nproc}_{pid}")
       t = Trainer(cfg, progress=False, log=False)
-      s = t.fit()
-      leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.state.params))]
+      [s] = t.fit()
+      leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.member_state(0).params))]
       np.savez(out + f"/params_{nproc}_{pid}.npz", *leaves, acc=s["final"]["test_acc"])
 
 

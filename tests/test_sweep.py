@@ -23,7 +23,6 @@ from absgd_jax.train import (
   sweep,
 )
 from absgd_jax.train import members as members_lib
-from absgd_jax.train import trainer as trainer_lib
 from absgd_jax.train.sweep import member_configs, parse_sweep
 
 ONE = jax.devices()[:1]
@@ -81,18 +80,19 @@ def _single_run(config):
 def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
   cfg = _cfg(tmp_path, **kw)
   sw = Sweep(cfg, grid, progress=False, devices=ONE, mode=mode)
-  out = sw.fit()
+  sw.fit()
+  out = sw.result
   singles = []
   for i, m in enumerate(sw.members):
     single = _single_run(m.config)
     singles.append(single)
     _assert_trees_close(
-      _member(sw.state.params, i), jax.device_get(single.state.params), **PARAM_TOL
+      _member(sw.state.params, i), jax.device_get(single.member_state(0).params), **PARAM_TOL
     )
     assert float(_member(sw.state.w_state.log_s, i)) == pytest.approx(
-      float(single.state.w_state.log_s), rel=1e-4, abs=1e-6
+      float(single.member_state(0).w_state.log_s), rel=1e-4, abs=1e-6
     )
-    assert int(_member(sw.state.step, i)) == int(single.state.step)
+    assert int(_member(sw.state.step, i)) == int(single.member_state(0).step)
     got, want = out["members"][i]["final"], single.history[-1]
     for key in ("train_loss", "weighted_loss", "ess_mean"):
       assert got[key] == pytest.approx(want[key], rel=1e-4), key
@@ -101,7 +101,10 @@ def test_members_equal_their_single_runs(tmp_path, grid, kw, mode):
   for a in range(len(singles)):
     for b in range(a):
       assert (
-        _max_diff(jax.device_get(singles[a].state.params), jax.device_get(singles[b].state.params))
+        _max_diff(
+          jax.device_get(singles[a].member_state(0).params),
+          jax.device_get(singles[b].member_state(0).params),
+        )
         > 1e-3
       )
   _check_winner_and_records(out, singles, tmp_path / "sweep")
@@ -132,7 +135,7 @@ def _check_winner_and_records(out, singles, folder):
 @pytest.mark.parametrize("mode", ["vmap", "map"])
 def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile, mode):
   traces = {"train": 0, "eval": 0}
-  real_train, real_eval = members_lib.make_train_step, trainer_lib.make_eval_step
+  real_train, real_eval = members_lib.make_train_step, members_lib.make_eval_step
 
   def counting_train(*args, **kwargs):  # built once per trace of the vmapped member step
     traces["train"] += 1
@@ -148,7 +151,7 @@ def test_whole_sweep_compiles_each_step_once(tmp_path, monkeypatch, fast_compile
     return eval_step
 
   monkeypatch.setattr(members_lib, "make_train_step", counting_train)
-  monkeypatch.setattr(trainer_lib, "make_eval_step", counting_eval)
+  monkeypatch.setattr(members_lib, "make_eval_step", counting_eval)
   cfg = _cfg(tmp_path, epochs=2, val_fraction=0.2)
   sw = Sweep(
     cfg, {"lam": [1, 5], "gamma": [0.5, 0.9]}, progress=False, log=False, devices=ONE, mode=mode
@@ -275,25 +278,28 @@ def test_a_members_folder_holds_what_a_single_runs_holds(tmp_path):
     assert a.keys() == b.keys()
     assert a["test_acc"] == pytest.approx(b["test_acc"], abs=1.5 / len(single.exp.test))
     assert a["val_acc"] == pytest.approx(b["val_acc"], abs=1.5 / len(single.exp.val))
-  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(single.state.params), **PARAM_TOL)
+  _assert_trees_close(
+    _member(sw.state.params, 0), jax.device_get(single.member_state(0).params), **PARAM_TOL
+  )
   # The member's checkpoint is a single run's: a Trainer resumes it as its own.
   again = Trainer(_run_cfg(tmp_path, "sweep/lam=2", lam=2.0), progress=False, devices=ONE)
   assert again.restore() == 2
   _assert_trees_close(
-    jax.device_get(again.state.params), _member(sw.state.params, 0), rtol=0, atol=0
+    jax.device_get(again.member_state(0).params), _member(sw.state.params, 0), rtol=0, atol=0
   )
 
 
 def test_a_one_member_sweep_is_a_plain_run(tmp_path):
   sw = Sweep(_run_cfg(tmp_path, "sweep", epochs=1), {"lam": [2]}, progress=False, devices=ONE)
-  out = sw.fit()
+  sw.fit()
+  out = sw.result
   single = Trainer(_run_cfg(tmp_path, "single", epochs=1, lam=2.0), progress=False, devices=ONE)
   single.fit()
-  assert not sw.stacked and out["winner"] == "lam=2"
+  assert out["winner"] == "lam=2"
   jax.tree.map(
     np.testing.assert_array_equal,
-    jax.device_get(sw.state.params),
-    jax.device_get(single.state.params),
+    _member(sw.state.params, 0),
+    jax.device_get(single.member_state(0).params),
   )
   assert sw.history[-1]["test_acc"] == single.history[-1]["test_acc"]
 
@@ -356,7 +362,8 @@ def test_an_interrupted_sweep_resumes_from_its_members_checkpoints(tmp_path, cap
   # Stopped after its first epoch, then run again to the end.
   Sweep(_run_cfg(tmp_path, "b", epochs=1), grid, progress=False, devices=ONE, mode="vmap").fit()
   resumed = Sweep(_run_cfg(tmp_path, "b", epochs=3), grid, progress=True, devices=ONE, mode="vmap")
-  out = resumed.fit()
+  resumed.fit()
+  out = resumed.result
   assert "resumed from epoch 0" in capsys.readouterr().out
   jax.tree.map(
     np.testing.assert_array_equal,
@@ -366,7 +373,7 @@ def test_an_interrupted_sweep_resumes_from_its_members_checkpoints(tmp_path, cap
   for h, want in zip(resumed.histories, straight.histories):
     assert [r["epoch"] for r in h] == [0, 1, 2]
     assert h[-1]["test_acc"] == want[-1]["test_acc"]
-  assert out["winner"] == straight._finish(0.0)["winner"]
+  assert out["winner"] == straight.result["winner"]
   for m in resumed.members:
     lines = (tmp_path / "b" / m.label / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
@@ -396,8 +403,10 @@ def test_lam_inf_member_is_plain_sgd(tmp_path):
     _run_cfg(tmp_path, "sgd", epochs=1, checkpoint=False, method="sgd"), progress=False, devices=ONE
   )
   sgd.fit()
-  _assert_trees_close(_member(sw.state.params, 0), jax.device_get(sgd.state.params), **PARAM_TOL)
-  assert _max_diff(_member(sw.state.params, 1), jax.device_get(sgd.state.params)) > 1e-3
+  _assert_trees_close(
+    _member(sw.state.params, 0), jax.device_get(sgd.member_state(0).params), **PARAM_TOL
+  )
+  assert _max_diff(_member(sw.state.params, 1), jax.device_get(sgd.member_state(0).params)) > 1e-3
 
 
 def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path):
@@ -418,6 +427,7 @@ def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path
   assert sw.status[1] == "ok" and records == [None, ok]
   with pytest.raises(DivergenceError, match=r"member lam=2: training diverged in epoch 1"):
     sw._check_divergence(1, [None, bad])
-  out = sw._finish(0.0)
+  sw._finish(0.0)
+  out = sw.result
   assert out["winner"] is None and [r["status"][:8] for r in out["members"]] == ["diverged"] * 2
   assert "no healthy member: no winner." in sweep.table(out)

@@ -20,6 +20,7 @@ import absgd_jax
 from absgd_jax.train import DivergenceError, RunMismatchError, Trainer, make_config
 from absgd_jax.train import experiment_data, health, inputs, setup
 from absgd_jax.train.run_folder import resolve_out_dir
+from absgd_jax.train.members import stack, take
 from processes import launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +57,7 @@ def _copy_run(digits_run, tmp_path):
 
 
 def _params(trainer):
-  return jax.tree.map(np.asarray, jax.device_get(trainer.state.params))
+  return jax.tree.map(np.asarray, jax.device_get(trainer.member_state(0).params))
 
 
 def _assert_trees_close(a, b, **kw):
@@ -76,7 +77,7 @@ def test_eight_devices_match_one(tmp_path, preset_kw):
   exp = experiment_data.build(cfg)
   one = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:1])
   eight = Trainer(cfg, exp=exp, progress=False, log=False, devices=jax.devices()[:8])
-  s1, s8 = one.fit(), eight.fit()
+  [s1], [s8] = one.fit(), eight.fit()
   _assert_trees_close(_params(one), _params(eight), rtol=2e-4, atol=2e-6)
   assert s1["final"]["log_s"] == pytest.approx(s8["final"]["log_s"], rel=1e-4, abs=1e-6)
   assert s8["devices"] == 8
@@ -96,8 +97,8 @@ def test_eight_devices_match_one_with_batchnorm(tmp_path, fast_compile):
   one.fit(), eight.fit()
   _assert_trees_close(_params(one), _params(eight), rtol=1e-3, atol=1e-5)
   _assert_trees_close(
-    jax.device_get(one.state.batch_stats),
-    jax.device_get(eight.state.batch_stats),
+    jax.device_get(one.member_state(0).batch_stats),
+    jax.device_get(eight.member_state(0).batch_stats),
     rtol=1e-3,
     atol=1e-5,
   )
@@ -108,10 +109,12 @@ def test_resume_continues_exactly(tmp_path, digits_run):
   straight.fit()
   _copy_run(digits_run, tmp_path / "b")  # the first epoch, run and checkpointed alone
   resumed = Trainer(_cfg(tmp_path / "b", epochs=3, checkpoint=True), progress=False, devices=ONE)
-  summary = resumed.fit()
+  [summary] = resumed.fit()
   jax.tree.map(np.testing.assert_array_equal, _params(straight), _params(resumed))
-  assert int(resumed.state.step) == int(straight.state.step)
-  assert float(resumed.state.w_state.log_s) == float(straight.state.w_state.log_s)
+  assert int(resumed.member_state(0).step) == int(straight.member_state(0).step)
+  assert float(resumed.member_state(0).w_state.log_s) == float(
+    straight.member_state(0).w_state.log_s
+  )
   assert [r["epoch"] for r in resumed.history] == [0, 1, 2]
   assert summary["final"]["test_acc"] == straight.history[-1]["test_acc"]
 
@@ -196,7 +199,7 @@ def test_no_recompile_across_lam_switch_lr_decay_and_restore(tmp_path, capsys):
     lam=2.0,
   )
   t = Trainer(cfg, progress=True, devices=ONE)
-  summary = t.fit()
+  [summary] = t.fit()
   assert t.train_step._cache_size() == 1
   # Restoring into the live trainer and training on reuses the compiled step.
   t.restore()
@@ -225,11 +228,11 @@ def test_two_stage_switches_lam_and_freezes_all_but_the_head(tmp_path, fast_comp
   exp = experiment_data.build(cfg)
   exp = dataclasses.replace(exp, train=exp.train.subset(np.arange(128)))
   t = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE)
-  t.history.append({"epoch": 0, **t.train_epoch(0)})
+  t.history.append({"epoch": 0, **t.train_epoch(0)[0]})
   assert t.history[0]["log_s"] == 0.0  # stage 1: lam = inf, every weight 1
-  snap = jax.device_get((t.state.params, t.state.batch_stats))
-  rec = t.train_epoch(1)
-  params, stats = jax.device_get((t.state.params, t.state.batch_stats))
+  snap = jax.device_get((t.member_state(0).params, t.member_state(0).batch_stats))
+  [rec] = t.train_epoch(1)
+  params, stats = jax.device_get((t.member_state(0).params, t.member_state(0).batch_stats))
   for name in params:
     changed = not all(
       np.array_equal(a, b)
@@ -269,7 +272,7 @@ def _resume_with(tmp_path, digits_run, poke):
 
   def restore_and_poke():
     epoch = restore()
-    t.state = poke(t.state)
+    t.state = stack([poke(t.member_state(0))])
     return epoch
 
   t.restore = restore_and_poke
@@ -346,7 +349,7 @@ def test_resuming_with_other_settings_refuses_and_names_them(tmp_path, digits_ru
   assert (tmp_path / "run" / "summary.json").read_text() == before  # nothing rewritten
   # Asked for, a new run starts from epoch 0 with its own settings.
   t = Trainer(other.replace(epochs=1), progress=False, devices=ONE, new_run=True)
-  summary = t.fit()
+  [summary] = t.fit()
   assert [r["epoch"] for r in t.history] == [0]
   assert summary["config"]["method"] == "sgd"
   assert summary["weights"] == {"method": "sgd", "first_step": None, "on": False}
@@ -382,7 +385,7 @@ def test_metrics_files_and_noise_weights(tmp_path):
   cfg = _cfg(
     tmp_path, epochs=2, imbalance="none", noise="sym", noise_rate=0.4, lam=-2.0, checkpoint=False
   )
-  summary = Trainer(cfg, progress=False, devices=ONE).fit()
+  [summary] = Trainer(cfg, progress=False, devices=ONE).fit()
   lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 2
   rec = json.loads(lines[-1])
@@ -431,7 +434,7 @@ _WORKER = textwrap.dedent("""
     cfg = make_config("digits-lt", **json.loads(sys.argv[5]), out_dir=out + f"/run{pid}")
     t = Trainer(cfg, progress=False, log=False)
     t.fit()
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.state.params))]
+    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.member_state(0).params))]
     np.savez(out + f"/params_{pid}.npz", *leaves)
 """)
 _WORKER_CONFIG = dict(epochs=1, batch_size=64, checkpoint=False, lam=0.5)
@@ -452,7 +455,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert len(t.mesh.devices.flat) == 8
     t.fit()
     multi.result()
-  single = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.state.params))]
+  single = [np.asarray(x) for x in jax.tree.leaves(jax.device_get(t.member_state(0).params))]
   for pid in range(2):
     got = np.load(tmp_path / f"params_{pid}.npz")
     assert len(got.files) == len(single)
@@ -483,8 +486,8 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
   t = Trainer(cfg, progress=False, log=False, devices=jax.devices()[:1])
   batch = next(inputs.train_batches(cfg, t.exp, 0, t.batch_sharding))
   batch = jax.tree.map(np.asarray, batch)
-  state0 = jax.device_get(t.state)
-  want, want_m = jax.jit(t.train_step)(state0, batch)
+  state0 = jax.device_get(t.member_state(0))
+  want, want_m = take(jax.jit(t.train_step)(stack([state0]), batch), 0)
 
   loss_fn = lambda logits, labels, step: absgd_jax.losses.cross_entropy(logits, labels)
   model = create_model("resnet8", 10, axis_name="data")
@@ -561,7 +564,7 @@ def test_train_step_under_shard_map_matches_jit(tmp_path, fast_compile):
 def test_every_method_and_loss_trains(tmp_path, kw, min_test_acc, min_train_acc, fast_compile):
   cfg = _cfg(tmp_path, epochs=4, **kw)
   trainer = Trainer(cfg, progress=False, log=False, devices=ONE)
-  final = trainer.fit()["final"]
+  final = trainer.fit()[0]["final"]
   assert np.isfinite(final["train_loss"]) and final["test_acc"] > 0.15, final
   # Learning, not drifting: the training loss falls over the run (measured: by 11% for
   # class-balanced SCE, whose reverse term is bounded, and by 38% to 88% for the rest) ...
@@ -620,7 +623,7 @@ def test_reduced_cifar_protocol_downsamples_caps_the_head_class_and_trains(
   want = make_imbalanced(full, 3, seed=cfg.seed, n_max=6)
   np.testing.assert_array_equal(exp.train.images, want.images)
   np.testing.assert_array_equal(exp.train.labels, want.labels)
-  summary = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE).fit()
+  [summary] = Trainer(cfg, exp=exp, progress=False, log=False, devices=ONE).fit()
   assert np.isfinite(summary["final"]["train_loss"])
   balanced = experiment_data.build(cfg.replace(imbalance="none", n_max=5))
   assert balanced.train.class_counts().tolist() == [5] * 10
@@ -641,11 +644,11 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
   cfg = _cfg(tmp_path, epochs=2, stage2_epoch=1, kl_budget=0.01, checkpoint=True)
   assert "-kl0.01-" in resolve_out_dir(make_config("digits-lt", kl_budget=0.01)).run.out_dir
   t = Trainer(cfg, progress=True, devices=ONE)
-  summary = t.fit()
+  [summary] = t.fit()
   first, second = t.history
   assert first["max_weight"] == 1.0 and first["lam"] == float("inf")
   assert second["max_weight"] > 1.0 and 0 < second["lam"] < float("inf")
-  ws = jax.device_get(t.state.w_state)
+  ws = jax.device_get(t.member_state(0).w_state)
   assert isinstance(ws, absgd_jax.KlAbsgdWeightsState)
   spe = -(-len(t.exp.train) // cfg.optim.batch_size)
   assert int(ws.count) == spe  # the budget's state waited through stage 1 ...
@@ -654,7 +657,7 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
   np.testing.assert_allclose(second["lam"], float(absgd_jax.kl_lam(ws)), rtol=1e-6)
   # The budget's weigher is the core's: on one batch of losses both give the same weights.
   losses = jnp.asarray(np.random.default_rng(0).exponential(size=64), jnp.float32)
-  kit = setup.make_weighting(cfg, spe, None, None)
+  kit = setup.make_batch_weigher(cfg, spe, None, None)
   core = absgd_jax.kl_absgd_weights(0.01, cfg.weighting.gamma)
   w_before, _ = kit.for_batch({}, {}, jnp.asarray(spe - 1)).update(losses, kit.init())
   w_after, st = kit.for_batch({}, {}, jnp.asarray(spe)).update(losses, kit.init())
@@ -666,7 +669,7 @@ def test_kl_budget_run_waits_for_stage_two_then_sets_lam_from_the_budget(tmp_pat
   again = Trainer(cfg, progress=True, devices=ONE)
   again.fit()
   assert "resumed from epoch 1" in capsys.readouterr().out
-  _assert_trees_close(jax.device_get(again.state.w_state), ws, rtol=0)
+  _assert_trees_close(jax.device_get(again.member_state(0).w_state), ws, rtol=0)
   with pytest.raises(RunMismatchError, match="kl_budget"):
     Trainer(cfg.replace(kl_budget=0.0), progress=False, devices=ONE)
 
@@ -728,7 +731,7 @@ def test_the_kit_s_loss_is_the_library_s(loss, weighting):
 def test_kl_budget_with_lam_below_zero_weighs_easy_samples_up():
   """lam < 0 with a budget: the core's min-min weigher (sign -1), from stage 2 on."""
   cfg = make_config("digits-noise", kl_budget=0.05, stage2_epoch=1)
-  kit = setup.make_weighting(cfg, 10, None, None)
+  kit = setup.make_batch_weigher(cfg, 10, None, None)
   core = absgd_jax.kl_absgd_weights(0.05, cfg.weighting.gamma, sign=-1)
   losses = jnp.asarray(np.random.default_rng(1).exponential(size=64), jnp.float32)
   w_kit, _ = kit.for_batch({}, {}, jnp.asarray(10)).update(losses, kit.init())

@@ -8,7 +8,8 @@ from absgd_jax.train.presets import PRESETS, make_config
 from absgd_jax.train.run_folder import RunMismatchError
 from absgd_jax.train.step import TrainState, make_eval_step, make_train_step
 from absgd_jax.train.sweep import Sweep
-from absgd_jax.train.trainer import DivergenceError, Trainer
+from absgd_jax.train.health import DivergenceError
+from absgd_jax.train.trainer import Trainer
 
 __all__ = [
   "PRESETS",

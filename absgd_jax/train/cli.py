@@ -158,7 +158,7 @@ def _users_to_fix(e: BaseException) -> bool:
   """Whether ``e`` is about the user's settings, data or environment (module docstring)."""
   from absgd_jax.train.checkpoint import CheckpointError
   from absgd_jax.train.run_folder import RunMismatchError
-  from absgd_jax.train.trainer import DivergenceError
+  from absgd_jax.train.health import DivergenceError
 
   return errors.disk_full(e) or isinstance(
     e, (errors.UserError, OSError, DivergenceError, RunMismatchError, CheckpointError)
@@ -223,14 +223,14 @@ def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
     trainer = run["trainer"] = Trainer(config, progress=not args.no_progress, console=True, **kw)
   if jax.process_index() == 0:  # Where to look for the run's files, before it starts.
     print(f"run folder: {config.run.out_dir}", flush=True)
-  summary = trainer.fit()
+  summaries = trainer.fit()
   if not args.no_plots and jax.process_index() == 0:
     for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
       if history:
         _plot(history, folder.config.run.out_dir, exp.train.class_names)
   if args.sweep:
-    return 0 if summary["winner"] is not None else 2
-  final = summary["final"]
+    return 0 if trainer.result["winner"] is not None else 2
+  final = summaries[0]["final"]
   print(
     json.dumps(
       {

@@ -127,7 +127,7 @@ def run_one(config) -> tuple[dict, list]:
   from absgd_jax.train import Trainer
 
   trainer = Trainer(config, progress=False, log=False)
-  summary = trainer.fit()
+  [summary] = trainer.fit()
   final, hist = summary["final"], trainer.history
   tests = [r["test_acc"] for r in hist if r.get("test_acc") is not None]
   rec = {

@@ -182,6 +182,45 @@ def build(config: Config) -> ExperimentData:
   )
 
 
+def build_for_members(
+  configs: list[Config], exp: ExperimentData | None = None
+) -> list[ExperimentData]:
+  """Each member's data: built once per seed (lam and gamma share it), ``exp`` for the first
+  member's seed when given.
+
+  Raises:
+    ValueError: when members with other seeds would not fit one program: other (train, test,
+      val) sizes, or other class counts where the loss uses them.
+  """
+  by_seed: dict[int, ExperimentData] = {}
+  if exp is not None:
+    by_seed[configs[0].seed] = exp
+  for c in configs:
+    if c.seed not in by_seed:
+      by_seed[c.seed] = build(c)
+  exps = [by_seed[c.seed] for c in configs]
+  first = configs[0]
+  uses_counts = first.loss.class_weighting != "none" or first.loss.name == "ldam"
+
+  def sizes(e):
+    return [len(e.train), len(e.test), 0 if e.val is None else len(e.val)]
+
+  for c, e in zip(configs, exps):
+    if sizes(e) != sizes(exps[0]):
+      raise ValueError(
+        f"--sweep seed: the member with seed={c.seed} has (train, test, val) sizes {sizes(e)} "
+        f"where seed={first.seed} has {sizes(exps[0])}; one program needs equal shapes. Run "
+        "these seeds as separate runs."
+      )
+    if uses_counts and not np.array_equal(e.train_class_counts, exps[0].train_class_counts):
+      raise ValueError(
+        f"--sweep seed: the class counts of the member with seed={c.seed} differ from "
+        f"seed={first.seed}'s, and loss={first.loss.name!r} with class_weighting="
+        f"{first.loss.class_weighting!r} depends on them. Run these seeds as separate runs."
+      )
+  return exps
+
+
 def validate_for_data(config: Config, n_train: int, n_devices: int, n_processes: int = 1) -> None:
   """Checks the batch size against the training split and the devices, before the first step.
 

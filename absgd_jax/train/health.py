@@ -19,6 +19,20 @@ from typing import Any
 
 import numpy as np
 
+
+class DivergenceError(RuntimeError):
+  """The run diverged: a non-finite or exploding loss, collapsed weights or a log s jump.
+
+  :meth:`Trainer.fit` raises it with a message that says what diverged, in which epoch, and
+  which checkpoint is the last healthy one (kept apart from the rolling ones).
+
+  Examples:
+    >>> from absgd_jax.train import DivergenceError
+    >>> issubclass(DivergenceError, RuntimeError)  # `except RuntimeError` catches it too
+    True
+  """
+
+
 # A loss this many times the median of the earlier epochs' is a blow-up, not noise: a healthy
 # run's mean loss rarely rises 10x between epochs, while a diverging one climbs by decades.
 LOSS_BLOWUP_FACTOR = 100.0
@@ -123,6 +137,12 @@ class ClassCollapseGuard:
     'class 1 (dog) has had a mean weight below 0.05 for 2 steps ('
   """
 
+  @classmethod
+  def for_run(cls, config: Any, exp: Any) -> "ClassCollapseGuard":
+    """The guard of a run, from its settings and its data's class names."""
+    w = config.weighting
+    return cls(w.collapse_weight, w.collapse_steps, exp.train.class_names)
+
   def __init__(self, threshold: float, steps: int, class_names: Sequence[str]):
     self.threshold = float(threshold)
     self.steps = int(steps)
@@ -165,3 +185,33 @@ class ClassCollapseGuard:
       f"{hit['step']}): lam < 0 is giving it up. Switch lam on later, from a stable "
       f"point (stage2_epoch), or use a larger |lam|."
     )
+
+
+def diverged_message(config: Any, epoch: int, why: str, checkpointer: Any) -> str:
+  """What a run that diverged is told: why, what to lower or raise, and where its last
+  healthy checkpoint is."""
+  w = config.weighting
+  msg = f"training diverged in epoch {epoch}: {why}. Lower lr (now {config.optim.lr}) or " + (
+    f"lower kl_budget (now {w.kl_budget})." if w.kl_budget > 0 else f"raise |lam| (now {w.lam})."
+  )
+  if checkpointer is not None and checkpointer.best_epoch() is not None:
+    msg += (
+      f" The last healthy checkpoint is epoch {checkpointer.latest_healthy_epoch()}"
+      f" (the best, kept apart from the rolling ones: epoch "
+      f"{checkpointer.best_epoch()}) in {checkpointer.directory}; this epoch "
+      f"was not saved, and a resume starts from the last healthy one."
+    )
+  return msg
+
+
+def resumed_message(start: int, epochs: int, folders: Sequence[Any]) -> str:
+  """The line of a run that resumed: from which checkpoint, and whether it is finished."""
+  where = ", ".join(str(f.path / "checkpoints") for f in folders)
+  if start >= epochs:
+    return (
+      f"resumed from epoch {start - 1} (its checkpoint in {where}): the run is finished, "
+      f"trained to epochs={epochs}; nothing left to train (--new-run starts it again)"
+    )
+  return (
+    f"resumed from epoch {start - 1} (its checkpoint in {where}); training on from epoch {start}"
+  )

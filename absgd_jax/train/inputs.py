@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import jax
 import numpy as np
-from jax.sharding import Sharding
+from jax.sharding import NamedSharding, PartitionSpec, Sharding
 
 from absgd_jax.data import epoch_batches
 from absgd_jax.train import errors
@@ -113,3 +113,46 @@ def eval_batches(config: Config, dataset, sharding: Sharding) -> Iterator[dict[s
     images = (dataset.images[r] for r in rows)
   for r, mask, imgs in zip(rows, masks, images):
     yield to_global({"images": imgs, "labels": dataset.labels[r], "mask": mask}, sharding)
+
+
+class MemberBatches:
+  """The batches of a run's members, in one tree per step for the member step.
+
+  Members that share a seed share their data and batch order, so a batch ``[B, ...]`` serves
+  them all (``shared``); members with their own seeds get theirs stacked as ``[M, B, ...]``.
+
+  Args:
+    configs: the members' configs.
+    exps: the members' data (:func:`absgd_jax.train.experiment_data.build_for_members`).
+    sharding: the batch axis's sharding over the mesh (``P("data")``).
+    shared: whether the members share one seed, and so one batch.
+  """
+
+  def __init__(self, configs, exps, sharding: NamedSharding, *, shared: bool):
+    self.configs, self.exps, self.shared = list(configs), list(exps), shared
+    self.sharding = sharding
+    spec = PartitionSpec(None, *sharding.spec)
+    self._stack = jax.jit(
+      lambda trees: jax.tree.map(lambda *xs: jax.numpy.stack(xs), *trees),
+      out_shardings=NamedSharding(sharding.mesh, spec),
+    )
+
+  def _members(self):
+    return list(zip(self.configs, self.exps))[:1] if self.shared else zip(self.configs, self.exps)
+
+  def _join(self, streams) -> Iterator[dict[str, jax.Array]]:
+    if self.shared:
+      yield from streams[0]
+    else:
+      for batches in zip(*streams):
+        yield self._stack(list(batches))
+
+  def train(self, epoch: int) -> Iterator[dict[str, jax.Array]]:
+    """The global batches of one training epoch (:func:`train_batches`)."""
+    return self._join([train_batches(c, e, epoch, self.sharding) for c, e in self._members()])
+
+  def evaluation(self, split: str) -> Iterator[dict[str, jax.Array]]:
+    """The global batches of ``split`` ("test" or "val") in order (:func:`eval_batches`)."""
+    return self._join(
+      [eval_batches(c, getattr(e, split), self.sharding) for c, e in self._members()]
+    )

@@ -21,8 +21,9 @@ from typing import Any
 import jax
 import numpy as np
 from etils import epath
+from jax.experimental import multihost_utils
 
-from absgd_jax.train import checks
+from absgd_jax.train import checks, errors
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.presets import EPOCH_FIELDS
@@ -309,6 +310,35 @@ def claim_run_dir(
   return saved
 
 
+def summary(
+  config: Config,
+  history: Sequence[dict[str, Any]],
+  train_class_counts: np.ndarray,
+  weights_from: int | None,
+  steps_per_epoch: int,
+  **extra: Any,
+) -> dict[str, Any]:
+  """What ``summary.json`` records: the settings, the last epoch, and whether the weights
+  were on, so that a run whose lam stage never began (a shortened schedule) is not taken for
+  ABSGD; ``extra`` adds the run's facts (wall time, devices, platform)."""
+  w = config.weighting
+  steps_run = config.schedule.epochs * steps_per_epoch
+  # lam = inf without a KL budget weights every sample 1: momentum SGD (a sweep's baseline).
+  uniform = config.method != "l2rw" and w.kl_budget <= 0 and math.isinf(w.lam)
+  return {
+    "config": config_to_dict(config),
+    "final": history[-1] if history else {},
+    "weights": {
+      "method": config.method,
+      "first_step": weights_from,
+      "on": weights_from is not None and weights_from < steps_run and not uniform,
+    },
+    "train_class_counts": np.asarray(train_class_counts).tolist(),
+    "train_size": int(np.sum(train_class_counts)),
+    **extra,
+  }
+
+
 def to_json(record: Any, **kw: Any) -> str:
   """JSON of a run's records, NumPy scalars as numbers."""
 
@@ -389,7 +419,7 @@ class RunFolder:
 
   def claim(self) -> None:
     """Records this run's settings there. Call :meth:`check` on every folder of a run before
-    claiming any (and, for a new run, :func:`absgd_jax.train.afresh.start_afresh` first)."""
+    claiming any (and, for a new run, :func:`clear` first)."""
     if self._records_config:
       write_run_config(self.config, extra=self.extra)
 
@@ -410,3 +440,87 @@ class RunFolder:
     # The whole history, rewritten: it matches the checkpoint after a resume, and object
     # stores such as GCS cannot append.
     self.write("metrics.jsonl", "".join(to_json(r) + "\n" for r in history))
+
+
+# What a run writes into its folder (absgd_jax.train.trainer, run_folder, plots; a sweep's
+# own folder: sweep.jsonl), and the temporary files it writes them through.
+RUN_FILES = (
+  "config.json",
+  "metrics.jsonl",
+  "summary.json",
+  "sweep.jsonl",
+  "curves.png",
+  "class_accuracy.png",
+  "class_weights.png",
+)
+RUN_FOLDERS = ("checkpoints",)
+
+
+def clear(out_dir: str) -> list[str]:
+  """``--new-run``: removes a run's files and checkpoints from ``out_dir``, whatever state they
+  are in (nothing is read first); returns what was removed. Only the names a run writes go,
+  never the folder itself or anything else in it (``out_dir`` may hold other things).
+
+  Args:
+    out_dir: the run's folder (local or a URL such as gs://...).
+
+  Returns:
+    The names removed, in the order of :data:`RUN_FILES` and :data:`RUN_FOLDERS`.
+
+  Examples:
+    >>> import os, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> for name in ("config.json", "notes.txt"):
+    ...   with open(os.path.join(d, name), "w") as f:
+    ...     _ = f.write("{bad")
+    >>> os.makedirs(os.path.join(d, "checkpoints", "3"))
+    >>> clear(d), sorted(os.listdir(d))
+    (['config.json', 'checkpoints/'], ['notes.txt'])
+  """
+  out = epath.Path(out_dir)
+  removed = []
+  if not out.exists():
+    return removed
+  for name in RUN_FILES:
+    for path in (out / name, out / (name + ".tmp")):
+      if path.exists():
+        path.unlink()
+        if path.name == name:
+          removed.append(name)
+  for name in RUN_FOLDERS:
+    if (out / name).exists():
+      (out / name).rmtree()
+      removed.append(name + "/")
+  return removed
+
+
+def clear_on_every_host(out_dirs: list[str]) -> list[list[str]]:
+  """:func:`clear` for each folder, on process 0 only; then every process waits there.
+
+  Without the wait, another host of a pod could read the old ``config.json`` or restore the
+  old checkpoints before process 0 has removed them, and train from another state than
+  process 0's.
+
+  Returns:
+    Per folder, the names removed (empty on the other processes).
+  """
+  removed = [clear(d) if jax.process_index() == 0 else [] for d in out_dirs]
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("absgd_jax: --new-run has cleared the run folders")
+  return removed
+
+
+def claim(folders: Sequence[RunFolder], new_run: bool, say: Any = print) -> None:
+  """Refuses folders holding runs with other settings (every one checked before any is
+  written), then records the run's settings in each; ``new_run`` first clears them, and
+  ``say`` tells what it removed."""
+  with errors.user_input():  # A damaged config.json is the user's to restore or replace.
+    if new_run:
+      removed = clear_on_every_host([str(f.path) for f in folders])
+      for folder, names in zip(folders, removed):
+        if names:
+          say(f"new run in {folder.path}: removed {', '.join(names)}")
+    for folder in folders:
+      folder.check(new_run)
+  for folder in folders:
+    folder.claim()

@@ -16,11 +16,11 @@ import optax
 from etils import epath
 
 import absgd_jax
-from absgd_jax import losses as L
+from absgd_jax import losses
 from absgd_jax.data.augment import augment_cifar, normalize
 from absgd_jax.data.facts import facts
 from absgd_jax.models.freezing import trainable_mask
-from absgd_jax.train import weighting
+from absgd_jax.train import batch_weigher
 from absgd_jax.train.checkpoint import Checkpointer, find_run_checkpoints
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.step import Batch, LossFn, Preprocess, TrainState, cast_images
@@ -73,25 +73,25 @@ def lam_schedule(config: Config, steps_per_epoch: int, lam: Any = None):
   return lambda count: jnp.where(count < switch, jnp.inf, lam)
 
 
-def make_weighting(
+def make_batch_weigher(
   config: Config, steps_per_epoch: int, apply_fn: Any, loss_fn: LossFn
-) -> weighting.Weighting:
+) -> batch_weigher.BatchWeigher:
   """The method's weighting: uniform (sgd, adam), ABSGD (absgd, abadam), EG, or L2RW."""
   if config.method == "l2rw":
-    return weighting.l2rw(apply_fn, loss_fn, learning_rate_schedule(config, steps_per_epoch))
+    return batch_weigher.l2rw(apply_fn, loss_fn, learning_rate_schedule(config, steps_per_epoch))
   if config.method not in WEIGHTED_METHODS:
-    return weighting.uniform()
+    return batch_weigher.uniform()
   # EG: the current batch alone (how little that differs from ABSGD: absgd_weights' gamma).
   gamma = 1.0 if config.method == "eg" else config.weighting.gamma
   if config.weighting.kl_budget > 0:  # lam set online by the budget, from stage 2 on
-    return weighting.kl_budget(
+    return batch_weigher.kl_budget(
       config.weighting.kl_budget,
       gamma,
       sign=1 if config.weighting.lam > 0 else -1,
       start_step=max(config.weighting.stage2_epoch, 0) * steps_per_epoch,
       guard=config.weighting.kl_guard,
     )
-  return weighting.absgd(lam_schedule(config, steps_per_epoch), gamma)
+  return batch_weigher.absgd(lam_schedule(config, steps_per_epoch), gamma)
 
 
 def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int) -> LossFn:
@@ -100,9 +100,9 @@ def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int)
 
   def class_weights(step):
     if config.loss.class_weighting == "cb":
-      return L.class_balanced_weights(counts, config.loss.cb_beta)
+      return losses.class_balanced_weights(counts, config.loss.cb_beta)
     if config.loss.class_weighting == "drw":
-      return L.drw_class_weights(
+      return losses.drw_class_weights(
         counts, step, config.loss.drw_epoch * steps_per_epoch, config.loss.cb_beta
       )
     return None
@@ -110,26 +110,26 @@ def make_loss_fn(config: Config, class_counts: np.ndarray, steps_per_epoch: int)
   # Each loss with its own settings (a thunk: only the configured loss's are computed); every
   # loss takes (logits, labels, *, class_weights, ...).
   loss, settings = {
-    "ce": (L.cross_entropy, dict),
-    "focal": (L.focal_loss, lambda: dict(gamma=config.loss.focal.gamma)),
+    "ce": (losses.cross_entropy, dict),
+    "focal": (losses.focal_loss, lambda: dict(gamma=config.loss.focal.gamma)),
     "ldam": (
-      L.ldam_loss,
+      losses.ldam_loss,
       lambda: dict(
-        margins=L.ldam_margins(counts, config.loss.ldam.max_m), scale=config.loss.ldam.scale
+        margins=losses.ldam_margins(counts, config.loss.ldam.max_m), scale=config.loss.ldam.scale
       ),
     ),
     "la": (
-      L.logit_adjusted_cross_entropy,
+      losses.logit_adjusted_cross_entropy,
       lambda: dict(class_counts=counts, tau=config.loss.la.tau),
     ),
-    "bs": (L.balanced_softmax_cross_entropy, lambda: dict(class_counts=counts)),
+    "bs": (losses.balanced_softmax_cross_entropy, lambda: dict(class_counts=counts)),
     "sce": (
-      L.symmetric_cross_entropy,
+      losses.symmetric_cross_entropy,
       lambda: dict(alpha=config.loss.sce.alpha, beta=config.loss.sce.beta),
     ),
-    "gce": (L.generalized_cross_entropy, lambda: dict(q=config.loss.gce.q)),
+    "gce": (losses.generalized_cross_entropy, lambda: dict(q=config.loss.gce.q)),
     "tce": (
-      L.truncated_generalized_cross_entropy,
+      losses.truncated_generalized_cross_entropy,
       lambda: dict(q=config.loss.gce.q, k=config.loss.tce.k),
     ),
   }[config.loss.name]
@@ -230,7 +230,10 @@ def init_variables(config: Config, model: Any, sample: jax.Array) -> dict:
 
 
 def init_state(
-  config: Config, variables: dict, tx: optax.GradientTransformation, weigher: weighting.Weighting
+  config: Config,
+  variables: dict,
+  tx: optax.GradientTransformation,
+  weigher: batch_weigher.BatchWeigher,
 ) -> TrainState:
   """Step 0 of a run: the variables, a fresh optimizer and weight state, the augmentation key.
 
@@ -249,3 +252,39 @@ def init_state(
     w_state=weigher.init(),
     rng=jax.random.key_data(key),
   )
+
+
+def member_states(
+  configs: list[Config], model: Any, exp: Any, loss_fn: LossFn, steps_per_epoch: int
+) -> tuple[optax.GradientTransformation, list[TrainState]]:
+  """The optimizer and each member's step-0 state: a member's init is its seed's, as its single
+  run's would be, and its weight state its own weighting's."""
+  first = configs[0]
+  sample = (
+    np.zeros((1, first.input.crop_size, first.input.crop_size, 3), np.float32)
+    if first.streamed
+    else np.asarray(exp.train.images[:1], np.float32)
+  )
+  variables: dict[int, dict] = {}
+  for c in configs:
+    if c.seed not in variables:
+      variables[c.seed] = init_variables(c, model, sample)
+  tx, _ = make_optimizer(first, steps_per_epoch, variables[first.seed]["params"])
+  states = [
+    init_state(
+      c, variables[c.seed], tx, make_batch_weigher(c, steps_per_epoch, model.apply, loss_fn)
+    )
+    for c in configs
+  ]
+  return tx, states
+
+
+def describe_weights(config: Config, members: list[Any], first_step: int) -> str:
+  """The line that says the method's weights switch on, and with which lam."""
+  line = f"{config.method} weights on from step {first_step}"
+  if config.method == "l2rw":
+    return line
+  if config.weighting.kl_budget > 0:
+    return line + f" (lam set by KL budget {config.weighting.kl_budget})"
+  lams = {m.config.weighting.lam for m in members}
+  return line + (" (lam per member)" if len(lams) > 1 else f" (lam={lams.pop()})")

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import optax
 
 import absgd_jax
-from absgd_jax.train.weighting import Weighting, as_weighting, current_lam, uniform
+from absgd_jax.train.batch_weigher import BatchWeigher, as_batch_weigher, current_lam, uniform
 
 Batch = dict[str, jax.Array]  # images [B, ...], labels [B], mask [B]; optional flipped [B].
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]  # (logits, labels, step) -> [B]
@@ -92,49 +92,70 @@ def _device_varying(tree, axis_name):
   return jax.lax.pvary(tree, axis_name)  # jax releases before pcast
 
 
+def _augmentation_key(state: TrainState, axis_name: str | None) -> jax.Array:
+  """The step's augmentation key; under a mapped axis each shard draws its own."""
+  key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+  return key if axis_name is None else jax.random.fold_in(key, jax.lax.axis_index(axis_name))
+
+
+def _step_weigher(weigher: Any, axis_name: str | None) -> BatchWeigher:
+  """The step's batch weigher (uniform for None), refused if it reduces over another axis."""
+  weigher = uniform(axis_name) if weigher is None else as_batch_weigher(weigher)
+  if weigher.axis_name != axis_name:
+    raise ValueError(
+      f"make_train_step(axis_name={axis_name!r}) got a weigher that reduces over "
+      f"{weigher.axis_name!r}: build it with axis_name={axis_name!r}, or each shard would "
+      f"normalise by its own s (learning to reweight runs under jax.jit only)."
+    )
+  return weigher
+
+
+def _objective(model, loss_fn, batch, variables, state, weigher) -> Callable:
+  """ABSGD's loss as a function of the params: the weighted mean of the per-sample losses
+  (Eq. 2), with the new BatchNorm statistics, weight state, weights, losses and logits."""
+
+  def objective(params):
+    logits, new_vars = model.apply(
+      {**variables, "params": params}, batch["images"], train=True, mutable=["batch_stats"]
+    )
+    losses = loss_fn(logits.astype(jnp.float32), batch["labels"], state.step)
+    loss, (w_state, weights) = absgd_jax.weighted_mean(
+      losses, state.w_state, weigher, where=batch["mask"]
+    )
+    new_stats = new_vars.get("batch_stats", state.batch_stats)  # an MLP has none
+    return loss, (new_stats, w_state, weights, losses, logits)
+
+  return objective
+
+
 def make_train_step(
   model: Any,
   tx: optax.GradientTransformation,
   loss_fn: LossFn,
-  weigher: Weighting | absgd_jax.Weigher | None = None,
+  weigher: BatchWeigher | absgd_jax.Weigher | None = None,
   preprocess: Preprocess = cast_images,
   *,
   num_classes: int,
   axis_name: str | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-  """Builds ``train_step(state, batch) -> (state, metrics)``.
+  """``train_step(state, batch) -> (state, metrics)``: ABSGD's step, a pure function to jit.
 
-  Args:
-    model: a Flax Linen module called as ``model.apply(vars, x, train=...)``.
-    tx: the optax optimizer (freezing, if any, is already inside it).
-    loss_fn: per-sample loss ``(logits, labels, step) -> [B]`` (the step drives DRW).
-    weigher: a :class:`~absgd_jax.train.weighting.Weighting` (none, ABSGD, EG, L2RW), a bare
-      ``absgd_jax.absgd_weights(...)``, or None for uniform weights (SGD, Adam).
-    preprocess: ``(batch, key, train) -> batch``: augmentation and normalisation, the same
-      function the eval step is given (with ``train=False``).
-    num_classes: C, for the per-class weight metrics.
-    axis_name: the mapped axis under ``pmap``/``shard_map``; None under ``jax.jit``.
-
-  Returns:
-    ``train_step(state, batch) -> (state, metrics)``, a pure function to ``jax.jit``. The
-    batch is a dict of ``"images"`` ``[B, ...]``, int ``"labels"`` ``[B]`` and a boolean
-    ``"mask"`` ``[B]`` (False on padding rows); the metrics are float32 sums over the real
-    rows (``loss_sum``, ``wloss_sum``, ``correct``, ``count``, per-class ``class_count`` and
-    ``class_weight_sum`` ``[C]``) and the weigher's ``log_s``, ``lam``, ``ess`` and
-    ``max_weight``.
+  ``batch``: ``"images"`` ``[B, ...]``, int ``"labels"`` and boolean ``"mask"`` ``[B]`` (False
+  on padding). ``weigher``: a kit BatchWeigher, a :class:`absgd_jax.Weigher` or None (uniform);
+  ``loss_fn(logits, labels, step) -> [B]``; ``preprocess``: augmentation and normalisation;
+  ``axis_name``: the axis under ``pmap``/``shard_map``. Metrics: :func:`step_metrics`'.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax, absgd_jax
     >>> from absgd_jax.models import create_model
-    >>> from absgd_jax.train import TrainState, make_eval_step, make_train_step
+    >>> from absgd_jax.train import TrainState, make_train_step
     >>> model = create_model("mlp", num_classes=3)
     >>> params = model.init(jax.random.key(0), jnp.zeros((1, 4)), train=False)["params"]
     >>> tx, weigher = absgd_jax.absgd(0.1), absgd_jax.absgd_weights(lam=1.0)
     >>> state = TrainState(step=jnp.array(0), params=params, batch_stats={},
     ...                    opt_state=tx.init(params), w_state=weigher.init(),
     ...                    rng=jax.random.key_data(jax.random.key(0)))
-    >>> ce = lambda logits, labels, step: optax.softmax_cross_entropy_with_integer_labels(
-    ...     logits, labels)
+    >>> ce = lambda z, y, step: optax.softmax_cross_entropy_with_integer_labels(z, y)
     >>> train_step = jax.jit(make_train_step(model, tx, ce, weigher, num_classes=3))
     >>> batch = {"images": jnp.ones((4, 4)), "labels": jnp.array([0, 1, 2, 0]),
     ...          "mask": jnp.array([True, True, True, False])}  # the last row is padding
@@ -142,38 +163,17 @@ def make_train_step(
     >>> int(state.step), float(metrics["count"])
     (1, 3.0)
   """
-  weigher = uniform(axis_name) if weigher is None else as_weighting(weigher)
-  if weigher.axis_name != axis_name:
-    raise ValueError(
-      f"make_train_step(axis_name={axis_name!r}) got a weigher that reduces over "
-      f"{weigher.axis_name!r}: build it with axis_name={axis_name!r}, or each shard would "
-      f"normalise by its own s (learning to reweight runs under jax.jit only)."
-    )
+  step_weigher = _step_weigher(weigher, axis_name)
 
   def train_step(state: TrainState, batch: Batch):
-    key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-    if axis_name is not None:  # Each shard augments its own samples differently.
-      key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
-    batch = preprocess(batch, key, True)
-    labels, mask = batch["labels"], batch["mask"]
+    batch = preprocess(batch, _augmentation_key(state, axis_name), True)
     variables = {"params": state.params, "batch_stats": state.batch_stats}
-    batch_weigher = weigher.for_batch(batch, variables, state.step)
+    batch_weigher = step_weigher.for_batch(batch, variables, state.step)
 
-    def objective(params):
-      logits, new_vars = model.apply(
-        {**variables, "params": params}, batch["images"], train=True, mutable=["batch_stats"]
-      )
-      losses = loss_fn(logits.astype(jnp.float32), labels, state.step)
-      loss, (w_state, weights) = absgd_jax.weighted_mean(
-        losses, state.w_state, batch_weigher, where=mask
-      )
-      new_stats = new_vars.get("batch_stats", state.batch_stats)  # an MLP has none
-      return loss, (new_stats, w_state, weights, losses, logits)
-
-    params_in = state.params if axis_name is None else _device_varying(state.params, axis_name)
-    (loss, (batch_stats, w_state, weights, losses, logits)), grads = jax.value_and_grad(
-      objective, has_aux=True
-    )(params_in)
+    objective = _objective(model, loss_fn, batch, variables, state, batch_weigher)
+    params = state.params if axis_name is None else _device_varying(state.params, axis_name)
+    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    batch_stats, w_state, weights, losses, logits = aux
     # Each shard's term is already divided by the global count: the psum is the global mean.
     grads, loss = _psum((grads, loss), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

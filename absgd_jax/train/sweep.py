@@ -54,10 +54,11 @@ from typing import Any
 
 from etils import epath
 
-from absgd_jax.train import errors, run_folder
+from absgd_jax.train import console, run_folder
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.members import Member
-from absgd_jax.train.trainer import DivergenceError, Trainer
+from absgd_jax.train.health import DivergenceError
+from absgd_jax.train.trainer import Trainer
 
 # The settings a member may change inside one compiled program, with their value types.
 SWEEPABLE = {"lam": float, "gamma": float, "seed": int}
@@ -194,6 +195,10 @@ def sweep_dir(config: Config, keys: Sequence[str]) -> str:
 class Sweep(Trainer):
   """The :class:`~absgd_jax.train.Trainer` over a sweep's members, and the winner's choice.
 
+  ``fit()`` trains every member, as a Trainer's does, and returns each member's summary;
+  the sweep's own summary (each member's row, what they were compared on, the winner) is then
+  ``result``, written to ``sweep.jsonl`` and printed as a table.
+
   Args:
     config: the base config (a preset plus overrides); its ``out_dir`` holds the sweep
       (:func:`sweep_dir` names one when empty).
@@ -204,9 +209,11 @@ class Sweep(Trainer):
   Examples:
     >>> from absgd_jax.train import make_config
     >>> cfg = make_config("digits-lt", epochs=1, checkpoint=False, out_dir="/tmp/absgd-sweep-doc")
-    >>> out = Sweep(cfg, {"lam": [1, 5]}, progress=False, new_run=True).fit()
-    >>> [m["label"] for m in out["members"]], out["selected_on"]
-    (['lam=1', 'lam=5'], 'test_balanced_acc')
+    >>> sweep = Sweep(cfg, {"lam": [1, 5]}, progress=False, new_run=True)
+    >>> len(sweep.fit()), [m["label"] for m in sweep.result["members"]]
+    (2, ['lam=1', 'lam=5'])
+    >>> sweep.result["selected_on"]
+    'test_balanced_acc'
   """
 
   def __init__(
@@ -226,6 +233,7 @@ class Sweep(Trainer):
     config = config.replace(out_dir=sweep_dir(config, list(grid)))
     swept = {k: list(dict.fromkeys(m.values[k] for m in members)) for k in grid}
     self.root = run_folder.RunFolder(config, log=log, checkpoints=False, extra={"sweep": swept})
+    self.result: dict[str, Any] | None = None
     super().__init__(
       config,
       exp=exp,
@@ -238,29 +246,27 @@ class Sweep(Trainer):
       console=console,
     )
 
-  def _claim(self, new_run: bool) -> None:
-    with errors.user_input():  # the base settings, then every member's, before any write
-      self._start_afresh([self.root], new_run)
-      self.root.check(new_run)
-    super()._claim(new_run)
-    self.root.claim()
+  def _claim(self, new_run: bool, folders=()) -> None:
+    # The sweep's own folder first: its base settings and grid, then every member's.
+    super()._claim(new_run, folders=[self.root, *folders])
 
-  def fit(self) -> dict[str, Any]:
-    """Trains every member to ``config.schedule.epochs``; returns the sweep's summary (see
-    :func:`table`), having written ``sweep.jsonl``.
+  def fit(self) -> list[dict[str, Any] | None]:
+    """Trains every member to the config's epochs; returns each member's summary (None for
+    one that diverged), having set :attr:`result` and written ``sweep.jsonl``.
 
     Raises:
       DivergenceError: when every member has diverged (``sweep.jsonl`` says so first).
     """
     t0 = time.perf_counter()
     try:
-      super().fit()
+      summaries = super().fit()
     except DivergenceError:
       self._finish(time.perf_counter() - t0)
       raise
-    return self._finish(time.perf_counter() - t0)
+    self._finish(time.perf_counter() - t0)
+    return summaries
 
-  def _finish(self, wall_time_s: float) -> dict[str, Any]:
+  def _finish(self, wall_time_s: float) -> None:
     key = self.selected_on
     scores = [
       h[-1].get(key) if s == "ok" and h else None for s, h in zip(self.status, self.histories)
@@ -282,44 +288,15 @@ class Sweep(Trainer):
       for i, m in enumerate(self.members)
     ]
     self.root.write("sweep.jsonl", "".join(run_folder.to_json(r) + "\n" for r in rows))
-    out = {
+    self.result = {
       "members": rows,
       "selected_on": key,
       "winner": None if winner is None else self.members[winner].label,
       "wall_time_s": wall_time_s,
     }
-    self._say(table(out))
-    return out
+    self._print(console.sweep_table(self.result))
 
 
 def table(summary: dict[str, Any]) -> str:
-  """The sweep's members as a text table, the winner starred, with what it was chosen on."""
-  key = summary["selected_on"]
-  head = f"{'member':<24} {key:>18} {'test_acc':>9} {'test_bal':>9} {'loss':>8}  status"
-  lines = [head]
-  for r in summary["members"]:
-    f = r["final"]
-    lines.append(
-      f"{('* ' if r['winner'] else '  ') + r['label']:<24} {_fmt(r['score']):>18} "
-      f"{_fmt(f.get('test_acc')):>9} {_fmt(f.get('test_balanced_acc')):>9} "
-      f"{_fmt(f.get('train_loss')):>8}  {r['status']}"
-    )
-  if summary["winner"] is None:
-    lines.append("no healthy member: no winner.")
-  else:
-    note = (
-      ""
-      if key.startswith("val")
-      else " (no validation split: chosen on the test split; set val_fraction > 0 to keep "
-      "the test split for reporting)"
-    )
-    lines.append(f"winner: {summary['winner']}, by final {key}{note}")
-  return "\n".join(lines)
-
-
-def _fmt(x: Any) -> str:
-  return "-" if x is None else f"{x:.4f}"
-
-
-def _fmt(x: Any) -> str:
-  return "-" if x is None else f"{x:.4f}"
+  """The sweep's members as a text table (:attr:`Sweep.result`), the winner starred."""
+  return console.sweep_table(summary)

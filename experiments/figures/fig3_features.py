@@ -54,7 +54,7 @@ def penultimate_features(trainer, images: np.ndarray, batch: int = 500) -> np.nd
 
   preprocess = setup.make_preprocess(trainer.config)
   fn = jax.jit(features)
-  s = trainer.state
+  s = trainer.member_state(0)
   return np.concatenate(
     [
       np.asarray(fn(s.params, s.batch_stats, images[i : i + batch]))
@@ -111,7 +111,7 @@ def main(argv=None):
     t0 = time.process_time()
     config = reduced_lt(args.data_dir, args.tiny, method="absgd", seed=args.seed, **over)
     trainer = Trainer(config, progress=False, log=False)
-    final = trainer.fit()["final"]
+    final = trainer.fit()[0]["final"]
     row = {
       "run": name,
       **over,

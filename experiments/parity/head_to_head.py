@@ -187,7 +187,7 @@ def run_ours(p: Protocol, seed: int, work: str, ldam_subset: bool = False) -> di
   config = our_config(p, seed, work)
   exp = ldam_subset_data(config) if ldam_subset else None
   trainer = Trainer(config, exp=exp, progress=False, log=True)
-  summary = trainer.fit()
+  [summary] = trainer.fit()
   tested = [h["test_acc"] for h in trainer.history if h.get("test_acc") is not None]
   final = summary["final"]
   return {

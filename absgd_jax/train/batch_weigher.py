@@ -1,6 +1,6 @@
 """How the train step weighs its samples: one interface for none, ABSGD, EG and L2RW.
 
-A :class:`Weighting` is a pair ``init() -> state`` and ``for_batch(batch, variables, step) ->
+A :class:`BatchWeigher` is a pair ``init() -> state`` and ``for_batch(batch, variables, step) ->
 Weigher``. The train step asks it, once per step, for the weigher of that batch and
 hands the weigher to :func:`absgd_jax.weighted_mean`. ABSGD's and EG's weigher is the same
 :func:`absgd_jax.absgd_weights` at every step; learning to reweight computes its weights from
@@ -23,8 +23,8 @@ from absgd_jax.train.l2rw import l2rw_weights
 Batch = dict[str, jax.Array]
 
 
-class Weighting(NamedTuple):
-  """A per-sample weighting rule: its state's ``init`` and the weigher of each batch."""
+class BatchWeigher(NamedTuple):
+  """The weigher of each batch: its state's ``init``, and ``for_batch`` the batch's weigher."""
 
   init: Callable[[], absgd_jax.AbsgdWeightsState]
   # (batch after preprocessing, {"params", "batch_stats"}, step) -> the batch's weigher.
@@ -32,13 +32,13 @@ class Weighting(NamedTuple):
   axis_name: Any = None  # The mapped axis the weigher reduces over, or None.
 
 
-def _constant(transform: absgd_jax.Weigher) -> Weighting:
-  return Weighting(
+def _constant(transform: absgd_jax.Weigher) -> BatchWeigher:
+  return BatchWeigher(
     transform.init, lambda batch, variables, step: transform, getattr(transform, "axis_name", None)
   )
 
 
-def uniform(axis_name: Any = None) -> Weighting:
+def uniform(axis_name: Any = None) -> BatchWeigher:
   """Every real sample weighs 1 (SGD, Adam): ABSGD's weights at lam = inf.
 
   Examples:
@@ -55,7 +55,7 @@ def uniform(axis_name: Any = None) -> Weighting:
 
 def absgd(
   lam: float | Callable[[jax.Array], Any], gamma: float = 0.9, *, axis_name: Any = None
-) -> Weighting:
+) -> BatchWeigher:
   """ABSGD's weights exp(L_i / lam) / s (:func:`absgd_jax.absgd_weights`); EG is gamma = 1."""
   return _constant(absgd_jax.absgd_weights(lam, gamma, axis_name=axis_name))
 
@@ -68,7 +68,7 @@ def kl_budget(
   start_step: int = 0,
   guard: str = "auto",
   axis_name: Any = None,
-) -> Weighting:
+) -> BatchWeigher:
   """ABSGD's weights with lam set online by a KL budget (:func:`absgd_jax.kl_absgd_weights`);
   ``sign`` -1 puts the budget on the lam < 0 (label noise) side.
 
@@ -99,7 +99,7 @@ def kl_budget(
 
     return absgd_jax.Weigher(kl.init, update, axis_name)
 
-  return Weighting(kl.init, for_batch, axis_name)
+  return BatchWeigher(kl.init, for_batch, axis_name)
 
 
 def current_lam(w_state: Any) -> jax.Array:
@@ -109,16 +109,16 @@ def current_lam(w_state: Any) -> jax.Array:
   return w_state.lam
 
 
-def as_weighting(weigher: Weighting | absgd_jax.Weigher | None) -> Weighting:
-  """Accepts a :class:`Weighting`, a bare ``absgd_weights(...)`` transform, or None (uniform)."""
+def as_batch_weigher(weigher: BatchWeigher | absgd_jax.Weigher | None) -> BatchWeigher:
+  """Accepts a :class:`BatchWeigher`, a bare ``absgd_weights(...)`` transform, or None (uniform)."""
   if weigher is None:
     return uniform()
-  if isinstance(weigher, Weighting):
+  if isinstance(weigher, BatchWeigher):
     return weigher
   if isinstance(weigher, absgd_jax.Weigher):
     return _constant(weigher)
   raise TypeError(
-    f"weigher must be a Weighting, an absgd_jax.absgd_weights(...) transform or "
+    f"weigher must be a BatchWeigher, an absgd_jax.absgd_weights(...) transform or "
     f"None; got {type(weigher).__name__}."
   )
 
@@ -127,7 +127,7 @@ def l2rw(
   apply_fn: Callable[..., Any],
   loss_fn: Callable[..., jax.Array],
   inner_lr: Callable[[jax.Array], Any],
-) -> Weighting:
+) -> BatchWeigher:
   """Learning to reweight (Ren et al., 2018): weights from a look-ahead step's validation loss.
 
   The batch carries ``val_images`` and ``val_labels``, a batch of the clean, balanced meta set.
@@ -160,4 +160,4 @@ def l2rw(
 
     return absgd_jax.Weigher(inert.init, update)
 
-  return Weighting(inert.init, for_batch, None)
+  return BatchWeigher(inert.init, for_batch, None)
