@@ -24,7 +24,7 @@ import numpy as np
 
 from absgd_jax.data import imbalanced_counts
 from absgd_jax.models import create_model
-from absgd_jax.train import make_config, setup, weighting
+from absgd_jax.train import inputs, make_config, setup, weighting
 from absgd_jax.train.step import make_train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -111,6 +111,13 @@ def synthetic_long_tailed(
   labels = rng.permutation(np.repeat(np.arange(classes, dtype=np.int32), counts))
   images = rng.integers(0, 256, (len(labels), image_size, image_size, 3), dtype=np.uint8)
   return images, labels
+
+
+def host_batch(images, labels, idx, mask, sharding) -> dict:
+  """The batch of rows ``idx``, gathered in NumPy and sent to the devices of ``sharding`` as
+  the Trainer's host pipeline (:func:`absgd_jax.train.inputs.train_batches`) sends it."""
+  local = {"images": images[idx], "labels": labels[idx], "mask": mask}
+  return inputs.to_global(local, sharding)
 
 
 def machine_info() -> dict:
