@@ -21,7 +21,10 @@ the ``("data",)`` devices and the resident arrays are replicated, so each step's
 sharded as :func:`~absgd_jax.train.inputs.train_batches` shards it.
 
 Not covered: streamed (file-list) data sets, which do not fit, and learning to reweight's meta
-batches, which the host pipeline draws from another set at each step.
+batches, which the host pipeline draws from another set at each step. Nor is it for the CPU:
+XLA:CPU runs a convolution's kernel gradient inside a loop about 40 times slower than the
+same one alone, so a scanned epoch there took 3 to 40 times the host loop's time
+(docs/results/speed.md).
 
 Examples:
   >>> import jax, jax.numpy as jnp, numpy as np
