@@ -24,7 +24,10 @@ uint8 images with CIFAR-10-LT's 12,406 class sizes. A variant is named
   sweep: vmapped, so convolutions become grouped ones), ``laxmapM`` (``lax.map`` over the
   members, a loop inside the program), ``unrolledM`` (the kit's ``mode="map"``: M copies of
   the step in one program), ``asyncM`` (M separate states and jitted calls dispatched one
-  after another, nothing waiting between them).
+  after another, nothing waiting between them). Members folded into the batch axis would
+  need one set of kernels for all, which members do not share; stacking them along the
+  channels instead (block-diagonal kernels, no grouped convolution) costs M times the
+  arithmetic. Neither is here.
 - ``procsP``: P processes sharing the device, started together, each with
   ``XLA_PYTHON_CLIENT_MEM_FRACTION`` set; their images/s are summed.
 - XLA: ``cmdbuf_off`` or ``cmdbuf_all`` (XLA's command buffers, i.e. CUDA graphs, off, or on
@@ -61,6 +64,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -720,9 +724,10 @@ def profile_here(probe: Probe, v: Variant, folder: str) -> dict:
 # --- goals and the table --------------------------------------------------------------------
 
 
-def goals(results: dict, flops: dict, batch: int) -> dict:
+def goals(results: dict, flops: dict, batch: int, profile: dict | None = None) -> dict:
   """The three goals against the measured variants: for each, the closest and what bounds it
-  (its step time, its dispatches per step, the arithmetic rate it reached)."""
+  (its step time, its dispatches per step, the arithmetic rate it reached, and the profile's
+  reading where the profiled variant is the closest)."""
   ok = {n: r for n, r in results.items() if r.get("status") == "ok"}
   base = ok.get(BASELINE, {}).get("images_per_s")
   if not base:
@@ -735,7 +740,19 @@ def goals(results: dict, flops: dict, batch: int) -> dict:
     f = flops.get("bf16" if name.startswith("bf16") else "f32") or flops.get("f32") or {}
     if f.get("flops"):
       out["achieved_tflops"] = f["flops"] * r["images_per_s"] / batch / 1e12
-    out["see"] = "profile" if "profile" in results.get(name, {}) else "--profile for its trace"
+    if profile and profile.get("of") == name and profile.get("busy_share_of_wall") is not None:
+      busy = profile["busy_share_of_wall"]
+      out["profile"] = {
+        "ops_per_step": profile["ops_per_step"],
+        "busy_share_of_wall": busy,
+        "top_ops": [o["name"] for o in profile["top_ops"][:3]],
+        # An idle device between kernels waits on launches; a busy one on its kernels.
+        "reading": "launch-bound: the device idles between kernels"
+        if busy < 0.5
+        else "kernel-bound: the top ops are the time",
+      }
+    else:
+      out["profile"] = "not profiled (--profile traces the fastest variant)"
     return out
 
   def goal(target, candidates, what):
@@ -878,6 +895,13 @@ def main(argv=None):
   if args.child:
     return child_main(args)
   work = tempfile.mkdtemp(prefix="gpu_probe_")
+  try:
+    return probe_main(args, work)
+  finally:  # the children's references, logs and the compilation cache
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def probe_main(args, work: str) -> dict:
   # Shared with the children, so that processes running a program this one compiled load it.
   if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
     jax.config.update("jax_compilation_cache_dir", os.path.join(work, "jax_cache"))
@@ -950,8 +974,10 @@ def main(argv=None):
     "hlo_cost_per_run_step": flops,
     "variants": results,
   }
-  out["goals"] = goals(results, flops, args.batch)
   ok = [n for n, r in results.items() if r.get("status") == "ok"]
+  base = results[BASELINE].get("images_per_s")
+  for n in ok:
+    results[n]["speedup"] = results[n]["images_per_s"] / base if base else None
   if args.profile and ok:
     name = max(ok, key=lambda n: results[n]["images_per_s"])
     best = variants[name]
@@ -970,6 +996,7 @@ def main(argv=None):
     except Exception as e:
       out["profile"] = {"error": f"{type(e).__name__}: {e}"}
     out["profile"]["of"] = name
+  out["goals"] = goals(results, flops, args.batch, out.get("profile"))
   out["probe"]["elapsed_s"] = time.perf_counter() - T0
   path = out_path(args, platform)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -149,6 +149,10 @@ def test_the_table_and_the_profile(tiny):
   assert prof["ops_from"] == "host" and prof["ops_per_step"] > 0 and prof["top_ops"]
   assert 0 < prof["busy_share_of_wall"]
   assert os.path.exists(os.path.join(prof["folder"], prof["trace_file"]))
+  # The goal whose closest variant was profiled reads the trace; the others say they were not.
+  bound = got["goals"]["table1_10_minutes"]["bound"]
+  assert bound["profile"]["ops_per_step"] == prof["ops_per_step"] and bound["profile"]["reading"]
+  assert got["variants"]["f32-host-1"]["speedup"] == 1.0
 
 
 def test_the_budget_skips_what_does_not_fit(tmp_path):
@@ -220,3 +224,27 @@ def test_summary_of_a_gpu_trace(tmp_path):
   assert s["busy_share_of_wall"] == pytest.approx(0.15)
   assert [o["name"] for o in s["top_ops"]] == ["conv_kernel", "loop_fusion"]
   assert s["top_ops"][0]["total_ms"] == pytest.approx(0.6) and s["top_ops"][0]["count"] == 2
+
+
+def test_flag_variants_run_in_a_child_that_drops_unknown_optional_flags(tmp_path, monkeypatch):
+  """The path a GPU takes for ``cmdbuf_*``: a child process with the flags in XLA_FLAGS,
+  run again without the optional flags when XLA refuses one as unknown. XLA:CPU parses the
+  GPU flags (and ignores them), so the path runs here; a flag no XLA knows stands in for
+  one that a newer XLA dropped."""
+  flags, optional = gp.XLA_SETTINGS["cmdbuf_all"]
+  monkeypatch.setitem(gp.XLA_SETTINGS, "cmdbuf_all", (flags, optional + ("--xla_no_such_flag",)))
+  probe = gp.Probe(gp.parse_args(["--tiny"]))
+  got = gp.run_in_children(probe, gp.Variant.parse("f32-host-1-cmdbuf_all"), str(tmp_path), 600)
+  assert got["status"] == "ok", got
+  assert got["dropped_flags"] == [*optional, "--xla_no_such_flag"]
+  assert got["xla_flags"] == " ".join(flags) and "CONDITIONAL,WHILE" in got["xla_flags"]
+  # The child rebuilt the same data, model and batches: the parent's reference, to float32
+  # rounding (this pytest process splits the CPU into 8 devices, which sum in another order).
+  assert got["loss_rel_diff"] < 1e-6 and got["update_rel_diff"] < 1e-4
+  # And the profile of a flag variant, taken in its own child.
+  folder = str(tmp_path / "profile")
+  runs, dropped = gp.spawn_flags(
+    probe, gp.Variant(), 1, flags, gp.PROFILE_FLAGS, str(tmp_path), 600, folder
+  )
+  assert dropped == [] and runs[0]["status"] == "ok"
+  assert runs[0]["profile"]["ops_per_step"] > 0 and runs[0]["profile"]["folder"] == folder
