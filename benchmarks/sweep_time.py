@@ -34,10 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from absgd_jax.models import create_model
-from absgd_jax.train import batch_weigher, make_config, setup
-from absgd_jax.train.step import make_train_step
 from absgd_jax.train.members import make_sweep_step, swept_absgd
+from kit_step import make_kit, synthetic_batch
 
 LAMS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 0.5, 100.0)  # member i takes LAMS[i % 8] * (1 + i // 8)
 
@@ -45,29 +43,9 @@ LAMS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 0.5, 100.0)  # member i takes LAMS[i % 
 def jax_steps(args, members: list[int]):
   """{name: (run(n), compile_s)} for the single run and each M-member sweep."""
   B, S = args.batch, args.image_size
-  cfg = make_config(
-    "cifar10-lt",
-    model=args.model,
-    batch_size=B,
-    stage2_epoch=0,
-    augment=args.augment,
-    crop_padding=4 if S >= 32 else 2,
-    epochs=200,
-  )
-  spe = 100  # nominal: fixes only where the (unreached) schedule boundaries fall
-  model = create_model(cfg.model.name, 10)
-  rng = np.random.default_rng(0)
-  batch = {
-    "images": jnp.asarray(rng.integers(0, 256, (B, S, S, 3), dtype=np.uint8)),
-    "labels": jnp.asarray(rng.integers(0, 10, B).astype(np.int32)),
-    "mask": jnp.ones(B, bool),
-  }
-  variables = setup.init_variables(cfg, model, np.zeros((1, S, S, 3), np.float32))
-  tx, _ = setup.make_optimizer(cfg, spe, variables["params"])
-  loss_fn = setup.make_loss_fn(cfg, np.full(10, 500), spe)
-  preprocess = setup.make_preprocess(cfg)
-  one_weigher = batch_weigher.absgd(cfg.weighting.lam, cfg.weighting.gamma)
-  state0 = setup.init_state(cfg, variables, tx, one_weigher)
+  # spe = 100 is nominal: it fixes only where the (unreached) schedule boundaries fall.
+  kit = make_kit(args.model, B, S, augment=args.augment, steps_per_epoch=100)
+  cfg, batch, state0 = kit.config, synthetic_batch(B, S), kit.state
   out = {}
 
   def timed(name, step, state, *extra):
@@ -86,20 +64,18 @@ def jax_steps(args, members: list[int]):
 
     out[name] = (run, compile_s)
 
-  single = jax.jit(
-    make_train_step(model, tx, loss_fn, one_weigher, preprocess, num_classes=10), donate_argnums=0
-  )
+  single = jax.jit(kit.train_step(), donate_argnums=0)
   timed("jax_1_run", single, jax.tree.map(jnp.copy, state0))
   for mode in args.modes.split(","):
     for M in members:
       lams = jnp.asarray([LAMS[i % 8] * (1 + i // 8) for i in range(M)], jnp.float32)
       step = jax.jit(
         make_sweep_step(
-          model,
-          tx,
-          loss_fn,
-          lambda h: swept_absgd(h["lam"], (cfg.weighting.gamma,)),
-          preprocess,
+          kit.model,
+          kit.tx,
+          kit.loss_fn,
+          lambda h: swept_absgd(h["lam"], (cfg.gamma,)),
+          kit.preprocess,
           num_classes=10,
           mode=mode,
         ),
