@@ -24,7 +24,7 @@ import numpy as np
 
 from absgd_jax.data import imbalanced_counts
 from absgd_jax.models import create_model
-from absgd_jax.train import inputs, make_config, setup, weighting
+from absgd_jax.train import batch_weigher, inputs, make_config, setup
 from absgd_jax.train.step import make_train_step
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -43,6 +43,7 @@ class Kit:
   preprocess: Any
   state: Any
   classes: int
+  steps_per_epoch: int = 100
 
   def train_step(self):
     """``train_step(state, batch) -> (state, metrics)``, not jitted."""
@@ -53,7 +54,7 @@ class Kit:
   def with_dtype(self, dtype: str) -> "Kit":
     """The same run computing in ``dtype``, from the same state: parameters, optimizer state,
     BatchNorm statistics and the loss stay float32 under ``"bfloat16"``."""
-    model = create_model(self.config.model, self.classes, dtype=DTYPES[dtype])
+    model = create_model(self.config.model.name, self.classes, dtype=DTYPES[dtype])
     return dataclasses.replace(self, model=model)
 
 
@@ -82,13 +83,14 @@ def make_kit(
     epochs=200,
     seed=seed,
   )
-  net = create_model(cfg.model, classes, dtype=DTYPES[dtype])
+  net = create_model(cfg.model.name, classes, dtype=DTYPES[dtype])
   variables = setup.init_variables(cfg, net, np.zeros((1, image_size, image_size, 3), np.float32))
   tx, _ = setup.make_optimizer(cfg, steps_per_epoch, variables["params"])
   loss_fn = setup.make_loss_fn(cfg, np.full(classes, 500), steps_per_epoch)
-  weigher = weighting.absgd(cfg.lam, cfg.gamma)
+  weigher = batch_weigher.absgd(cfg.weighting.lam, cfg.weighting.gamma)
   state = setup.init_state(cfg, variables, tx, weigher)
-  return Kit(cfg, net, tx, loss_fn, weigher, setup.make_preprocess(cfg), state, classes)
+  preprocess = setup.make_preprocess(cfg)
+  return Kit(cfg, net, tx, loss_fn, weigher, preprocess, state, classes, steps_per_epoch)
 
 
 def synthetic_batch(batch: int, image_size: int, classes: int = 10, seed: int = 0) -> dict:

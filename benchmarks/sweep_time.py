@@ -2,7 +2,7 @@
 
 The JAX side is the training kit's own step (:func:`absgd_jax.train.step.make_train_step`), on
 synthetic CIFAR-shaped data (uint8 images, 10 classes): the single run's step under
-``jax.jit``, and :func:`absgd_jax.train.members.make_sweep_step` (the same step vmapped over M
+``jax.jit``, and :func:`absgd_jax.train.members.make_member_step` (the same step vmapped over M
 members, each with its own lam) under one ``jax.jit``. The goal on a GPU: M = 8 for at most
 2.5 times one run. Beside it, the same ABSGD step of one ResNet-32 in PyTorch with
 ``torch.compile`` (mode ``reduce-overhead`` on CUDA: CUDA graphs, the strongest for a
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from absgd_jax.train.members import make_sweep_step, swept_absgd
+from absgd_jax.train.members import make_member_step
 from kit_step import make_kit, synthetic_batch
 
 LAMS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 0.5, 100.0)  # member i takes LAMS[i % 8] * (1 + i // 8)
@@ -68,21 +68,22 @@ def jax_steps(args, members: list[int]):
   timed("jax_1_run", single, jax.tree.map(jnp.copy, state0))
   for mode in args.modes.split(","):
     for M in members:
-      lams = jnp.asarray([LAMS[i % 8] * (1 + i // 8) for i in range(M)], jnp.float32)
+      configs = [cfg.replace(lam=LAMS[i % 8] * (1 + i // 8)) for i in range(M)]
       step = jax.jit(
-        make_sweep_step(
+        make_member_step(
           kit.model,
           kit.tx,
           kit.loss_fn,
-          lambda h: swept_absgd(h["lam"], (cfg.gamma,)),
+          configs,
+          kit.steps_per_epoch,
           kit.preprocess,
           num_classes=10,
           mode=mode,
-        ),
+        ),  # fmt: skip
         donate_argnums=0,
       )
       states = jax.tree.map(lambda x: jnp.broadcast_to(x, (M, *jnp.shape(x))), state0)
-      timed(f"jax_{mode}_{M}", step, states, {"lam": lams})
+      timed(f"jax_{mode}_{M}", step, states)
   return out
 
 

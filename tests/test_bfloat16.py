@@ -36,7 +36,7 @@ from jax.flatten_util import ravel_pytree
 
 from absgd_jax.data import epoch_batches
 from absgd_jax.models import create_model
-from absgd_jax.train import experiment_data, make_config, setup, weighting
+from absgd_jax.train import batch_weigher, experiment_data, make_config, setup
 from absgd_jax.train.step import make_train_step
 
 STEPS, WINDOW, EVERY = 300, 50, 60  # steps run, loss means over WINDOW, same-state checks
@@ -62,10 +62,10 @@ TOL = {
 def _kit(model: str = "mlp"):
   cfg = make_config("digits-lt", model=model, stage2_epoch=0, lam=1.0, lr=0.05, gamma=0.1)
   exp = experiment_data.build(cfg)
-  n, B = len(exp.train), cfg.batch_size
+  n, B = len(exp.train), cfg.optim.batch_size
   spe = -(-n // B)
   variables = setup.init_variables(
-    cfg, create_model(cfg.model, 10), np.asarray(exp.train.images[:1])
+    cfg, create_model(cfg.model.name, 10), np.asarray(exp.train.images[:1])
   )
   tx, _ = setup.make_optimizer(cfg, spe, variables["params"])
   loss_fn = setup.make_loss_fn(cfg, exp.train_class_counts, spe)
@@ -83,7 +83,7 @@ def _kit(model: str = "mlp"):
 def _step(dtype, cfg, spe, tx, loss_fn, preprocess):
   """The kit's train step in ``dtype``, and what its tracing saw of the per-sample losses
   and the weights (their dtypes)."""
-  model = create_model(cfg.model, 10, dtype=jnp.dtype(dtype))
+  model = create_model(cfg.model.name, 10, dtype=jnp.dtype(dtype))
   seen = {}
 
   def losses_seen(logits, labels, step):
@@ -91,10 +91,10 @@ def _step(dtype, cfg, spe, tx, loss_fn, preprocess):
     seen["logits"], seen["losses"] = logits.dtype, losses.dtype
     return losses
 
-  kit_weighting = setup.make_weighting(cfg, spe, model.apply, loss_fn)
+  kit_weigher = setup.make_batch_weigher(cfg, spe, model.apply, loss_fn)
 
   def for_batch(batch, variables, step):
-    transform = kit_weighting.for_batch(batch, variables, step)
+    transform = kit_weigher.for_batch(batch, variables, step)
 
     def update(losses, state, *, mask=None):
       weights, state = transform.update(losses, state, mask=mask)
@@ -103,7 +103,7 @@ def _step(dtype, cfg, spe, tx, loss_fn, preprocess):
 
     return transform._replace(update=update)
 
-  weigher = weighting.Weighting(kit_weighting.init, for_batch)
+  weigher = batch_weigher.BatchWeigher(kit_weigher.init, for_batch)
   step = make_train_step(model, tx, losses_seen, weigher, preprocess, num_classes=10)
   return jax.jit(step), step, seen, weigher
 

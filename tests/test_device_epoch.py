@@ -22,7 +22,7 @@ from absgd_jax.models import create_model
 from absgd_jax.train import device_epoch as de
 from absgd_jax.train import inputs, make_config, setup
 from absgd_jax.train.experiment_data import ExperimentData
-from absgd_jax.train.members import make_sweep_step, over_members, stack
+from absgd_jax.train.members import over_members, stack
 from absgd_jax.train.step import make_eval_step, make_train_step
 
 N, B, SIZE, C, EPOCHS = 70, 16, 8, 10, 2  # 5 steps an epoch, the last one padded (70 = 4*16+6)
@@ -65,11 +65,11 @@ def _kit(seed: int = 0, sampler: str = "uniform"):
   )
   exp = _exp(seed)
   spe = data.num_batches(N, B)
-  model = create_model(cfg.model, C)
+  model = create_model(cfg.model.name, C)
   variables = setup.init_variables(cfg, model, np.zeros((1, SIZE, SIZE, 3), np.float32))
   tx, _ = setup.make_optimizer(cfg, spe, variables["params"])
   loss_fn = setup.make_loss_fn(cfg, exp.train_class_counts, spe)
-  weigher = setup.make_weighting(cfg, spe, model.apply, loss_fn)
+  weigher = setup.make_batch_weigher(cfg, spe, model.apply, loss_fn)
   state = setup.init_state(cfg, variables, tx, weigher)
   pieces = (model, tx, loss_fn, weigher, setup.make_preprocess(cfg))
   return cfg, exp, pieces, state
@@ -164,10 +164,8 @@ def test_stacked_members_with_their_own_batches_match_the_host_pipeline():
   them: the step vmapped over the member axis, batches stacked ``[M, B, ...]``."""
   kits = [_kit(seed) for seed in (0, 1)]
   model, tx, loss_fn, weigher, prep = kits[0][2]
-  sweep = make_sweep_step(
-    model, tx, loss_fn, lambda h: weigher, prep, num_classes=C, shared_batch=False, mode="vmap"
-  )
-  train_step = lambda states, batch: sweep(states, batch, {})
+  step = make_train_step(model, tx, loss_fn, weigher, prep, num_classes=C)
+  train_step = over_members(step, "vmap", (False, False))
   states0 = stack([k[3] for k in kits])
   sharding = NamedSharding(Mesh(np.array(jax.devices()[:1]), ("data",)), P("data"))
 

@@ -15,7 +15,7 @@ have sent it: the gathered ``"images"``, ``"labels"``, any other per-sample arra
 
 What the epoch runs is any ``train_step(state, batch) -> (state, metrics)``: a single run's
 (:func:`~absgd_jax.train.step.make_train_step`) or a sweep's over stacked members
-(:func:`~absgd_jax.train.members.make_sweep_step`, with shared ``[steps, B]`` or per-member
+(:func:`~absgd_jax.train.members.make_member_step`, with shared ``[steps, B]`` or per-member
 ``[steps, M, B]`` indices). With a mesh, the indices are split along their batch axis over
 the ``("data",)`` devices and the resident arrays are replicated, so each step's batch is
 sharded as :func:`~absgd_jax.train.inputs.train_batches` shards it.
