@@ -265,7 +265,7 @@ class Input(_Section):
     result=False,
   )
   pipeline: str = setting(
-    "host",
+    "auto",
     "host: batches sent per step; device: the training set kept on the device and an epoch "
     "run in one call; auto: device where it fits",
     choices=("host", "device", "auto"),

@@ -115,20 +115,21 @@ class Trainer:
       self.model, self.tx, self.loss_fn, configs, steps, self.preprocess,
       num_classes=config.num_classes, shared_batch=self.shared_batches, mode=mode,
     )  # fmt: skip
+    eval_step = make_member_eval_step(
+      self.model, len(configs), self.preprocess, num_classes=config.num_classes,
+      shared_batch=self.shared_batches, mode=mode,
+    )  # fmt: skip
     self.train_step = jax.jit(step, donate_argnums=0, out_shardings=self.replicated)
-    self.eval_step = jax.jit(
-      make_member_eval_step(
-        self.model,
-        len(configs),
-        self.preprocess,
-        num_classes=config.num_classes,
-        shared_batch=self.shared_batches,
-        mode=mode,
-      ),  # fmt: skip
-      out_shardings=self.replicated,
-    )
-    self.batches = inputs.MemberBatches(
+    self.eval_step = jax.jit(eval_step, out_shardings=self.replicated)
+    batches = inputs.MemberBatches(
       configs, self.exps, self.batch_sharding, shared=self.shared_batches
+    )
+    with errors.user_input():
+      self.input_pipeline = inputs.resolve_pipeline(config, self.exps)
+    self.pipeline = (
+      inputs.DevicePipeline(batches, step, eval_step, self.mesh)
+      if self.input_pipeline == "device"
+      else inputs.HostPipeline(batches, self.train_step, self.eval_step)
     )
     self.weights_from = setup.weights_start_step(config, steps)
     self.guards = [health.ClassCollapseGuard.for_run(c, e) for c, e in zip(configs, self.exps)]
@@ -175,20 +176,14 @@ class Trainer:
   def train_epoch(self, epoch: int) -> list[dict[str, Any] | None]:
     """One epoch of steps; each member's metrics with the class-collapse warnings it raised
     (None for a member that has diverged)."""
-    from tqdm.auto import tqdm
-
-    steps = []
-    for batch in tqdm(
-      self.batches.train(epoch),
+    self.state, steps = self.pipeline.train(
+      self.state,
+      epoch,
       total=self.steps_per_epoch,
-      desc=f"epoch {epoch}",
-      leave=False,
-      disable=not (self.progress and jax.process_index() == 0),
-    ):
-      self.state, m = self.train_step(self.state, batch)
-      steps.append(m)
-      self.position = (epoch, len(steps))
-    steps, first, records = jax.device_get(steps), epoch * self.steps_per_epoch, []
+      show=self.progress and jax.process_index() == 0,
+      on_step=lambda n: setattr(self, "position", (epoch, n)),
+    )
+    first, records = epoch * self.steps_per_epoch, []
     for i, (member, guard) in enumerate(zip(self.members, self.guards)):
       if self.status[i] != "ok":
         records.append(None)
@@ -203,10 +198,10 @@ class Trainer:
 
   def evaluate(self, split: str = "test") -> list[dict[str, Any]]:
     """Each member's metrics on ``split`` ("test" or "val")."""
-    correct = count = 0.0
-    for batch in self.batches.evaluation(split):
-      out = jax.device_get(self.eval_step(self.state, batch))
-      correct, count = correct + out["class_correct"], count + out["class_count"]
+    sums = self.pipeline.evaluate(
+      self.state, split, show=self.progress and jax.process_index() == 0
+    )
+    correct, count = sums["class_correct"], sums["class_count"]
     return [
       eval_metrics(correct[i], count[i], e.train_class_counts, split)
       for i, e in enumerate(self.exps)
@@ -264,6 +259,7 @@ class Trainer:
       wall_time_s=time.perf_counter() - t0,
       devices=self.mesh.size,
       platform=jax.default_backend(),
+      input_pipeline=self.input_pipeline,
     )
     for i, (member, folder) in enumerate(zip(self.members, self.folders)):
       if self.status[i] == "ok":
