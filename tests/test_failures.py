@@ -590,3 +590,35 @@ def test_a_bad_setting_is_one_line_without_the_usage_block(capsys):
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: "), err
   assert "batch_size" not in err[0] and "KEY=VALUE" in err[0]
+
+
+def test_a_failed_reads_leftovers_are_dropped_and_every_other_unraisable_is_passed_on():
+  # The one text the hook matches is asyncio's own, here, on this Python.
+  import asyncio
+  import types
+
+  loop = asyncio.new_event_loop()
+  loop.close()
+  with pytest.raises(RuntimeError) as closed:
+    loop.call_soon_threadsafe(lambda: None)
+  assert type(closed.value) is RuntimeError and str(closed.value) == "Event loop is closed"
+
+  async def read():
+    pass
+
+  abandoned = read()
+  leftovers = [
+    types.SimpleNamespace(exc_value=closed.value, object=None),
+    types.SimpleNamespace(exc_value=RuntimeError("never awaited"), object=abandoned),
+  ]
+  others = [
+    types.SimpleNamespace(exc_value=RuntimeError("Event loop is closed"), object=len),
+    types.SimpleNamespace(exc_value=RuntimeError("something else"), object=None),
+    types.SimpleNamespace(exc_value=ValueError("Event loop is closed"), object=None),
+  ]
+  passed = []
+  hook = errors._DropLeftovers(passed.append)
+  for u in leftovers + others:
+    hook(u)
+  assert passed == others
+  abandoned.close()

@@ -15,7 +15,8 @@ user's data are read is about those data. So:
   :class:`~absgd_jax.train.config.RunMismatchError`, a divergence) are listed by the CLI.
 
 :func:`one_line` writes such an error as the CLI prints it, and :func:`console` quiets the
-libraries' own logging (orbax, absl, TensorStore's abandoned reads) unless debugging.
+libraries' own logging (orbax, absl) and, through ``sys.unraisablehook``, what a failed
+checkpoint read leaves behind (:func:`leftover_of_a_failed_read`), unless debugging.
 ``--debug`` or ``ABSGD_DEBUG=1`` shows every traceback.
 """
 
@@ -23,14 +24,15 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import inspect
 import logging
 import os
 import re
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 DEBUG_ENV = "ABSGD_DEBUG"
 
@@ -88,6 +90,8 @@ def chain(e: BaseException) -> Iterator[BaseException]:
     )
 
 
+# TensorStore appends its whole spec to an error's text; nothing but the text marks where it
+# begins, so the message is cut there.
 _TENSORSTORE_TAIL = re.compile(r"\s*See full TensorStore details:.*", re.S)
 
 
@@ -119,7 +123,11 @@ def short_reason(e: BaseException, limit: int = 300) -> str:
 
 
 def disk_full(e: BaseException) -> bool:
-  """Whether ``e``, or an error it came from, is a full disk (``ENOSPC``, however wrapped)."""
+  """Whether ``e``, or an error it came from, is a full disk (``ENOSPC``, however wrapped).
+
+  The errno says so for Python's own errors; TensorStore's, raised through orbax, carry the
+  system's message in their text only.
+  """
   return any(
     getattr(x, "errno", None) == errno.ENOSPC or "No space left on device" in str(x)
     for x in chain(e)
@@ -184,97 +192,70 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
   return f"warning: {' '.join(str(message).split())}\n"
 
 
-def _drop_abandoned_coroutines(unraisable) -> None:
-  """Drops what a failed orbax read leaves behind: its other reads, never awaited, each print
-  a TensorStore spec when garbage collected. Anything else is reported as usual."""
-  import inspect
+def leftover_of_a_failed_read(unraisable: Any) -> bool:
+  """Whether an exception handed to ``sys.unraisablehook`` is what a failed orbax read leaves.
 
+  Two kinds come that way, from orbax's other reads, abandoned when one fails: each read's
+  coroutine, never awaited, reported when it is collected; and, from TensorStore's threads
+  finishing after orbax has closed its event loop, asyncio's ``RuntimeError: Event loop is
+  closed``, reported with no object. asyncio raises that one as a plain RuntimeError whose
+  message is all that tells it apart (``BaseEventLoop._check_closed``); a test checks the
+  text against the asyncio in use.
+  """
   if inspect.iscoroutine(unraisable.object):
-    return
-  sys.__unraisablehook__(unraisable)
+    return True
+  exc = unraisable.exc_value
+  return (
+    unraisable.object is None and type(exc) is RuntimeError and str(exc) == "Event loop is closed"
+  )
 
 
-class _HeldStderr:
-  """sys.stderr held back while a checkpoint is read: its writes are kept, in order, and
-  replayed when the read is over, less the tracebacks described in :func:`quiet_abandoned_reads`."""
+class _DropLeftovers:
+  """An unraisable hook that drops the leftovers of a failed read and passes the rest on."""
 
-  def __init__(self, stream):
-    self.stream, self.writes, self.read_failed = stream, [], False
-    self.last_write = time.monotonic()
-    self._lock = threading.Lock()
+  def __init__(self, previous: Any):
+    self.previous, self.last_drop = previous, time.monotonic()
 
-  def write(self, text: str) -> int:
-    with self._lock:
-      self.writes.append(text)
-      self.last_write = time.monotonic()
-    return len(text)
-
-  def flush(self) -> None:
-    pass
-
-  def __getattr__(self, name):
-    return getattr(self.stream, name)
+  def __call__(self, unraisable: Any) -> None:
+    if leftover_of_a_failed_read(unraisable):
+      self.last_drop = time.monotonic()
+      return
+    self.previous(unraisable)
 
   def settle(self, quiet_s: float = 0.5, most_s: float = 3.0) -> None:
-    """Waits until nothing has been written for ``quiet_s`` (at most ``most_s``)."""
+    """Waits until nothing has been dropped for ``quiet_s`` (at most ``most_s``): the
+    abandoned reads finish on TensorStore's threads after the failed one has returned."""
     end = time.monotonic() + most_s
-    while time.monotonic() < end and time.monotonic() - self.last_write < quiet_s:
+    while time.monotonic() < end and time.monotonic() - self.last_drop < quiet_s:
       time.sleep(0.05)
 
-  def replay(self) -> None:
-    with self._lock:
-      writes, self.writes = self.writes, []
-    if any("Event loop is closed" in w for w in writes):
-      writes = [w for w in writes if not _closed_loop_fragment(w)]
-    self.stream.write("".join(writes))
-    self.stream.flush()
 
+class _ReadState:
+  """What :func:`quiet_abandoned_reads` yields: the caller sets ``read_failed``."""
 
-# The pieces Python writes for "RuntimeError: Event loop is closed" raised in asyncio's
-# call_soon_threadsafe. Several threads print such tracebacks at once, so their pieces arrive
-# interleaved and are dropped piece by piece rather than as whole tracebacks.
-_CLOSED_LOOP_PIECES = frozenset(
-  {
-    "Traceback (most recent call last):\n",
-    "    ",
-    "\n",
-    ": ",
-    "RuntimeError",
-    "Event loop is closed",
-    "self._check_closed()",
-    "raise RuntimeError('Event loop is closed')",
-  }
-)
-
-
-def _closed_loop_fragment(text: str) -> bool:
-  if text in _CLOSED_LOOP_PIECES:
-    return True
-  return text.startswith('  File "') and "asyncio" in text and "base_events.py" in text
+  read_failed = False
 
 
 @contextlib.contextmanager
-def quiet_abandoned_reads() -> Iterator[_HeldStderr]:
-  """Within it (and the garbage collection at its end), what a failed checkpoint read leaves
-  behind is dropped instead of printed. Its other reads, abandoned, each print a TensorStore
-  spec when garbage collected, and those that finish after orbax has closed its event loop
-  print "RuntimeError: Event loop is closed" from TensorStore's threads. The caller sets
-  ``read_failed`` on the yielded object when a read fails, so that the late tracebacks are
-  waited for (at most 3 s) before stderr is given back; every other line is replayed."""
+def quiet_abandoned_reads() -> Iterator[_ReadState]:
+  """Within it (and the garbage collection at its end), the leftovers of a failed checkpoint
+  read (:func:`leftover_of_a_failed_read`) are dropped instead of printed as pages of
+  TensorStore specs and tracebacks. The caller sets ``read_failed`` on the yielded object when
+  a read fails, so that the late ones are waited for (at most 3 s) before the hook is given
+  back; every other unraisable exception is reported as usual."""
   import gc
 
-  before, stderr = sys.unraisablehook, sys.stderr
-  held = _HeldStderr(stderr)
-  sys.unraisablehook = _drop_abandoned_coroutines
-  sys.stderr = held
+  before = sys.unraisablehook
+  hook = _DropLeftovers(before)
+  state = _ReadState()
+  sys.unraisablehook = hook
   try:
-    yield held
+    yield state
   finally:
-    if held.read_failed:
-      held.settle()
     gc.collect()
-    sys.unraisablehook, sys.stderr = before, stderr
-    held.replay()
+    if state.read_failed:
+      hook.settle()
+    sys.unraisablehook = before
 
 
 _NOISY_LOGGERS = ("absl", "orbax", "asyncio", "jax._src.distributed", "tensorstore")
@@ -293,7 +274,7 @@ def console(debug: bool) -> Iterator[None]:
   for name in _NOISY_LOGGERS:
     logging.getLogger(name).setLevel(logging.CRITICAL + 1)
   warnings.formatwarning = _one_line_warning
-  sys.unraisablehook = _drop_abandoned_coroutines
+  sys.unraisablehook = _DropLeftovers(hook_before)
   try:
     yield
   finally:
