@@ -505,6 +505,13 @@ class Run(_Section):
     result=False,
   )
   preset: str = setting("", "the preset the run started from (a label)", result=False)
+  on_blow_up: str = setting(
+    "warn",
+    "a loss several times its recent best, or a collapsed accuracy: warn and go on, or stop "
+    "as on a non-finite loss",
+    choices=("warn", "stop"),
+    result=False,
+  )
 
 
 _SECTION_HELP = {

@@ -1,4 +1,5 @@
-"""Is the run healthy? Divergence beyond NaN, and classes that lam < 0 has locked out.
+"""Is the run healthy? Divergence beyond NaN, blow-ups it survives, and classes that lam < 0
+has locked out.
 
 Host-side checks on the metrics the steps already return; they cost nothing on the device.
 
@@ -6,6 +7,11 @@ Host-side checks on the metrics the steps already return; they cost nothing on t
   loss it flags a loss far above its running level, weights that have all collapsed to 0
   (ESS 0, weighted loss 0: the model no longer moves), and ``log s`` jumping by orders of
   magnitude (a carried ``log s`` of 1e30 zeroes every later weight, which float32 cannot undo).
+- :func:`blow_up` looks at one epoch against the last few for what a run survives but should
+  not be called healthy for: a training loss several times its best recent level (from the
+  step where it began), an accuracy that collapses, or a class that was learnt and is lost.
+  The run warns (the ``on_blow_up`` setting can make it stop), and its summary and a sweep's
+  table say so.
 - :class:`ClassCollapseGuard` watches each class's mean weight per step. With lam < 0 a class
   whose loss is high when lam starts acting gets ever smaller weights and is given up ("rich
   get richer"); the paper is silent on it, and it is the failure users meet first.
@@ -43,6 +49,21 @@ LOSS_SUSPECT_FACTOR = 10.0
 # magnitude. log s ~ L / lam, so the floor keeps small lam's large but steady log s quiet.
 LOG_S_JUMP_FACTOR = 100.0
 LOG_S_FLOOR = 10.0
+# A training loss this many times the best of the last SPIKE_WINDOW epochs, and higher than
+# that best by SPIKE_RISE times the first epoch's loss (the loss's own scale), is a blow-up.
+# On digits the healthy presets' epoch losses never rose above 1.5 times that best (a
+# warm-up, a lam switch and label noise included), and ABSGD with lam = 1 switched on at the
+# first step rose 19 times in one epoch, by 1.9 times the first epoch's loss; 4 sits well
+# between. The rise keeps a loss near 0 (a focal loss on data it fits) from counting: there
+# a rise from 0.005 to 0.17 is 34 times, and nothing.
+SPIKE_FACTOR = 4.0
+SPIKE_WINDOW = 5
+SPIKE_RISE = 0.5
+# An accuracy below this fraction of its best so far, lower by at least ACC_DROP, has collapsed
+# (digits' blow-up: 0.65 to 0.10); a class whose accuracy reached LEARNT and is now 0 was lost.
+ACC_COLLAPSE = 0.5
+ACC_DROP = 0.1
+LEARNT = 0.5
 
 
 def divergence(record: dict[str, Any], history: Sequence[dict[str, Any]]) -> str | None:
@@ -214,4 +235,108 @@ def resumed_message(start: int, epochs: int, folders: Sequence[Any]) -> str:
     )
   return (
     f"resumed from epoch {start - 1} (its checkpoint in {where}); training on from epoch {start}"
+  )
+
+
+def blow_up(
+  record: dict[str, Any],
+  history: Sequence[dict[str, Any]],
+  step_losses: Sequence[float] = (),
+  first_step: int = 0,
+  class_names: Sequence[str] = (),
+) -> dict[str, Any] | None:
+  """What blew up in epoch ``record`` given the epochs before it, or None if nothing did.
+
+  Returns ``{"epoch", "step", "what": [...]}``: the epoch, the step where a loss spike began
+  (the first of ``step_losses``, the epoch's per-step mean losses, above the threshold; the
+  epoch's first step otherwise) and one phrase per finding. The loop reports an episode
+  once: the epochs after one that blew up are the same episode until one is clear again.
+
+  Examples:
+    >>> calm = [{"train_loss": 2.0, "test_acc": 0.3}] + [{"train_loss": 0.2, "test_acc": 0.65}] * 2
+    >>> event = blow_up({"epoch": 3, "train_loss": 3.6, "test_acc": 0.1}, calm, [0.2, 3, 4], 30)
+    >>> event["epoch"], event["step"]  # the spike began at the epoch's second step
+    (3, 31)
+    >>> for what in event["what"]: print(what)
+    the training loss rose to 3.6, 18 times the best of the last 3 epochs (0.2)
+    test accuracy fell to 0.1 from 0.65
+    >>> blow_up({"epoch": 3, "train_loss": 0.25, "test_acc": 0.6}, calm) is None
+    True
+  """
+  what, step = [], first_step
+  recent = [r["train_loss"] for r in history[-SPIKE_WINDOW:] if _finite(r.get("train_loss"))]
+  loss = record.get("train_loss")
+  scale = history[0].get("train_loss") if history else None
+  if (
+    recent
+    and _finite(loss)
+    and _finite(scale)
+    and min(recent) > 0
+    and loss > SPIKE_FACTOR * min(recent)
+    and loss - min(recent) > SPIKE_RISE * scale
+  ):
+    best = min(recent)
+    high = [j for j, x in enumerate(step_losses) if x > SPIKE_FACTOR * best]
+    step = first_step + (high[0] if high else 0)
+    what.append(
+      f"the training loss rose to {loss:.3g}, {loss / best:.3g} times the best of the last "
+      f"{len(recent)} epochs ({best:.3g})"
+    )
+  for split in ("val", "test"):
+    acc = record.get(f"{split}_acc")
+    earlier = [r[f"{split}_acc"] for r in history if _finite(r.get(f"{split}_acc"))]
+    if _finite(acc) and earlier:
+      best = max(earlier)
+      if acc < ACC_COLLAPSE * best and best - acc >= ACC_DROP:
+        label = "validation" if split == "val" else "test"
+        what.append(f"{label} accuracy fell to {acc:.3g} from {best:.3g}")
+    lost = _lost_classes(record, history, split, class_names)
+    if lost:
+      label = "validation" if split == "val" else "test"
+      what.append(f"{label} accuracy of {lost} fell to 0 after it was learnt")
+  if not what:
+    return None
+  return {"epoch": record.get("epoch"), "step": step, "what": what}
+
+
+def _lost_classes(record, history, split, class_names) -> str:
+  now = record.get(f"{split}_class_acc")
+  if not now:
+    return ""
+  lost = []
+  for c, acc in enumerate(now):
+    best = max(
+      (r[f"{split}_class_acc"][c] for r in history if _finite(_at(r, f"{split}_class_acc", c))),
+      default=None,
+    )
+    if acc == 0.0 and best is not None and best >= LEARNT:
+      lost.append(f"class {c}" + (f" ({class_names[c]})" if c < len(class_names) else ""))
+  return ", ".join(lost)
+
+
+def _at(record, key, c):
+  values = record.get(key)
+  return values[c] if values and c < len(values) else None
+
+
+def _finite(x: Any) -> bool:
+  return x is not None and math.isfinite(x)
+
+
+def blow_up_message(config: Any, event: dict[str, Any]) -> str:
+  """The warning for a blow-up: where it began, what was seen, and the likely cause."""
+  w = config.weighting
+  if config.method in ("absgd", "abadam", "eg") and w.kl_budget <= 0 and w.lam > 0:
+    cause = (
+      f"with lam > 0 (lam={w.lam:g}) the weights pile onto a few hard samples; Section 3.6 "
+      f"switches them on from a trained model: a later stage2_epoch (now {w.stage2_epoch}) or "
+      "a larger lam"
+    )
+  elif config.method in ("absgd", "abadam", "eg") and w.lam < 0:
+    cause = "with lam < 0 the weights can give classes up: a later stage2_epoch or a larger |lam|"
+  else:
+    cause = f"a lower lr (now {config.optim.lr})"
+  return (
+    f"epoch {event['epoch']} blew up from step {event['step']}: {'; '.join(event['what'])}. "
+    f"Likely cause and fix: {cause}."
   )

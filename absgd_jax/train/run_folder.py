@@ -328,6 +328,7 @@ def summary(
   return {
     "config": config_to_dict(config),
     "final": history[-1] if history else {},
+    "blow_ups": [r["blow_up"] for r in history if r.get("blow_up")],
     "weights": {
       "method": config.method,
       "first_step": weights_from,

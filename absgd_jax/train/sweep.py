@@ -278,7 +278,7 @@ class Sweep(Trainer):
         "member": i,
         "label": m.label,
         "sweep": m.values,
-        "status": self.status[i],
+        "status": self.status[i] + _blown_up(self.histories[i]),
         "selected_on": key,
         "score": scores[i],
         "winner": i == winner,
@@ -295,6 +295,12 @@ class Sweep(Trainer):
       "wall_time_s": wall_time_s,
     }
     self._print(console.sweep_table(self.result))
+
+
+def _blown_up(history: Sequence[dict[str, Any]]) -> str:
+  """What a member's status adds for the blow-ups it survived."""
+  epochs = [r["epoch"] for r in history if r.get("blow_up")]
+  return f", blew up in epoch {', '.join(map(str, epochs))}" if epochs else ""
 
 
 def table(summary: dict[str, Any]) -> str:

@@ -135,6 +135,7 @@ class Trainer:
     self.guards = [health.ClassCollapseGuard.for_run(c, e) for c, e in zip(configs, self.exps)]
     self.histories: list[list[dict[str, Any]]] = [[] for _ in configs]
     self.status = ["ok"] * len(configs)  # or "diverged in epoch E: why"
+    self.step_losses: list[list[float]] = [[] for _ in configs]  # the last epoch's, per step
     self.summaries: list[dict[str, Any] | None] = [None] * len(configs)
     self.out = epath.Path(config.run.out_dir)  # A local folder or a gs:// (etc.) location.
     self.folders = [run_folder.RunFolder(c, log=log) for c in configs]
@@ -189,6 +190,7 @@ class Trainer:
         records.append(None)
         continue
       per_step = [{k: v[i] for k, v in s.items()} for s in steps]
+      self.step_losses[i] = [float(m["loss_sum"] / max(m["count"], 1)) for m in per_step]
       hits = [hit for j, m in enumerate(per_step) for hit in guard.update(m, first + j)]
       for hit in hits:
         warnings.warn(member.prefix + guard.message(hit), RuntimeWarning, stacklevel=2)
@@ -251,8 +253,12 @@ class Trainer:
             evals[i].update(r)
       for i, record in enumerate(records):
         if record is not None:
-          record.update(epoch_time_s=train_s, images_per_s=len(self.exps[i].train) / train_s)
-          self._record(i, {"epoch": epoch, **record, **evals[i]})
+          speed = dict(epoch_time_s=train_s, images_per_s=len(self.exps[i].train) / train_s)
+          records[i] = {"epoch": epoch, **record, **speed, **evals[i]}
+      self._check_blow_ups(epoch, records)
+      for i, record in enumerate(records):
+        if record is not None:
+          self._record(i, record)
       labels = [m.label for m in self.members]
       self._print(console.epoch_lines(epoch, train_s, labels, self.histories, self.selected_on))
     extra = dict(
@@ -285,6 +291,31 @@ class Trainer:
         self._print(f"{member.prefix}{self.status[i]}; the others carry on")
     if "ok" not in self.status:
       raise DivergenceError(" ".join(messages) if messages else "every member has diverged.")
+
+  def _check_blow_ups(self, epoch: int, records: list[dict[str, Any] | None]) -> None:
+    """Warns of each member's blow-up this epoch (:func:`~absgd_jax.train.health.blow_up`),
+    kept in its record; with ``on_blow_up=stop`` such a member stops as a diverged one."""
+    stops = []
+    for i, (member, record) in enumerate(zip(self.members, records)):
+      if record is None:
+        continue
+      event = health.blow_up(
+        record, self.histories[i], self.step_losses[i], epoch * self.steps_per_epoch,
+        self.exps[i].train.class_names,
+      )  # fmt: skip
+      record["blown_up"] = event is not None
+      history = self.histories[i]
+      if event is None or (history and history[-1].get("blown_up")):
+        continue  # nothing, or the episode the last epoch reported goes on
+      record["blow_up"] = event
+      message = member.prefix + health.blow_up_message(member.config, event)
+      if member.config.run.on_blow_up == "stop":
+        self.status[i], records[i] = f"diverged in epoch {epoch}: it blew up", None
+        stops.append(message)
+      else:  # One line: the command line prints a warning as one (errors.console).
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+    if stops and "ok" not in self.status:
+      raise DivergenceError(" ".join(stops) + " (on_blow_up=stop)")
 
   def _record(self, i: int, record: dict[str, Any]) -> None:
     """Member ``i``'s epoch: its health note, history, metrics.jsonl and checkpoint."""
