@@ -1,8 +1,9 @@
-"""Command line: ``absgd-train --config cifar10-lt --set lam=5 --set epochs=200``.
+"""Command line: ``absgd-train --config cifar10-lt --set lam=5 epochs=200``.
 
-One preset per paper experiment (``--list`` shows them with their settings); ``--set`` overrides
-any field of :class:`absgd_jax.train.Config`. A run writes ``metrics.jsonl``, ``summary.json``,
-PNG plots and orbax checkpoints under ``out_dir``, by default
+One preset per paper experiment (``--list`` shows them with their settings), or a settings
+file (a run's ``config.json``, or TOML/YAML); ``--set`` overrides any setting by its key or
+its section's path (``lr`` or ``optim.lr``; ``--settings`` lists them all). A run writes
+``metrics.jsonl``, ``summary.json``, PNG plots and orbax checkpoints under ``out_dir``, by default
 ``runs/<preset>/<method>[-lam<lam>]-<fingerprint>``, one folder per setting. Running the same
 command again resumes from the latest checkpoint; a resume with other settings is refused,
 naming the keys that differ, unless ``--new-run`` asks to start afresh. ``--distributed``
@@ -24,8 +25,14 @@ import os
 import sys
 
 from absgd_jax.train import errors
-from absgd_jax.train.config import Config
-from absgd_jax.train.presets import PRESETS, make_config
+from absgd_jax.train.config import Config, describe_settings
+from absgd_jax.train.presets import (
+  PRESETS,
+  describe_scaling,
+  make_config,
+  preset_values,
+  read_settings_file,
+)
 
 
 def _parse_sets(items: list[str]) -> dict[str, str]:
@@ -33,21 +40,34 @@ def _parse_sets(items: list[str]) -> dict[str, str]:
   for item in items:
     key, sep, value = item.partition("=")
     if not sep:
-      print(f"error: --set expects KEY=VALUE; got {item!r}.", file=sys.stderr)
-      raise SystemExit(2)
+      raise ValueError(f"--set expects KEY=VALUE; got {item!r}.")
     out[key.strip()] = value.strip()
   return out
 
 
 def _parser() -> argparse.ArgumentParser:
-  ap = argparse.ArgumentParser(prog="absgd-train", description=__doc__.split("\n")[0])
-  ap.add_argument("--config", choices=sorted(PRESETS), help="a paper experiment preset")
+  ap = argparse.ArgumentParser(
+    prog="absgd-train",
+    description=__doc__.split("\n")[0],
+    epilog="absgd-train --settings lists every setting with its type, default, range and "
+    "help; absgd-train --list the presets.",
+  )
+  ap.add_argument(
+    "--config",
+    metavar="PRESET|FILE",
+    help="a paper experiment's preset (--list), or a settings file: a run's config.json, or "
+    "a .toml/.yaml of settings",
+  )
   ap.add_argument(
     "--set",
-    action="append",
+    action="extend",
+    nargs="+",
     default=[],
     metavar="KEY=VALUE",
-    help="override a setting (repeatable), e.g. --set method=sgd",
+    help="override settings, e.g. --set method=sgd lr=0.05 (or optim.lr=0.05)",
+  )
+  ap.add_argument(
+    "--settings", action="store_true", help="list every setting, by section, and exit"
   )
   ap.add_argument("--out", help="output directory (the out_dir setting)")
   ap.add_argument("--list", action="store_true", help="list the presets and exit")
@@ -89,7 +109,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
   """
   ap = _parser()
   args = ap.parse_args(argv)
-  if args.list:
+  if args.list or args.settings:
     return args, None
   if args.config is None and not args.set:  # Not a silent 30-epoch run on the bare defaults.
     print(
@@ -98,11 +118,15 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
       file=sys.stderr,
     )
     raise SystemExit(2)
-  overrides = _parse_sets(args.set)
-  if args.out:
-    overrides["out_dir"] = args.out
   try:
-    config = make_config(args.config, overrides)
+    preset, overrides = _preset_and_file(args.config)
+    overrides.update(_parse_sets(args.set))
+    if args.out:
+      overrides["out_dir"] = args.out
+    config = make_config(preset, overrides)
+    _, scaled = preset_values(preset, overrides)
+    if scaled:  # A preset's schedule that moved with epochs, said before anything runs.
+      print(describe_scaling(scaled, config.schedule.epochs), flush=True)
     if args.sweep:  # The grid is checked before any device or data is touched.
       from absgd_jax.train.sweep import member_configs, parse_sweep
 
@@ -112,6 +136,22 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | N
     print(f"error: {errors.one_line(e)}", file=sys.stderr)
     raise SystemExit(2) from None
   return args, config
+
+
+def _preset_and_file(name: str | None) -> tuple[str | None, dict]:
+  """``--config``'s preset and the settings of a file it names (none for a preset)."""
+  if name is None or name in PRESETS:
+    return name, {}
+  if os.path.exists(name):
+    return read_settings_file(name)
+  import difflib
+
+  close = difflib.get_close_matches(name, PRESETS, 1)
+  hint = f" Did you mean {close[0]}?" if close else ""
+  raise ValueError(
+    f"--config {name}: no preset of that name and no such file.{hint} absgd-train --list "
+    "shows the presets; a file is a run's config.json or a .toml/.yaml of settings."
+  )
 
 
 def _named(args: argparse.Namespace, config: Config) -> Config:
@@ -134,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
   run: dict = {}  # The Trainer, once made: where an interrupt or a full disk stopped it.
   with errors.console(debug):
     args, config = parse(argv)
+    if args.settings:
+      print(describe_settings())
+      return 0
     if config is None:
       for name, values in PRESETS.items():
         print(f"{name}: {json.dumps(values)}")
@@ -165,11 +208,19 @@ def _users_to_fix(e: BaseException) -> bool:
   )
 
 
-def _last_checkpoint_text(config: Config) -> str:
+def _last_checkpoint_text(config: Config, trainer=None) -> str:
+  """Where a rerun resumes from: the run's last checkpoint, or each sweep member's."""
   if not config.run.checkpoint:
     return "checkpoints are off (checkpoint=false), so a rerun starts afresh"
-  last = errors.last_checkpoint(config.run.out_dir)
-  return "no checkpoint was saved yet" if last is None else f"the last checkpoint is epoch {last}"
+  if trainer is None or len(trainer.members) == 1:
+    last = errors.last_checkpoint(config.run.out_dir)
+    return "no checkpoint was saved yet" if last is None else f"the last checkpoint is epoch {last}"
+  lasts = {m.label: errors.last_checkpoint(m.config.run.out_dir) for m in trainer.members}
+  if all(v is None for v in lasts.values()):
+    return "no member's checkpoint was saved yet"
+  return "the members' last checkpoints: " + ", ".join(
+    f"{label} epoch {'none' if v is None else v}" for label, v in lasts.items()
+  )
 
 
 def _interrupted(config: Config, trainer) -> str:
@@ -184,7 +235,8 @@ def _interrupted(config: Config, trainer) -> str:
     if trainer is None
     else f"at epoch {trainer.position[0]}, step {trainer.position[1]}"
   )
-  return f"interrupted {where}; {_last_checkpoint_text(config)}; rerun the same command to resume"
+  saved = _last_checkpoint_text(config, trainer)
+  return f"interrupted {where}; {saved}; rerun the same command to resume"
 
 
 def _disk_full(config: Config, e: BaseException) -> str:
@@ -224,7 +276,7 @@ def _run(args: argparse.Namespace, config: Config, run: dict) -> int:
   if jax.process_index() == 0:  # Where to look for the run's files, before it starts.
     print(f"run folder: {config.run.out_dir}", flush=True)
   summaries = trainer.fit()
-  if not args.no_plots and jax.process_index() == 0:
+  if not args.no_plots and trainer.trained_epochs and jax.process_index() == 0:
     for folder, history, exp in zip(trainer.folders, trainer.histories, trainer.exps):
       if history:
         _plot(history, folder.config.run.out_dir, exp.train.class_names)

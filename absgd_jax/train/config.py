@@ -429,7 +429,12 @@ class Weighting(_Section):
   )
 
   def check(self) -> None:
-    if self.lam == 0 or math.isnan(self.lam):
+    if math.isnan(self.lam):
+      raise ValueError(
+        "lam=nan is not a number: give lam a number (> 0 for imbalance, < 0 for noisy "
+        "labels, +-inf for plain SGD)."
+      )
+    if self.lam == 0:
       raise ValueError(
         f"lam={self.lam} is not allowed: lam must be nonzero (> 0 for "
         "imbalance, < 0 for noisy labels, +-inf for plain SGD)."
@@ -565,6 +570,24 @@ class Config(_Section):
     self._check_method()
     self._check_data_against_model()
     self._check_stages()
+
+  def unused(self, keys) -> list[str]:
+    """Which of the settings ``keys`` the data set does not read (``data_dir`` on digits)."""
+    dataset = self.data.dataset
+    cifar, lists = dataset in ("cifar10", "cifar100"), self.streamed
+    used_by = {
+      "data_dir": cifar or lists,
+      "source": cifar,
+      "augment": cifar,
+      "crop_padding": cifar,
+      "train_list": lists,
+      "test_list": lists,
+      "crop_size": lists,
+      "resize_size": lists,
+      "data_workers": lists,
+      "classes": dataset == "image-list",
+    }
+    return [k for k in keys if not used_by.get(k, True)]
 
   def _check_method(self) -> None:
     """The weights' settings against the method that uses them."""
@@ -772,3 +795,29 @@ def _index() -> dict[str, tuple[str, ...]]:
 
 _SETTINGS = _index()
 _PATHS = frozenset(_SETTINGS.values())
+
+
+def describe_settings() -> str:
+  """Every setting, by section: its key, type, default, choices or range, and its help."""
+  lines, section = [], None
+  for key, path in _SETTINGS.items():
+    where = path[0] if len(path) > 1 else ""
+    if where != section:
+      section = where
+      doc = _SECTION_HELP.get(where, "The run's method and seed.")
+      lines += ["", f"[{where or 'top level'}] {doc}"]
+    f, hint = Config.declared(key), Config.hint(key)
+    kind = getattr(hint, "__name__", "integers, comma-separated")
+    allowed = f.metadata.get("choices") or f.metadata.get("range")
+    allowed = (
+      ""
+      if allowed is None
+      else f"; {' | '.join(allowed)}"
+      if isinstance(allowed, tuple)
+      else f"; {allowed}"
+    )
+    default = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else f.default
+    dotted = ".".join(path)
+    name = key if dotted == key else f"{key} ({dotted})"
+    lines += [f"  {name}: {kind} = {default!r}{allowed}", f"      {f.metadata['help']}"]
+  return "\n".join(lines[1:])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -297,7 +298,8 @@ def describe_scaling(scaled: Mapping[str, tuple[Any, Any]], epochs: int) -> str:
   """
   parts = []
   for k, (old, new) in scaled.items():
-    note = " (a decay outside the run is dropped)" if k == "lr_decay_epochs" else ""
+    dropped = k == "lr_decay_epochs" and len(new) < len(old)
+    note = " (a decay outside the run is dropped)" if dropped else ""
     parts.append(f"{k} {_text(old)} -> {_text(new)}{note}")
   return f"epochs={epochs} scaled the preset's schedule: " + ", ".join(parts)
 
@@ -322,9 +324,11 @@ def make_config(
     >>> c.weighting.stage2_epoch, c.schedule.lr_decay_epochs, c.schedule.warmup_epochs
     (16, (16, 18), 1)
   """
-  values, scaled = preset_values(preset, {**(overrides or {}), **kwargs})
+  given = {**(overrides or {}), **kwargs}
+  values, scaled = preset_values(preset, given)
+  base, _ = preset_values(preset, {})
   try:
-    return Config.from_flat(values)
+    config = Config.from_flat(values)
   except ValueError as e:
     named = [k for k in scaled if k in str(e)]
     if not named:
@@ -335,9 +339,81 @@ def make_config(
       if k in named
     )
     raise ValueError(f"{e} ({what}; set {named[0]} yourself to choose another.)") from None
+  changed = [
+    k for k in map(_key, given) if config.get(k) != base.get(k, Config.declared(k).default)
+  ]
+  for key in config.unused(changed):
+    # Accepted and silently ignored would leave a user believing it took effect.
+    warnings.warn(
+      f"{key}={config.get(key)!r} is not used by dataset={config.data.dataset!r}: it is ignored.",
+      UserWarning,
+      stacklevel=2,
+    )
+  return config
 
 
 def _text(v: Any) -> str:
   if isinstance(v, (tuple, list)):
     return ",".join(map(str, v)) or "none"
   return str(v)
+
+
+def read_settings_file(path: str) -> tuple[str | None, dict[str, Any]]:
+  """The preset a settings file names and its settings by key or dotted path.
+
+  A run's ``config.json`` (its ``"config"`` holds every setting by key), or a TOML or YAML
+  file of settings, by key or in sections (``[optim]`` with ``lr = 0.05``). A ``preset`` in
+  it is the starting point, as ``--config NAME`` would be.
+
+  Raises:
+    ValueError: for a file that does not read, naming it and why.
+
+  Examples:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "run.toml")
+    >>> with open(path, "w") as f:
+    ...   _ = f.write('preset = "digits-lt"\\nepochs = 5\\n[optim]\\nlr = 0.05\\n')
+    >>> read_settings_file(path)
+    ('digits-lt', {'epochs': 5, 'optim.lr': 0.05})
+  """
+  import json
+  import os
+
+  ext = os.path.splitext(path)[1].lower()
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+    if ext == ".json":
+      tree = json.loads(raw)
+      tree = tree.get("config", tree) if isinstance(tree, dict) else tree
+    elif ext == ".toml":
+      import tomllib
+
+      tree = tomllib.loads(raw.decode())
+    elif ext in (".yaml", ".yml"):
+      try:
+        import yaml
+      except ImportError:
+        raise ValueError(
+          f"{path}: reading YAML needs PyYAML (pip install pyyaml); or write the settings as "
+          "TOML or JSON."
+        ) from None
+      tree = yaml.safe_load(raw)
+    else:
+      raise ValueError(f"{path}: a settings file is .json, .toml or .yaml; got {ext or 'none'}.")
+  except (OSError, ValueError, UnicodeDecodeError) as e:
+    if isinstance(e, ValueError) and str(e).startswith(path):
+      raise
+    raise ValueError(f"{path} does not read as settings: {e}") from None
+  if not isinstance(tree, dict):
+    raise ValueError(f"{path} holds {type(tree).__name__}, not settings by key.")
+  values = dict(_flatten(tree))
+  return values.pop("preset", None) or None, values
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = ""):
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      yield from _flatten(value, f"{prefix}{key}.")
+    else:
+      yield f"{prefix}{key}", value

@@ -181,14 +181,15 @@ def write_run_config(
   """
   config = resolve_out_dir(config)
   out = epath.Path(out_dir or config.run.out_dir)
+  text = json.dumps(
+    {"config": config_to_dict(config), "fingerprint": fingerprint(config), **(extra or {})},
+    indent=1,
+  )
+  if (out / CONFIG_FILE).exists() and (out / CONFIG_FILE).read_text() == text:
+    return  # Nothing to record, and nothing written (the folder may be read-only).
   out.mkdir(parents=True, exist_ok=True)
   tmp = out / (CONFIG_FILE + ".tmp")
-  tmp.write_text(
-    json.dumps(
-      {"config": config_to_dict(config), "fingerprint": fingerprint(config), **(extra or {})},
-      indent=1,
-    )
-  )
+  tmp.write_text(text)
   tmp.replace(out / CONFIG_FILE)
 
 
@@ -420,9 +421,45 @@ class RunFolder:
 
   def claim(self) -> None:
     """Records this run's settings there. Call :meth:`check` on every folder of a run before
-    claiming any (and, for a new run, :func:`clear` first)."""
+    claiming any (and, for a new run, :func:`clear` first).
+
+    A folder that already holds this run's config.json (the check passed) and cannot be
+    written (a finished run in a read-only folder) keeps the one it has: its result settings
+    are this run's.
+    """
     if self._records_config:
-      write_run_config(self.config, extra=self.extra)
+      try:
+        write_run_config(self.config, extra=self.extra)
+      except OSError:
+        if not (self.path / CONFIG_FILE).exists():
+          raise
+
+  def read(self, name: str) -> str | None:
+    """The text of ``name`` in the folder, or None if there is none."""
+    path = self.path / name
+    return path.read_text() if path.exists() else None
+
+  def rebuild_history(self, history: Sequence[dict[str, Any]], epoch: int) -> str | None:
+    """Rewrites ``metrics.jsonl`` from ``history`` (a checkpoint's) when the file does not
+    read or disagrees with it on the epochs the checkpoint holds; returns why it was
+    rebuilt, or None when it was not (epochs past the checkpoint are trained again)."""
+    path = self.path / "metrics.jsonl"
+    if not (self.log and path.exists()):
+      return None
+    try:
+      text = path.read_bytes().decode()
+      saved = [json.loads(line) for line in text.splitlines() if line.strip()]
+      epochs = [r["epoch"] for r in saved[: len(history)]]
+      why = None if epochs == [r["epoch"] for r in history] else "its epochs differ"
+    except (ValueError, TypeError, KeyError) as e:  # UnicodeDecodeError is a ValueError
+      why = f"it does not read ({type(e).__name__})"
+    if why is None:
+      return None
+    self.write_history(history)
+    return (
+      f"{self.path / 'metrics.jsonl'} did not match the checkpoint ({why}): rebuilt from the "
+      f"checkpoint of epoch {epoch}"
+    )
 
   def close(self) -> None:
     """Finishes a checkpoint save under way, if a Checkpointer was made."""

@@ -15,6 +15,7 @@ member's folder holds what a single run's holds.
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from collections.abc import Sequence
@@ -225,6 +226,10 @@ class Trainer:
     ]
     self.state = jax.device_put(stack([s for s, _ in got]), self.replicated)
     self.histories = [list(meta["history"]) for _, meta in got]
+    for folder, history in zip(self.folders, self.histories):
+      rebuilt = folder.rebuild_history(history, epoch)
+      if rebuilt is not None:
+        warnings.warn(rebuilt, UserWarning, stacklevel=2)
     return epoch + 1
 
   def fit(self) -> list[dict[str, Any] | None]:
@@ -267,13 +272,19 @@ class Trainer:
       platform=jax.default_backend(),
       input_pipeline=self.input_pipeline,
     )
+    self.trained_epochs = max(0, c.schedule.epochs - start)
     for i, (member, folder) in enumerate(zip(self.members, self.folders)):
-      if self.status[i] == "ok":
-        self.summaries[i] = run_folder.summary(
-          member.config, self.histories[i], self.exps[i].train_class_counts,
-          self.weights_from, self.steps_per_epoch, **extra,
-        )  # fmt: skip
-        folder.write("summary.json", run_folder.to_json(self.summaries[i], indent=1))
+      if self.status[i] != "ok":
+        continue
+      saved = None if self.trained_epochs else folder.read("summary.json")
+      if saved is not None:  # A finished run's summary stands (its folder may be read-only).
+        self.summaries[i] = json.loads(saved)
+        continue
+      self.summaries[i] = run_folder.summary(
+        member.config, self.histories[i], self.exps[i].train_class_counts,
+        self.weights_from, self.steps_per_epoch, **extra,
+      )  # fmt: skip
+      folder.write("summary.json", run_folder.to_json(self.summaries[i], indent=1))
     return self.summaries
 
   def _check_divergence(self, epoch: int, records: list[dict[str, Any] | None]) -> None:
