@@ -505,6 +505,9 @@ class Run(_Section):
     result=False,
   )
   preset: str = setting("", "the preset the run started from (a label)", result=False)
+  tensorboard: bool = setting(
+    True, "write TensorBoard event files of the metrics (out_dir/tensorboard/)", result=False
+  )
 
 
 _SECTION_HELP = {
