@@ -451,7 +451,7 @@ class RunFolder:
 
 
 # What a run writes into its folder (absgd_jax.train.trainer, run_folder, plots; a sweep's
-# own folder: sweep.jsonl), and the temporary files it writes them through.
+# own folder: sweep.jsonl and sweep.png), and the temporary files it writes them through.
 RUN_FILES = (
   "config.json",
   "metrics.jsonl",
@@ -460,6 +460,7 @@ RUN_FILES = (
   "curves.png",
   "class_accuracy.png",
   "class_weights.png",
+  "sweep.png",
 )
 RUN_FOLDERS = ("checkpoints", tensorboard_lib.EVENTS_FOLDER)
 
