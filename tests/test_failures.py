@@ -384,7 +384,8 @@ def test_new_run_starts_afresh_in_any_state_and_says_what_it_removed(
   code, stdout, err = _main(capsys, "--set", "epochs=2", "--out", str(out), "--new-run")
   assert code == 0, err
   assert (
-    f"new run in {out}: removed config.json, metrics.jsonl, summary.json, checkpoints/"
+    f"new run in {out}: removed config.json, metrics.jsonl, summary.json, checkpoints/, "
+    "tensorboard/"
   ) in stdout
   assert "resumed" not in stdout and "epoch 0: loss" in stdout
   assert [r["epoch"] for r in _metrics(out)] == [0, 1]
@@ -416,7 +417,7 @@ def test_new_run_on_many_hosts_clears_on_process_0_before_any_host_reads(
   removed = run_folder.clear_on_every_host([str(out)])
   if process == 0:  # Cleared before the barrier.
     assert seen == [(False, False)] and removed == [
-      ["config.json", "metrics.jsonl", "summary.json", "checkpoints/"]
+      ["config.json", "metrics.jsonl", "summary.json", "checkpoints/", "tensorboard/"]
     ]
   else:  # Another host removes nothing itself.
     assert seen == [(True, True)] and removed == [[]]

@@ -226,9 +226,10 @@ def test_sweep_on_two_devices_matches_one(tmp_path):
 
 
 def _files(folder):
-  """Every file under ``folder`` (relative paths), without orbax's per-save internals."""
+  """Every file under ``folder`` (relative paths), without orbax's per-save internals; an
+  event file by its folder alone (its name holds the time and the host)."""
   return sorted(
-    str(p.relative_to(folder))
+    "tensorboard/<events>" if "tensorboard" in p.parts else str(p.relative_to(folder))
     for p in folder.rglob("*")
     if p.is_file() and "checkpoints" not in p.parts
   )
@@ -263,7 +264,8 @@ def test_a_members_folder_holds_what_a_single_runs_holds(tmp_path):
   single = Trainer(_run_cfg(tmp_path, "single", lam=2.0), progress=False, devices=ONE)
   single.fit()
   member, run = tmp_path / "sweep" / "lam=2", tmp_path / "single"
-  assert _files(member) == _files(run) == ["config.json", "metrics.jsonl", "summary.json"]
+  assert _files(member) == _files(run)
+  assert _files(run) == ["config.json", "metrics.jsonl", "summary.json", "tensorboard/<events>"]
   assert sorted(p.name for p in (member / "checkpoints").iterdir()) == sorted(
     p.name for p in (run / "checkpoints").iterdir()
   )

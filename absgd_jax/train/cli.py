@@ -72,6 +72,13 @@ def _parser() -> argparse.ArgumentParser:
   ap.add_argument("--out", help="output directory (the out_dir setting)")
   ap.add_argument("--list", action="store_true", help="list the presets and exit")
   ap.add_argument(
+    "--compare",
+    nargs="+",
+    metavar="DIR",
+    help="a table of the runs under these folders (the settings that differ, the final "
+    "metrics) and exit",
+  )
+  ap.add_argument(
     "--no-progress", action="store_true", help="no progress bars (the epoch lines stay)"
   )
   ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
@@ -102,14 +109,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config | None]:
-  """The parsed arguments and the resolved, checked config (None for ``--list``).
+  """The parsed arguments and the resolved, checked config (None for ``--list`` and
+  ``--compare``).
 
   Every setting is checked here, before jax or any data is touched; a bad one exits with
   status 2 and a message naming the key.
   """
   ap = _parser()
   args = ap.parse_args(argv)
-  if args.list or args.settings:
+  if args.list or args.settings or args.compare:
     return args, None
   if args.config is None and not args.set:  # Not a silent 30-epoch run on the bare defaults.
     print(
@@ -177,6 +185,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.settings:
       print(describe_settings())
       return 0
+    if args.compare:
+      from absgd_jax.train import compare
+
+      return compare.main(args.compare)
     if config is None:
       for name, values in PRESETS.items():
         print(f"{name}: {json.dumps(values)}")

@@ -517,6 +517,9 @@ class Run(_Section):
     choices=("warn", "stop"),
     result=False,
   )
+  tensorboard: bool = setting(
+    True, "write TensorBoard event files of the metrics (out_dir/tensorboard/)", result=False
+  )
 
 
 _SECTION_HELP = {

@@ -1,10 +1,12 @@
-"""PNG plots of a run: accuracy curves, per-class accuracy, per-class mean weight over training.
+"""PNG plots of a run: accuracy curves, per-class accuracy, per-class mean weight over training;
+and of a sweep: its members' final scores against the swept values.
 
 Matplotlib with the Agg back-end (no display needed), imported only when plotting.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -166,3 +168,139 @@ def grouped_bars(
       x + (i - (len(series) - 1) / 2) * width, means, width, yerr=stds, capsize=capsize, label=name
     )
   ax.set_xticks(x, list(groups))
+
+
+def sweep_lines(rows: Sequence[dict[str, Any]], metric: str) -> dict[str, Any]:
+  """What :func:`plot_sweep` draws of ``metric``: the members' final values against the first
+  swept key, one line per value of the other keys, the seeds averaged.
+
+  The x axis is the first swept key other than ``seed`` (``seed`` alone: the seed). With
+  ``seed`` also swept, each point is the mean over the seeds, with the lowest and highest
+  seed beside it; every other swept key (``gamma`` beside ``lam``) gets a line per value. The
+  x values are kept in the grid's order and drawn evenly spaced, so that a grid such as
+  lam = 1, 2, 5, 10, inf reads at a glance. A member that diverged (``status`` not ``ok``), or
+  whose value is missing or not finite, is left out; a point with none left is NaN (a gap).
+
+  Args:
+    rows: the sweep's rows (:attr:`absgd_jax.train.Sweep.result`'s ``members``, or the
+      lines of ``sweep.jsonl``): each with ``sweep`` (its values by key), ``status``,
+      ``selected_on``, ``score`` and ``final``.
+    metric: the row's ``score`` when it is what the sweep selected on, else a key of
+      ``final`` (``test_acc``).
+
+  Returns:
+    ``{"x_key", "x" (the values), "seeds" (whether averaged), "lines": [{"label", "mean",
+    "low", "high", "n"}, ...]}``, one entry of each list per x value.
+
+  Examples:
+    >>> def row(lam, seed, acc):
+    ...   return {"sweep": {"lam": lam, "seed": seed}, "status": "ok", "final": {"test_acc": acc}}
+    >>> out = sweep_lines([row(1.0, 0, 0.5), row(1.0, 1, 0.7), row(5.0, 0, 0.6),
+    ...                    row(5.0, 1, 0.8)], "test_acc")
+    >>> out["x_key"], out["x"], out["seeds"], out["lines"][0]["mean"], out["lines"][0]["low"]
+    ('lam', [1.0, 5.0], True, [0.6, 0.7], [0.5, 0.6])
+  """
+  import numpy as np
+
+  keys = list(rows[0]["sweep"]) if rows else []
+  x_key = next((k for k in keys if k != "seed"), "seed")
+  seeds = "seed" in keys and x_key != "seed"
+  line_keys = [k for k in keys if k not in (x_key, "seed")]
+  xs = list(dict.fromkeys(r["sweep"][x_key] for r in rows))
+  groups: dict[tuple, dict[Any, list[float]]] = {}
+  for r in rows:
+    line = tuple(r["sweep"][k] for k in line_keys)
+    values = groups.setdefault(line, {x: [] for x in xs})[r["sweep"][x_key]]
+    v = r.get("score") if metric == r.get("selected_on") else r.get("final", {}).get(metric)
+    if r.get("status") == "ok" and v is not None and math.isfinite(v):
+      values.append(float(v))
+  lines = []
+  for line, per_x in groups.items():
+    label = ",".join(f"{k}={_label(v)}" for k, v in zip(line_keys, line))
+    stats = [per_x[x] for x in xs]
+    lines.append(
+      {
+        "label": label,
+        "mean": [float(np.mean(v)) if v else math.nan for v in stats],
+        "low": [min(v) if v else math.nan for v in stats],
+        "high": [max(v) if v else math.nan for v in stats],
+        "n": [len(v) for v in stats],
+      }
+    )
+  return {"x_key": x_key, "x": xs, "seeds": seeds, "lines": lines}
+
+
+def _label(v: Any) -> str:
+  return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def plot_sweep(
+  rows: Sequence[dict[str, Any]], selected_on: str, path: str
+) -> dict[str, dict[str, Any]]:
+  """``sweep.png``: the members' final score (what the sweep selected on) and test accuracy
+  against the swept values, a panel each (see :func:`sweep_lines` for the lines); the winner
+  is starred. ``path`` may be local or a URL (gs://...).
+
+  Returns:
+    What each panel drew, by metric: :func:`sweep_lines`'s output.
+
+  Examples:
+    >>> import os, tempfile
+    >>> rows = [{"label": f"lam={lam:g}", "sweep": {"lam": lam}, "status": "ok",
+    ...          "selected_on": "test_balanced_acc", "score": s, "winner": s == 0.6,
+    ...          "final": {"test_acc": s + 0.1}}
+    ...         for lam, s in ((1.0, 0.5), (5.0, 0.6), (float("inf"), 0.4))]
+    >>> path = os.path.join(tempfile.mkdtemp(), "sweep.png")
+    >>> drawn = plot_sweep(rows, "test_balanced_acc", path)
+    >>> drawn["test_balanced_acc"]["lines"][0]["mean"], open(path, "rb").read(4)
+    ([0.5, 0.6, 0.4], b'\\x89PNG')
+  """
+  import io
+
+  from etils import epath
+
+  plt = _pyplot()
+  metrics = [selected_on] + [m for m in ("test_acc",) if m != selected_on]
+  drawn = {m: sweep_lines(rows, m) for m in metrics}
+  fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 3.6), squeeze=False)
+  for ax, metric in zip(axes[0], metrics):
+    data = drawn[metric]
+    pos = list(range(len(data["x"])))
+    for line in data["lines"]:
+      mean = line["mean"]
+      yerr = [
+        [m - lo for m, lo in zip(mean, line["low"])],
+        [h - m for m, h in zip(mean, line["high"])],
+      ]
+      ax.errorbar(
+        pos,
+        mean,
+        yerr=yerr if data["seeds"] else None,
+        marker="o",
+        capsize=3,
+        label=line["label"] or None,
+      )
+    winner = next((r for r in rows if r.get("winner")), None) if metric == selected_on else None
+    if winner is not None:
+      ax.scatter(
+        [data["x"].index(winner["sweep"][data["x_key"]])],
+        [winner["score"]],
+        marker="*",
+        s=160,
+        color="gold",
+        edgecolors="black",
+        zorder=3,
+        label=f"winner: {winner['label']}",
+      )
+    ax.set_xticks(pos, [_label(x) for x in data["x"]])
+    ax.set_xlabel(data["x_key"]), ax.set_ylabel(f"final {metric}")
+    if data["seeds"]:
+      ax.set_title("mean over seeds (bars: lowest to highest)", fontsize=9)
+    if any(line["label"] for line in data["lines"]) or winner is not None:
+      ax.legend(fontsize=7)
+  fig.tight_layout()
+  buf = io.BytesIO()
+  fig.savefig(buf, format="png", dpi=110)
+  plt.close(fig)
+  epath.Path(path).write_bytes(buf.getvalue())
+  return drawn

@@ -6,8 +6,8 @@ A run is its settings. :func:`fingerprint` hashes the fields that change what a 
 ``out_dir`` is named by it (:func:`resolve_out_dir`), and a run folder keeps the resolved config
 (:func:`write_run_config`), so that a resume with other settings is refused, naming the keys
 that differ (:func:`check_resume`). :class:`RunFolder` is the loop's handle on one folder:
-``config.json``, ``metrics.jsonl``, ``summary.json`` and ``checkpoints/``, written the same way
-for a single run and for each member of a sweep.
+``config.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/`` and ``tensorboard/``,
+written the same way for a single run and for each member of a sweep.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from absgd_jax.train import checks, errors
+from absgd_jax.train import tensorboard as tensorboard_lib
 from absgd_jax.train.checkpoint import Checkpointer
 from absgd_jax.train.config import WEIGHTED_METHODS, Config
 from absgd_jax.train.presets import EPOCH_FIELDS
@@ -354,7 +355,9 @@ def to_json(record: Any, **kw: Any) -> str:
 
 class RunFolder:
   """One run's folder, as the loop writes it: ``config.json`` (the resolved settings),
-  ``metrics.jsonl`` (a line per epoch), ``summary.json`` and ``checkpoints/``.
+  ``metrics.jsonl`` (a line per epoch), ``summary.json``, ``checkpoints/`` and, with
+  ``config.run.tensorboard``, ``tensorboard/`` (the same records as TensorBoard scalars:
+  :mod:`absgd_jax.train.tensorboard`).
 
   A single run has one; a sweep has one per member, each holding what a single run's holds.
   Files are written by process 0 only, and only with ``log`` (checkpoints are written by
@@ -385,6 +388,7 @@ class RunFolder:
     self._records_config = jax.process_index() == 0 and (log or self.config.run.checkpoint)
     self._keeps_checkpoints = self.config.run.checkpoint if checkpoints is None else checkpoints
     self._checkpointer: Checkpointer | None = None
+    self._events = tensorboard_lib.EventLog(self.path / tensorboard_lib.EVENTS_FOLDER)
 
   @property
   def checkpointer(self) -> Checkpointer | None:
@@ -462,7 +466,9 @@ class RunFolder:
     )
 
   def close(self) -> None:
-    """Finishes a checkpoint save under way, if a Checkpointer was made."""
+    """Finishes a checkpoint save under way, if a Checkpointer was made, and closes the
+    event file."""
+    self._events.close()
     if self._checkpointer is not None:
       self._checkpointer.close()
 
@@ -478,10 +484,12 @@ class RunFolder:
     # The whole history, rewritten: it matches the checkpoint after a resume, and object
     # stores such as GCS cannot append.
     self.write("metrics.jsonl", "".join(to_json(r) + "\n" for r in history))
+    if self.log and self.config.run.tensorboard:
+      self._events.write(history)
 
 
 # What a run writes into its folder (absgd_jax.train.trainer, run_folder, plots; a sweep's
-# own folder: sweep.jsonl), and the temporary files it writes them through.
+# own folder: sweep.jsonl and sweep.png), and the temporary files it writes them through.
 RUN_FILES = (
   "config.json",
   "metrics.jsonl",
@@ -490,14 +498,15 @@ RUN_FILES = (
   "curves.png",
   "class_accuracy.png",
   "class_weights.png",
+  "sweep.png",
 )
-RUN_FOLDERS = ("checkpoints",)
+RUN_FOLDERS = ("checkpoints", tensorboard_lib.EVENTS_FOLDER)
 
 
 def clear(out_dir: str) -> list[str]:
-  """``--new-run``: removes a run's files and checkpoints from ``out_dir``, whatever state they
-  are in (nothing is read first); returns what was removed. Only the names a run writes go,
-  never the folder itself or anything else in it (``out_dir`` may hold other things).
+  """``--new-run``: removes a run's files, checkpoints and event files from ``out_dir``, whatever
+  state they are in (nothing is read first); returns what was removed. Only the names a run
+  writes go, never the folder itself or anything else in it (``out_dir`` may hold other things).
 
   Args:
     out_dir: the run's folder (local or a URL such as gs://...).

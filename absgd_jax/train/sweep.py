@@ -36,7 +36,8 @@ keys (``--new-run`` starts afresh); an interrupted sweep resumes from its member
 checkpoints. Each member's folder ``out_dir/<label>`` holds what a single run's holds
 (``config.json``, ``metrics.jsonl``, ``summary.json``, ``checkpoints/``), and
 ``out_dir/sweep.jsonl`` a row per member: its swept values, resolved config, final metrics,
-status and whether it won.
+status and whether it won; ``out_dir/sweep.png`` plots the members' final scores against the
+swept values (:func:`~absgd_jax.train.plots.plot_sweep`).
 
 The winner is the healthy member with the best final balanced accuracy on the validation
 split (``val_fraction > 0``); without a validation split it is chosen on the test split, and
@@ -49,6 +50,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -197,7 +199,7 @@ class Sweep(Trainer):
 
   ``fit()`` trains every member, as a Trainer's does, and returns each member's summary;
   the sweep's own summary (each member's row, what they were compared on, the winner) is then
-  ``result``, written to ``sweep.jsonl`` and printed as a table.
+  ``result``, written to ``sweep.jsonl``, drawn in ``sweep.png`` and printed as a table.
 
   Args:
     config: the base config (a preset plus overrides); its ``out_dir`` holds the sweep
@@ -288,6 +290,8 @@ class Sweep(Trainer):
       for i, m in enumerate(self.members)
     ]
     self.root.write("sweep.jsonl", "".join(run_folder.to_json(r) + "\n" for r in rows))
+    if self.root.log:
+      _plot(rows, key, str(self.root.path / "sweep.png"))
     self.result = {
       "members": rows,
       "selected_on": key,
@@ -301,6 +305,24 @@ def _blown_up(history: Sequence[dict[str, Any]]) -> str:
   """What a member's status adds for the blow-ups it survived."""
   epochs = [r["epoch"] for r in history if r.get("blow_up")]
   return f", blew up in epoch {', '.join(map(str, epochs))}" if epochs else ""
+
+
+def _plot(rows: list[dict[str, Any]], selected_on: str, path: str) -> None:
+  """``sweep.png`` (:func:`absgd_jax.train.plots.plot_sweep`); without matplotlib, a warning:
+  the sweep's results are in ``sweep.jsonl`` whether or not it can be drawn."""
+  try:
+    import matplotlib  # noqa: F401
+  except ImportError:
+    warnings.warn(
+      f"matplotlib is not installed, so the sweep writes no {path}: pip install matplotlib "
+      "(it comes with absgd_jax[train]).",
+      RuntimeWarning,
+      stacklevel=3,
+    )
+    return
+  from absgd_jax.train.plots import plot_sweep
+
+  plot_sweep(rows, selected_on, path)
 
 
 def table(summary: dict[str, Any]) -> str:
