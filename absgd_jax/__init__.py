@@ -8,6 +8,8 @@ The core, importable with jax and optax alone:
 - :func:`weighted_mean`: the loss of Eq. (2), mean(w * L) over the valid samples.
 - :func:`absgd`, :func:`abadam`: the optimizers the weights are paired with (Eqs. 2 and 9).
 - :func:`dro_objective`: the DRO risk ABSGD minimises (Eq. 6).
+- :func:`global_value_and_grad`: the global batch's loss and gradient under ``pmap`` or
+  ``shard_map``, right with or without ``check_vma``.
 - diagnostics: :func:`effective_sample_size`, :func:`class_mean_weights`, :func:`weight_stats`.
 - :mod:`absgd_jax.losses`: per-sample losses for imbalance and label noise.
 
@@ -18,6 +20,7 @@ References:
 
 from absgd_jax import losses
 from absgd_jax.diagnostics import class_mean_weights, effective_sample_size, weight_stats
+from absgd_jax.global_batch import global_value_and_grad
 from absgd_jax.kl_weights import KlAbsgdWeightsState, kl_absgd_weights, kl_lam
 from absgd_jax.objective import dro_objective
 from absgd_jax.optimizers import abadam, absgd
@@ -37,6 +40,7 @@ __all__ = [
   "class_mean_weights",
   "dro_objective",
   "effective_sample_size",
+  "global_value_and_grad",
   "kl_absgd_weights",
   "kl_lam",
   "losses",

@@ -107,3 +107,37 @@ def test_sharded_jit_needs_no_axis_name():
     w, state = update(xs, state)
     assert len(w.sharding.device_set) == N  # it really ran on all eight devices
     _check(t, np.asarray(w), state.log_s, want[t], ref[t])
+
+
+@pytest.mark.parametrize("mode", ["shard_map", "shard_map unchecked", "pmap"])
+def test_global_value_and_grad_is_the_one_device_gradient_in_every_mode(mode):
+  # shard_map's default check_vma=True sums the gradient of replicated params itself, pmap and
+  # check_vma=False leave each device's term: one function is right in all three.
+  rng = np.random.default_rng(5)
+  x = jnp.asarray(rng.normal(size=(N * 4, 3)), jnp.float32)
+  w0 = jnp.asarray(rng.normal(size=3), jnp.float32)
+
+  def share(w, x, weigher):
+    losses = jnp.log1p(jnp.exp(-(x @ w)))
+    return absgd_jax.weighted_mean(losses, weigher.init(), weigher)[0]
+
+  one = absgd_jax.absgd_weights(lam=0.5)
+  want_loss, want_grad = jax.value_and_grad(share)(w0, x, one)
+  sharded = absgd_jax.absgd_weights(lam=0.5, axis_name="i")
+  step = absgd_jax.global_value_and_grad(lambda w, x: share(w, x, sharded), "i")
+  if mode == "pmap":
+    loss, grad = jax.pmap(step, axis_name="i", in_axes=(None, 0))(w0, x.reshape(N, 4, 3))
+    loss, grad = loss[0], grad[0]
+  else:
+    mesh = Mesh(np.array(jax.devices()[:N]), ("i",))
+    loss, grad = jax.jit(
+      jax.shard_map(
+        step,
+        mesh=mesh,
+        in_specs=(P(), P("i")),
+        out_specs=(P(), P()),
+        check_vma=mode == "shard_map",
+      )  # fmt: skip
+    )(w0, x)
+  np.testing.assert_allclose(np.asarray(loss), np.asarray(want_loss), rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(grad), np.asarray(want_grad), rtol=1e-5, atol=1e-7)

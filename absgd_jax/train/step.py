@@ -78,20 +78,6 @@ def _psum(tree, axis_name):
   return tree if axis_name is None else jax.lax.psum(tree, axis_name)
 
 
-def _device_varying(tree, axis_name):
-  """Marks replicated params as per-device values before differentiating them.
-
-  Under ``shard_map`` with its default ``check_vma=True``, the gradient of a replicated
-  (device-invariant) input is already summed over the axis, so the explicit psum of the step
-  would count it once per device. Marking the params varying makes each device's gradient its
-  own term in every mode (``pmap``, and ``shard_map`` with or without the check).
-  """
-  pcast = getattr(jax.lax, "pcast", None)
-  if pcast is not None:
-    return pcast(tree, axis_name, to="varying")
-  return jax.lax.pvary(tree, axis_name)  # jax releases before pcast
-
-
 def _augmentation_key(state: TrainState, axis_name: str | None) -> jax.Array:
   """The step's augmentation key; under a mapped axis each shard draws its own."""
   key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
@@ -171,11 +157,11 @@ def make_train_step(
     batch_weigher = step_weigher.for_batch(batch, variables, state.step)
 
     objective = _objective(model, loss_fn, batch, variables, state, batch_weigher)
-    params = state.params if axis_name is None else _device_varying(state.params, axis_name)
-    (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(params)
+    # Under a mapped axis each shard's term is divided by the global count: their sum is the
+    # global mean, whether or not shard_map tracks the params as replicated.
+    value_and_grad = absgd_jax.global_value_and_grad(objective, axis_name, has_aux=True)
+    (loss, aux), grads = value_and_grad(state.params)
     batch_stats, w_state, weights, losses, logits = aux
-    # Each shard's term is already divided by the global count: the psum is the global mean.
-    grads, loss = _psum((grads, loss), axis_name)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(
       step=state.step + 1,
