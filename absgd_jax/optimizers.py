@@ -79,11 +79,9 @@ def absgd(
     once. This is what the authors' experiments ran (``torch.optim.SGD``).
   - ``"paper"``: Eq. (2) to the letter. The rate scales each step's gradient before it enters
     the momentum trace, so after a drop the trace still carries steps taken at the old rate
-    and keeps moving the weights at that scale for the ~1/(1 - beta) steps it takes to decay.
-    Measured (docs/results/parity.md): after the CIFAR protocol's 100x drop the training loss
-    rose for an epoch (0.685 -> 0.741) where the torch form's fell (0.691 -> 0.653); on digits
-    with 40% label noise the coasting knocked one class out just as lam < 0 switched on, and
-    lam < 0 then kept it out (2 of 5 seeds). Kept for exact reproductions of Eq. (2).
+    and keeps moving the weights at that scale for the ~1/(1 - beta) steps it takes to decay
+    (the parity results page measures what that does after a 100x drop). Kept for exact
+    reproductions of Eq. (2).
 
   Args:
     learning_rate: :math:`\eta`, a float or an optax schedule.

@@ -11,9 +11,8 @@ def use_compile_cache(path: str) -> None:
 
   Runs that differ only by seed compile the same step, since the compiled step does not depend
   on the seed, so every run after the first reuses the first's compilation. Compilation is most
-  of a short run's time (measured on the digits demo: 3.9 s of CPU without the cache, 0.7 s
-  with it). Every entry is kept, however small or quick to compile, because a short run's
-  programs are all small.
+  of a short run's time. Every entry is kept, however small or quick to compile, because a
+  short run's programs are all small.
 
   A cache folder the user has already chosen (``JAX_COMPILATION_CACHE_DIR`` or
   ``jax.config``) is kept: one cache shared by several scripts, as the test suite shares one
