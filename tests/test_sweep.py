@@ -412,7 +412,7 @@ def test_lam_inf_member_is_plain_sgd(tmp_path):
 
 
 def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path):
-  # The divergence rules are the single run's (health.divergence), applied per member: a
+  # The divergence rules are the single run's (health.divergence), watched per member: a
   # member that diverges is left out, the others carry on, and when none is left the sweep
   # raises the single run's error, naming the members.
   sw = Sweep(
@@ -424,11 +424,11 @@ def test_a_diverged_member_stops_alone_and_the_last_one_stops_the_sweep(tmp_path
   ok = {"train_loss": 1.0, "weighted_loss": 0.9, "ess_mean": 50.0, "log_s": 0.3, "lam": 1.0}
   bad = {**ok, "train_loss": float("nan")}
   records = [bad, dict(ok)]
-  sw._check_divergence(0, records)
+  sw.watch.divergence(0, records, sw.histories)
   assert sw.status[0].startswith("diverged in epoch 0: the mean training loss is nan")
   assert sw.status[1] == "ok" and records == [None, ok]
   with pytest.raises(DivergenceError, match=r"member lam=2: training diverged in epoch 1"):
-    sw._check_divergence(1, [None, bad])
+    sw.watch.divergence(1, [None, bad], sw.histories)
   sw._finish(0.0)
   out = sw.result
   assert out["winner"] is None and [r["status"][:8] for r in out["members"]] == ["diverged"] * 2

@@ -3,8 +3,9 @@
 Parallelism is ``jax.jit`` over a 1-D ``("data",)`` mesh of all devices: the batch is sharded
 along it (:mod:`absgd_jax.train.inputs`), the state is replicated, and XLA makes the step's
 reductions global (the ABSGD normaliser, BatchNorm statistics, the gradient mean). The objects
-come from :mod:`absgd_jax.train.setup`; this module only runs them, checks the run's health
-(:mod:`absgd_jax.train.health`) and writes what happened (:mod:`absgd_jax.train.run_folder`).
+come from :mod:`absgd_jax.train.setup`; this module only runs them, has the run's health
+watched (:mod:`absgd_jax.train.watch`) and writes what happened
+(:mod:`absgd_jax.train.run_folder`).
 
 A run is M >= 1 members (:mod:`absgd_jax.train.members`) whose states are stacked along a
 leading axis: a plain run is one, a sweep (:class:`absgd_jax.train.sweep.Sweep`) several,
@@ -29,9 +30,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from absgd_jax.data import num_batches
 from absgd_jax.models import create_model
-from absgd_jax.train import console, errors, experiment_data, health, inputs, run_folder, setup
+from absgd_jax.train import (
+  console,
+  errors,
+  experiment_data,
+  health,
+  inputs,
+  run_folder,
+  setup,
+  watch,
+)
 from absgd_jax.train.config import Config
-from absgd_jax.train.health import DivergenceError
 from absgd_jax.train.members import (
   Member,
   make_member_eval_step,
@@ -133,13 +142,12 @@ class Trainer:
       else inputs.HostPipeline(batches, self.train_step, self.eval_step)
     )
     self.weights_from = setup.weights_start_step(config, steps)
-    self.guards = [health.ClassCollapseGuard.for_run(c, e) for c, e in zip(configs, self.exps)]
     self.histories: list[list[dict[str, Any]]] = [[] for _ in configs]
-    self.status = ["ok"] * len(configs)  # or "diverged in epoch E: why"
-    self.step_losses: list[list[float]] = [[] for _ in configs]  # the last epoch's, per step
     self.summaries: list[dict[str, Any] | None] = [None] * len(configs)
     self.out = epath.Path(config.run.out_dir)  # A local folder or a gs:// (etc.) location.
     self.folders = [run_folder.RunFolder(c, log=log) for c in configs]
+    self.watch = watch.Watch(self.members, self.exps, self.folders, steps, self._print)
+    self.status = self.watch.status  # each member's: "ok" or "diverged in epoch E: why"
     self._claim(new_run)
 
   def _claim(self, new_run: bool, folders: Sequence[run_folder.RunFolder] = ()) -> None:
@@ -185,17 +193,13 @@ class Trainer:
       show=self.progress and jax.process_index() == 0,
       on_step=lambda n: setattr(self, "position", (epoch, n)),
     )
-    first, records = epoch * self.steps_per_epoch, []
-    for i, (member, guard) in enumerate(zip(self.members, self.guards)):
-      if self.status[i] != "ok":
+    records = []
+    for i in range(len(self.members)):
+      if not self.watch.training(i):
         records.append(None)
         continue
       per_step = [{k: v[i] for k, v in s.items()} for s in steps]
-      self.step_losses[i] = [float(m["loss_sum"] / max(m["count"], 1)) for m in per_step]
-      hits = [hit for j, m in enumerate(per_step) for hit in guard.update(m, first + j)]
-      for hit in hits:
-        warnings.warn(member.prefix + guard.message(hit), RuntimeWarning, stacklevel=2)
-        self._print("warning: " + member.prefix + guard.message(hit))
+      hits = self.watch.steps(i, epoch, per_step)
       records.append({**train_epoch_metrics(per_step), "collapsed_classes": hits})
     return records
 
@@ -250,7 +254,7 @@ class Trainer:
       t_epoch = time.perf_counter()
       records = self.train_epoch(epoch)
       train_s = time.perf_counter() - t_epoch
-      self._check_divergence(epoch, records)
+      self.watch.divergence(epoch, records, self.histories)
       evals: list[dict[str, Any]] = [{} for _ in self.members]
       if (epoch + 1) % c.run.eval_every == 0 or epoch + 1 == c.schedule.epochs:
         for split in ("test", "val") if self.exp.val is not None else ("test",):
@@ -260,7 +264,7 @@ class Trainer:
         if record is not None:
           speed = dict(epoch_time_s=train_s, images_per_s=len(self.exps[i].train) / train_s)
           records[i] = {"epoch": epoch, **record, **speed, **evals[i]}
-      self._check_blow_ups(epoch, records)
+      self.watch.blow_ups(epoch, records, self.histories)
       for i, record in enumerate(records):
         if record is not None:
           self._record(i, record)
@@ -274,7 +278,7 @@ class Trainer:
     )
     self.trained_epochs = max(0, c.schedule.epochs - start)
     for i, (member, folder) in enumerate(zip(self.members, self.folders)):
-      if self.status[i] != "ok":
+      if not self.watch.training(i):
         continue
       saved = None if self.trained_epochs else folder.read("summary.json")
       if saved is not None:  # A finished run's summary stands (its folder may be read-only).
@@ -286,47 +290,6 @@ class Trainer:
       )  # fmt: skip
       folder.write("summary.json", run_folder.to_json(self.summaries[i], indent=1))
     return self.summaries
-
-  def _check_divergence(self, epoch: int, records: list[dict[str, Any] | None]) -> None:
-    """Marks each member that diverged this epoch (its record is dropped, its folder keeps
-    the last healthy checkpoint); raises once every member has."""
-    messages = []
-    for i, (member, record) in enumerate(zip(self.members, records)):
-      why = None if record is None else health.divergence(record, self.histories[i])
-      if why is None:
-        continue
-      self.status[i], records[i] = f"diverged in epoch {epoch}: {why}", None
-      ckpt = self.folders[i].checkpointer
-      messages.append(member.prefix + health.diverged_message(member.config, epoch, why, ckpt))
-      if "ok" in self.status:
-        self._print(f"{member.prefix}{self.status[i]}; the others carry on")
-    if "ok" not in self.status:
-      raise DivergenceError(" ".join(messages) if messages else "every member has diverged.")
-
-  def _check_blow_ups(self, epoch: int, records: list[dict[str, Any] | None]) -> None:
-    """Warns of each member's blow-up this epoch (:func:`~absgd_jax.train.health.blow_up`),
-    kept in its record; with ``on_blow_up=stop`` such a member stops as a diverged one."""
-    stops = []
-    for i, (member, record) in enumerate(zip(self.members, records)):
-      if record is None:
-        continue
-      event = health.blow_up(
-        record, self.histories[i], self.step_losses[i], epoch * self.steps_per_epoch,
-        self.exps[i].train.class_names,
-      )  # fmt: skip
-      record["blown_up"] = event is not None
-      history = self.histories[i]
-      if event is None or (history and history[-1].get("blown_up")):
-        continue  # nothing, or the episode the last epoch reported goes on
-      record["blow_up"] = event
-      message = member.prefix + health.blow_up_message(member.config, event)
-      if member.config.run.on_blow_up == "stop":
-        self.status[i], records[i] = f"diverged in epoch {epoch}: it blew up", None
-        stops.append(message)
-      else:  # One line: the command line prints a warning as one (errors.console).
-        warnings.warn(message, RuntimeWarning, stacklevel=2)
-    if stops and "ok" not in self.status:
-      raise DivergenceError(" ".join(stops) + " (on_blow_up=stop)")
 
   def _record(self, i: int, record: dict[str, Any]) -> None:
     """Member ``i``'s epoch: its health note, history, metrics.jsonl and checkpoint."""
