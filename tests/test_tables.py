@@ -1,15 +1,26 @@
-"""The paper tables' runner (experiments/tables.py), on the CPU.
+"""The paper tables' runner (experiments/tables.py) and a GPU window's script, on the CPU.
 
 The budgeted queue is driven with a made-up clock and a train function that only appends
 what a run would (its real configs are built, no data is read), so that the order, the stop
-and the resume are checked exactly.
+and the resume are checked exactly; the window script runs end to end at ``--tiny`` size.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
+from processes import ROOT, child_env
 
 from absgd_jax.train.run_folder import config_to_dict
+
+DATA = os.environ.get("ABSGD_CIFAR10_DIR") or os.path.join(
+  ROOT, "..", "shared", "data", "cifar10-jpeg"
+)
+needs_cifar = pytest.mark.skipif(
+  not os.path.exists(os.path.join(DATA, "train.zip")), reason="CIFAR-10 zips not found"
+)
 
 
 @pytest.fixture
@@ -226,3 +237,54 @@ def test_the_strategy_is_the_probes_fastest_variant_the_kit_can_run(runner, tmp_
   assert (s.members, s.procs, s.input_pipeline, s.in_children()) == (1, 3, "device", True)
   _probe_json(path, {"f32-host-1": dict(status="error", error="no GPU")})
   assert tables.strategy_from_probe(path) is None
+
+
+@needs_cifar
+def test_gpu_window_runs_the_probe_then_the_tables_and_brings_back_its_files(tmp_path):
+  """The window's script end to end on the CPU: the probe's --tiny, then the tiny tables
+  within what is left, every file that comes back in one folder."""
+  out = tmp_path / "out"
+  run = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "experiments.gpu_window",
+      "--tiny",
+      "--budget-s",
+      "150",
+      "--probe-share",
+      "0.2",
+      "--out",
+      str(out),
+      "--data-dir",
+      DATA,
+      "--results-dir",
+      str(tmp_path / "results"),
+      "--work",
+      str(tmp_path / "runs"),
+      "--",
+      "--tables",
+      "1",
+      "--seeds",
+      "0",
+    ],
+    cwd=tmp_path,
+    env=child_env("--xla_cpu_multi_thread_eigen=false"),
+    capture_output=True,
+    text=True,
+    timeout=400,
+  )
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  files = sorted(os.listdir(out))
+  assert {"gpu_probe.json", "window.log", "window.json", "paper_tables_tiny.jsonl"} <= set(files)
+  assert len(files) <= 8 and all(os.path.isfile(out / f) for f in files)
+  probe = json.loads((out / "gpu_probe.json").read_text())
+  assert probe["variants"]["f32-host-1"]["status"] == "ok"
+  summary = json.loads((out / "window.json").read_text())
+  assert summary["tables"]["exit_code"] == 0 and summary["elapsed_s"] < 150
+  assert summary["tables"]["strategy"].startswith("strategy ")
+  # The records brought back are the ones the tables appended, each once.
+  back = [json.loads(line) for line in open(out / "paper_tables_tiny.jsonl")]
+  kept = [json.loads(line) for line in open(tmp_path / "results" / "paper_tables_tiny.jsonl")]
+  assert back == kept and len(back) == summary["records"]["paper_tables_tiny.jsonl"] >= 1
+  assert "probe: " in (out / "window.log").read_text()
