@@ -218,9 +218,14 @@ def window(args) -> dict:
   return summary
 
 
-def merge(folder: str, results: str = common.RESULTS, log=print) -> dict[str, int]:
+BENCHMARKS = os.path.join(common.ROOT, "benchmarks", "results")
+
+
+def merge(
+  folder: str, results: str = common.RESULTS, benchmarks: str = BENCHMARKS, log=print
+) -> dict[str, int]:
   """Appends the records of a window's folder that ``results`` lacks (by key), and keeps its
-  probe's JSON under ``benchmarks/results/``; returns the records added per file."""
+  probe's JSON in ``benchmarks``; returns the records added per file."""
   added = {}
   for name in sorted(os.listdir(folder)):
     src = os.path.join(folder, name)
@@ -236,9 +241,7 @@ def merge(folder: str, results: str = common.RESULTS, log=print) -> dict[str, in
       with open(src) as f:
         machine = json.load(f).get("machine", {})
       kind = re.sub(r"[^a-z0-9]+", "-", str(machine.get("device", "unknown")).lower()).strip("-")
-      dest = os.path.join(
-        common.ROOT, "benchmarks", "results", f"gpu_probe_{machine.get('platform')}_{kind}.json"
-      )
+      dest = os.path.join(benchmarks, f"gpu_probe_{machine.get('platform')}_{kind}.json")
       shutil.copy(src, dest)
       log(f"{dest}: the probe's JSON")
   return added

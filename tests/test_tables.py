@@ -288,3 +288,19 @@ def test_gpu_window_runs_the_probe_then_the_tables_and_brings_back_its_files(tmp
   kept = [json.loads(line) for line in open(tmp_path / "results" / "paper_tables_tiny.jsonl")]
   assert back == kept and len(back) == summary["records"]["paper_tables_tiny.jsonl"] >= 1
   assert "probe: " in (out / "window.log").read_text()
+
+
+def test_merge_keeps_the_records_a_window_brought_back_once(tmp_path):
+  from experiments import common, gpu_window
+
+  back, results, bench = tmp_path / "back", tmp_path / "results", tmp_path / "bench"
+  back.mkdir(), results.mkdir(), bench.mkdir()
+  common.append_record(str(results / "t.jsonl"), dict(key="a", test_acc=0.1))
+  for key in ("a", "b", "c"):  # "a" was there already (the window's checkout had it)
+    common.append_record(str(back / "t.jsonl"), dict(key=key, test_acc=0.2))
+  _probe_json(str(back / "gpu_probe.json"), {})
+  for _ in range(2):  # A second merge of the same folder adds nothing.
+    gpu_window.merge(str(back), str(results), str(bench), log=lambda *_: None)
+  recs = common.read_records(str(results / "t.jsonl"))
+  assert [(r["key"], r["test_acc"]) for r in recs] == [("a", 0.1), ("b", 0.2), ("c", 0.2)]
+  assert os.listdir(bench) == ["gpu_probe_gpu_h100.json"]
