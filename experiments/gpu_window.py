@@ -13,7 +13,10 @@ network, and brings back only the files its command writes under ``$OUT``. A win
    ``--data-dir``. The CIFAR-10 JPEG zips are 61 MB, more than the 64 MiB a call may carry
    with the checkout; xz packs them, byte for byte, into 19 MB (the JPEG headers repeat);
 2. runs the probe, ``benchmarks/gpu_probe.py --out OUT/gpu_probe.json``, within a fixed part
-   of the budget (``--probe-share``, at most 170 s), stopped if it overruns;
+   of the budget (``--probe-share``, at most 170 s), stopped if it overruns; unless
+   ``benchmarks/results/gpu_probe_<platform>_<device>.json`` holds an earlier window's probe
+   of this device (``--merge`` keeps it there), which then stands (``--probe always`` runs it
+   again);
 3. runs the tables, ``python -m experiments.paper_tables --protocol full`` with what is left
    of the budget, the probe's JSON (its fastest variant the kit can run) and ``--mirror
    OUT``: each finished run's record is appended at once to the checkout's
@@ -159,6 +162,22 @@ def _stream(cmd, env, log, stop_at: float) -> tuple[int, bool]:
   return proc.returncode, stopped
 
 
+def _known_probe(env: dict, log) -> str | None:
+  """This device's probe JSON under ``benchmarks/results/``, if an earlier window's is there
+  (``--merge`` keeps it): a window need not spend its time probing again."""
+  from experiments.tables import find_probe
+
+  ask = "import jax; print(jax.default_backend()); print(jax.devices()[0].device_kind)"
+  got = subprocess.run(
+    [sys.executable, "-c", ask], env=env, capture_output=True, text=True, timeout=300
+  )
+  if got.returncode != 0:
+    log(f"probe: the device did not answer: {got.stderr[-500:]}")
+    return None
+  platform, device = got.stdout.strip().splitlines()[-2:]
+  return find_probe(platform, device)
+
+
 def window(args) -> dict:
   t0 = time.time()
   end = t0 + args.budget_s
@@ -175,19 +194,25 @@ def window(args) -> dict:
   env = dict(os.environ, PYTHONPATH=path, PYTHONUNBUFFERED="1")
 
   probe_json = os.path.join(args.out, "gpu_probe.json")
-  probe_s = min(PROBE_MAX_S, args.probe_share * args.budget_s)
-  cmd = [sys.executable, PROBE, "--out", probe_json, "--budget-s", f"{probe_s:.0f}"]
-  cmd += ["--tiny"] if args.tiny else []
-  log(f"probe: {probe_s:.0f} s of the {args.budget_s:.0f} s budget")
-  code, stopped = _stream(cmd, env, log, time.time() + probe_s + 30)
-  summary["probe"] = dict(exit_code=code, stopped=stopped, json=os.path.exists(probe_json))
-  if not os.path.exists(probe_json):
-    log("probe: no JSON; the tables run with the default strategy")
+  known = _known_probe(env, log) if args.probe == "auto" else None
+  if known or args.probe == "never":
+    probe_json = known or ""
+    log(f"probe: not run; {known or 'none'} stands for this device")
+    summary["probe"] = dict(run=False, json=probe_json)
+  else:
+    probe_s = min(PROBE_MAX_S, args.probe_share * args.budget_s)
+    cmd = [sys.executable, PROBE, "--out", probe_json, "--budget-s", f"{probe_s:.0f}"]
+    cmd += ["--tiny"] if args.tiny else []
+    log(f"probe: {probe_s:.0f} s of the {args.budget_s:.0f} s budget")
+    code, stopped = _stream(cmd, env, log, time.time() + probe_s + 30)
+    summary["probe"] = dict(run=True, exit_code=code, stopped=stopped, json=probe_json)
+    if not os.path.exists(probe_json):
+      log("probe: no JSON; the tables run with the default strategy")
 
   left = end - time.time() - RESERVE_S
   cmd = [sys.executable, "-m", "experiments.paper_tables", "--protocol", protocol]
   cmd += ["--budget-s", f"{max(left, 0):.0f}", "--mirror", args.out, "--data-dir", data_dir]
-  cmd += ["--probe", probe_json] if os.path.exists(probe_json) else []
+  cmd += ["--probe", probe_json] if probe_json and os.path.exists(probe_json) else []
   cmd += ["--results-dir", args.results_dir] if args.results_dir else []
   cmd += ["--work", args.work] if args.work else []
   cmd += args.tables_args
@@ -255,6 +280,12 @@ def main(argv=None):
   ap.add_argument("--out", default=None, help="where the files that come back are written")
   ap.add_argument("--protocol", choices=("full", "reduced"), default="full")
   ap.add_argument("--tiny", action="store_true", help="the tiny protocol and the probe's --tiny")
+  ap.add_argument(
+    "--probe",
+    choices=("auto", "always", "never"),
+    default="auto",
+    help="auto: run the probe unless benchmarks/results/ has this device's JSON",
+  )
   ap.add_argument(
     "--probe-share", type=float, default=0.3, help="the probe's share of the budget (<= 170 s)"
   )

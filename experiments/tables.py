@@ -11,13 +11,15 @@ yet (a row's table runs wait for its tuning). :func:`execute` trains a plan:
 - each run is claimed with a lock file, so several workers share one queue;
 - each finished run appends its record at once (and, with a mirror folder, a copy there), so a
   job stopped early loses only the runs it had in flight;
-- with a deadline, a run starts only if its estimated time fits what is left, and the first
-  that does not fit ends the job, which says what it estimated and why it stopped. The
-  estimate is the median wall time of records made on the same device by the same strategy
-  for the same shape of run (data, model, epochs); else such records scaled by the work
-  (epochs x images x runs); else a quick measure, a 2-epoch run of the same program;
 - runs that differ only in lam and seed (an SGD run is ABSGD at lam = inf) train together as
-  the members of one program (:class:`absgd_jax.train.Sweep`) when the strategy says so.
+  the members of one program (:class:`absgd_jax.train.Sweep`) when the strategy says so;
+- with a deadline, a run starts only if its estimated time fits what is left (a group of
+  members that does not fit is tried with fewer), and the first run that does not fit alone
+  ends the job, which says what it estimated and why it stopped. The estimate is the median
+  wall time of records made on the same device by the same strategy for the same shape of
+  run (data, model, epochs, members); else such records scaled by the work (epochs x images
+  x runs); else the probe's rate, where the probe timed this model and size; else a quick
+  measure, 2 epochs of the same program.
 
 A :class:`Strategy` is how the runs share the device: one at a time or as members, in one
 process or several, in float32 or bfloat16, host-fed or device-resident. ``--strategy auto``
@@ -25,14 +27,16 @@ takes the fastest variant the GPU probe measured (``benchmarks/gpu_probe.py``'s 
 the kit can run; without a probe, members of up to 6 on an accelerator and single runs on the
 CPU.
 
-:func:`main` is the command line every table module shares (``--protocol``, ``--budget-s``,
-``--report``, ...): a module passes its plans and its report.
+:func:`parser`, :func:`parse` and :func:`run` are the command line every table module shares
+(``--protocol``, ``--budget-s``, ``--strategy``, ``--report``, ...): a module adds its own
+options and passes its plan.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -67,6 +71,8 @@ SHAPE_KEYS = (
   "dtype",
   "eval_every",
 )
+# What sets the cost of a run per image and epoch.
+PER_IMAGE_KEYS = ("model", "image_size", "batch_size", "dtype", "head")
 MARGIN = 1.15  # An estimate is a median; a run takes up to this much longer and still fits.
 PROBE_CAUTION = 1.5  # The probe times the step alone; the loop around it adds to that.
 MIN_LEFT_S = 5.0
@@ -292,14 +298,22 @@ def group(pending: Sequence[Run], size: int) -> list[Run]:
   return out
 
 
+def _lam_seed(configs: Sequence[Any]) -> list[tuple[float, int]]:
+  return [(math.inf if c.method == "sgd" else c.weighting.lam, c.seed) for c in configs]
+
+
+def is_grid(runs: Sequence[Run]) -> bool:
+  """Whether ``runs`` are a whole grid of lam x seed, as a Sweep trains them (a part of one
+  would train the rest of it too)."""
+  cells = _lam_seed([r.make() for r in runs])
+  return len({c[0] for c in cells}) * len({c[1] for c in cells}) == len(cells)
+
+
 def _sweep_of(runs: Sequence[Run], configs: Sequence[Any]):
   """A Sweep's base config and grid for ``runs`` (one program), and each member's run index
   (None for a member of the grid's product that no run asked for)."""
   all_sgd = all(c.method == "sgd" for c in configs)
-  members = []
-  for c in configs:
-    lam = math.inf if c.method == "sgd" else c.weighting.lam
-    members.append((lam, c.seed))
+  members = _lam_seed(configs)
   base = next((c for c in configs if c.method != "sgd"), configs[0])
   grid: dict[str, list] = {}
   lams = list(dict.fromkeys(m[0] for m in members))
@@ -330,21 +344,23 @@ def train_runs(runs: Sequence[Run], strategy: Strategy, out_dir: str) -> list[di
   (None for one that diverged)."""
   import jax
 
-  from absgd_jax.train import Sweep, Trainer
-  from absgd_jax.train.run_folder import RunMismatchError
+  from absgd_jax.train import DivergenceError, RunMismatchError, Sweep, Trainer
 
   configs = [r.make() for r in runs]
   t0, c0 = time.time(), time.process_time()
   if len(runs) == 1:
-    trainer, index = Trainer(configs[0], progress=False, log=False), [0]
+    start, index = functools.partial(Trainer, configs[0]), [0]
   else:
     base, grid, index = _sweep_of(runs, configs)
-    base = base.replace(out_dir=out_dir)
-    try:
-      trainer = Sweep(base, grid, progress=False, log=False, mode=strategy.mode)
-    except RunMismatchError:  # A folder left by other settings: these runs start afresh.
-      trainer = Sweep(base, grid, progress=False, log=False, mode=strategy.mode, new_run=True)
-  summaries = trainer.fit()
+    start = functools.partial(Sweep, base.replace(out_dir=out_dir), grid, mode=strategy.mode)
+  try:
+    trainer = start(progress=False, log=False)
+  except RunMismatchError:  # A folder left by other settings: these runs start afresh.
+    trainer = start(progress=False, log=False, new_run=True)
+  try:
+    summaries = trainer.fit()
+  except DivergenceError:  # Every member diverged; the records say nothing of them.
+    summaries = [None] * len(trainer.members)
   wall_s, cpu_s = time.time() - t0, time.process_time() - c0
   device = str(jax.devices()[0].device_kind)
   out: list[dict | None] = [None] * len(runs)
@@ -408,11 +424,12 @@ class Estimator:
     if same:
       s = statistics.median(r["wall_s"] for r in same)
       return s, f"the median of {_n(len(same), 'record')} of this shape on {self.device}"
+    # Runs of the same model, size, batch and dtype cost the same per image and epoch.
     work = config.schedule.epochs * approx_images(config) * k
     rates = [
       r["wall_s"] / (r["config"]["epochs"] * r["train_images"] * r.get("members", 1))
       for r in mine
-      if r.get("train_images")
+      if r.get("train_images") and all(r["config"].get(x) == flat[x] for x in PER_IMAGE_KEYS)
     ]
     if rates:
       s = statistics.median(rates) * work
@@ -430,21 +447,20 @@ class Estimator:
 
   def from_probe(self, config, k: int) -> float | None:
     """The group's time at the probe's rate, where the probe timed this model, image size
-    and batch: its epochs and evaluations (a k-member program costs at most what the probe's
-    M-member one does, and an evaluation a third of a training pass per image), the probe's
-    compile time for each program, and the data's loading; x ``PROBE_CAUTION``, since the
-    probe times the step alone."""
+    and batch: its epochs and evaluations of its k runs (an evaluation costs a third of a
+    training pass per image), the probe's compile time for each program, and the data's
+    loading; x ``PROBE_CAUTION``, since the probe times the step alone (and a program of
+    fewer members than the probe's runs at a lower rate)."""
     s = self.strategy
     size = config.input.image_size or 32
     if not s.probe_rate or s.probe_run != (config.model.name, size, config.optim.batch_size):
       return None
     from absgd_jax.data.facts import facts
 
-    width = max(k, s.members)
     epochs = config.schedule.epochs
-    train_s = epochs * approx_images(config) * width / s.probe_rate
+    train_s = epochs * approx_images(config) * k / s.probe_rate
     tests = (config.data.test_per_class or 1000) * facts(config.data.dataset).num_classes
-    eval_s = (epochs / max(config.run.eval_every, 1)) * tests * width / s.probe_rate / 3
+    eval_s = (epochs / max(config.run.eval_every, 1)) * tests * k / s.probe_rate / 3
     return PROBE_CAUTION * (train_s + eval_s) + 3 * s.probe_compile_s + 30.0
 
 
@@ -541,6 +557,9 @@ def execute(
       time.sleep(wait_s)
       continue
     batch = group(free, strategy.members)
+    # The sizes at which the group is a whole grid of lam x seed, largest first.
+    sizes = [n for n in range(len(batch), 1, -1) if is_grid(batch[:n])] + [1]
+    batch = batch[: sizes[0]]
     if deadline is not None:
       left = deadline - clock()
       if left < MIN_LEFT_S:
@@ -550,7 +569,7 @@ def execute(
       recs = common.read_records(batch[0].results)
       # A group that does not fit may fit with fewer members; the first run alone is the last
       # try, and the one the message names.
-      for size in range(len(batch), 0, -1):
+      for size in sizes:
         seconds, why = estimator(batch[:size], recs)
         left = deadline - clock()
         if MARGIN * seconds <= left:
