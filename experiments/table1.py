@@ -228,9 +228,8 @@ def report_cells(
         diffs = (
           ", ".join(f"{x:+.2f}" for x in d) + f" (mean {statistics.mean(d):+.2f}, vs {pairs[row]})"
         )
-    lines.append(
-      f"| {setting} | {row} | {chosen} | {mean_std(list(mine.values()))} | {ref} | {diffs} |"
-    )
+    ours = mean_std(list(mine.values())) if mine else "not run yet"
+    lines.append(f"| {setting} | {row} | {chosen} | {ours} | {ref} | {diffs} |")
   tune = [r for r in records if r.get("stage") == "tune"]
   grid_lines = []
   for setting, row in cells:

@@ -242,7 +242,7 @@ def report(path: str, *, rows=ROWS, paper=PAPER["sym 0.4"], settings=("sym 0.4",
     for row in rows:
       hit = [r for r in recs if r["phase"] == "table" and r["setting"] == s and r["row"] == row]
       if not hit:
-        lines.append(f"| {row} | - | - | - | - | - | {paper.get(row, '-')} |")
+        lines.append(f"| {row} | - | not run yet | - | - | - | {paper.get(row, '-')} |")
         continue
       last = [r["history"][-1] for r in hit]
       ratio = [
