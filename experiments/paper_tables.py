@@ -107,7 +107,7 @@ def main(argv=None):
   ap.add_argument(
     "--results-dir", default=None, help="a folder for both record files, under their names"
   )
-  table1.add_cells_arg(ap, None)
+  table1.add_cells_arg(ap)
   args = tables.parse(ap, argv)
   protocol = args.protocol
   results, noise = args.results, args.noise_results

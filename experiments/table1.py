@@ -289,7 +289,7 @@ def text(title, protocol, lines, missing, recs, command) -> str:
   return "\n".join(out) + "\n"
 
 
-def add_cells_arg(ap, cells) -> None:
+def add_cells_arg(ap) -> None:
   ap.add_argument(
     "--cells",
     nargs="+",
@@ -313,7 +313,7 @@ def pick_cells(ap, args, cells) -> list | None:
 def main(argv=None):
   ap = tables.parser(__doc__)
   ap.add_argument("--results", default=None, help="the record file (default: the protocol's)")
-  add_cells_arg(ap, CELLS)
+  add_cells_arg(ap)
   args = tables.parse(ap, argv)
   results = args.results or results_path(args.protocol)
   cells = pick_cells(ap, args, CELLS)

@@ -129,7 +129,7 @@ def report(protocol: str, *, results: str | None = None, cells=None, seeds=table
 def main(argv=None):
   ap = tables.parser(__doc__)
   ap.add_argument("--results", default=None, help="the record file (default: the protocol's)")
-  table1.add_cells_arg(ap, None)
+  table1.add_cells_arg(ap)
   args = tables.parse(ap, argv)
   results = args.results or table1.results_path(args.protocol)
   cells = table1.pick_cells(ap, args, CELLS[args.protocol])

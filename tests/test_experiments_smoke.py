@@ -389,13 +389,13 @@ def test_the_import_graph_of_the_experiments_has_no_cycle():
   # The check finds a cycle where there is one.
   assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
   assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
-  modules = {m.name: importlib_origin(m.name) for m in pkgutil.walk_packages([EXP], "experiments.")}
+  modules = {m.name: _origin(m.name) for m in pkgutil.walk_packages([EXP], "experiments.")}
   graph = {name: imports(path) & set(modules) for name, path in modules.items()}
   assert graph["experiments.paper_tables"] >= {"experiments.table1", "experiments.table6"}
   assert cycle(graph) == [], cycle(graph)
 
 
-def importlib_origin(name: str) -> str:
+def _origin(name: str) -> str:
   import importlib.util
 
   return importlib.util.find_spec(name).origin
