@@ -1,7 +1,7 @@
 """One GPU window's work: the probe, then as much of the paper's tables as the time allows.
 
     python -m experiments.gpu_window --prepare-data     # here, once: the data a window carries
-    PYTHONPATH=. python -m experiments.gpu_window --budget-s 540 --out $OUT   # on the GPU
+    PYTHONPATH=. python3 -m experiments.gpu_window --budget-s 540 --out $OUT   # on the GPU
     python -m experiments.gpu_window --merge DIR        # here: a window's records, kept
     python -m experiments.gpu_window --tiny --budget-s 150 --out /tmp/w   # the CPU check
 
@@ -35,7 +35,7 @@ The device tool's call (the command runs in the checkout's root; ``carry`` names
 ignored folder the data is in; 600 s is a call's limit, 60 s more than the budget, for the
 start of Python and the copy of the files back)::
 
-    run(command="PYTHONPATH=. python -m experiments.gpu_window --budget-s 540 --out $OUT",
+    run(command="PYTHONPATH=. python3 -m experiments.gpu_window --budget-s 540 --out $OUT",
         carry=[".carry"], timeout_s=600)
 """
 
