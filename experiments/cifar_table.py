@@ -1,5 +1,5 @@
-"""Tables 1 and 2, CIFAR-10 reduced to 20 epochs on 2 CPU cores: SGD vs ABSGD and their
-class-weighted variants.
+"""Tables 1, 2 and 6 on CIFAR-10 at the 20-epoch ``short`` protocol, on 2 CPU cores: SGD vs
+ABSGD, their class-weighted variants, label noise and learning to reweight.
 
     python -m experiments.cifar_table                 # sweep, then the table (resumable)
     python -m experiments.cifar_table --report        # rebuild table + plots from the records
@@ -11,7 +11,9 @@ sooner than one two-threaded process (``taskset -c 0`` / ``-c 1`` with
 ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``).
 
 The paper's protocol (ResNet-32 at 32 px for 200 epochs, ``absgd-train --config cifar10-lt``)
-takes about 10 CPU-hours per run here, so this table shrinks the run, not the comparison:
+takes about 10 CPU-hours per run here, so this table shrinks the run, not the comparison. The
+``short`` protocol of ``absgd_jax.train.protocols`` (older than the 60-epoch ``reduced`` one
+of ``experiments.table1``, with its own sweep and record format):
 
 - images averaged down to 16 x 16 (crop padding 2), ResNet-8 (75k parameters): one epoch of
   12.4k images takes about 5 s on the 2-core machine instead of about 170 s;
@@ -45,26 +47,14 @@ from experiments.common import mean_std, slug
 
 EXPERIMENT = "cifar_table"
 
-REDUCED = common.REDUCED
-IMBALANCE_SCHEDULE = dict(
-  lr_decay_epochs=(16, 18), lr_decay_factor=0.01, stage2_epoch=16, drw_epoch=16
-)
-NOISE_SCHEDULE = dict(lr_decay_epochs=(7, 14), lr_decay_factor=0.1, stage2_epoch=0)
+# Setting -> (its protocol family, its preset and what it adds to the family's short
+# protocol: absgd_jax.train.protocols holds the epochs, schedules and the noise).
 SETTINGS = {
-  "LT rho=100": ("imbalance", dict(preset="cifar10-lt", **IMBALANCE_SCHEDULE)),
-  "ST rho=100": ("imbalance", dict(preset="cifar10-st", n_max=2500, **IMBALANCE_SCHEDULE)),
-  "sym 0.4": (
-    "noise",
-    dict(
-      preset="cifar10-lt",
-      imbalance="none",
-      noise="sym",
-      noise_rate=0.4,
-      n_max=1000,
-      **NOISE_SCHEDULE,
-    ),
-  ),
+  "LT rho=100": ("imbalance", dict(preset="cifar10-lt")),
+  "ST rho=100": ("imbalance", dict(preset="cifar10-st", n_max=2500)),
+  "sym 0.4": ("noise", dict(preset="cifar10-lt")),
 }
+FAMILIES = {"imbalance": "cifar-imbalance", "noise": "cifar-noise"}
 LDAM = dict(loss="ldam", head="cosine")
 # Row -> (overrides, the sweep family whose chosen value it takes).
 METHODS = {
@@ -132,11 +122,14 @@ PAPER = {
 
 def _config(setting: str, overrides: dict, data_dir: str, out_dir: str, **kw):
   from absgd_jax.train import make_config
+  from absgd_jax.train.protocols import protocol
 
-  spec = dict(SETTINGS[setting][1])
+  group, spec = SETTINGS[setting]
+  spec = dict(spec)
   preset = spec.pop("preset")
+  short = protocol(FAMILIES[group], "short")
   return make_config(
-    preset, **{**REDUCED, **spec, **overrides, **kw, "data_dir": data_dir, "out_dir": out_dir}
+    preset, **{**short, **spec, **overrides, **kw, "data_dir": data_dir, "out_dir": out_dir}
   )
 
 

@@ -16,9 +16,10 @@ A new experiment is a module beside this one, run as ``python -m experiments.NAM
 ``train_once`` trains an ``absgd_jax.train`` config; a script that measures something else
 appends its own records with ``append_record`` and skips ``find(results, key)`` hits. Scripts
 whose runs are identified by their fields rather than a chosen key use ``run_key(fields)`` and
-``train_record`` (the same training, a record with more per-epoch detail). ``reduced_lt`` is
-the reduced CIFAR-10-LT config shared by the figure scripts, and ``CACHE`` the folder for
-jax's persistent compilation cache.
+``train_record`` (the same training, a record with more per-epoch detail). ``short_lt`` is
+the 20-epoch CIFAR-10-LT config shared by the figure scripts, and ``CACHE`` the folder for
+jax's persistent compilation cache. The paper's tables share a runner of their own,
+:mod:`experiments.tables`, built on these records.
 
 Several workers may share one experiment: each claims a run with a lock file before training
 it, and a record is appended with a single ``write`` to a file opened for appending, which
@@ -258,50 +259,24 @@ def mean_std(values: list[float], scale: float = 1.0) -> str:
   return f"{statistics.mean(values):.2f} +- {statistics.stdev(values):.2f} (n={len(values)})"
 
 
-# experiments.cifar_table's reduced CIFAR protocol: images averaged to 16 x 16, ResNet-8, 20
-# epochs, lr 0.1 after a 1-epoch warm-up. About 3.5 CPU core-minutes a CIFAR-10-LT run.
-REDUCED = dict(
-  image_size=16,
-  crop_padding=2,
-  model="resnet8",
-  epochs=20,
-  warmup_epochs=1,
-  lr=0.1,
-  batch_size=128,
-  weight_decay=2e-4,
-  eval_every=2,
-  checkpoint=False,
-)
-# Its CIFAR-10-LT (rho = 100, 12,406 images), lr divided by 100 at epochs 16 and 18, ABSGD's
-# lam from epoch 16, with what its validation sweep chose: lr 0.1 for SGD, lam 2 for ABSGD (CE).
-REDUCED_LT = dict(
-  REDUCED,
-  lr_decay_epochs=(16, 18),
-  lr_decay_factor=0.01,
-  stage2_epoch=16,
-  lam=2.0,
-  gamma=0.9,
-)
-# A seconds-long version for smoke tests: 2 epochs of a head of 50 images (rho 10), tested on
-# 20 images a class.
-TINY_LT = dict(
-  n_max=50,
-  rho=10,
-  epochs=2,
-  eval_every=2,
-  warmup_epochs=0,
-  stage2_epoch=0,
-  lr_decay_epochs=(),
-  test_per_class=20,
-)
+# What the validation sweep of experiments/cifar_table.py chose for ABSGD (CE) on CIFAR-10-LT
+# at the short protocol: lam 2 from epoch 16 (the protocol's first decay), gamma 0.9.
+SHORT_LT_CHOICES = dict(lam=2.0, gamma=0.9)
 
 
-def reduced_lt(data_dir: str, tiny: bool = False, **overrides):
-  """The reduced CIFAR-10-LT config with ``overrides`` (``tiny``: the smoke-test size)."""
+def short_lt(data_dir: str, tiny: bool = False, **overrides):
+  """The figure scripts' CIFAR-10-LT: the ``short`` protocol of
+  :mod:`absgd_jax.train.protocols` with :data:`SHORT_LT_CHOICES` and ``overrides``
+  (``tiny``: the ``tiny`` protocol's size, for smoke tests)."""
   from absgd_jax.train import make_config
+  from absgd_jax.train.protocols import protocol
 
-  kw = {**REDUCED_LT, **(TINY_LT if tiny else {}), **overrides}
-  if tiny:  # A two-stage arm keeps its two stages, one epoch each.
-    kw["stage2_epoch"] = min(kw["stage2_epoch"], 1)
-  kw.setdefault("out_dir", "/tmp/absgd-reduced-lt")
+  kw = {**protocol("cifar-imbalance", "short"), **SHORT_LT_CHOICES}
+  small = protocol("cifar-imbalance", "tiny")
+  if tiny:
+    kw.update(small)
+  kw.update(overrides)
+  if tiny:  # A two-stage arm keeps its two stages within the tiny run.
+    kw["stage2_epoch"] = min(kw["stage2_epoch"], small["stage2_epoch"])
+  kw.setdefault("out_dir", "/tmp/absgd-short-lt")
   return make_config("cifar10-lt", data_dir=data_dir, **kw)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 
-from experiments import common, paper_tables
+from experiments import common, table1, tables
 
 ROWS = ("SGD (CE)", "ABSGD (CE)")
 SEEDS = (0, 1, 2)
@@ -28,23 +28,26 @@ RESULTS = common.results_path("mixed_precision")
 
 def _lam(records) -> float | None:
   """The lam ABSGD (CE) was tuned to on the reduced protocol's validation split (float32)."""
-  return paper_tables.choose(records, "LT", "ABSGD (CE)", paper_tables.GRIDS["ABSGD (CE)"][1])
+  recs = {r["key"]: r for r in records}
+  name, grid = table1.GRIDS["ABSGD (CE)"]
+  keys = [(v, table1.tune_key("LT", "ABSGD (CE)", name, v)) for v in grid]
+  return tables.choose([(v, recs.get(k, {}).get("val_balanced_acc")) for v, k in keys])
 
 
 def run(results: str, data_dir: str, seeds, tiny: bool) -> None:
   lam = 1.0 if tiny else _lam(common.read_records(FLOAT32))
   if lam is None:
     raise SystemExit("the float32 tuning of ABSGD (CE) on LT is not recorded yet.")
-  overrides = dict(paper_tables.TINY) if tiny else {}
+  protocol = "tiny" if tiny else "reduced"
   # The table's records are the float32 runs of the protocol; a tiny run makes its own.
   dtypes = ("float32", "bfloat16") if tiny else ("bfloat16",)
   for seed in seeds:
     for row in ROWS:
       for dtype in dtypes:
         extra = dict(lam=lam) if row.startswith("ABSGD") else {}
-        key = paper_tables.final_key("LT", row, seed) + f"__{dtype}"
-        cfg = paper_tables._config(
-          "reduced", "LT", row, overrides, seed=seed, dtype=dtype, data_dir=data_dir,
+        key = table1.final_key("LT", row, seed) + f"__{dtype}"
+        cfg = table1.config(
+          protocol, "LT", table1.ROWS[row], {}, seed=seed, dtype=dtype, data_dir=data_dir,
           checkpoint=True, out_dir=common.run_dir(results, key), **extra,
         )  # fmt: skip
         fields = dict(setting="LT", row=row, seed=seed, dtype=dtype, **extra)

@@ -27,9 +27,9 @@ needs_cifar = pytest.mark.skipif(
 
 @pytest.fixture
 def experiments():
-  from experiments import common, demo_tuning, noise_table
+  from experiments import common, demo_tuning, table6
 
-  return common, demo_tuning, noise_table
+  return common, demo_tuning, table6
 
 
 def _script(args, tmp_path, timeout=300):
@@ -78,9 +78,40 @@ def test_demo_tuning_tiny_run_resumes(experiments, tmp_path, monkeypatch):
   assert len(open(path).readlines()) == 2
 
 
-def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
-  common, _, noise_table = experiments
-  # A fake trainer: validation accuracy is a known function of the grid point.
+def _fake_train(score):
+  """A train function for tables.execute: each run's measurements from ``score(run, config)``,
+  which also checks what the run was built with."""
+  from absgd_jax.train.run_folder import config_to_dict
+
+  def train(runs, strategy, out_dir):
+    out = []
+    for run in runs:
+      cfg = run.make()
+      val = score(run, cfg)
+      out.append(
+        dict(
+          config=config_to_dict(cfg),
+          val_acc=val,
+          val_balanced_acc=val,
+          test_acc=0.5,
+          best_test_acc=0.5,
+          train_acc=0.5,
+          wall_s=1.0,
+          cpu_s=0.0,
+          history=[{}],
+        )
+      )
+    return out
+
+  return train
+
+
+def test_table6_lam_rows_take_their_sgd_rows_lr(experiments, tmp_path, monkeypatch):
+  common, _, table6 = experiments
+  from experiments import tables
+
+  monkeypatch.setattr(common, "RUNS", str(tmp_path / "runs"))
+  # Validation accuracy as a known function of the grid point.
   score = {
     ("SGD (CE)", 0.05): 0.3,
     ("SGD (CE)", 0.1): 0.5,
@@ -88,28 +119,41 @@ def test_noise_table_lam_rows_take_their_sgd_rows_lr(experiments, monkeypatch):
     ("SGD (SCE)", 0.05): 0.6,
     ("SGD (SCE)", 0.1): 0.2,
     ("SGD (SCE)", 0.2): 0.6,
+    ("SGD (GCE)", 0.05): 0.1,
+    ("SGD (GCE)", 0.1): 0.1,
+    ("SGD (GCE)", 0.2): 0.3,
   }
 
-  def fake(path, fields, config, done):
-    row, p = fields["row"], fields["point"]
+  def fake(run, config):
+    row, p = run.fields["row"], run.fields["point"]
     assert config.optim.lr == p["lr"]
     if "lam" in p:  # lam rows: best at lam=-2, and they must run at the SGD row's lr.
-      return dict(val_acc=1.0 - abs(p["lam"] + 2.0), cpu_s=0.0)
+      return 1.0 - abs(p["lam"] + 2.0)
     if "kl_budget" in p:  # budget rows: best at 0.25, on lam's negative side.
       assert config.weighting.kl_budget == p["kl_budget"] and config.weighting.lam < 0
-      return dict(val_acc=1.0 - abs(p["kl_budget"] - 0.25), cpu_s=0.0)
-    return dict(val_acc=score[(row, p["lr"])], cpu_s=0.0)
+      return 1.0 - abs(p["kl_budget"] - 0.25)
+    return score[(row, p["lr"])]
 
-  monkeypatch.setattr(noise_table, "train_record", fake)
-  rows = {k: v for k, v in noise_table.ROWS.items() if k != "SGD (GCE)"}
-  chosen = noise_table.tune("unused", "unused", rows=rows, done={}, log=lambda *_: None)
+  path = str(tmp_path / "n.jsonl")
+  out = tables.execute(
+    lambda: table6.plan("reduced", data_dir="unused", results=path, seeds=(0,)),
+    tables.Strategy(),
+    train=_fake_train(fake),
+    log=lambda *_: None,
+  )
+  assert not out.stopped and not out.failed
+  recs = common.read_records(path)
+  chosen = {r["row"]: r["point"] for r in recs if r["phase"] == "table"}
   assert chosen["SGD (CE)"] == {"lr": 0.1}
   assert chosen["SGD (SCE)"] == {"lr": 0.05}  # A tie goes to the first grid point.
+  assert chosen["SGD (GCE)"] == {"lr": 0.2}
   assert chosen["ABSGD (CE)"] == {"lr": 0.1, "lam": -2.0}
   assert chosen["ABSGD (SCE)"] == {"lr": 0.05, "lam": -2.0}
   assert chosen["EG (SCE)"] == {"lr": 0.05, "lam": -2.0}
   assert chosen["ABSGD (CE, KL)"] == {"lr": 0.1, "kl_budget": 0.25}
   assert chosen["ABSGD (SCE, KL)"] == {"lr": 0.05, "kl_budget": 0.25}
+  # 3 lr points x 3 SGD rows, 3 points x 5 lam rows, then one table run per row.
+  assert len(recs) == 9 + 15 + 8 and len(recs) == len({r["key"] for r in recs})
 
 
 def test_every_experiment_module_imports_as_part_of_the_package():
@@ -122,7 +166,12 @@ def test_every_experiment_module_imports_as_part_of_the_package():
   names = [m.name for m in pkgutil.walk_packages([EXP], "experiments.")]
   assert {
     "experiments.common",
+    "experiments.tables",
+    "experiments.table1",
+    "experiments.table2",
+    "experiments.table6",
     "experiments.paper_tables",
+    "experiments.gpu_window",
     "experiments.figures.fig4_gamma",
     "experiments.parity.head_to_head",
   } <= set(names)
@@ -203,21 +252,24 @@ def test_fig4_lam_from_gives_absgd_runs_of_their_own_and_shares_sgd(tmp_path, mo
 
 
 @needs_cifar
-def test_noise_protocol_gpu_tiny_run(tmp_path):
+def test_table6_tiny_run(tmp_path):
+  """The full protocol's pipeline at a tiny size: its first setting (20% symmetric noise),
+  the paper's lr grid cut to its middle point, tuning then the table."""
   path = tmp_path / "n.jsonl"
   out = _script(
     [
       "-m",
-      "experiments.noise_table",
+      "experiments.table6",
       "--protocol",
-      "full",
-      "--tiny",
-      "--out",
+      "tiny",
+      "--results",
       str(path),
       "--data-dir",
       DATA,
       "--seeds",
       "0",
+      "--work",
+      str(tmp_path / "runs"),
     ],
     tmp_path,
   )
@@ -231,6 +283,7 @@ def test_noise_protocol_gpu_tiny_run(tmp_path):
   tuned = [r for r in recs if r["phase"] == "tune"]
   assert all(r["config"]["val_fraction"] == 0.1 and r["val_acc"] is not None for r in tuned)
   assert all(r["config"]["noise"] == "sym" and r["config"]["noise_rate"] == 0.2 for r in recs)
+  assert all(r["config"]["model"] == "resnet8" and r["config"]["epochs"] == 1 for r in recs)
   assert "| SGD (CE) | lr=0.01 |" in out
 
 
@@ -283,39 +336,107 @@ def test_fig4_tiny_run(tmp_path):  # A test of its own, so that pytest -n 2 can 
   assert "wrote" in out and (tmp_path / "f4.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_every_protocol_builds_a_config_on_each_of_its_presets():
+  from absgd_jax.train import make_config
+  from absgd_jax.train.protocols import PRESETS_OF, PROTOCOLS
+
+  for family, protocols in PROTOCOLS.items():
+    for name, values in protocols.items():
+      for preset in PRESETS_OF[family]:
+        cfg = make_config(preset, values)
+        assert cfg.schedule.epochs == values.get("epochs", cfg.schedule.epochs), (family, name)
+        # Every decay and stage switch falls inside the run.
+        assert all(0 < d < cfg.schedule.epochs for d in cfg.schedule.lr_decay_epochs)
+        assert cfg.weighting.stage2_epoch < cfg.schedule.epochs, (family, name, preset)
+
+
+def test_the_import_graph_of_the_experiments_has_no_cycle():
+  import ast
+  import pkgutil
+
+  def imports(path: str) -> set[str]:
+    """The experiments modules a file imports, at any depth of its code."""
+    out = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+      if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("experiments"):
+        out.add(node.module)
+        out.update(f"{node.module}.{a.name}" for a in node.names)
+      elif isinstance(node, ast.Import):
+        out.update(a.name for a in node.names if a.name.startswith("experiments"))
+    return out
+
+  def cycle(graph: dict[str, set[str]]) -> list[str]:
+    """A cycle of ``graph`` as its path, or [] if it has none (depth-first, three colours)."""
+    state, path = {}, []
+
+    def visit(n):
+      state[n] = "open"
+      path.append(n)
+      for m in sorted(graph.get(n, ())):
+        if state.get(m) == "open":
+          return path[path.index(m) :] + [m]
+        if m not in state and (found := visit(m)):
+          return found
+      state[n] = "done"
+      path.pop()
+      return []
+
+    for n in sorted(graph):
+      if n not in state and (found := visit(n)):
+        return found
+    return []
+
+  # The check finds a cycle where there is one.
+  assert cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+  assert cycle({"a": {"b"}, "b": {"c"}, "c": set()}) == []
+  modules = {m.name: _origin(m.name) for m in pkgutil.walk_packages([EXP], "experiments.")}
+  graph = {name: imports(path) & set(modules) for name, path in modules.items()}
+  assert graph["experiments.paper_tables"] >= {"experiments.table1", "experiments.table6"}
+  assert cycle(graph) == [], cycle(graph)
+
+
+def _origin(name: str) -> str:
+  import importlib.util
+
+  return importlib.util.find_spec(name).origin
+
+
 @pytest.fixture
-def paper_tables():
-  from experiments import paper_tables
+def tables():
+  from experiments import table1, table2, tables
 
-  return paper_tables
+  return tables, table1, table2
 
 
-def test_paper_tables_reduced_sgd_row_is_the_parity_protocol(paper_tables):
+def test_reduced_sgd_row_is_the_parity_protocol(tables):
   """The reduced table's SGD (CE) on LT trains what the PyTorch head-to-head trained: every
   setting that changes what an SGD run computes is equal."""
   pytest.importorskip("torch", reason="the PyTorch reference needs the [parity] extra")
   from absgd_jax.train.run_folder import result_fields
   from experiments.parity import head_to_head
 
+  _, table1, table2 = tables
   ours = result_fields(
-    paper_tables._config("reduced", "LT", "SGD (CE)", {}, seed=1, out_dir="/tmp/unused")
+    table1.config("reduced", "LT", table1.ROWS["SGD (CE)"], {}, seed=1, out_dir="/tmp/unused")
   )
   parity = result_fields(head_to_head.our_config(head_to_head.Protocol(), 1, "/tmp/unused"))
   # lam, stage2_epoch and drw_epoch do nothing for plain SGD without class weights.
   differ = {k for k in set(ours) | set(parity) if ours.get(k) != parity.get(k)}
   assert differ <= {"lam", "stage2_epoch", "drw_epoch"}, differ
   # Every ABSGD row's lam and every DRW row's class weights switch on at the first decay.
-  for setting, row in paper_tables.CELLS["reduced"]:
-    cfg = paper_tables._config("reduced", setting, row, {}, out_dir="/tmp/unused")
+  rows = {**table1.ROWS, **table2.ROWS}
+  for setting, row in table1.CELLS + table2.CELLS["reduced"]:
+    cfg = table1.config("reduced", setting, rows[row], {}, out_dir="/tmp/unused")
     assert cfg.weighting.stage2_epoch == cfg.loss.drw_epoch == cfg.schedule.lr_decay_epochs[0] == 48
 
 
-def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
-  monkeypatch.setattr(paper_tables.common, "RUNS", str(tmp_path / "runs"))
+def test_choose_and_report(tables, tmp_path, monkeypatch):
+  runner, table1, _ = tables
+  monkeypatch.setattr(table1.common, "RUNS", str(tmp_path / "runs"))
   path = str(tmp_path / "t.jsonl")
   recs = [
     dict(
-      key=paper_tables.tune_key("LT", "ABSGD (CE)", lam),
+      key=table1.tune_key("LT", "ABSGD (CE)", "lam", lam),
       stage="tune",
       setting="LT",
       row="ABSGD (CE)",
@@ -327,13 +448,14 @@ def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
     )
     for lam, v in ((1.0, 0.40), (3.0, 0.45), (10.0, 0.45))
   ]
-  assert paper_tables.choose(recs, "LT", "ABSGD (CE)", (1.0, 3.0, 10.0)) == 3.0  # tie: first
-  assert paper_tables.choose(recs[:2], "LT", "ABSGD (CE)", (1.0, 3.0, 10.0)) is None
+  scores = [(r["lam"], r["val_balanced_acc"]) for r in recs]
+  assert runner.choose(scores) == 3.0  # A tie goes to the earlier point.
+  assert runner.choose(scores[:2] + [(10.0, None)]) is None  # A point not yet recorded.
   for seed, (sgd, ab) in enumerate([(0.50, 0.52), (0.48, 0.47), (0.51, 0.55)]):
     for row, acc, extra in (("SGD (CE)", sgd, {}), ("ABSGD (CE)", ab, {"lam": 3.0})):
       recs.append(
         dict(
-          key=paper_tables.final_key("LT", row, seed),
+          key=table1.final_key("LT", row, seed),
           stage="final",
           setting="LT",
           row=row,
@@ -345,17 +467,21 @@ def test_paper_tables_choose_and_report(paper_tables, tmp_path, monkeypatch):
       )
   with open(path, "w") as f:
     f.write("".join(json.dumps(r) + "\n" for r in recs))
-  text = paper_tables.report(
-    path, "reduced", [("LT", "SGD (CE)"), ("LT", "ABSGD (CE)"), ("ST", "SGD (CE)")]
+  text = table1.report(
+    "reduced", results=path, cells=[("LT", "SGD (CE)"), ("LT", "ABSGD (CE)"), ("ST", "SGD (CE)")]
   )
   row = next(line for line in text.splitlines() if "| ABSGD (CE) |" in line)
   assert "lam=3" in row and "+2.00, -1.00, +4.00 (mean +1.67, vs SGD (CE))" in row
   assert "52.07" in next(line for line in text.splitlines() if "| LT | SGD (CE) |" in line)
   assert "Still running or not started (1 cells): ST SGD (CE)" in text
+  assert "lam=1: 40.00, lam=3: 45.00, lam=10: 45.00" in text
+  # The same records on the full protocol: lam is fixed there, and says so.
+  text = table1.report("full", results=path, cells=[("LT", "ABSGD (CE)")])
+  assert "| LT | ABSGD (CE) | lam=5 (fixed, untuned) |" in text
 
 
 @needs_cifar
-def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
+def test_paper_tables_tiny_run_tunes_then_trains_and_resumes(tmp_path):
   args = [
     "-m",
     "experiments.paper_tables",
@@ -365,7 +491,7 @@ def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
     "--seeds",
     "0",
     "--cells",
-    "LT:ABSGD (CE)",
+    "LT:ABSGD (LA)",
     "--data-dir",
     DATA,
     "--work",
@@ -380,20 +506,23 @@ def test_paper_tables_smoke_run_tunes_then_trains_and_resumes(tmp_path):
   ]
   best = max(recs[:2], key=lambda r: r["val_balanced_acc"])["lam"]
   assert recs[-1]["lam"] == best and recs[-1]["config"]["val_fraction"] == 0.0
-  assert "| LT | ABSGD (CE) | lam=" in out
+  assert recs[0]["config"]["val_fraction"] == 0.1 and recs[0]["config"]["loss"] == "la"
+  assert "| LT | ABSGD (LA) | lam=" in out
   _script(args, tmp_path)  # Everything is recorded: nothing trains again.
   assert len(open(tmp_path / "t.jsonl").readlines()) == 3
 
 
 @needs_cifar
-def test_table1_gpu_probes_both_ways_then_records_every_run(tmp_path):
-  """The GPU script at 8 px on the CPU: it times both ways of sharing the device, keeps the
-  faster, and records SGD and ABSGD for each setting and seed in paper_tables' format."""
+@pytest.mark.parametrize("strategy", ["members", "processes"])
+def test_table1_strategies_record_every_run(tmp_path, strategy):
+  """Table 1 at 8 px on the CPU, its runs sharing the device as members of one program (lam =
+  inf for SGD) or as two processes: each run recorded once, under its own key, in the
+  format the report reads."""
   results = tmp_path / "t.jsonl"
   out = _script(
     [
       "-m",
-      "experiments.table1_gpu",
+      "experiments.table1",
       "--tiny",
       "--data-dir",
       DATA,
@@ -401,11 +530,13 @@ def test_table1_gpu_probes_both_ways_then_records_every_run(tmp_path):
       str(results),
       "--seeds",
       "0",
+      "1",
+      "--cells",
+      "LT:SGD (CE)",
+      "LT:ABSGD (CE)",
+      "--strategy",
+      strategy,
       "--workers",
-      "2",
-      "--settings",
-      "LT",
-      "--probe-epochs",
       "2",
       "--work",
       str(tmp_path / "runs"),
@@ -413,16 +544,24 @@ def test_table1_gpu_probes_both_ways_then_records_every_run(tmp_path):
     tmp_path,
     timeout=600,
   )
-  probe = json.loads((tmp_path / "t.strategy.json").read_text())
-  rates = probe["run_epochs_per_s"]
-  assert set(rates) == {"members", "processes"} and min(rates.values()) > 0
-  assert probe["chosen"] == max(rates, key=rates.get)
   recs = [json.loads(line) for line in open(results)]
   assert sorted(r["key"] for r in recs) == [
     "final__LT__ABSGD__CE___seed0",
+    "final__LT__ABSGD__CE___seed1",
     "final__LT__SGD__CE___seed0",
+    "final__LT__SGD__CE___seed1",
   ]
-  assert {r["strategy"] for r in recs} == {probe["chosen"]}
-  assert all(r["lam"] == 5.0 and 0.0 <= r["test_acc"] <= 1.0 for r in recs)
-  assert not (tmp_path / "t.probe.jsonl").exists()
-  assert "| LT | ABSGD (CE) | lam=5 |" in out
+  for r in recs:  # Each record holds its own run: its seed, and lam = inf for SGD.
+    assert r["config"]["seed"] == r["seed"] and 0.0 <= r["test_acc"] <= 1.0
+    lam = r["config"]["lam"]
+    assert (
+      (lam == "inf" or r["config"]["method"] == "sgd") if r["row"] == "SGD (CE)" else lam == 5.0
+    )
+  if strategy == "members":
+    assert {r["members"] for r in recs} == {4} and len({r["group"] for r in recs}) == 1
+    assert {r["strategy"] for r in recs} == {"f32-auto-unrolled6"}
+  else:
+    assert {r["members"] for r in recs} == {1} and {r["strategy"] for r in recs} == {
+      "f32-auto-1-procs2"
+    }
+  assert "| LT | ABSGD (CE) | lam=5 (fixed, untuned) |" in out

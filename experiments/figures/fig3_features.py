@@ -2,8 +2,8 @@
 
     python -m experiments.figures.fig3_features [--embed tsne|pca] [--seed 0]
 
-Two ABSGD (CE) runs on the reduced CIFAR-10-LT of ``experiments/cifar_table.py`` (rho = 100,
-16 x 16 images, ResNet-8, 20 epochs; see ``common.REDUCED_LT``), one seed:
+Two ABSGD (CE) runs on the CIFAR-10-LT of ``experiments/cifar_table.py`` at the 20-epoch
+``short`` protocol (rho = 100, 16 x 16 images, ResNet-8; ``common.short_lt``), one seed:
 
 - two-stage: lam = inf (momentum SGD) for epochs 0-15, then lam = 1 from epoch 16, the first
   learning-rate decay. The paper's first stage has lam = 100; the kit's two-stage schedule
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-from experiments.common import CACHE, figure_parser, reduced_lt
+from experiments.common import CACHE, figure_parser, short_lt
 
 RUNS = {
   "two-stage lam: inf, then 1 from epoch 16": dict(lam=1.0, stage2_epoch=16),
@@ -109,7 +109,7 @@ def main(argv=None):
   panels = []
   for name, over in RUNS.items():
     t0 = time.process_time()
-    config = reduced_lt(args.data_dir, args.tiny, method="absgd", seed=args.seed, **over)
+    config = short_lt(args.data_dir, args.tiny, method="absgd", seed=args.seed, **over)
     trainer = Trainer(config, progress=False, log=False)
     final = trainer.fit()[0]["final"]
     row = {

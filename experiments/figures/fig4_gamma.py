@@ -3,8 +3,8 @@
     python -m experiments.figures.fig4_gamma [--seeds 0 1 2]     # resumable, then the PNG
     python -m experiments.figures.fig4_gamma --report             # the PNG from the records
 
-The reduced CIFAR-10-LT of ``experiments/cifar_table.py`` (rho = 100, 16 x 16 images,
-ResNet-8, 20 epochs; ``common.REDUCED_LT``) with the values its validation sweep chose: lr
+The CIFAR-10-LT of ``experiments/cifar_table.py`` at the 20-epoch ``short`` protocol (rho =
+100, 16 x 16 images, ResNet-8; ``common.short_lt``) with the values its validation sweep chose: lr
 0.1, and for ABSGD (CE) lam = 2 from epoch 16. ABSGD runs gamma in {0.1, 0.3, 0.5, 0.7, 0.9}
 (the paper's grid), momentum SGD once per seed. About 3.5 CPU core-minutes a run, 6 runs a
 seed. Every finished run is a line of ``experiments/results/fig4_gamma.jsonl``.
@@ -19,18 +19,19 @@ from __future__ import annotations
 import os
 import statistics
 
+from absgd_jax.train.protocols import PROTOCOLS
 from experiments.common import (
   CACHE,
-  REDUCED_LT,
   figure_parser,
   load_jsonl,
-  reduced_lt,
+  short_lt,
   train_record,
 )
 
 GAMMAS = (0.1, 0.3, 0.5, 0.7, 0.9)
 TINY_GAMMAS = (0.5,)  # --tiny: SGD and one gamma.
-LAM_FROM = REDUCED_LT["stage2_epoch"]  # The epoch the validation sweep chose lam 2 for.
+# The epoch the validation sweep chose lam 2 for: the short protocol's first decay.
+LAM_FROM = PROTOCOLS["cifar-imbalance"]["short"]["stage2_epoch"]
 
 
 def _lam_from(rec: dict) -> int:
@@ -49,7 +50,7 @@ def run(records: str, data_dir: str, seeds, tiny: bool = False, lam_from: int = 
       fields = dict(method=method, gamma=gamma, seed=seed, tiny=tiny)
       if gamma is not None and lam_from != LAM_FROM:
         over["stage2_epoch"] = fields["stage2_epoch"] = lam_from
-      config = reduced_lt(data_dir, tiny, **over)
+      config = short_lt(data_dir, tiny, **over)
       rec = train_record(records, fields, config, done)
       print(
         f"{method:5} gamma {gamma} seed {seed}: test {rec['test_acc']:.4f} "
