@@ -100,8 +100,11 @@ class Watch:
         record, histories[i], self.step_losses[i], epoch * self.steps_per_epoch,
         self.exps[i].train.class_names,
       )  # fmt: skip
-      record["blown_up"] = event is not None
-      if event is None or (histories[i] and histories[i][-1].get("blown_up")):
+      going_on = bool(histories[i]) and histories[i][-1].get("blown_up", False)
+      # An epoch without an evaluation cannot show that an accuracy came back: the episode
+      # goes on until one does.
+      record["blown_up"] = event is not None or (going_on and not _evaluated(record))
+      if event is None or going_on:
         continue  # nothing, or the episode the last epoch reported goes on
       record["blow_up"] = event
       message = member.prefix + health.blow_up_message(member.config, event)
@@ -112,3 +115,7 @@ class Watch:
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     if stops and "ok" not in self.status:
       raise DivergenceError(" ".join(stops) + " (on_blow_up=stop)")
+
+
+def _evaluated(record: dict[str, Any]) -> bool:
+  return any(k.endswith("_acc") and k.startswith(("val_", "test_")) for k in record)
